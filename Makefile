@@ -1,0 +1,50 @@
+# cutstream — every target creates or reuses .venv/ and installs what it needs (idempotent).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+NAB_DIR ?= ../shared/nab
+ARGS ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help demo test test-fast bench nab lint fmt clean browser
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml requirements.lock
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check -r requirements.lock
+	$(PY) -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
+	@touch $(STAMP)
+
+browser: ## install Debian's chromium for the dashboard tests (needs root or sudo)
+	@deploy/ensure-chromium.sh
+
+demo: $(STAMP) ## run the whole pipeline on the embedded broker (ARGS="--duration 120" to stop by itself)
+	$(VENV)/bin/cutstream demo $(ARGS)
+
+test: $(STAMP) browser ## run the whole test suite (unit, property, functional, integration, browser)
+	$(PY) -m pytest -n 2 --dist loadgroup -m "not gpu" $(ARGS)
+
+test-fast: $(STAMP) ## only the tests that need no broker, server or browser
+	$(PY) -m pytest -n 2 -m "not integration and not e2e and not gpu and not slow" $(ARGS)
+
+bench: $(STAMP) ## run the benchmarks and rewrite their tables in BENCHMARKS.md
+	$(PY) -m cutstream.bench.report $(ARGS)
+
+nab: $(STAMP) ## score the NAB dev subset in ../shared/nab and print the NAB scores
+	$(PY) -m cutstream.bench.nab --nab-dir $(NAB_DIR) $(ARGS)
+
+lint: $(STAMP) ## ruff (lint + format check) and mypy
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+fmt: $(STAMP) ## format the code
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+clean: ## remove the virtualenv, caches and local data
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache data

@@ -1,0 +1,3 @@
+from cutstream.cli import main
+
+main()

@@ -1,0 +1,1 @@
+"""Benchmarks behind `cutstream bench ...` and `make bench`: each prints one JSON line."""

@@ -1,0 +1,53 @@
+"""The application settings: one YAML file (``--config``) plus ``CUTSTREAM_*`` environment variables.
+
+Built once by the command line and passed down; never at import time.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import Field, SecretStr, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from streams.config import DetectorSpec
+from streams.errors import ConfigError
+
+
+class AppConfig(BaseSettings):
+    """Settings of a worker, the demo, replay and the dashboard.
+
+    Environment variables override the file: ``CUTSTREAM_BROKERS``, ``CUTSTREAM_DATA_DIR``, ...
+    """
+
+    model_config = SettingsConfigDict(env_prefix="CUTSTREAM_", frozen=True, extra="forbid")
+
+    brokers: str | None = Field(None, description="bootstrap servers; unset = start the embedded broker")
+    data_dir: Path = Field(Path("data"), description="Parquet results, checkpoints and the alert outbox")
+    results_topic: str = "cutstream.results"
+    group_id: str = "cutstream-workers"
+    kafka: dict[str, str] = Field(
+        default_factory=dict, description="extra librdkafka settings passed through (SASL, TLS, ...)"
+    )
+    kafka_password: SecretStr | None = Field(None, description="sasl.password, from the environment only")
+    detectors: tuple[DetectorSpec, ...] = ()
+
+
+def load_config(path: Path | None, **overrides: Any) -> AppConfig:
+    """Read ``path`` (YAML) if given, apply non-None ``overrides`` and the environment."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        try:
+            loaded = yaml.safe_load(Path(path).read_text())
+        except (OSError, yaml.YAMLError) as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc}") from exc
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"config file {path} must hold a mapping at the top level")
+        data.update(loaded)
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        return AppConfig(**data)
+    except ValidationError as exc:
+        raise ConfigError(f"invalid config {path or '(defaults)'}:\n{exc}") from exc

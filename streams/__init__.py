@@ -1,0 +1,1 @@
+"""Stream processing: consume → parse → window → score → emit; broker lifecycle and replay."""

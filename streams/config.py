@@ -1,0 +1,60 @@
+"""What one detector reads and how it aggregates: the stream side of the detector config file."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from detector.config import ModelConfig
+from sinks.config import AlertsConfig
+
+Aggregation = Literal["sum", "avg", "count", "min", "max"]
+MissingPolicy = Literal["zero", "carry", "skip"]
+
+
+class MeasureSpec(BaseModel):
+    """One measure field and how its values in a window are aggregated."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    field: str
+    aggregation: Aggregation = "sum"
+    missing: MissingPolicy | None = Field(
+        None,
+        description="policy for a window with no event: zero (default for sum/count), "
+        "carry (default for avg/min/max: repeat the last value) or skip",
+    )
+
+    @property
+    def missing_policy(self) -> MissingPolicy:
+        if self.missing is not None:
+            return self.missing
+        return "zero" if self.aggregation in ("sum", "count") else "carry"
+
+
+class DetectorSpec(BaseModel):
+    """One detector: the events topic it reads, its fields, its windows and its model."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.\-]+$")
+    topic: str = Field(min_length=1)
+    timestamp_field: str = "timestamp"
+    dimensions: tuple[str, ...] = ()
+    measures: tuple[MeasureSpec, ...] = Field(min_length=1)
+    window_ms: int = Field(60_000, ge=1, description="tumbling window length (detection interval)")
+    allowed_lateness_ms: int = Field(0, ge=0, description="how long after the watermark a window still accepts events")
+    idle_timeout_ms: int = Field(
+        10_000, ge=0, description="wall-clock ms after which an idle partition no longer holds the watermark back"
+    )
+    model: ModelConfig = ModelConfig()
+    alerts: AlertsConfig = AlertsConfig()
+
+    @field_validator("measures")
+    @classmethod
+    def _unique_measures(cls, v: tuple[MeasureSpec, ...]) -> tuple[MeasureSpec, ...]:
+        names = [m.field for m in v]
+        if len(set(names)) != len(names):
+            raise ValueError(f"measure fields must be unique, got {names}")
+        return v
