@@ -1,0 +1,103 @@
+"""The Dash application: ``create_app(data_dir, refresh_ms, auth)``.
+
+Access control: with a token, every request (pages, assets, callbacks) must carry it, as
+``Authorization: Bearer <token>``, as the password of HTTP basic auth (any user name; the browser
+asks for it), or once as ``?token=<token>`` on the page URL, which sets an HttpOnly session cookie.
+``/healthz`` answers without a token and tells nothing about the data. The command line refuses to
+bind to anything but loopback without a token.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import logging
+from pathlib import Path
+
+import flask
+from dash import Dash
+
+from dashboard import callbacks, layout
+
+logger = logging.getLogger(__name__)
+
+COOKIE = "cutstream_token"
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+
+
+def _token_ok(presented: str | None, token: str) -> bool:
+    return presented is not None and hmac.compare_digest(presented.encode(), token.encode())
+
+
+def _cookie_value(token: str) -> str:
+    # the cookie holds a digest, not the token itself
+    return hashlib.sha256(("cutstream-dashboard\x1f" + token).encode()).hexdigest()
+
+
+def _presented_token(request: flask.Request) -> str | None:
+    header = request.headers.get("Authorization", "")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() == "bearer":
+        return value.strip()
+    if scheme.lower() == "basic":
+        try:
+            decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
+        except (ValueError, UnicodeDecodeError):
+            return None
+        return decoded.partition(":")[2]
+    return None
+
+
+def install_auth(server: flask.Flask, token: str) -> None:
+    """Require ``token`` on every request of ``server`` (see the module docstring)."""
+    if not token:
+        raise ValueError("an empty dashboard token protects nothing")
+    cookie = _cookie_value(token)
+
+    @server.before_request
+    def _check() -> flask.Response | None:
+        request = flask.request
+        if request.path == "/healthz":
+            return None
+        if _token_ok(_presented_token(request), token):
+            return None
+        if _token_ok(request.cookies.get(COOKIE), cookie):
+            return None
+        if _token_ok(request.args.get("token"), token):
+            flask.g.cutstream_set_cookie = True
+            return None
+        logger.info("dashboard request refused path=%s remote=%s", request.path, request.remote_addr)
+        return flask.Response("authentication required\n", 401,
+                              {"WWW-Authenticate": 'Basic realm="cutstream dashboard", charset="UTF-8"'})
+
+    @server.after_request
+    def _remember(response: flask.Response) -> flask.Response:
+        if flask.g.get("cutstream_set_cookie"):
+            response.set_cookie(COOKIE, cookie, httponly=True, samesite="Strict",
+                                secure=flask.request.is_secure)
+        return response
+
+
+def create_app(data_dir: Path | str, refresh_ms: int = 5000, auth: str | None = None) -> Dash:
+    """The dashboard over ``<data_dir>/results`` (read through sinks.query only).
+
+    Args:
+        data_dir: the results directory root (``results/``, and ``alerts/`` when alerts are on).
+        refresh_ms: live refresh interval of the page.
+        auth: an access token; None = no authentication (loopback use only).
+    """
+    if refresh_ms < 250:
+        raise ValueError("refresh_ms must be at least 250")
+    app = Dash(__name__, title="cutstream", update_title=None, serve_locally=True)
+    app.layout = layout.build_layout(refresh_ms)
+    callbacks.register(app, Path(data_dir))
+    server = app.server
+
+    @server.route("/healthz")
+    def _healthz() -> flask.Response:
+        return flask.Response("ok\n", 200, {"Content-Type": "text/plain"})
+
+    if auth:
+        install_auth(server, auth)
+    return app

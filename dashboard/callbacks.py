@@ -1,0 +1,82 @@
+"""Callbacks: thin wiring from page inputs to :mod:`dashboard.views` and back. No queries here."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import plotly.graph_objects as go
+from dash import Dash, Input, Output, State, ctx, no_update
+
+import sinks.query as q
+from dashboard import figures, layout, views
+
+logger = logging.getLogger(__name__)
+
+
+def register(app: Dash, data_dir: Path) -> None:
+    """Attach every callback of the page to ``app``, reading results from ``data_dir``."""
+
+    @app.callback(Output("tick", "disabled"), Input("live", "value"))
+    def toggle_live(live: list[str] | None) -> bool:
+        return "live" not in (live or [])
+
+    @app.callback(Output("kpis", "children"), Output("detector", "options"),
+                  Input("tick", "n_intervals"), Input("period", "value"))
+    def refresh_kpis(_tick: int, period: str) -> tuple[list[Any], list[dict[str, str]]]:
+        cards = [layout.kpi_card(*card) for card in views.kpi_values(data_dir, period)]
+        return cards, views.detector_options(data_dir)
+
+    @app.callback(Output("measure", "options"),
+                  Input("detector", "value"), Input("period", "value"), Input("tick", "n_intervals"))
+    def refresh_measures(detector: str | None, period: str, _tick: int) -> list[dict[str, str]]:
+        return views.measure_options(data_dir, period, detector)
+
+    @app.callback(Output("series", "options"), Output("series", "value"),
+                  Input("detector", "value"), Input("measure", "value"), Input("series", "search_value"),
+                  Input("series", "value"), Input("period", "value"), Input("tick", "n_intervals"))
+    def refresh_series(detector: str | None, measure: str | None, search: str | None, selected: str | None,
+                       period: str, _tick: int) -> tuple[list[dict[str, str]], Any]:
+        options = views.series_options(data_dir, period, detector, measure, search, selected)
+        return options, (no_update if selected else views.default_series(options))
+
+    @app.callback(Output("series", "value", allow_duplicate=True), Output("focus", "data"),
+                  Input("anomalies", "active_cell"), prevent_initial_call=True)
+    def open_row(cell: dict[str, Any] | None) -> tuple[Any, Any]:
+        focus = views.focus_from_row((cell or {}).get("row_id"))
+        if focus is None:
+            return no_update, no_update
+        return focus["series"], focus
+
+    @app.callback(Output("chart", "figure"),
+                  Input("series", "value"), Input("period", "value"), Input("focus", "data"),
+                  Input("tick", "n_intervals"))
+    def refresh_chart(series: str | None, period: str, focus: dict[str, Any] | None, _tick: int) -> go.Figure:
+        try:
+            return views.chart(data_dir, period, series, focus)
+        except q.QueryError as exc:
+            logger.warning("chart query failed series=%s error=%s", series, exc)
+            return figures.empty_figure(f"Cannot read the results: {exc}")
+
+    @app.callback(Output("anomalies", "data"), Output("table-message", "children"),
+                  Input("period", "value"), Input("anomalies", "filter_query"), Input("anomalies", "sort_by"),
+                  Input("tick", "n_intervals"), State("anomalies", "data"))
+    def refresh_table(period: str, filter_query: str | None, sort_by: list[dict[str, str]] | None, _tick: int,
+                      current: list[dict[str, Any]] | None) -> tuple[Any, str]:
+        try:
+            rows, message = views.anomaly_rows(data_dir, period, filter_query, sort_by)
+        except q.QueryError as exc:
+            logger.warning("anomaly table query failed error=%s", exc)
+            return no_update, f"Cannot read the results: {exc}"
+        if ctx.triggered_id == "tick" and rows == current:
+            return no_update, message
+        return rows, message
+
+    @app.callback(Output("incidents", "data"), Output("incidents", "columns"),
+                  Output("incidents-block", "style"), Input("tick", "n_intervals"))
+    def refresh_incidents(_tick: int) -> tuple[Any, Any, dict[str, str]]:
+        rows = views.incident_rows(data_dir)
+        if not rows:
+            return [], [], {"display": "none"}
+        return rows, layout.incident_columns(rows), {"display": "block"}

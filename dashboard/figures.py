@@ -1,0 +1,155 @@
+"""Figures: pure functions from a result frame (a pyarrow Table) to a plotly Figure. No I/O here.
+
+The series chart has two y axes. On the left: the window's aggregated value (line), the model's
+expected value (dashed line) inside an expected band, and the anomalies (red markers on the value).
+On the right (0–100): the anomaly score and the decision threshold in force (dotted line).
+
+The band: expectedValue ± ``BAND_SIGMAS`` × the rolling standard deviation of the residual
+(value − expected) over the previous ``BAND_WINDOWS`` windows, computed causally (a window's band
+uses only windows before it) so an anomaly does not widen its own band. Where the model has no
+expected value yet (LEARNING) there is no band.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import numpy as np
+import plotly.graph_objects as go
+import pyarrow as pa
+import pyarrow.compute as pc
+
+BAND_SIGMAS = 3.0
+BAND_WINDOWS = 48
+
+#: Trace names (tests and the browser check find traces by these).
+VALUE, EXPECTED, BAND_LOW, BAND_HIGH, SCORE, THRESHOLD, ANOMALY = (
+    "value", "expected", "expected band (low)", "expected band", "anomaly score", "threshold", "anomaly",
+)
+
+_COLORS = {"value": "#1f5f8b", "expected": "#7a7a7a", "band": "rgba(122,122,122,0.18)",
+           "score": "#e69f00", "threshold": "#b8860b", "anomaly": "#d62728"}
+
+TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
+
+
+def time_strings(column: pa.ChunkedArray | pa.Array) -> list[str]:
+    """UTC timestamps → ``YYYY-MM-DD HH:MM:SS`` (plotly's date format; exact, no client time zone)."""
+    seconds = pc.cast(column, pa.timestamp("s", tz="UTC"), safe=False)
+    return [str(s) for s in pc.strftime(seconds, format=TIME_FORMAT).to_pylist()]
+
+
+def _floats(table: pa.Table, name: str) -> np.ndarray:
+    return np.asarray(table.column(name).to_numpy(zero_copy_only=False), dtype=np.float64)
+
+
+def expected_band(value: np.ndarray, expected: np.ndarray, windows: int = BAND_WINDOWS,
+                  sigmas: float = BAND_SIGMAS) -> tuple[np.ndarray, np.ndarray]:
+    """Lower and upper band: expected ± sigmas × causal rolling std of (value − expected).
+
+    Args:
+        value, expected: float64[n], NaN where unknown.
+
+    Returns:
+        (low, high), float64[n]; NaN where the expected value is unknown or fewer than 3 earlier
+        residuals are available.
+    """
+    resid = value - expected
+    finite = np.isfinite(resid)
+    r = np.where(finite, resid, 0.0)
+    # prefix sums with a leading 0: the sums over the prior window [i - windows, i) are differences
+    c = np.concatenate([[0.0], np.cumsum(finite)])
+    s1 = np.concatenate([[0.0], np.cumsum(r)])
+    s2 = np.concatenate([[0.0], np.cumsum(r * r)])
+    idx = np.arange(len(value))
+    lo = np.maximum(0, idx - windows)
+    count = c[idx] - c[lo]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = (s1[idx] - s1[lo]) / count
+        var = np.maximum((s2[idx] - s2[lo]) / count - mean * mean, 0.0)
+    spread = np.where(count >= 3, np.sqrt(var), np.nan)
+    half = sigmas * spread
+    return expected - half, expected + half
+
+
+def empty_figure(message: str) -> go.Figure:
+    """A blank chart that says why it is blank."""
+    fig = go.Figure()
+    fig.update_layout(
+        template="plotly_white", height=460, margin={"l": 60, "r": 60, "t": 40, "b": 40},
+        xaxis={"visible": False}, yaxis={"visible": False},
+        annotations=[{"text": message, "xref": "paper", "yref": "paper", "x": 0.5, "y": 0.5,
+                      "showarrow": False, "font": {"size": 15, "color": "#666"}}],
+    )
+    return fig
+
+
+def series_figure(points: pa.Table, title: str = "", focus: tuple[dt.datetime, dt.datetime] | None = None,
+                  revision: str = "") -> go.Figure:
+    """The series chart from :func:`sinks.query.series_points` rows (oldest first).
+
+    Args:
+        points: columns windowStart, aggregatedMeasureValue, expectedValue, anomalyScore,
+            anomalyDecisionThreshold, anomalyDecision (others are ignored).
+        title: shown above the chart.
+        focus: an x range to zoom to (a clicked anomaly's neighbourhood).
+        revision: plotly ``uirevision``: the user's zoom survives refreshes with the same revision.
+    """
+    if points.num_rows == 0:
+        return empty_figure("No results for this series in the selected period")
+    x = time_strings(points.column("windowStart"))
+    value = _floats(points, "aggregatedMeasureValue")
+    expected = _floats(points, "expectedValue")
+    score = _floats(points, "anomalyScore")
+    threshold = _floats(points, "anomalyDecisionThreshold")
+    flagged = np.asarray(points.column("anomalyDecision").to_numpy(zero_copy_only=False)) == 1
+    low, high = expected_band(value, expected)
+    x_arr = np.array(x, dtype=object)
+
+    fig = go.Figure()
+    fig.add_trace(go.Scatter(x=x, y=low, name=BAND_LOW, mode="lines", line={"width": 0},
+                             hoverinfo="skip", showlegend=False, legendgroup="band"))
+    fig.add_trace(go.Scatter(x=x, y=high, name=BAND_HIGH, mode="lines", line={"width": 0},
+                             fill="tonexty", fillcolor=_COLORS["band"], hoverinfo="skip", legendgroup="band"))
+    fig.add_trace(go.Scatter(x=x, y=expected, name=EXPECTED, mode="lines",
+                             line={"color": _COLORS["expected"], "dash": "dash", "width": 1.5}))
+    fig.add_trace(go.Scatter(x=x, y=value, name=VALUE, mode="lines",
+                             line={"color": _COLORS["value"], "width": 2}))
+    fig.add_trace(go.Scatter(x=x, y=score, name=SCORE, mode="lines", yaxis="y2",
+                             line={"color": _COLORS["score"], "width": 1}, opacity=0.8))
+    fig.add_trace(go.Scatter(x=x, y=threshold, name=THRESHOLD, mode="lines", yaxis="y2",
+                             line={"color": _COLORS["threshold"], "dash": "dot", "width": 1.5}))
+    fig.add_trace(go.Scatter(
+        x=x_arr[flagged].tolist(), y=value[flagged], name=ANOMALY, mode="markers",
+        marker={"color": _COLORS["anomaly"], "size": 11, "symbol": "x", "line": {"width": 1}},
+        customdata=score[flagged], hovertemplate="%{x}<br>value %{y:.4g}<br>score %{customdata:.1f}"
+                                                 "<extra>anomaly</extra>",
+    ))
+    xaxis: dict[str, Any] = {"title": None, "showgrid": True}
+    if focus is not None:
+        xaxis["range"] = [focus[0].strftime(TIME_FORMAT), focus[1].strftime(TIME_FORMAT)]
+    fig.update_layout(
+        template="plotly_white", height=460, title={"text": title, "x": 0.01, "font": {"size": 14}},
+        margin={"l": 60, "r": 60, "t": 50, "b": 40}, hovermode="x unified",
+        legend={"orientation": "h", "y": -0.12},
+        xaxis=xaxis,
+        yaxis={"title": {"text": "value"}},
+        yaxis2={"title": {"text": "anomaly score"}, "overlaying": "y", "side": "right",
+                "range": [0, 105], "tickvals": [0, 20, 40, 60, 80, 100], "showgrid": False},
+        uirevision=revision or None,
+    )
+    return fig
+
+
+def window_width(points: pa.Table) -> dt.timedelta | None:
+    """The series' window length: the most common gap between consecutive windows (None if < 2)."""
+    if points.num_rows < 2:
+        return None
+    ts = pc.cast(points.column("windowStart"), pa.timestamp("us", tz="UTC")).cast(pa.int64()).to_numpy()
+    gaps = np.diff(ts)
+    gaps = gaps[gaps > 0]
+    if len(gaps) == 0:
+        return None
+    values, counts = np.unique(gaps, return_counts=True)
+    return dt.timedelta(microseconds=int(values[np.argmax(counts)]))

@@ -1,0 +1,307 @@
+"""What each part of the page shows, computed from sinks' query functions (the callbacks only call these).
+
+Periods are relative to the newest result, not to the wall clock, so that replayed history and a live
+stream look the same ("the last 24 h of data"). Every function takes the results directory and
+plain values from the page, and returns plain values, a Figure, or a message for the user.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import plotly.graph_objects as go
+
+import sinks.query as q
+from dashboard import figures
+
+logger = logging.getLogger(__name__)
+
+PERIODS: dict[str, dt.timedelta | None] = {
+    "1h": dt.timedelta(hours=1), "6h": dt.timedelta(hours=6), "24h": dt.timedelta(hours=24),
+    "7d": dt.timedelta(days=7), "30d": dt.timedelta(days=30), "all": None,
+}
+PERIOD_LABELS = {"1h": "last hour", "6h": "last 6 hours", "24h": "last 24 hours", "7d": "last 7 days",
+                 "30d": "last 30 days", "all": "all data"}
+DEFAULT_PERIOD = "24h"
+TOP_N = 25
+TABLE_LIMIT = 500
+#: Windows shown on each side of a clicked anomaly.
+FOCUS_WINDOWS = 36
+
+
+@dataclass(frozen=True)
+class Period:
+    """A resolved period: ``[start, end)`` in UTC, None = unbounded."""
+
+    start: dt.datetime | None
+    end: dt.datetime | None
+
+
+def resolve_period(data_dir: Path | str, period: str | None) -> Period:
+    """``"24h"`` → the last 24 h up to the newest result; an unknown name means the default."""
+    delta = PERIODS.get(period or DEFAULT_PERIOD, PERIODS[DEFAULT_PERIOD])
+    if delta is None:
+        return Period(None, None)
+    newest = q.newest_window(data_dir)
+    if newest is None:
+        return Period(None, None)
+    return Period(newest - delta + dt.timedelta(microseconds=1), None)
+
+
+def _age(seconds: float | None) -> str:
+    if seconds is None:
+        return "–"
+    if seconds < 90:
+        return f"{seconds:.0f} s ago"
+    if seconds < 90 * 60:
+        return f"{seconds / 60:.0f} min ago"
+    if seconds < 48 * 3600:
+        return f"{seconds / 3600:.1f} h ago"
+    return f"{seconds / 86400:.1f} days ago"
+
+
+def _count(n: int) -> str:
+    return f"{n:,}"
+
+
+def kpi_values(data_dir: Path | str, period: str | None) -> list[tuple[str, str, str, str]]:
+    """The KPI cards as ``(id, label, text, note)``: series, points, anomalies, confidence, freshness, lag."""
+    p = resolve_period(data_dir, period)
+    k = q.kpis(data_dir, p.start, p.end)
+    lag = q.worker_lag(data_dir)
+    newest = k["newest_window"]
+    fresh = _age(k["freshness_s"])
+    newest_note = "" if newest is None else f"newest window {newest:%Y-%m-%d %H:%M} UTC"
+    conf = "–" if k["mean_confidence"] is None else f"{k['mean_confidence']:.0f} / 100"
+    period_label = PERIOD_LABELS.get(period or DEFAULT_PERIOD, str(period))
+    return [
+        ("kpi-series", "series tracked", _count(k["series"]), period_label),
+        ("kpi-points", "data points processed", _count(k["data_points"]), f"{_count(k['windows'])} windows"),
+        ("kpi-anomalies", "anomalies", _count(k["anomalies"]), period_label),
+        ("kpi-confidence", "mean confidence", conf, "latest, per series"),
+        ("kpi-freshness", "data freshness", fresh, newest_note),
+        ("kpi-lag", "worker lag", "unknown" if lag is None else _lag_text(lag),
+         "" if lag is None else f"{lag['workers']} worker(s)"),
+    ]
+
+
+def _lag_text(lag: dict[str, Any]) -> str:
+    parts = []
+    if lag.get("messages") is not None:
+        parts.append(f"{int(lag['messages']):,} messages")
+    if lag.get("seconds") is not None:
+        parts.append(f"{float(lag['seconds']):.1f} s")
+    return ", ".join(parts) or "unknown"
+
+
+def detector_options(data_dir: Path | str) -> list[dict[str, str]]:
+    return [{"label": d, "value": d} for d in q.list_detectors(data_dir)]
+
+
+def measure_options(data_dir: Path | str, period: str | None, detector: str | None) -> list[dict[str, str]]:
+    p = resolve_period(data_dir, period)
+    return [{"label": m, "value": m} for m in q.list_measures(data_dir, detector, p.start, p.end)]
+
+
+def _series_label(row: dict[str, Any]) -> str:
+    dims = row["dimensions"] or "(no dimensions)"
+    return f"{dims} · {row['measure']} · {row['detectorName']} · max {row['maxScore']:.0f}"
+
+
+def series_options(data_dir: Path | str, period: str | None, detector: str | None, measure: str | None,
+                   search: str | None, selected: str | None) -> list[dict[str, str]]:
+    """The series picker's options: the top series by max score, or the type-ahead matches.
+
+    The selected series is always kept among the options (a live refresh never drops it).
+    """
+    p = resolve_period(data_dir, period)
+    if search and search.strip():
+        table = q.search_series(data_dir, detector, measure, search, TOP_N, p.start, p.end)
+    else:
+        table = q.top_series(data_dir, p.start, p.end, TOP_N, detector, measure)
+    rows = table.select(["timeseriesId", "detectorName", "measure", "dimensions", "maxScore"]).to_pylist()
+    options = [{"label": _series_label(r), "value": r["timeseriesId"]} for r in rows]
+    if selected and selected not in {o["value"] for o in options}:
+        info = q.series_info(data_dir, selected, p.start, p.end) or q.series_info(data_dir, selected)
+        label = _series_label(info) if info else f"series {selected[:12]}…"
+        options.insert(0, {"label": label, "value": selected})
+    return options
+
+
+def default_series(options: list[dict[str, str]]) -> str | None:
+    """The series shown before the user picks one: the top one."""
+    return options[0]["value"] if options else None
+
+
+def chart(data_dir: Path | str, period: str | None, series_id: str | None,
+          focus: dict[str, Any] | None) -> go.Figure:
+    """The chart of one series over the period, zoomed around ``focus["time"]`` when it is this series'."""
+    if not series_id:
+        return figures.empty_figure("Pick a series (top series by anomaly score are listed first)")
+    p = resolve_period(data_dir, period)
+    info = q.series_info(data_dir, series_id, p.start, p.end)
+    detector = info["detectorName"] if info else None
+    points = q.series_points(data_dir, series_id, p.start, p.end, detector)
+    zoom = None
+    revision = series_id
+    if focus and focus.get("series") == series_id and focus.get("time"):
+        center = dt.datetime.fromisoformat(str(focus["time"]))
+        width = figures.window_width(points) or dt.timedelta(minutes=10)
+        zoom = (center - FOCUS_WINDOWS * width, center + FOCUS_WINDOWS * width)
+        revision = f"{series_id}@{focus['time']}"
+    title = (f"{info['dimensions'] or '(no dimensions)'} — {info['measure']} ({info['detectorName']})"
+             if info else f"series {series_id[:12]}…")
+    return figures.series_figure(points, title=title, focus=zoom, revision=revision)
+
+
+# ---------------------------------------------------------------------------------------------------
+# The anomaly table
+
+
+TABLE_COLUMNS: list[tuple[str, str, str]] = [
+    ("windowStart", "window start (UTC)", "datetime"),
+    ("detectorName", "detector", "text"),
+    ("measure", "measure", "text"),
+    ("dimensions", "dimensions", "text"),
+    ("aggregatedMeasureValue", "value", "numeric"),
+    ("expectedValue", "expected", "numeric"),
+    ("anomalyScore", "score", "numeric"),
+    ("anomalyConfidenceScore", "confidence", "numeric"),
+]
+
+_OPS = {"=": "=", "eq": "=", "!=": "!=", "ne": "!=", "<": "<", "lt": "<", "<=": "<=", "le": "<=",
+        ">": ">", "gt": ">", ">=": ">=", "ge": ">=", "contains": "contains",
+        "datestartswith": "datestartswith"}
+_TERM = re.compile(
+    r"""^\s*\{(?P<col>[^{}]+)\}\s+(?P<op>[is]?(?:eq|ne|lt|le|gt|ge|contains|datestartswith)|!=|<=|>=|=|<|>)\s+"""
+    r"""(?P<val>"(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*'|`(?:[^`\\]|\\.)*`|.+?)\s*$""",
+    re.S,
+)
+
+
+def parse_filter_query(text: str | None) -> list[q.Filter]:
+    """DataTable's ``filter_query`` (``{col} op value && ...``) → query filters.
+
+    Raises:
+        sinks.query.QueryInputError: a term that is not ``{column} operator value`` or an operator
+            this table does not support; the message names it.
+    """
+    if not text or not text.strip():
+        return []
+    out: list[q.Filter] = []
+    for term in text.split(" && "):
+        m = _TERM.match(term)
+        if m is None:
+            raise q.QueryInputError(f"cannot read the filter {term.strip()!r}")
+        col, op, val = m.group("col"), m.group("op"), m.group("val")
+        if op[0] in "is" and op[1:] in _OPS:
+            op = op[1:]
+        if op not in _OPS:
+            raise q.QueryInputError(f"unsupported filter operator {op!r}")
+        if val[:1] in "\"'`" and val[-1:] == val[:1] and len(val) >= 2:
+            val = re.sub(r"\\(.)", r"\1", val[1:-1])
+        op = _OPS[op]
+        if op == "datestartswith":
+            out.extend(_date_prefix(col, val))
+        else:
+            out.append(q.Filter(col, op, val))
+    return out
+
+
+def _date_prefix(col: str, text: str) -> list[q.Filter]:
+    """``datestartswith 2026-01-05`` → ``col >= 2026-01-05 AND col < 2026-01-06`` (also YYYY-MM, YYYY)."""
+    t = text.strip()
+    try:
+        if re.fullmatch(r"\d{4}", t):
+            lo = dt.datetime(int(t), 1, 1, tzinfo=dt.UTC)
+            hi = dt.datetime(int(t) + 1, 1, 1, tzinfo=dt.UTC)
+        elif re.fullmatch(r"\d{4}-\d{2}", t):
+            y, m = int(t[:4]), int(t[5:7])
+            lo = dt.datetime(y, m, 1, tzinfo=dt.UTC)
+            hi = dt.datetime(y + m // 12, m % 12 + 1, 1, tzinfo=dt.UTC)
+        elif re.fullmatch(r"\d{4}-\d{2}-\d{2}", t):
+            lo = dt.datetime.fromisoformat(t).replace(tzinfo=dt.UTC)
+            hi = lo + dt.timedelta(days=1)
+        else:
+            return [q.Filter(col, ">=", t)]
+    except ValueError:
+        raise q.QueryInputError(f"{col}: {text!r} is not a date") from None
+    return [q.Filter(col, ">=", lo), q.Filter(col, "<", hi)]
+
+
+def row_id(series_id: str, window_start: str) -> str:
+    return f"{series_id}@{window_start}"
+
+
+def parse_row_id(value: str) -> tuple[str, str] | None:
+    series, sep, when = str(value).partition("@")
+    return (series, when) if sep and series and when else None
+
+
+def anomaly_rows(data_dir: Path | str, period: str | None, filter_query: str | None,
+                 sort_by: list[dict[str, str]] | None) -> tuple[list[dict[str, Any]], str]:
+    """The anomaly table's rows (newest first unless sorted) and a message ('' when all is well)."""
+    p = resolve_period(data_dir, period)
+    try:
+        filters = parse_filter_query(filter_query)
+        order = [(s["column_id"], s.get("direction", "asc")) for s in (sort_by or [])]
+        table = q.anomalies(data_dir, p.start, p.end, filters, TABLE_LIMIT, order or (("windowStart", "desc"),))
+    except q.QueryInputError as exc:
+        return [], f"Filter not applied: {exc}"
+    times = figures.time_strings(table.column("windowStart"))
+    rows = []
+    for when, r in zip(times, table.to_pylist(), strict=True):
+        rows.append({
+            "id": row_id(r["timeseriesId"], when),
+            "windowStart": when,
+            "detectorName": r["detectorName"],
+            "measure": r["measure"],
+            "dimensions": r["dimensions"],
+            "aggregatedMeasureValue": _round(r["aggregatedMeasureValue"]),
+            "expectedValue": _round(r["expectedValue"]),
+            "anomalyScore": _round(r["anomalyScore"], 1),
+            "anomalyConfidenceScore": _round(r["anomalyConfidenceScore"], 0),
+        })
+    message = f"showing the first {TABLE_LIMIT} matching anomalies" if len(rows) >= TABLE_LIMIT else ""
+    return rows, message
+
+
+def _round(v: float | None, digits: int = 3) -> float | None:
+    return None if v is None or v != v else round(float(v), digits)
+
+
+def focus_from_row(row_key: str | None) -> dict[str, str] | None:
+    """A clicked row's id → ``{"series", "time"}`` for the chart (None when it is not a row id)."""
+    parsed = parse_row_id(row_key) if row_key else None
+    if parsed is None:
+        return None
+    series, when = parsed
+    return {"series": series, "time": when}
+
+
+def incident_rows(data_dir: Path | str) -> list[dict[str, Any]]:
+    return q.incidents(data_dir, limit=100).to_pylist()
+
+
+def first_page(data_dir: Path | str, period: str = DEFAULT_PERIOD) -> dict[str, Any]:
+    """Everything the first page shows, with per-phase timings (the benchmark calls this)."""
+    timings: dict[str, float] = {}
+
+    def timed(name: str, fn: Any, *args: Any) -> Any:
+        t0 = time.perf_counter()
+        out = fn(*args)
+        timings[name] = time.perf_counter() - t0
+        return out
+
+    kpis = timed("kpis", kpi_values, data_dir, period)
+    options = timed("top series", series_options, data_dir, period, None, None, None, None)
+    rows, message = timed("anomaly table", anomaly_rows, data_dir, period, None, None)
+    fig = timed("chart", chart, data_dir, period, default_series(options), None)
+    return {"kpis": kpis, "series_options": options, "rows": rows, "message": message, "figure": fig,
+            "timings": timings}

@@ -1,0 +1,685 @@
+"""The read side: DuckDB queries over the Parquet results (used by the dashboard and `cutstream query`).
+
+Every query here is a constant SQL text with ``?`` parameters; values from a user (a search text, a
+filter value, a series id) are only ever bound as parameters, and identifiers (column names, sort
+keys) only ever come from the whitelists below. The only place that runs a user's SQL text is
+:func:`run_sql`, which is the `cutstream query` command: the user's own SQL on the user's own files.
+
+Files are listed in Python, not globbed by DuckDB: DuckDB's ``*.parquet`` glob also matches hidden
+(dot-prefixed) temporary files of a writer in progress, and listing the ``date=`` directories
+ourselves gives partition pruning by period before DuckDB opens anything. The list of files is
+passed to ``read_parquet`` as a bound parameter with ``hive_partitioning``.
+
+One in-memory DuckDB database per process holds the Parquet metadata cache; each call opens its own
+cursor on it and closes it. The per-series summary of a period (one scan; everything the first page
+needs except the chart and the anomaly table) is memoized on the exact set of files it read (name,
+size, modification time), so a live refresh that finds nothing new costs a directory listing.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import sqlite3
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import unquote
+
+import duckdb
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from sinks.errors import SinkError
+from sinks.record import RESULT_SCHEMA
+
+logger = logging.getLogger(__name__)
+
+RESULTS_DIR = "results"
+ALERTS_DIR = "alerts"
+
+
+class QueryError(SinkError):
+    """A query could not run (an unreadable file, a bad SQL text in `cutstream query`)."""
+
+
+class QueryInputError(QueryError):
+    """A user-supplied value (filter, sort key) is not acceptable; the message says why."""
+
+
+# ---------------------------------------------------------------------------------------------------
+# Files and partitions
+
+
+@dataclass(frozen=True)
+class ResultFile:
+    """One visible Parquet file of the results tree."""
+
+    path: str
+    detector: str
+    date: dt.date
+    size: int
+    mtime_ns: int
+
+
+def _partition_value(name: str, key: str) -> str | None:
+    prefix = key + "="
+    return unquote(name[len(prefix):]) if name.startswith(prefix) else None
+
+
+def result_files(
+    data_dir: Path | str,
+    start: dt.datetime | None = None,
+    end: dt.datetime | None = None,
+    detector: str | None = None,
+) -> list[ResultFile]:
+    """The visible ``*.parquet`` files under ``<data_dir>/results``, pruned by date and detector.
+
+    Hidden files (a writer's temporaries) and anything not named ``*.parquet`` are skipped. A date
+    partition is kept when its day overlaps ``[start, end)``; rows are still filtered by time in SQL.
+    """
+    root = Path(data_dir) / RESULTS_DIR
+    first_day = start.astimezone(dt.UTC).date() if start is not None else None
+    last_day = end.astimezone(dt.UTC).date() if end is not None else None
+    out: list[ResultFile] = []
+    try:
+        det_dirs = list(os.scandir(root))
+    except (FileNotFoundError, NotADirectoryError):
+        return out
+    for det_entry in det_dirs:
+        name = _partition_value(det_entry.name, "detector")
+        if name is None or not det_entry.is_dir() or (detector is not None and name != detector):
+            continue
+        for date_entry in os.scandir(det_entry.path):
+            day_text = _partition_value(date_entry.name, "date")
+            if day_text is None or not date_entry.is_dir():
+                continue
+            try:
+                day = dt.date.fromisoformat(day_text)
+            except ValueError:
+                logger.warning("skipping partition with a bad date path=%s", date_entry.path)
+                continue
+            if (first_day is not None and day < first_day) or (last_day is not None and day > last_day):
+                continue
+            for f in os.scandir(date_entry.path):
+                if f.name.startswith(".") or not f.name.endswith(".parquet") or not f.is_file():
+                    continue
+                try:
+                    st = f.stat()
+                except FileNotFoundError:  # renamed or deleted by a writer since the listing
+                    continue
+                out.append(ResultFile(f.path, name, day, st.st_size, st.st_mtime_ns))
+    out.sort(key=lambda r: r.path)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------
+# Connections
+
+
+_DB_LOCK = threading.Lock()
+_DB: duckdb.DuckDBPyConnection | None = None
+
+
+def _database() -> duckdb.DuckDBPyConnection:
+    """The process's in-memory DuckDB database (created on first use; holds the metadata cache)."""
+    global _DB
+    with _DB_LOCK:
+        if _DB is None:
+            con = duckdb.connect(":memory:")
+            con.execute("SET TimeZone = 'UTC'")
+            con.execute("SET parquet_metadata_cache = true")
+            _DB = con
+        return _DB
+
+
+@contextmanager
+def _cursor() -> Iterator[duckdb.DuckDBPyConnection]:
+    cur = _database().cursor()
+    try:
+        cur.execute("SET TimeZone = 'UTC'")
+        yield cur
+    finally:
+        cur.close()
+
+
+#: The results source: the listed files, bound as the first parameter of every query.
+_SRC = "read_parquet(?, hive_partitioning = true, union_by_name = true)"
+
+
+def _run(files: Sequence[ResultFile], sql: str, params: Sequence[Any], relist: Callable[[], Sequence[ResultFile]]
+         ) -> pa.Table:
+    """Run ``sql`` (with ``{src}`` for the results source) over ``files``; retry once on a vanished file."""
+    for attempt in (1, 2):
+        paths = [f.path for f in files]
+        try:
+            with _cursor() as cur:
+                rel = cur.sql(sql.format(src=_SRC), params=[paths, *params])
+                assert rel is not None
+                return rel.to_arrow_table()
+        except duckdb.IOException as exc:
+            if attempt == 2:
+                raise QueryError(f"cannot read the results files: {exc}") from exc
+            logger.info("results changed while reading, retrying error=%s", exc)
+            files = relist()
+    raise AssertionError("unreachable")
+
+
+# ---------------------------------------------------------------------------------------------------
+# Periods and freshness
+
+
+def _utc(value: dt.datetime | None) -> dt.datetime | None:
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        raise QueryInputError("times must be timezone-aware (UTC)")
+    return value.astimezone(dt.UTC)
+
+
+_FAR_PAST = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+_FAR_FUTURE = dt.datetime(9999, 1, 1, tzinfo=dt.UTC)
+
+
+def _bounds(start: dt.datetime | None, end: dt.datetime | None) -> tuple[dt.datetime, dt.datetime]:
+    return _utc(start) or _FAR_PAST, _utc(end) or _FAR_FUTURE
+
+
+def newest_window(data_dir: Path | str, detector: str | None = None) -> dt.datetime | None:
+    """The newest ``windowStart`` in the results (reads only the newest date partition of each detector)."""
+    files = result_files(data_dir, detector=detector)
+    if not files:
+        return None
+    newest: dict[str, dt.date] = {}
+    for f in files:
+        newest[f.detector] = max(newest.get(f.detector, f.date), f.date)
+    recent = [f for f in files if f.date == newest[f.detector]]
+    table = _run(recent, "SELECT max(windowStart) AS t FROM {src}", [],
+                 lambda: [f for f in result_files(data_dir, detector=detector) if f.date == newest[f.detector]])
+    value = table.column("t")[0].as_py()
+    return value.astimezone(dt.UTC) if value is not None else None
+
+
+def freshness(data_dir: Path | str) -> dict[str, Any]:
+    """Age of the newest result file, from file times only (no scan).
+
+    Returns:
+        ``{"newest_file_time": datetime | None, "age_s": float | None, "files": int}``.
+    """
+    files = result_files(data_dir)
+    if not files:
+        return {"newest_file_time": None, "age_s": None, "files": 0}
+    newest_ns = max(f.mtime_ns for f in files)
+    return {
+        "newest_file_time": dt.datetime.fromtimestamp(newest_ns / 1e9, tz=dt.UTC),
+        "age_s": max(0.0, time.time() - newest_ns / 1e9),
+        "files": len(files),
+    }
+
+
+# ---------------------------------------------------------------------------------------------------
+# Per-series summary of a period (memoized on the files read)
+
+
+_SUMMARY_SQL = """
+SELECT timeseriesId,
+       any_value(detectorName) AS detectorName,
+       any_value(measure) AS measure,
+       any_value(dimensionList) AS dimensionList,
+       count(*) AS windows,
+       max(anomalyScore) AS maxScore,
+       sum(anomalyDecision)::BIGINT AS anomalies,
+       arg_max(anomalyConfidenceScore, windowStart) AS confidence,
+       max(processedDataPoints) AS processedDataPoints,
+       max(windowStart) AS lastWindow
+FROM {src}
+WHERE windowStart >= ? AND windowStart < ?
+GROUP BY timeseriesId
+"""
+
+_SUMMARY_SCHEMA = pa.schema([
+    ("timeseriesId", pa.string()), ("detectorName", pa.string()), ("measure", pa.string()),
+    ("dimensionList", RESULT_SCHEMA.field("dimensionList").type), ("windows", pa.int64()),
+    ("maxScore", pa.float64()), ("anomalies", pa.int64()), ("confidence", pa.float64()),
+    ("processedDataPoints", pa.int64()), ("lastWindow", pa.timestamp("us", tz="UTC")),
+    ("dimensions", pa.string()),
+])
+
+_CACHE_LOCK = threading.Lock()
+_SUMMARY_CACHE: OrderedDict[tuple[Any, ...], pa.Table] = OrderedDict()
+_SUMMARY_CACHE_SIZE = 16
+
+
+def clear_cache() -> None:
+    """Forget memoized summaries (benchmarks use it to measure a cold first page)."""
+    with _CACHE_LOCK:
+        _SUMMARY_CACHE.clear()
+
+
+def dimensions_text(dimension_list: pa.Array | pa.ChunkedArray) -> pa.Array:
+    """``[{name, value}, ...]`` → ``"name=value, name=value"`` (for display and type-ahead search)."""
+    arr = dimension_list.combine_chunks() if isinstance(dimension_list, pa.ChunkedArray) else dimension_list
+    out: list[str] = []
+    for dims in arr.to_pylist():
+        out.append(", ".join(f"{d['name']}={d['value']}" for d in (dims or [])))
+    return pa.array(out, pa.string())
+
+
+def series_summary(
+    data_dir: Path | str,
+    start: dt.datetime | None = None,
+    end: dt.datetime | None = None,
+    detector: str | None = None,
+) -> pa.Table:
+    """One row per series seen in ``[start, end)``: ids, dimensions and the period's statistics.
+
+    Columns: timeseriesId, detectorName, measure, dimensionList, windows, maxScore, anomalies,
+    confidence (the series' latest), processedDataPoints (its latest), lastWindow, dimensions (text).
+    """
+    lo, hi = _bounds(start, end)
+    files = result_files(data_dir, start, end, detector)
+    if not files:
+        return _SUMMARY_SCHEMA.empty_table()
+    key = (str(data_dir), lo, hi, detector, tuple((f.path, f.size, f.mtime_ns) for f in files))
+    with _CACHE_LOCK:
+        hit = _SUMMARY_CACHE.get(key)
+        if hit is not None:
+            _SUMMARY_CACHE.move_to_end(key)
+            return hit
+    table = _run(files, _SUMMARY_SQL, [lo, hi], lambda: result_files(data_dir, start, end, detector))
+    table = table.append_column("dimensions", dimensions_text(table.column("dimensionList")))
+    table = table.cast(_SUMMARY_SCHEMA)
+    with _CACHE_LOCK:
+        _SUMMARY_CACHE[key] = table
+        while len(_SUMMARY_CACHE) > _SUMMARY_CACHE_SIZE:
+            _SUMMARY_CACHE.popitem(last=False)
+    return table
+
+
+# ---------------------------------------------------------------------------------------------------
+# KPIs, catalogue, type-ahead, top series
+
+
+def kpis(data_dir: Path | str, start: dt.datetime | None = None, end: dt.datetime | None = None,
+         detector: str | None = None) -> dict[str, Any]:
+    """The dashboard's headline figures for ``[start, end)``.
+
+    Returns a dict with ``series`` (series tracked), ``windows`` (result rows), ``data_points``
+    (sum over series of their model's processedDataPoints), ``anomalies``, ``mean_confidence``
+    (mean of each series' latest confidence; None when there are no series), ``newest_window``,
+    ``freshness_s`` (age of the newest result file) and ``files``.
+    """
+    summary = series_summary(data_dir, start, end, detector)
+    fresh = freshness(data_dir)
+    n = summary.num_rows
+    return {
+        "series": n,
+        "windows": int(pc.sum(summary.column("windows")).as_py() or 0),
+        "data_points": int(pc.sum(summary.column("processedDataPoints")).as_py() or 0),
+        "anomalies": int(pc.sum(summary.column("anomalies")).as_py() or 0),
+        "mean_confidence": float(pc.mean(summary.column("confidence")).as_py()) if n else None,
+        "newest_window": pc.max(summary.column("lastWindow")).as_py() if n else None,
+        "freshness_s": fresh["age_s"],
+        "files": fresh["files"],
+    }
+
+
+def list_detectors(data_dir: Path | str) -> list[str]:
+    """Detector names present in the results tree (from the partition directories; no scan)."""
+    return sorted({f.detector for f in result_files(data_dir)})
+
+
+def list_measures(data_dir: Path | str, detector: str | None = None, start: dt.datetime | None = None,
+                  end: dt.datetime | None = None) -> list[str]:
+    """Measures seen in ``[start, end)`` (of ``detector`` when given)."""
+    summary = series_summary(data_dir, start, end, detector)
+    return sorted(set(summary.column("measure").to_pylist()))
+
+
+def _select_series(summary: pa.Table, detector: str | None, measure: str | None) -> pa.Table:
+    mask = None
+    if detector:
+        mask = pc.equal(summary.column("detectorName"), detector)
+    if measure:
+        m = pc.equal(summary.column("measure"), measure)
+        mask = m if mask is None else pc.and_(mask, m)
+    return summary if mask is None else summary.filter(mask)
+
+
+def top_series(data_dir: Path | str, start: dt.datetime | None = None, end: dt.datetime | None = None,
+               limit: int = 20, detector: str | None = None, measure: str | None = None) -> pa.Table:
+    """The ``limit`` series with the highest max anomalyScore in ``[start, end)``, highest first.
+
+    Columns as :func:`series_summary`. Ties are broken by timeseriesId for a stable order.
+    """
+    summary = _select_series(series_summary(data_dir, start, end, detector), detector, measure)
+    return summary.sort_by([("maxScore", "descending"), ("timeseriesId", "ascending")]).slice(0, max(0, limit))
+
+
+def search_series(data_dir: Path | str, detector: str | None, measure: str | None, text: str,
+                  limit: int = 20, start: dt.datetime | None = None, end: dt.datetime | None = None
+                  ) -> pa.Table:
+    """Type-ahead: series whose dimension text (``name=value, ...``) contains ``text``, case-insensitive.
+
+    The text is matched literally (no pattern characters); results are ordered by max score.
+    """
+    summary = _select_series(series_summary(data_dir, start, end, detector), detector, measure)
+    needle = (text or "").strip().lower()
+    if needle:
+        hay = pc.utf8_lower(summary.column("dimensions"))
+        ids = pc.utf8_lower(summary.column("timeseriesId"))
+        mask = pc.or_(pc.match_substring(hay, needle), pc.starts_with(ids, needle))
+        summary = summary.filter(mask)
+    return summary.sort_by([("maxScore", "descending"), ("timeseriesId", "ascending")]).slice(0, max(0, limit))
+
+
+# ---------------------------------------------------------------------------------------------------
+# One series
+
+
+_POINTS_SQL = """
+SELECT windowStart, detectionPeriodStartTime, detectionPeriodEndTime, aggregatedMeasureValue,
+       expectedValue, anomalyScore, anomalyDecisionThreshold, anomalyDecision, anomalyConfidenceScore,
+       modelStage, processedDataPoints, missingWindow
+FROM {src}
+WHERE timeseriesId = ? AND windowStart >= ? AND windowStart < ?
+ORDER BY windowStart
+"""
+
+_POINTS_SCHEMA = pa.schema([
+    ("windowStart", pa.timestamp("us", tz="UTC")), ("detectionPeriodStartTime", pa.string()),
+    ("detectionPeriodEndTime", pa.string()), ("aggregatedMeasureValue", pa.float64()),
+    ("expectedValue", pa.float64()), ("anomalyScore", pa.float64()),
+    ("anomalyDecisionThreshold", pa.float64()), ("anomalyDecision", pa.int8()),
+    ("anomalyConfidenceScore", pa.float64()), ("modelStage", pa.string()),
+    ("processedDataPoints", pa.int64()), ("missingWindow", pa.bool_()),
+])
+
+
+def series_points(data_dir: Path | str, timeseries_id: str, start: dt.datetime | None = None,
+                  end: dt.datetime | None = None, detector: str | None = None) -> pa.Table:
+    """The results of one series in ``[start, end)``, oldest first (``detector`` prunes the files)."""
+    lo, hi = _bounds(start, end)
+    files = result_files(data_dir, start, end, detector)
+    if not files:
+        return _POINTS_SCHEMA.empty_table()
+    table = _run(files, _POINTS_SQL, [timeseries_id, lo, hi],
+                 lambda: result_files(data_dir, start, end, detector))
+    return table.cast(_POINTS_SCHEMA)
+
+
+def series_info(data_dir: Path | str, timeseries_id: str, start: dt.datetime | None = None,
+                end: dt.datetime | None = None) -> dict[str, Any] | None:
+    """Detector, measure and dimension text of a series seen in ``[start, end)`` (None if unseen)."""
+    summary = series_summary(data_dir, start, end)
+    rows = summary.filter(pc.equal(summary.column("timeseriesId"), timeseries_id)).slice(0, 1).to_pylist()
+    if not rows:
+        return None
+    row = rows[0]
+    return {k: row[k] for k in ("timeseriesId", "detectorName", "measure", "dimensions", "maxScore")}
+
+
+# ---------------------------------------------------------------------------------------------------
+# Anomalies (filterable, sortable)
+
+
+#: Columns a user may filter or sort the anomaly table on, with their kind. The SQL expression for
+#: each comes from here, never from the user.
+ANOMALY_COLUMNS: dict[str, tuple[str, Literal["text", "number", "time"]]] = {
+    "windowStart": ("windowStart", "time"),
+    "detectionPeriodStartTime": ("detectionPeriodStartTime", "text"),
+    "detectorName": ("detectorName", "text"),
+    "measure": ("measure", "text"),
+    "dimensions": ("array_to_string(list_transform(dimensionList, lambda d: d.name || '=' || d.value), ', ')",
+                   "text"),
+    "aggregatedMeasureValue": ("aggregatedMeasureValue", "number"),
+    "expectedValue": ("expectedValue", "number"),
+    "anomalyScore": ("anomalyScore", "number"),
+    "anomalyDecisionThreshold": ("anomalyDecisionThreshold", "number"),
+    "anomalyConfidenceScore": ("anomalyConfidenceScore", "number"),
+    "timeseriesId": ("timeseriesId", "text"),
+}
+
+_NUMBER_OPS = {"=": "=", "!=": "<>", "<": "<", "<=": "<=", ">": ">", ">=": ">="}
+_TEXT_OPS = {"=", "!=", "contains"}
+
+
+@dataclass(frozen=True)
+class Filter:
+    """One condition on the anomaly table: ``column op value``.
+
+    ``op`` is one of ``= != < <= > >=`` (numbers and times) or ``= != contains`` (text; case-insensitive).
+    """
+
+    column: str
+    op: str
+    value: Any
+
+
+def _filter_sql(f: Filter) -> tuple[str, Any]:
+    if f.column not in ANOMALY_COLUMNS:
+        raise QueryInputError(f"cannot filter on {f.column!r}; columns: {', '.join(ANOMALY_COLUMNS)}")
+    expr, kind = ANOMALY_COLUMNS[f.column]
+    if kind == "text":
+        if f.op not in _TEXT_OPS:
+            raise QueryInputError(f"{f.column}: use =, != or contains for text, not {f.op!r}")
+        value = str(f.value).lower()
+        if f.op == "contains":
+            return f"contains(lower({expr}), ?)", value
+        return f"lower({expr}) {_NUMBER_OPS[f.op]} ?", value
+    if f.op not in _NUMBER_OPS:
+        raise QueryInputError(f"{f.column}: use one of {' '.join(_NUMBER_OPS)}, not {f.op!r}")
+    if kind == "number":
+        try:
+            number = float(f.value)
+        except (TypeError, ValueError):
+            raise QueryInputError(f"{f.column}: {f.value!r} is not a number") from None
+        if number != number:  # NaN compares false with everything: surely a typo
+            raise QueryInputError(f"{f.column}: {f.value!r} is not a number")
+        return f"{expr} {_NUMBER_OPS[f.op]} ?", number
+    moment = f.value
+    if not isinstance(moment, dt.datetime):
+        try:
+            moment = dt.datetime.fromisoformat(str(f.value).strip())
+        except ValueError:
+            raise QueryInputError(
+                f"{f.column}: {f.value!r} is not a time (use YYYY-MM-DD or YYYY-MM-DD HH:MM[:SS])") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=dt.UTC)
+    return f"{expr} {_NUMBER_OPS[f.op]} ?", moment
+
+
+_ANOMALIES_SQL = """
+SELECT windowStart, detectionPeriodStartTime, detectorName, measure,
+       {dims} AS dimensions, aggregatedMeasureValue, expectedValue, anomalyScore,
+       anomalyDecisionThreshold, anomalyConfidenceScore, timeseriesId
+FROM {{src}}
+WHERE anomalyDecision = 1 AND windowStart >= ? AND windowStart < ?{where}
+ORDER BY {order}
+LIMIT ?
+"""
+
+_ANOMALIES_SCHEMA = pa.schema([
+    ("windowStart", pa.timestamp("us", tz="UTC")), ("detectionPeriodStartTime", pa.string()),
+    ("detectorName", pa.string()), ("measure", pa.string()), ("dimensions", pa.string()),
+    ("aggregatedMeasureValue", pa.float64()), ("expectedValue", pa.float64()),
+    ("anomalyScore", pa.float64()), ("anomalyDecisionThreshold", pa.float64()),
+    ("anomalyConfidenceScore", pa.float64()), ("timeseriesId", pa.string()),
+])
+
+
+def anomalies(
+    data_dir: Path | str,
+    start: dt.datetime | None = None,
+    end: dt.datetime | None = None,
+    filters: Sequence[Filter] = (),
+    limit: int = 500,
+    order: Sequence[tuple[str, str]] = (("windowStart", "desc"),),
+    detector: str | None = None,
+) -> pa.Table:
+    """Windows with anomalyDecision = 1 in ``[start, end)``, newest first by default.
+
+    Args:
+        filters: conditions on :data:`ANOMALY_COLUMNS`; values are bound as parameters.
+        order: ``(column, "asc" | "desc")`` pairs on :data:`ANOMALY_COLUMNS`.
+
+    Raises:
+        QueryInputError: an unknown column or operator, or a value of the wrong kind.
+    """
+    if not 0 < limit <= 100_000:
+        raise QueryInputError("limit must be between 1 and 100000")
+    where, params = [], []
+    for f in filters:
+        clause, value = _filter_sql(f)
+        where.append(clause)
+        params.append(value)
+    order_sql = []
+    for column, direction in order:
+        if column not in ANOMALY_COLUMNS or direction not in ("asc", "desc"):
+            raise QueryInputError(f"cannot sort by {column!r} {direction!r}")
+        order_sql.append(f"{ANOMALY_COLUMNS[column][0]} {direction.upper()} NULLS LAST")
+    order_sql.append("windowStart DESC")
+    order_sql.append("timeseriesId")
+    lo, hi = _bounds(start, end)
+    files = result_files(data_dir, start, end, detector)
+    if not files:
+        return _ANOMALIES_SCHEMA.empty_table()
+    sql = _ANOMALIES_SQL.format(dims=ANOMALY_COLUMNS["dimensions"][0],
+                                where="".join(f" AND {c}" for c in where), order=", ".join(order_sql))
+    table = _run(files, sql, [lo, hi, *params, limit], lambda: result_files(data_dir, start, end, detector))
+    return table.cast(_ANOMALIES_SCHEMA)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Incidents (the alerts outbox) and the worker's status
+
+
+def _sqlite_tables(con: sqlite3.Connection) -> dict[str, list[str]]:
+    names = [r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+    return {n: [r[1] for r in con.execute("SELECT * FROM pragma_table_info(?)", (n,))] for n in names}
+
+
+#: The outbox table and columns the dashboard shows, in the order it prefers them.
+_INCIDENT_TABLES = ("incidents", "notifications", "outbox")
+_INCIDENT_COLUMNS = (
+    "created_at", "detector", "measure", "timeseries_id", "window_start", "score", "channel",
+    "status", "attempts", "dedup_key", "last_error",
+)
+
+
+def incidents(data_dir: Path | str, limit: int = 200) -> pa.Table:
+    """Recent rows of the alert outbox(es) at ``<data_dir>/alerts/*.db``, read-only; empty if none.
+
+    The outbox belongs to sinks.alerts; this reads whichever of its known tables exists and the
+    known columns it has, newest first. Table and column names come from the list above (checked
+    against the database's own catalogue), never from input.
+    """
+    rows: list[dict[str, Any]] = []
+    alerts = Path(data_dir) / ALERTS_DIR
+    for db in sorted(alerts.glob("*.db")) if alerts.is_dir() else []:
+        try:
+            con = sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True, timeout=1.0)
+        except sqlite3.Error as exc:
+            logger.warning("cannot open alert outbox path=%s error=%s", db, exc)
+            continue
+        try:
+            tables = _sqlite_tables(con)
+            table = next((t for t in _INCIDENT_TABLES if t in tables), None)
+            if table is None:
+                continue
+            cols = [c for c in _INCIDENT_COLUMNS if c in tables[table]]
+            if not cols:
+                continue
+            order = next((c for c in ("created_at", "id", "rowid") if c in (*tables[table], "rowid")), "rowid")
+            cur = con.execute(
+                f"SELECT {', '.join(cols)} FROM {table} ORDER BY {order} DESC LIMIT ?", (limit,))  # noqa: S608 - names from the whitelist above
+            rows.extend(dict(zip(cols, r, strict=True)) for r in cur.fetchall())
+        except sqlite3.Error as exc:
+            logger.warning("cannot read alert outbox path=%s error=%s", db, exc)
+        finally:
+            con.close()
+    if not rows:
+        return pa.table({})
+    keys = [c for c in _INCIDENT_COLUMNS if any(c in r for r in rows)]
+    return pa.table({k: [None if r.get(k) is None else str(r.get(k)) for r in rows] for k in keys})
+
+
+STATUS_DIR = "status"
+#: A status file older than this is ignored (its worker has stopped).
+STATUS_MAX_AGE_S = 300.0
+
+
+def worker_lag(data_dir: Path | str) -> dict[str, Any] | None:
+    """The workers' consumer lag when they publish it, else None.
+
+    Reads ``<data_dir>/status/*.json`` (one per worker, rewritten by the worker) with optional keys
+    ``lag_messages`` (int) and ``lag_seconds`` (float); files older than ``STATUS_MAX_AGE_S`` are
+    ignored. Returns ``{"messages": total or None, "seconds": max or None, "workers": n}``.
+    """
+    import json
+
+    folder = Path(data_dir) / STATUS_DIR
+    if not folder.is_dir():
+        return None
+    messages: list[int] = []
+    seconds: list[float] = []
+    workers = 0
+    now = time.time()
+    for path in folder.glob("*.json"):
+        if path.name.startswith("."):
+            continue
+        try:
+            if now - path.stat().st_mtime > STATUS_MAX_AGE_S:
+                continue
+            doc = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            logger.debug("skipping worker status path=%s error=%s", path, exc)
+            continue
+        if not isinstance(doc, dict):
+            continue
+        workers += 1
+        if isinstance(doc.get("lag_messages"), int | float):
+            messages.append(int(doc["lag_messages"]))
+        if isinstance(doc.get("lag_seconds"), int | float):
+            seconds.append(float(doc["lag_seconds"]))
+    if not messages and not seconds:
+        return None
+    return {"messages": sum(messages) if messages else None, "seconds": max(seconds) if seconds else None,
+            "workers": workers}
+
+
+# ---------------------------------------------------------------------------------------------------
+# `cutstream query`
+
+
+def run_sql(data_dir: Path | str, sql: str) -> pa.Table:
+    """Run a user's SQL with a ``results`` view over the results files (`cutstream query`).
+
+    The view is built from the tool's own file listing through DuckDB's relation API (no SQL text is
+    assembled). With no results yet, ``results`` is an empty table with the result schema (plus the
+    partition columns ``detector`` and ``date``), so a query still runs.
+
+    Raises:
+        QueryError: the SQL text does not run (DuckDB's message is kept).
+    """
+    files = result_files(data_dir)
+    with _cursor() as cur:
+        try:
+            if files:
+                source = cur.read_parquet([f.path for f in files], hive_partitioning=True, union_by_name=True)
+            else:
+                empty = RESULT_SCHEMA.empty_table()
+                empty = empty.append_column("detector", pa.array([], pa.string()))
+                empty = empty.append_column("date", pa.array([], pa.date32()))
+                source = cur.from_arrow(empty)
+            source.create_view("results", replace=True)
+            rel = cur.sql(sql)
+            return pa.table({}) if rel is None else rel.to_arrow_table()
+        except duckdb.Error as exc:
+            raise QueryError(str(exc).strip()) from exc
