@@ -1,33 +1,95 @@
-"""Alert settings, per detector: webhook and email hooks. Secrets are SecretStr, never logged."""
+"""Alert settings, per detector: webhook and email hooks, incidents, cool-down; and the delivery policy.
+
+Secrets (webhook HMAC key, SMTP password) are ``SecretStr``: never logged, never stored in the outbox
+or the results, and placeholder values are refused.
+"""
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+
+#: Values that look like a secret someone forgot to set; refused so that they never reach production.
+_PLACEHOLDERS = frozenset({"changeme", "change-me", "changethis", "secret", "password", "xxx", "todo"})
+
+
+def _refuse_placeholder(v: SecretStr | None) -> SecretStr | None:
+    if v is not None and v.get_secret_value().strip().lower() in _PLACEHOLDERS:
+        raise ValueError("a placeholder secret is not allowed: set a real value (from the environment)")
+    return v
 
 
 class WebhookConfig(BaseModel):
+    """An HTTP endpoint that receives a signed JSON POST per notification."""
+
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    url: str
+    url: str = Field(pattern=r"^https?://", description="where the JSON POST goes (never logged: it may hold a token)")
     secret: SecretStr | None = Field(None, description="HMAC-SHA256 key for the X-Cutstream-Signature header")
-    timeout_s: float = Field(5.0, gt=0)
+    timeout_s: float = Field(5.0, gt=0, description="connect + read timeout of one attempt")
+
+    _check_secret = field_validator("secret")(_refuse_placeholder)
 
 
 class EmailConfig(BaseModel):
+    """An SMTP relay and the recipients of a notification (text and HTML bodies with the same facts)."""
+
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     host: str
     port: int = 587
-    starttls: bool = True
+    starttls: bool = Field(True, description="upgrade the connection with STARTTLS before login")
+    ca_file: Path | None = Field(None, description="CA bundle for the relay's certificate (default: the system's)")
     username: str | None = None
     password: SecretStr | None = None
     sender: str
     recipients: tuple[str, ...] = Field(min_length=1)
+    timeout_s: float = Field(10.0, gt=0, description="socket timeout of one attempt")
+
+    _check_password = field_validator("password")(_refuse_placeholder)
 
 
 class AlertsConfig(BaseModel):
+    """Per detector: where alerts go and how anomalous windows become incidents.
+
+    Incidents are decided in event time (window starts), so that replaying the same records after a
+    crash takes the same decisions and produces the same de-duplication keys.
+    """
+
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     webhooks: tuple[WebhookConfig, ...] = ()
     emails: tuple[EmailConfig, ...] = ()
     dashboard_url: str = "http://127.0.0.1:8050"
+    min_confidence: float = Field(
+        0.0, ge=0, le=100, description="anomalous windows below this anomalyConfidenceScore raise no alert"
+    )
+    resolve_after_windows: int = Field(
+        3, ge=1, description="an incident resolves after this many consecutive normal windows of its series; "
+        "anomalies closer together than that merge into one incident",
+    )
+    cooldown_s: float = Field(
+        900.0, ge=0, description="per series, event-time seconds between two notifications: updates of an open "
+        "incident are coalesced, and an incident opening this soon after the previous one's last notice "
+        "stays silent unless it is still going once the cool-down has passed",
+    )
+    notify_updates: bool = Field(True, description="send update notices while an incident is open")
+
+    @property
+    def has_hooks(self) -> bool:
+        return bool(self.webhooks or self.emails)
+
+
+class DeliveryConfig(BaseModel):
+    """How the outbox is drained: global rate limit and retry policy (all hooks of all detectors)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    max_per_minute: int = Field(
+        60, ge=1, description="global cap on accepted notifications per rolling minute; excess waits in the outbox"
+    )
+    backoff_initial_s: float = Field(1.0, gt=0, description="first retry delay (doubles per attempt, with jitter)")
+    backoff_max_s: float = Field(300.0, gt=0, description="retry delay ceiling; a notification is never dropped")
+    retry_after_max_s: float = Field(3600.0, gt=0, description="ceiling on an endpoint's Retry-After")
+    idle_wait_s: float = Field(5.0, gt=0, description="longest sleep of the delivery thread when nothing is due")

@@ -1,0 +1,242 @@
+"""AlertService: result records → incidents → durable outbox → hooks, with back-off and a rate limit."""
+
+from __future__ import annotations
+
+import collections
+import logging
+import random
+import threading
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from sinks.alerts.hooks import AlertHook, EmailHook, WebhookHook
+from sinks.alerts.incidents import IncidentEvent, SeriesState, is_anomalous, step
+from sinks.alerts.outbox import Outbox, OutboxRow
+from sinks.config import AlertsConfig, DeliveryConfig
+from sinks.record import STAGE_INFERENCE
+
+logger = logging.getLogger(__name__)
+
+#: Where the outbox lives under a data directory (``cutstream outbox --data-dir D`` reads it there).
+STATE_SUBDIR = "alerts"
+
+_COLUMNS = (
+    "detectorName", "measure", "timeseriesId", "dimensionList", "aggregatedMeasureValue",
+    "detectionPeriodStartTime", "detectionPeriodEndTime", "anomalyScore", "anomalyDecisionThreshold",
+    "anomalyDecision", "anomalyConfidenceScore", "modelStage", "expectedValue", "windowStart",
+)
+
+
+def state_dir_for(data_dir: Path) -> Path:
+    return Path(data_dir) / STATE_SUBDIR
+
+
+class AlertService:
+    """Turns result records into incident notifications and delivers them from a durable outbox.
+
+    ``observe`` is called by the worker with each batch of results (before it commits offsets);
+    it records notifications durably and returns at once. Delivery runs in a background thread
+    (``start``/``stop``) or explicitly (``deliver_pending``).
+
+    Example:
+        >>> svc = AlertService({"shop": AlertsConfig(webhooks=(WebhookConfig(url=...),))},
+        ...                    Path("data/alerts"))  # doctest: +SKIP
+        >>> svc.start(); svc.observe(results); svc.stop()  # doctest: +SKIP
+    """
+
+    def __init__(self, detectors: Mapping[str, AlertsConfig], state_dir: Path,
+                 delivery: DeliveryConfig | None = None, *, seed: int | None = None) -> None:
+        self.detectors = {name: cfg for name, cfg in detectors.items() if cfg.has_hooks}
+        self.delivery = delivery or DeliveryConfig()
+        self.outbox = Outbox(Path(state_dir))
+        self._hooks: dict[str, AlertHook] = {}
+        self._detector_hooks: dict[str, list[str]] = {}
+        for name, cfg in self.detectors.items():
+            ids = []
+            for hook in (*(WebhookHook(w) for w in cfg.webhooks), *(EmailHook(e) for e in cfg.emails)):
+                self._hooks.setdefault(hook.hook_id, hook)
+                ids.append(hook.hook_id)
+            self._detector_hooks[name] = ids
+        self._open = self.outbox.open_series()
+        self._rng = random.Random(seed)
+        self._sent: collections.deque[float] = collections.deque()
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._observe_lock = threading.Lock()
+
+    # --- recording ------------------------------------------------------------------------------
+    def observe(self, table: pa.Table, now: float | None = None) -> int:
+        """Advance incidents with ``table`` (RESULT_SCHEMA rows); returns notifications recorded.
+
+        Idempotent: records a series has already seen (by window start) change nothing, and a
+        notification is keyed by its de-duplication key, so a replay after a crash adds nothing.
+        """
+        if table.num_rows == 0 or not self.detectors:
+            return 0
+        now = time.time() if now is None else now
+        added = 0
+        with self._observe_lock:
+            dets = table.column("detectorName").to_numpy(zero_copy_only=False)
+            for det in sorted(set(dets.tolist()) & self.detectors.keys()):
+                added += self._observe_detector(det, table.filter(pa.array(dets == det)), now)
+        if added:
+            self._wake.set()
+        return added
+
+    def _observe_detector(self, det: str, table: pa.Table, now: float) -> int:
+        cfg = self.detectors[det]
+        sids = table.column("timeseriesId").to_numpy(zero_copy_only=False)
+        anomalous = (
+            (table.column("anomalyDecision").to_numpy() == 1)
+            & (table.column("modelStage").to_numpy(zero_copy_only=False) == STAGE_INFERENCE)
+        )
+        # Only series with an anomaly in this batch or an open incident need the row-by-row walk.
+        wanted = set(sids[anomalous].tolist()) | {s for d, s in self._open if d == det}
+        if not wanted:
+            return 0
+        mask = np.fromiter((s in wanted for s in sids.tolist()), dtype=bool, count=len(sids))
+        sub = table.filter(pa.array(mask)).select(list(_COLUMNS))
+        sub = sub.set_column(sub.schema.get_field_index("windowStart"), "windowStart",
+                             sub.column("windowStart").cast(pa.int64()))
+        records = sub.to_pylist()
+        records.sort(key=lambda r: (r["timeseriesId"], r["windowStart"]))
+        states = self.outbox.load_states(det, wanted)
+        touched: dict[str, SeriesState] = {}
+        events: list[tuple[str, IncidentEvent]] = []
+        for rec in records:
+            sid = rec["timeseriesId"]
+            state = states.get(sid)
+            if state is None:
+                if not is_anomalous(rec, cfg):
+                    continue  # no incident and nothing anomalous: nothing to remember
+                state = states[sid] = SeriesState()
+            for ev in step(state, rec, cfg):
+                events.append((sid, ev))
+            touched[sid] = state
+        added = self.outbox.commit(det, touched, events, self._detector_hooks[det], now)
+        for sid, st in touched.items():
+            if st.incident_id is None:
+                self._open.discard((det, sid))
+            else:
+                self._open.add((det, sid))
+        for sid, ev in events:
+            logger.info("incident %s detector=%s series=%s incident=%s key=%s notify=%s", ev.kind, det,
+                        sid[:12], ev.incident_id, ev.dedup_key, "yes" if ev.notify else "no (cool-down)")
+        return added
+
+    # --- delivery -------------------------------------------------------------------------------
+    def _backoff(self, attempts: int) -> float:
+        """Exponential back-off with 'equal jitter': half fixed, half random (never near zero)."""
+        d = min(self.delivery.backoff_max_s, self.delivery.backoff_initial_s * 2 ** max(0, attempts - 1))
+        return d / 2 + self._rng.uniform(0, d / 2)
+
+    def _rate_release(self, now: float) -> float | None:
+        """None if a notification may go now, else the time when the rolling minute frees a slot."""
+        while self._sent and self._sent[0] <= now - 60.0:
+            self._sent.popleft()
+        if len(self._sent) < self.delivery.max_per_minute:
+            return None
+        return self._sent[0] + 60.0
+
+    def deliver_pending(self, now: float | None = None) -> int:
+        """Try every due notification once, oldest first; returns how many endpoints accepted.
+
+        Per hook, notifications go in the order they were recorded: one that waits for a retry
+        holds back the later ones of the same hook (an 'update' never overtakes its 'open').
+        Notifications over the global rate limit stay in the outbox for a later call.
+        """
+        accepted = 0
+        blocked: set[str] = set()
+        for row in self.outbox.pending():
+            if self._stopping.is_set() and self._thread is not None:
+                break
+            hook = self._hooks.get(row.hook)
+            if hook is None or row.hook in blocked:
+                continue
+            t = time.time() if now is None else now
+            if row.next_attempt_at > t:
+                blocked.add(row.hook)
+                continue
+            if self._rate_release(t) is not None:
+                logger.info("alert rate limit reached max_per_minute=%d: holding the rest in the outbox",
+                            self.delivery.max_per_minute)
+                break
+            result = hook.send(row.payload)
+            t = time.time() if now is None else now
+            if result.accepted:
+                self.outbox.accepted(row, t)
+                self._sent.append(t)
+                accepted += 1
+                logger.info("alert delivered hook=%s endpoint=%s key=%s attempts=%d", row.hook, hook.label,
+                            row.dedup_key, row.attempts + 1)
+            else:
+                delay = self._backoff(row.attempts + 1)
+                if result.retry_after_s is not None:
+                    delay = min(self.delivery.retry_after_max_s, max(result.retry_after_s, 0.0))
+                self.outbox.failed(row, result.error or "rejected", t + delay)
+                blocked.add(row.hook)
+                logger.warning("alert delivery failed hook=%s endpoint=%s key=%s attempt=%d error=%r retry_in_s=%.2f",
+                               row.hook, hook.label, row.dedup_key, row.attempts + 1, result.error, delay)
+        return accepted
+
+    def next_due(self, now: float) -> float:
+        """Seconds until something may be delivered (bounded by ``idle_wait_s``)."""
+        wait = self.delivery.idle_wait_s
+        release = self._rate_release(now)
+        seen: set[str] = set()
+        for row in self.outbox.pending():
+            if row.hook in seen or row.hook not in self._hooks:
+                continue
+            seen.add(row.hook)
+            due = max(row.next_attempt_at, release or 0.0)
+            wait = min(wait, due - now)
+        return max(wait, 0.01)
+
+    def _run(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                self.deliver_pending()
+                wait = self.next_due(time.time())
+            except Exception:  # the thread must survive a bad row or a locked db; the error is logged
+                logger.exception("alert delivery loop error; retrying")
+                wait = self.delivery.idle_wait_s
+            self._wake.wait(wait)
+            self._wake.clear()
+        self.outbox.close()
+
+    def start(self) -> None:
+        """Start the background delivery thread."""
+        if self._thread is not None:
+            return
+        self._stopping.clear()
+        self._thread = threading.Thread(target=self._run, name="cutstream-alerts", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout_s: float = 30.0) -> None:
+        """Stop the delivery thread (pending notifications stay in the outbox for the next start)."""
+        self._stopping.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+            self._thread = None
+        for hook in self._hooks.values():
+            hook.close()
+
+    def pending(self) -> list[OutboxRow]:
+        return self.outbox.pending()
+
+    def incidents(self, detector: str | None = None) -> list[dict[str, Any]]:
+        return self.outbox.incidents(detector)
+
+    def __enter__(self) -> AlertService:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+        self.outbox.close()

@@ -1,0 +1,104 @@
+"""A real webhook receiver for tests and demos: verifies signatures and records de-duplication keys.
+
+It runs ``http.server`` on 127.0.0.1 in a thread and answers from a script (e.g. 500, 500, 429 with
+Retry-After, then 200), so that retry behaviour is exercised against a real HTTP server.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import threading
+from collections import Counter
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from sinks.alerts.hooks import DEDUP_HEADER, SIGNATURE_HEADER
+
+#: A response plan: given the 1-based request number, return (status, extra headers).
+Plan = Callable[[int], tuple[int, dict[str, str]]]
+
+
+def always_ok(_: int) -> tuple[int, dict[str, str]]:
+    return 200, {}
+
+
+class WebhookReceiver:
+    """A loopback HTTP server that accepts cutstream webhooks.
+
+    Attributes:
+        accepted: Counter of de-dup keys answered with 2xx.
+        requests: every request seen, in order: (key, status, payload).
+        bad_signatures: requests whose HMAC did not verify (answered 401).
+    """
+
+    def __init__(self, secret: str | None = None, plan: Plan = always_ok,
+                 hold: Callable[[dict[str, Any]], bool] | None = None) -> None:
+        self.secret = secret
+        self.plan = plan
+        self.hold = hold
+        self.release = threading.Event()
+        self.held = threading.Event()
+        self.accepted: Counter[str] = Counter()
+        self.requests: list[tuple[str, int, dict[str, Any]]] = []
+        self.bad_signatures = 0
+        self._lock = threading.Lock()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - http.server's name
+                return None
+
+            def do_POST(self) -> None:  # noqa: N802 - http.server's name
+                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                receiver._handle(self, body)
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, name="webhook-receiver", daemon=True)
+
+    @property
+    def url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host!s}:{port}/hook"
+
+    def _handle(self, h: BaseHTTPRequestHandler, body: bytes) -> None:
+        key = h.headers.get(DEDUP_HEADER, "")
+        payload = json.loads(body)
+        if self.secret is not None:
+            want = "sha256=" + hmac.new(self.secret.encode(), body, hashlib.sha256).hexdigest()
+            if not hmac.compare_digest(want, h.headers.get(SIGNATURE_HEADER, "")):
+                with self._lock:
+                    self.bad_signatures += 1
+                    self.requests.append((key, 401, payload))
+                h.send_response(401)
+                h.end_headers()
+                return
+        if self.hold is not None and self.hold(payload):
+            self.held.set()
+            self.release.wait()
+            with self._lock:
+                self.requests.append((key, -1, payload))  # the client is gone: never accepted
+            return
+        with self._lock:
+            n = len(self.requests) + 1
+            status, headers = self.plan(n)
+            self.requests.append((key, status, payload))
+            if 200 <= status < 300:
+                self.accepted[key] += 1
+        h.send_response(status)
+        for k, v in headers.items():
+            h.send_header(k, v)
+        h.send_header("Content-Length", "0")
+        h.end_headers()
+
+    def __enter__(self) -> WebhookReceiver:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release.set()
+        self._server.shutdown()
+        self._server.server_close()
