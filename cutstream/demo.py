@@ -1,0 +1,192 @@
+"""`cutstream demo`: the whole pipeline on one machine.
+
+An embedded broker (unless ``--brokers``), the demo topics, a data generator that replays
+simulated hours in compressed time, a worker, the Parquet sink and the dashboard. It runs until
+Ctrl-C or ``--duration`` seconds, then stops every part cleanly and prints what it found.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+logger = logging.getLogger(__name__)
+
+#: The demo's detectors, one per scenario (the same shape as a detectors.yaml entry).
+SCENARIOS: dict[str, dict[str, Any]] = {
+    "bookstore": {
+        "name": "bookstore",
+        "topic": "cutstream.demo.orders",
+        "timestamp_field": "timestamp",
+        "dimensions": ["product_name"],
+        "measures": [{"field": "quantity", "aggregation": "sum"}],
+        "window_ms": 3_600_000,
+        "idle_timeout_ms": 5_000,
+    },
+    "hosts": {
+        "name": "hosts",
+        "topic": "cutstream.demo.hosts",
+        "timestamp_field": "timestamp",
+        "dimensions": ["host", "region"],
+        "measures": [{"field": "cpu", "aggregation": "avg"}, {"field": "latency_ms", "aggregation": "avg"}],
+        "window_ms": 3_600_000,
+        "idle_timeout_ms": 5_000,
+    },
+}
+
+#: Simulated hours per wall-clock second: ~4 minutes of demo show ~2 weeks of a bookstore.
+DEFAULT_SPEED = {"bookstore": 2.0, "hosts": 1.0}
+
+#: librdkafka group settings that make joins on the embedded broker take ~3 s (DESIGN.md).
+DEMO_GROUP_SETTINGS = {"session.timeout.ms": "6000", "heartbeat.interval.ms": "1000"}
+
+
+def _create_topics(bootstrap: str, names: dict[str, int], extra: dict[str, str]) -> None:
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    admin = AdminClient({"bootstrap.servers": bootstrap, **extra})
+    existing = set(admin.list_topics(timeout=10).topics)
+    new = [NewTopic(n, num_partitions=p, replication_factor=1) for n, p in names.items() if n not in existing]
+    for name, fut in admin.create_topics(new).items() if new else ():
+        try:
+            fut.result(10)
+        except Exception as exc:  # noqa: BLE001 - an existing topic is fine, anything else is reported
+            if "TOPIC_ALREADY_EXISTS" not in str(exc):
+                raise click.ClickException(f"cannot create topic {name}: {exc}") from exc
+
+
+def _start_dashboard(data_dir: Path, port: int) -> subprocess.Popen[bytes]:
+    from streams.broker import _die_with_parent
+
+    return subprocess.Popen(
+        [sys.executable, "-m", "cutstream", "dashboard", "--data-dir", str(data_dir), "--port", str(port),
+         "--refresh-ms", "3000"],
+        preexec_fn=_die_with_parent,  # noqa: PLW1509 - the dashboard must not outlive the demo
+    )
+
+
+def _produce(bootstrap: str, topic: str, scenario: str, speed: float, stop: threading.Event,
+             extra: dict[str, str], stats: dict[str, int]) -> None:
+    """Publish simulated hours at ``speed`` hours per second until ``stop`` (or the scenario ends)."""
+    from confluent_kafka import Producer
+
+    from streams import generator
+
+    producer = Producer({"bootstrap.servers": bootstrap, "partitioner": "murmur2_random",
+                         "linger.ms": "20", "enable.idempotence": "true", **extra})
+    hours = 24 * 365
+    batches = (generator.bookstore(hours) if scenario == "bookstore" else generator.hosts(hours))
+    t_start = time.monotonic()
+    for i, batch in enumerate(batches):
+        due = t_start + i / speed
+        if stop.wait(max(0.0, due - time.monotonic())):
+            break
+        for key, value in batch.messages:
+            while True:
+                try:
+                    producer.produce(topic, key=key, value=value)
+                    break
+                except BufferError:
+                    producer.poll(0.05)
+        producer.poll(0)
+        stats["events"] += len(batch.messages)
+        stats["hours"] += 1
+        stats["spikes"] += len(batch.spikes)
+    producer.flush(30)
+
+
+def _summary(data_dir: Path) -> str:
+    from sinks import query
+
+    try:
+        rows = query.run_sql(
+            data_dir,
+            "SELECT count(*) AS results, sum(anomalyDecision) AS anomalies, "
+            "count(DISTINCT timeseriesId) AS series FROM results",
+        )
+    except Exception as exc:  # noqa: BLE001 - the summary is informative only
+        return f"(no summary: {exc})"
+    return str(rows)
+
+
+@click.command()
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("data"),
+              show_default=True, help="where the Parquet results, checkpoints and alert outbox go")
+@click.option("--port", type=int, default=8050, show_default=True, help="dashboard port on 127.0.0.1")
+@click.option("--duration", type=float, default=0.0, help="stop by itself after this many seconds (0 = Ctrl-C)")
+@click.option("--scenario", type=click.Choice(sorted(SCENARIOS)), default="bookstore", show_default=True,
+              help="bookstore: 2 series with injected spikes; hosts: 1,000 hosts x cpu/latency")
+@click.option("--speed", type=float, default=None, help="simulated hours per second")
+@click.option("--brokers", default=None, envvar="CUTSTREAM_BROKERS", help="use this Kafka instead of the embedded broker")
+@click.option("--no-dashboard", is_flag=True, help="run without the dashboard")
+@click.option("--backend", type=click.Choice(["cpu", "gpu"]), default="cpu", show_default=True)
+def demo(data_dir: Path, port: int, duration: float, scenario: str, speed: float | None, brokers: str | None,
+         no_dashboard: bool, backend: str) -> None:
+    """Run the whole pipeline on one machine: broker, generator, worker, Parquet, dashboard."""
+    from cutstream.config import load_config
+    from streams.broker import EmbeddedBroker
+    from streams.worker import Worker
+
+    spec = SCENARIOS[scenario]
+    data_dir.mkdir(parents=True, exist_ok=True)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    broker = None if brokers else EmbeddedBroker().start()
+    bootstrap = brokers or (broker.bootstrap if broker else "")
+    dashboard: subprocess.Popen[bytes] | None = None
+    threads: list[threading.Thread] = []
+    stats = {"events": 0, "hours": 0, "spikes": 0}
+    try:
+        app = load_config(None, brokers=bootstrap, data_dir=data_dir, detectors=[spec],
+                          group_id=f"cutstream-demo-{scenario}", kafka=DEMO_GROUP_SETTINGS)
+        _create_topics(bootstrap, {spec["topic"]: 4, f"{spec['topic']}.dlq": 1, app.results_topic: 4}, {})
+        worker = Worker(app, backend=backend)
+        threads.append(threading.Thread(target=worker.run, args=(stop,), name="worker", daemon=True))
+        threads.append(threading.Thread(
+            target=_produce, name="generator", daemon=True,
+            args=(bootstrap, spec["topic"], scenario, speed or DEFAULT_SPEED[scenario], stop, {}, stats)))
+        for t in threads:
+            t.start()
+        if not no_dashboard:
+            dashboard = _start_dashboard(data_dir, port)
+        click.echo(f"cutstream demo ({scenario}) running: broker {bootstrap}, results in {data_dir}/results")
+        if not no_dashboard:
+            click.echo(f"dashboard: http://127.0.0.1:{port}")
+        click.echo("stop with Ctrl-C" if not duration else f"stopping by itself after {duration:.0f} s")
+        deadline = time.monotonic() + duration if duration else None
+        try:
+            while not stop.is_set():
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    break
+                stop.wait(1.0 if remaining is None else min(1.0, remaining))
+                if not threads[0].is_alive():
+                    raise click.ClickException("the worker stopped unexpectedly; see the log above")
+        except KeyboardInterrupt:
+            click.echo("stopping...")
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(60)
+        if dashboard is not None:
+            dashboard.terminate()
+            try:
+                dashboard.wait(10)
+            except subprocess.TimeoutExpired:
+                dashboard.kill()
+        if broker is not None:
+            broker.stop()
+    click.echo(f"published {stats['events']} events over {stats['hours']} simulated hours "
+               f"({stats['spikes']} injected spikes)")
+    click.echo(f"results: {_summary(data_dir)}")
+
+
+COMMANDS = [demo]

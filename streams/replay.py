@@ -1,0 +1,197 @@
+"""`cutstream replay`: publish history into Kafka with its original event times.
+
+Events are the ones `streams.history` makes of each row (the worker cannot tell them from live
+ones), keyed by their dimension values. ``speed`` N replays N times faster than real time,
+keeping the gaps between events; ``None`` sends as fast as the broker takes them.
+
+Resuming without duplicates: every event carries a ``cutstream-replay`` header
+(``<file index>:<row>``), and a position file records, after each flushed chunk, the next row to
+send and the end offset of every partition written so far. A replay that was interrupted starts
+from the recorded position, first reading the topic from the recorded offsets to the end, so that
+a chunk that reached the broker after the last recorded position is not sent twice.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from streams.config import DetectorSpec
+from streams.errors import StreamsError
+from streams.history import BadRow, history_files, read_history
+
+logger = logging.getLogger(__name__)
+
+HEADER = "cutstream-replay"
+STATE_VERSION = 1
+
+
+@dataclass
+class ReplayReport:
+    sent: int = 0
+    skipped_already_sent: int = 0
+    bad: list[BadRow] = field(default_factory=list)
+    resumed_from: tuple[int, int] | None = None
+    completed: bool = False
+
+
+def _count_rows(files: list[Path]) -> int | None:
+    import pyarrow.parquet as pq
+
+    total = 0
+    for f in files:
+        if f.suffix.lower() == ".parquet":
+            total += pq.ParquetFile(f).metadata.num_rows
+        else:
+            with open(f, "rb") as fh:
+                total += max(0, sum(chunk.count(b"\n") for chunk in iter(lambda: fh.read(1 << 20), b"")) - 1)
+    return total
+
+
+def _load_state(state_file: Path, path: Path, topic: str) -> dict[str, Any] | None:
+    if not state_file.exists():
+        return None
+    state = json.loads(state_file.read_text())
+    if state.get("version") != STATE_VERSION:
+        raise StreamsError(f"{state_file}: unknown replay state version {state.get('version')!r}; delete it to start over")
+    if state.get("path") != str(path) or state.get("topic") != topic:
+        raise StreamsError(f"{state_file} belongs to a replay of {state.get('path')} into {state.get('topic')}; "
+                           "use another --state-file or delete it")
+    return state
+
+
+def _save_state(state_file: Path, state: dict[str, Any]) -> None:
+    tmp = state_file.with_name(f".{state_file.name}.tmp")
+    with open(tmp, "w") as f:
+        json.dump(state, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, state_file)
+
+
+def _already_sent(bootstrap: str, topic: str, offsets: dict[str, int], extra: dict[str, str],
+                  quiet_s: float = 2.0) -> set[tuple[int, int]]:
+    """Replay positions present in ``topic`` from ``offsets`` on (partition → next offset).
+
+    Reads until a whole ``quiet_s`` passes with no message: nothing else writes these headers, and
+    the interrupted replay that wrote them is gone. End-offset lookups are not used (the embedded
+    broker answers them with stale values).
+    """
+    from confluent_kafka import Consumer, TopicPartition
+
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "cutstream-replay-resume",
+                         "enable.auto.commit": "false", **extra})
+    meta = consumer.list_topics(topic, timeout=10).topics.get(topic)
+    if meta is None or meta.error is not None:
+        consumer.close()
+        return set()
+    consumer.assign([TopicPartition(topic, p, offsets.get(str(p), 0)) for p in meta.partitions])
+    seen: set[tuple[int, int]] = set()
+    last = time.monotonic()
+    while time.monotonic() - last < quiet_s:
+        msgs = consumer.consume(10_000, 0.2)
+        for m in msgs:
+            if m.error():
+                continue
+            last = time.monotonic()
+            for k, v in m.headers() or ():
+                if k == HEADER and v:
+                    fi, row = v.decode().split(":")
+                    seen.add((int(fi), int(row)))
+    consumer.close()
+    return seen
+
+
+def replay(path: Path, spec: DetectorSpec, bootstrap: str, topic: str, *, speed: float | None = None,
+           extra: dict[str, str] | None = None, state_file: Path | None = None, progress: bool = True,
+           stop: threading.Event | None = None, chunk_rows: int = 50_000,
+           on_chunk: Callable[[int], None] | None = None) -> ReplayReport:
+    """Publish every valid history row under ``path`` to ``topic``; see the module docstring."""
+    from confluent_kafka import KafkaException, Producer
+
+    extra = dict(extra or {})
+    path = Path(path).resolve()
+    files = history_files(path)
+    state_file = state_file or path.with_name(f".{path.name}.replay-{topic}.json")
+    state = _load_state(state_file, path, topic) or {
+        "version": STATE_VERSION, "path": str(path), "topic": topic, "file_index": 0, "row": 0, "offsets": {},
+    }
+    report = ReplayReport()
+    start = (int(state["file_index"]), int(state["row"]))
+    sent_before: set[tuple[int, int]] = set()
+    if start != (0, 0) or state["offsets"]:
+        report.resumed_from = start
+        sent_before = _already_sent(bootstrap, topic, state["offsets"], extra)
+        logger.info("replay resuming file_index=%d row=%d already_in_topic=%d", start[0], start[1], len(sent_before))
+    producer = Producer({"bootstrap.servers": bootstrap, "partitioner": "murmur2_random",
+                         "enable.idempotence": "true", "linger.ms": "20", **extra})
+    offsets: dict[str, int] = dict(state["offsets"])
+    errors: list[str] = []
+
+    def delivered(err: Any, msg: Any) -> None:
+        if err is not None:
+            errors.append(str(err))
+            return
+        key = str(msg.partition())
+        offsets[key] = max(offsets.get(key, 0), msg.offset() + 1)
+
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=_count_rows(files), unit="ev", unit_scale=True, desc=f"replay → {topic}",
+                   dynamic_ncols=True, disable=None)
+    wall0: float | None = None
+    event0 = 0
+    try:
+        for batch in read_history(path, spec, chunk_rows=chunk_rows, start=start):
+            report.bad.extend(batch.bad)
+            for row, ts, key, value in zip(batch.rows, batch.timestamps_ms, batch.keys, batch.values, strict=True):
+                if stop is not None and stop.is_set():
+                    raise KeyboardInterrupt
+                if (batch.file_index, int(row)) in sent_before:
+                    report.skipped_already_sent += 1
+                    continue
+                if speed:
+                    if wall0 is None:
+                        wall0, event0 = time.monotonic(), int(ts)
+                    delay = wall0 + (int(ts) - event0) / 1000.0 / speed - time.monotonic()
+                    if delay > 0:
+                        producer.poll(0)
+                        (stop.wait(delay) if stop is not None else time.sleep(delay))
+                while True:
+                    try:
+                        producer.produce(topic, key=key, value=value,
+                                         headers=[(HEADER, f"{batch.file_index}:{int(row)}".encode())],
+                                         on_delivery=delivered)
+                        break
+                    except BufferError:
+                        producer.poll(0.05)
+                report.sent += 1
+            remaining = producer.flush(60)
+            if remaining or errors:
+                raise StreamsError(f"replay: {remaining} events not delivered; errors: {errors[:3]}")
+            last_row = int(batch.rows[-1]) if len(batch.rows) else batch.first_row
+            state.update(file_index=batch.file_index, row=last_row + 1, offsets=offsets)
+            _save_state(state_file, state)
+            if bar is not None:
+                bar.update(len(batch.rows) + len(batch.bad))
+            if on_chunk is not None:
+                on_chunk(report.sent)
+        report.completed = True
+    except KafkaException as exc:
+        raise StreamsError(f"replay: the broker refused an event: {exc}") from exc
+    finally:
+        producer.flush(30)
+        if bar is not None:
+            bar.close()
+    state.update(file_index=len(files), row=0, offsets=offsets)
+    _save_state(state_file, state)
+    return report
