@@ -22,15 +22,17 @@ from typing import Any
 from sinks.alerts.incidents import IncidentEvent, SeriesState
 from sinks.errors import SinkError
 
-DB_NAME = "outbox.sqlite3"
+DB_NAME = "outbox.db"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS series_state (
     detector TEXT NOT NULL, series_id TEXT NOT NULL, state TEXT NOT NULL,
     PRIMARY KEY (detector, series_id));
 CREATE TABLE IF NOT EXISTS incidents (
-    incident_id TEXT PRIMARY KEY, detector TEXT NOT NULL, series_id TEXT NOT NULL,
-    status TEXT NOT NULL, facts TEXT NOT NULL, updated_at REAL NOT NULL);
+    incident_id TEXT PRIMARY KEY, detector TEXT NOT NULL, measure TEXT NOT NULL, timeseries_id TEXT NOT NULL,
+    dimensions TEXT NOT NULL, window_start TEXT NOT NULL, last_anomaly_at TEXT NOT NULL,
+    anomalous_windows INTEGER NOT NULL, score REAL, status TEXT NOT NULL, announced INTEGER NOT NULL,
+    facts TEXT NOT NULL, created_at REAL NOT NULL, updated_at REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS outbox (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     dedup_key TEXT NOT NULL, hook TEXT NOT NULL, detector TEXT NOT NULL, kind TEXT NOT NULL,
@@ -137,12 +139,18 @@ class Outbox:
                 [(detector, sid, json.dumps(st.to_json())) for sid, st in states.items()],
             )
             for sid, ev in events:
-                status = "resolved" if ev.kind == "resolve" else "open"
+                f, inc = ev.facts, ev.facts["incident"]
                 con.execute(
-                    "INSERT INTO incidents (incident_id, detector, series_id, status, facts, updated_at) "
-                    "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (incident_id) DO UPDATE SET "
-                    "status = excluded.status, facts = excluded.facts, updated_at = excluded.updated_at",
-                    (ev.incident_id, detector, sid, status, json.dumps(ev.facts), now),
+                    "INSERT INTO incidents (incident_id, detector, measure, timeseries_id, dimensions, "
+                    "window_start, last_anomaly_at, anomalous_windows, score, status, announced, facts, "
+                    "created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                    "ON CONFLICT (incident_id) DO UPDATE SET last_anomaly_at = excluded.last_anomaly_at, "
+                    "anomalous_windows = excluded.anomalous_windows, score = excluded.score, "
+                    "status = excluded.status, announced = MAX(announced, excluded.announced), "
+                    "facts = excluded.facts, updated_at = excluded.updated_at",
+                    (ev.incident_id, detector, f["measure"], sid, json.dumps(f["dimensions"], sort_keys=True),
+                     inc["openedAt"], inc["lastAnomalyAt"], inc["anomalousWindows"], inc["peakScore"],
+                     inc["status"], int(ev.notify), json.dumps(f), now, now),
                 )
                 payload = json.dumps({"dedupKey": ev.dedup_key, **ev.facts}, sort_keys=True)
                 for hook in hooks if ev.notify else ():
@@ -179,10 +187,9 @@ class Outbox:
         return [(k, h) for k, h in self._conn().execute("SELECT dedup_key, hook FROM delivered ORDER BY rowid")]
 
     def incidents(self, detector: str | None = None) -> list[dict[str, Any]]:
-        q = "SELECT incident_id, detector, series_id, status, facts FROM incidents"
-        args: tuple[str, ...] = ()
-        if detector is not None:
-            q += " WHERE detector = ?"
-            args = (detector,)
-        return [{"incident_id": i, "detector": d, "series_id": s, "status": st, "facts": json.loads(f)}
-                for i, d, s, st, f in self._conn().execute(q + " ORDER BY rowid", args)]
+        """Incidents (announced or held silent by the cool-down), oldest first."""
+        cur = self._conn().execute(
+            "SELECT incident_id, detector, timeseries_id, status, announced, facts FROM incidents "
+            "WHERE ? IS NULL OR detector = ? ORDER BY created_at, rowid", (detector, detector))
+        return [{"incident_id": i, "detector": d, "timeseries_id": s, "status": st, "announced": bool(a),
+                 "facts": json.loads(f)} for i, d, s, st, a, f in cur]
