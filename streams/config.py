@@ -58,3 +58,31 @@ class DetectorSpec(BaseModel):
         if len(set(names)) != len(names):
             raise ValueError(f"measure fields must be unique, got {names}")
         return v
+
+
+class WorkerSettings(BaseModel):
+    """How a worker batches, flushes and checkpoints (the ``cutstream worker`` options).
+
+    Parquet files and checkpoints have separate cadences: Parquet is written often so that the
+    dashboard sees fresh results; a checkpoint (which also writes what is left for Parquet) is
+    larger and is written less often. Offsets are committed right after each checkpoint.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    max_batch: int = Field(10_000, ge=1, description="messages per consume() call")
+    poll_timeout_s: float = Field(
+        0.1, gt=0, le=5, description="longest wait in consume() for a batch; bounds latency at low traffic"
+    )
+    parquet_interval_s: float = Field(2.0, gt=0, description="write results to Parquet at least this often")
+    checkpoint_interval_s: float = Field(10.0, gt=0, description="checkpoint + commit each partition this often")
+    checkpoint_every_events: int = Field(
+        0, ge=0, description="also checkpoint a partition after this many events (0 = only by time)"
+    )
+    status_file: str | None = Field(
+        None, description="write counters and the assignment as JSON here about once a second"
+    )
+    fault: str | None = Field(
+        None, description="testing only: `<point>:<n>` kills the process at the n-th pass of a flush point "
+        "(after-parquet, after-checkpoint)",
+    )

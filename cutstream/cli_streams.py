@@ -1,0 +1,119 @@
+"""Stream commands: ``cutstream worker`` (and, later, replay and backfill)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from cutstream.cli import brokers_option, config_option, data_dir_option
+
+
+@click.command()
+@config_option
+@brokers_option
+@data_dir_option
+@click.option(
+    "--backend",
+    type=click.Choice(["cpu", "gpu"]),
+    default="cpu",
+    show_default=True,
+    help="array backend of the detector (gpu needs the cutstream[gpu] extra)",
+)
+@click.option("--group", "group_id", default=None, help="consumer group (default: group_id of the config)")
+@click.option("--max-batch", type=int, default=10_000, show_default=True, help="messages per consume() call")
+@click.option(
+    "--poll-timeout",
+    type=float,
+    default=0.1,
+    show_default=True,
+    help="longest wait for a batch, in seconds (bounds the latency at low traffic)",
+)
+@click.option(
+    "--parquet-interval",
+    type=float,
+    default=2.0,
+    show_default=True,
+    help="write results to Parquet at least this often, in seconds",
+)
+@click.option(
+    "--checkpoint-interval",
+    type=float,
+    default=10.0,
+    show_default=True,
+    help="checkpoint and commit each partition this often, in seconds",
+)
+@click.option(
+    "--checkpoint-events",
+    type=int,
+    default=0,
+    show_default=True,
+    help="also checkpoint a partition after this many events (0 = only by time)",
+)
+@click.option(
+    "--status-file",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="write counters and the assigned partitions as JSON to this file about once a second",
+)
+@click.option("--fault", default=None, hidden=True, help="testing only: after-parquet:N | after-checkpoint:N")
+def worker(
+    config_path: Path | None,
+    brokers: str | None,
+    data_dir: Path | None,
+    backend: str,
+    group_id: str | None,
+    max_batch: int,
+    poll_timeout: float,
+    parquet_interval: float,
+    checkpoint_interval: float,
+    checkpoint_events: int,
+    status_file: str | None,
+    fault: str | None,
+) -> None:
+    """Consume events, detect anomalies, write results to the results topic and Parquet.
+
+    Joins the consumer group of the config; start more workers (here or on other machines) to
+    split the partitions. Without --brokers (or CUTSTREAM_BROKERS / `brokers:` in the config) it
+    starts the embedded broker. SIGTERM or Ctrl-C checkpoints every partition and leaves the group.
+    """
+    import signal
+    import threading
+
+    from cutstream.config import load_config
+    from streams.config import WorkerSettings
+    from streams.errors import StreamsError
+    from streams.worker import Worker
+
+    if config_path is None:
+        raise click.UsageError("--config is required: the detectors to run")
+    try:
+        app = load_config(config_path, brokers=brokers, data_dir=data_dir, group_id=group_id)
+        settings = WorkerSettings(
+            max_batch=max_batch,
+            poll_timeout_s=poll_timeout,
+            parquet_interval_s=parquet_interval,
+            checkpoint_interval_s=checkpoint_interval,
+            checkpoint_every_events=checkpoint_events,
+            status_file=status_file,
+            fault=fault,
+        )
+        w = Worker(app, backend=backend, settings=settings)
+    except StreamsError as exc:
+        raise click.ClickException(str(exc)) from exc
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    try:
+        w.run(stop)
+    except StreamsError as exc:
+        raise click.ClickException(str(exc)) from exc
+    c = w.counters()
+    click.echo(
+        f"worker stopped: events={c.events_in} rejects={sum(c.rejects.values())} "
+        f"windows={c.windows_closed} results={c.results_written}",
+        err=True,
+    )
+
+
+COMMANDS = [worker]

@@ -1,0 +1,184 @@
+"""Kafka client settings and the dead-letter producer (confluent-kafka).
+
+Every client the worker builds starts from :func:`base_config`: the bootstrap servers plus the
+``kafka:`` passthrough of the application settings (SASL, TLS, timeouts), so that production
+security settings reach every client unchanged. Consumer-only keys are kept away from producers
+(librdkafka warns about them otherwise) and the other way round.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from streams.errors import StreamsError
+
+logger = logging.getLogger(__name__)
+
+#: Group timing that works on the embedded broker and on Kafka (../shared/DESIGN.md: a join is held
+#: for half the session timeout, so the librdkafka default of 45 s makes a join take ~23 s).
+DEFAULT_GROUP_TIMING: Mapping[str, str] = {"session.timeout.ms": "6000", "heartbeat.interval.ms": "1000"}
+
+#: The header that carries why an event went to the dead-letter topic.
+REASON_HEADER = "cutstream-reason"
+
+_CONSUMER_ONLY_PREFIXES = (
+    "group.",
+    "session.timeout.ms",
+    "heartbeat.interval.ms",
+    "auto.offset.reset",
+    "enable.auto.commit",
+    "auto.commit.",
+    "fetch.",
+    "max.poll.interval.ms",
+    "partition.assignment.strategy",
+    "enable.partition.eof",
+    "isolation.level",
+    "queued.",
+    "enable.auto.offset.store",
+    "check.crcs",
+    "max.partition.fetch.bytes",
+)
+_PRODUCER_ONLY_PREFIXES = (
+    "partitioner",
+    "linger.ms",
+    "queue.buffering.",
+    "batch.",
+    "acks",
+    "enable.idempotence",
+    "compression.",
+    "message.send.max.retries",
+    "retries",
+    "delivery.timeout.ms",
+    "request.required.acks",
+    "message.timeout.ms",
+    "max.in.flight",
+)
+
+
+def base_config(
+    bootstrap: str, passthrough: Mapping[str, str] | None = None, password: str | None = None
+) -> dict[str, Any]:
+    """Settings shared by every client: bootstrap servers, passthrough, ``sasl.password``."""
+    cfg: dict[str, Any] = {"bootstrap.servers": bootstrap}
+    cfg.update(passthrough or {})
+    if password is not None:
+        cfg["sasl.password"] = password
+    return cfg
+
+
+def consumer_config(
+    bootstrap: str, group_id: str, passthrough: Mapping[str, str] | None = None, password: str | None = None
+) -> dict[str, Any]:
+    """A group consumer that never commits by itself and starts new groups at the beginning.
+
+    ``enable.auto.commit=false``: the worker commits explicit offsets after its checkpoint.
+    ``auto.offset.reset=earliest``: ``latest`` relies on end-offset lookups, which the embedded
+    broker gets wrong (and a new group should see the whole topic anyway).
+    """
+    cfg: dict[str, Any] = {
+        "group.id": group_id,
+        "enable.auto.commit": False,
+        "enable.auto.offset.store": False,
+        "auto.offset.reset": "earliest",
+        "enable.partition.eof": False,
+        "fetch.wait.max.ms": 100,  # bounds the wait for a batch when traffic is low
+        **DEFAULT_GROUP_TIMING,
+    }
+    cfg.update(
+        {
+            k: v
+            for k, v in base_config(bootstrap, passthrough, password).items()
+            if not k.startswith(_PRODUCER_ONLY_PREFIXES)
+        }
+    )
+    return cfg
+
+
+def producer_config(
+    bootstrap: str, passthrough: Mapping[str, str] | None = None, password: str | None = None
+) -> dict[str, Any]:
+    """An idempotent producer with the murmur2 partitioner (the same key→partition as Java clients)."""
+    cfg: dict[str, Any] = {
+        "partitioner": "murmur2_random",
+        "enable.idempotence": True,
+        "linger.ms": 5,
+    }
+    cfg.update(
+        {
+            k: v
+            for k, v in base_config(bootstrap, passthrough, password).items()
+            if not k.startswith(_CONSUMER_ONLY_PREFIXES)
+        }
+    )
+    return cfg
+
+
+def dlq_topic(topic: str) -> str:
+    """The dead-letter topic of an events topic."""
+    return f"{topic}.dlq"
+
+
+class DeliveryTracker:
+    """Counts failed deliveries of a producer so that a flush can refuse to checkpoint past them."""
+
+    def __init__(self) -> None:
+        self.failed = 0
+        self.last_error: str | None = None
+
+    def __call__(self, err: Any, _msg: Any) -> None:
+        if err is not None:
+            self.failed += 1
+            self.last_error = str(err)
+
+    def raise_if_failed(self, what: str) -> None:
+        """Raise (and reset) when a delivery failed since the last call."""
+        if self.failed:
+            n, err = self.failed, self.last_error
+            self.failed, self.last_error = 0, None
+            raise StreamsError(
+                f"{n} {what} deliveries failed (last error: {err}); "
+                "not checkpointing past them: the input will be re-read after a restart"
+            )
+
+
+class DeadLetterProducer:
+    """Sends rejected input to ``<topic>.dlq``: the original key and value, the reason in a header.
+
+    Headers: ``cutstream-reason`` (e.g. ``bad-json``, ``missing-timestamp``, ``late``),
+    ``cutstream-detector``, and where the event came from: ``cutstream-topic``,
+    ``cutstream-partition``, ``cutstream-offset``.
+    """
+
+    def __init__(self, producer: Any, tracker: DeliveryTracker) -> None:
+        self._producer = producer
+        self._tracker = tracker
+
+    def send(
+        self,
+        topic: str,
+        partition: int,
+        offset: int,
+        key: bytes | None,
+        value: bytes | None,
+        reason: str,
+        detector: str,
+    ) -> None:
+        headers = [
+            (REASON_HEADER, reason.encode()),
+            ("cutstream-detector", detector.encode()),
+            ("cutstream-topic", topic.encode()),
+            ("cutstream-partition", str(partition).encode()),
+            ("cutstream-offset", str(offset).encode()),
+        ]
+        self._produce(dlq_topic(topic), key, value, headers)
+
+    def _produce(
+        self, topic: str, key: bytes | None, value: bytes | None, headers: list[tuple[str, bytes]]
+    ) -> None:
+        try:
+            self._producer.produce(topic, key=key, value=value, headers=headers, on_delivery=self._tracker)
+        except BufferError:
+            self._producer.poll(1.0)  # the local queue is full: let deliveries drain, then retry once
+            self._producer.produce(topic, key=key, value=value, headers=headers, on_delivery=self._tracker)
