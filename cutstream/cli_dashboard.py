@@ -28,8 +28,10 @@ def _data_dir(value: Path | None) -> Path:
               help="access token (also $CUTSTREAM_DASHBOARD_TOKEN): Bearer header or basic-auth password")
 @click.option("--threads", type=click.IntRange(min=1), default=8, show_default=True,
               help="waitress worker threads")
+@click.option("--metrics-url", "metrics_urls", multiple=True,
+              help="a worker's Prometheus /metrics URL, for the lag KPI (repeatable)")
 def dashboard(data_dir: Path | None, host: str, port: int, refresh_ms: int, token: str | None,
-              threads: int) -> None:
+              threads: int, metrics_urls: tuple[str, ...]) -> None:
     """Serve the dashboard over a results directory (waitress, a production WSGI server)."""
     from waitress import serve
 
@@ -42,7 +44,7 @@ def dashboard(data_dir: Path | None, host: str, port: int, refresh_ms: int, toke
             "CUTSTREAM_DASHBOARD_TOKEN (or bind to 127.0.0.1)")
     if not (root / "results").is_dir():
         logger.warning("no results yet data_dir=%s (the page fills in when a worker writes some)", root)
-    app = create_app(root, refresh_ms=refresh_ms, auth=token)
+    app = create_app(root, refresh_ms=refresh_ms, auth=token, metrics_urls=metrics_urls)
     click.echo(f"cutstream dashboard on http://{host}:{port}/ over {root}"
                + (" (token required)" if token else ""), err=True)
     serve(app.server, host=host, port=port, threads=threads, ident="cutstream")

@@ -79,19 +79,21 @@ def install_auth(server: flask.Flask, token: str) -> None:
         return response
 
 
-def create_app(data_dir: Path | str, refresh_ms: int = 5000, auth: str | None = None) -> Dash:
+def create_app(data_dir: Path | str, refresh_ms: int = 5000, auth: str | None = None,
+               metrics_urls: tuple[str, ...] = ()) -> Dash:
     """The dashboard over ``<data_dir>/results`` (read through sinks.query only).
 
     Args:
         data_dir: the results directory root (``results/``, and ``alerts/`` when alerts are on).
         refresh_ms: live refresh interval of the page.
         auth: an access token; None = no authentication (loopback use only).
+        metrics_urls: the workers' Prometheus endpoints, for the lag KPI (optional).
     """
     if refresh_ms < 250:
         raise ValueError("refresh_ms must be at least 250")
     app = Dash(__name__, title="cutstream", update_title=None, serve_locally=True)
     app.layout = layout.build_layout(refresh_ms)
-    callbacks.register(app, Path(data_dir))
+    callbacks.register(app, Path(data_dir), tuple(metrics_urls))
     server = app.server
 
     @server.route("/healthz")

@@ -15,7 +15,7 @@ from dashboard import figures, layout, views
 logger = logging.getLogger(__name__)
 
 
-def register(app: Dash, data_dir: Path) -> None:
+def register(app: Dash, data_dir: Path, metrics_urls: tuple[str, ...] = ()) -> None:
     """Attach every callback of the page to ``app``, reading results from ``data_dir``."""
 
     @app.callback(Output("tick", "disabled"), Input("live", "value"))
@@ -25,7 +25,7 @@ def register(app: Dash, data_dir: Path) -> None:
     @app.callback(Output("kpis", "children"), Output("detector", "options"),
                   Input("tick", "n_intervals"), Input("period", "value"))
     def refresh_kpis(_tick: int, period: str) -> tuple[list[Any], list[dict[str, str]]]:
-        cards = [layout.kpi_card(*card) for card in views.kpi_values(data_dir, period)]
+        cards = [layout.kpi_card(*card) for card in views.kpi_values(data_dir, period, metrics_urls)]
         return cards, views.detector_options(data_dir)
 
     @app.callback(Output("measure", "options"),
@@ -35,16 +35,28 @@ def register(app: Dash, data_dir: Path) -> None:
 
     @app.callback(Output("series", "options"), Output("series", "value"),
                   Input("detector", "value"), Input("measure", "value"), Input("series", "search_value"),
-                  Input("series", "value"), Input("period", "value"), Input("tick", "n_intervals"))
+                  Input("series", "value"), Input("period", "value"), Input("tick", "n_intervals"),
+                  State("url", "search"))
     def refresh_series(detector: str | None, measure: str | None, search: str | None, selected: str | None,
-                       period: str, _tick: int) -> tuple[list[dict[str, str]], Any]:
-        options = views.series_options(data_dir, period, detector, measure, search, selected)
-        return options, (no_update if selected else views.default_series(options))
+                       period: str, _tick: int, url_search: str | None) -> tuple[list[dict[str, str]], Any]:
+        if selected:
+            return views.series_options(data_dir, period, detector, measure, search, selected), no_update
+        linked = views.focus_from_url(url_search)  # an alert's link names the series to open
+        pick = linked["series"] if linked else None
+        options = views.series_options(data_dir, period, detector, measure, search, pick)
+        return options, pick or views.default_series(options)
 
     @app.callback(Output("series", "value", allow_duplicate=True), Output("focus", "data"),
-                  Input("anomalies", "active_cell"), prevent_initial_call=True)
-    def open_row(cell: dict[str, Any] | None) -> tuple[Any, Any]:
-        focus = views.focus_from_row((cell or {}).get("row_id"))
+                  Input("anomalies", "active_cell"), Input("incidents", "active_cell"), Input("url", "search"),
+                  prevent_initial_call="initial_duplicate")
+    def open_series(cell: dict[str, Any] | None, incident_cell: dict[str, Any] | None, search: str | None
+                    ) -> tuple[Any, Any]:
+        if ctx.triggered_id == "anomalies":
+            focus = views.focus_from_row((cell or {}).get("row_id"))
+        elif ctx.triggered_id == "incidents":
+            focus = views.focus_from_incident((incident_cell or {}).get("row_id"))
+        else:  # page load: an alert's link
+            focus = views.focus_from_url(search)
         if focus is None:
             return no_update, no_update
         return focus["series"], focus
@@ -73,10 +85,8 @@ def register(app: Dash, data_dir: Path) -> None:
             return no_update, message
         return rows, message
 
-    @app.callback(Output("incidents", "data"), Output("incidents", "columns"),
-                  Output("incidents-block", "style"), Input("tick", "n_intervals"))
-    def refresh_incidents(_tick: int) -> tuple[Any, Any, dict[str, str]]:
+    @app.callback(Output("incidents", "data"), Output("incidents-block", "style"),
+                  Input("tick", "n_intervals"))
+    def refresh_incidents(_tick: int) -> tuple[Any, dict[str, str]]:
         rows = views.incident_rows(data_dir)
-        if not rows:
-            return [], [], {"display": "none"}
-        return rows, layout.incident_columns(rows), {"display": "block"}
+        return rows, {"display": "block" if rows else "none"}

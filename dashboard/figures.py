@@ -6,8 +6,9 @@ On the right (0–100): the anomaly score and the decision threshold in force (d
 
 The band: expectedValue ± ``BAND_SIGMAS`` × the rolling standard deviation of the residual
 (value − expected) over the previous ``BAND_WINDOWS`` windows, computed causally (a window's band
-uses only windows before it) so an anomaly does not widen its own band. Where the model has no
-expected value yet (LEARNING) there is no band.
+uses only windows before it), leaving out the windows flagged as anomalies: an anomaly widens
+neither its own band nor the ones after it. Where the model has no expected value yet (LEARNING)
+there is no band.
 """
 
 from __future__ import annotations
@@ -45,17 +46,20 @@ def _floats(table: pa.Table, name: str) -> np.ndarray:
 
 
 def expected_band(value: np.ndarray, expected: np.ndarray, windows: int = BAND_WINDOWS,
-                  sigmas: float = BAND_SIGMAS) -> tuple[np.ndarray, np.ndarray]:
+                  sigmas: float = BAND_SIGMAS, exclude: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Lower and upper band: expected ± sigmas × causal rolling std of (value − expected).
 
     Args:
         value, expected: float64[n], NaN where unknown.
+        exclude: bool[n], windows whose residual must not widen later bands (the anomalies).
 
     Returns:
         (low, high), float64[n]; NaN where the expected value is unknown or fewer than 3 earlier
         residuals are available.
     """
     resid = value - expected
+    if exclude is not None:
+        resid = np.where(exclude, np.nan, resid)
     finite = np.isfinite(resid)
     r = np.where(finite, resid, 0.0)
     # prefix sums with a leading 0: the sums over the prior window [i - windows, i) are differences
@@ -104,7 +108,7 @@ def series_figure(points: pa.Table, title: str = "", focus: tuple[dt.datetime, d
     score = _floats(points, "anomalyScore")
     threshold = _floats(points, "anomalyDecisionThreshold")
     flagged = np.asarray(points.column("anomalyDecision").to_numpy(zero_copy_only=False)) == 1
-    low, high = expected_band(value, expected)
+    low, high = expected_band(value, expected, exclude=flagged)
     x_arr = np.array(x, dtype=object)
 
     fig = go.Figure()

@@ -32,6 +32,7 @@ def build_layout(refresh_ms: int) -> html.Div:
         {"id": cid, "name": name, "type": kind} for cid, name, kind in views.TABLE_COLUMNS
     ]
     return html.Div([
+        dcc.Location(id="url", refresh=False),
         dcc.Interval(id="tick", interval=refresh_ms, n_intervals=0),
         dcc.Store(id="focus", data=None),
         html.Div([
@@ -79,9 +80,11 @@ def build_layout(refresh_ms: int) -> html.Div:
         html.Div(id="incidents-block", style={"display": "none"}, children=[
             html.H4("Incidents (alerts)", style={"margin": "16px 0 4px"}),
             dash_table.DataTable(
-                id="incidents", columns=[], data=[], sort_action="native", filter_action="native",
+                id="incidents", data=[], sort_action="native", filter_action="native",
+                columns=[{"id": cid, "name": name} for cid, name in views.INCIDENT_COLUMNS],
                 page_action="native", page_size=10,
-                style_cell={"fontFamily": "system-ui, sans-serif", "fontSize": "12px", "textAlign": "left"},
+                style_cell={"fontFamily": "system-ui, sans-serif", "fontSize": "12px", "textAlign": "left",
+                            "cursor": "pointer"},
                 style_header={"fontWeight": 600, "background": "#f3f3f3"},
             ),
         ]),
@@ -93,8 +96,3 @@ _KPI_PLACEHOLDERS = [
     ("kpi-series", "series tracked"), ("kpi-points", "data points processed"), ("kpi-anomalies", "anomalies"),
     ("kpi-confidence", "mean confidence"), ("kpi-freshness", "data freshness"), ("kpi-lag", "worker lag"),
 ]
-
-
-def incident_columns(rows: list[dict[str, Any]]) -> list[dict[str, str]]:
-    """DataTable columns for the incidents rows (whatever the outbox has)."""
-    return [{"id": c, "name": c.replace("_", " ")} for c in (rows[0].keys() if rows else [])]

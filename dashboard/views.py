@@ -70,11 +70,12 @@ def _count(n: int) -> str:
     return f"{n:,}"
 
 
-def kpi_values(data_dir: Path | str, period: str | None) -> list[tuple[str, str, str, str]]:
+def kpi_values(data_dir: Path | str, period: str | None, metrics_urls: tuple[str, ...] = ()
+               ) -> list[tuple[str, str, str, str]]:
     """The KPI cards as ``(id, label, text, note)``: series, points, anomalies, confidence, freshness, lag."""
     p = resolve_period(data_dir, period)
     k = q.kpis(data_dir, p.start, p.end)
-    lag = q.worker_lag(data_dir)
+    lag = q.worker_lag(data_dir, metrics_urls)
     newest = k["newest_window"]
     fresh = _age(k["freshness_s"])
     newest_note = "" if newest is None else f"newest window {newest:%Y-%m-%d %H:%M} UTC"
@@ -145,19 +146,61 @@ def chart(data_dir: Path | str, period: str | None, series_id: str | None,
     if not series_id:
         return figures.empty_figure("Pick a series (top series by anomaly score are listed first)")
     p = resolve_period(data_dir, period)
-    info = q.series_info(data_dir, series_id, p.start, p.end)
+    info = q.series_info(data_dir, series_id, p.start, p.end) or q.series_info(data_dir, series_id)
     detector = info["detectorName"] if info else None
-    points = q.series_points(data_dir, series_id, p.start, p.end, detector)
+    span = _focus_span(focus, series_id)
+    start = p.start
+    if span is not None and span[0] is not None and start is not None and span[0] < start:
+        start = span[0] - dt.timedelta(hours=1)  # an alert link to older data: widen the period to it
+    points = q.series_points(data_dir, series_id, start, p.end, detector)
     zoom = None
     revision = series_id
-    if focus and focus.get("series") == series_id and focus.get("time"):
-        center = dt.datetime.fromisoformat(str(focus["time"]))
+    if span is not None:
         width = figures.window_width(points) or dt.timedelta(minutes=10)
-        zoom = (center - FOCUS_WINDOWS * width, center + FOCUS_WINDOWS * width)
-        revision = f"{series_id}@{focus['time']}"
+        lo, hi = span
+        if hi is None:  # one window (a clicked row): centre it
+            zoom = (lo - FOCUS_WINDOWS * width, lo + FOCUS_WINDOWS * width)
+        else:
+            zoom = (lo - 6 * width, hi + 6 * width)
+        revision = f"{series_id}@{lo:%Y-%m-%d %H:%M:%S}"
     title = (f"{info['dimensions'] or '(no dimensions)'} — {info['measure']} ({info['detectorName']})"
              if info else f"series {series_id[:12]}…")
     return figures.series_figure(points, title=title, focus=zoom, revision=revision)
+
+
+def _parse_time(text: Any) -> dt.datetime | None:
+    try:
+        t = dt.datetime.fromisoformat(str(text).strip())
+    except ValueError:
+        return None
+    return t if t.tzinfo is not None else t.replace(tzinfo=dt.UTC)
+
+
+def _focus_span(focus: dict[str, Any] | None, series_id: str) -> tuple[dt.datetime, dt.datetime | None] | None:
+    """``{"series", "time"}`` (one window) or ``{"series", "start", "end"}`` (a range) for this series."""
+    if not focus or focus.get("series") != series_id:
+        return None
+    if focus.get("start"):
+        lo, hi = _parse_time(focus["start"]), _parse_time(focus.get("end"))
+        return (lo, hi) if lo is not None else None
+    t = _parse_time(focus.get("time"))
+    return (t, None) if t is not None else None
+
+
+def focus_from_url(search: str | None) -> dict[str, str] | None:
+    """An alert's dashboard link (``?detector=&series=&from=&to=``) → the series and range to open."""
+    from urllib.parse import parse_qs
+
+    params = {k: v[0] for k, v in parse_qs((search or "").lstrip("?")).items() if v}
+    series = params.get("series", "").strip()
+    if not re.fullmatch(r"[0-9a-fA-F]{8,64}", series):
+        return None
+    focus = {"series": series.lower()}
+    if params.get("from") and _parse_time(params["from"]) is not None:
+        focus["start"] = params["from"]
+        if params.get("to") and _parse_time(params["to"]) is not None:
+            focus["end"] = params["to"]
+    return focus
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -285,11 +328,34 @@ def focus_from_row(row_key: str | None) -> dict[str, str] | None:
     return {"series": series, "time": when}
 
 
+INCIDENT_COLUMNS: list[tuple[str, str]] = [
+    ("updated", "updated (UTC)"), ("status", "status"), ("detector", "detector"), ("measure", "measure"),
+    ("dimensions", "dimensions"), ("openedAt", "opened"), ("lastAnomalyAt", "last anomaly"),
+    ("anomalousWindows", "anomalous windows"), ("peakScore", "peak score"),
+]
+
+
 def incident_rows(data_dir: Path | str) -> list[dict[str, Any]]:
-    return q.incidents(data_dir, limit=100).to_pylist()
+    """The incidents table's rows (empty without an alerts outbox); row ids open the incident's span."""
+    rows = q.incidents(data_dir, limit=100).to_pylist()
+    for r in rows:
+        r["id"] = f"{r['timeseriesId']}@{r['openedAt']}@{r['lastAnomalyAt']}"
+    return rows
 
 
-def first_page(data_dir: Path | str, period: str = DEFAULT_PERIOD) -> dict[str, Any]:
+def focus_from_incident(row_key: str | None) -> dict[str, str] | None:
+    """An incident row id → the series and its incident's span."""
+    parts = str(row_key or "").split("@")
+    if len(parts) != 3 or not parts[0]:
+        return None
+    focus = {"series": parts[0], "start": parts[1]}
+    if parts[2] and parts[2] != "None":
+        focus["end"] = parts[2]
+    return focus
+
+
+def first_page(data_dir: Path | str, period: str = DEFAULT_PERIOD, metrics_urls: tuple[str, ...] = ()
+               ) -> dict[str, Any]:
     """Everything the first page shows, with per-phase timings (the benchmark calls this)."""
     timings: dict[str, float] = {}
 
@@ -299,7 +365,7 @@ def first_page(data_dir: Path | str, period: str = DEFAULT_PERIOD) -> dict[str, 
         timings[name] = time.perf_counter() - t0
         return out
 
-    kpis = timed("kpis", kpi_values, data_dir, period)
+    kpis = timed("kpis", kpi_values, data_dir, period, metrics_urls)
     options = timed("top series", series_options, data_dir, period, None, None, None, None)
     rows, message = timed("anomaly table", anomaly_rows, data_dir, period, None, None)
     fig = timed("chart", chart, data_dir, period, default_series(options), None)

@@ -26,7 +26,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -37,6 +37,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from sinks.errors import SinkError
+from sinks.parquet import read_lock
 from sinks.record import RESULT_SCHEMA
 
 logger = logging.getLogger(__name__)
@@ -58,7 +59,7 @@ class QueryInputError(QueryError):
 
 
 @dataclass(frozen=True)
-class ResultFile:
+class ListedFile:
     """One visible Parquet file of the results tree."""
 
     path: str
@@ -78,7 +79,7 @@ def result_files(
     start: dt.datetime | None = None,
     end: dt.datetime | None = None,
     detector: str | None = None,
-) -> list[ResultFile]:
+) -> list[ListedFile]:
     """The visible ``*.parquet`` files under ``<data_dir>/results``, pruned by date and detector.
 
     Hidden files (a writer's temporaries) and anything not named ``*.parquet`` are skipped. A date
@@ -87,7 +88,7 @@ def result_files(
     root = Path(data_dir) / RESULTS_DIR
     first_day = start.astimezone(dt.UTC).date() if start is not None else None
     last_day = end.astimezone(dt.UTC).date() if end is not None else None
-    out: list[ResultFile] = []
+    out: list[ListedFile] = []
     try:
         det_dirs = list(os.scandir(root))
     except (FileNotFoundError, NotADirectoryError):
@@ -114,7 +115,7 @@ def result_files(
                     st = f.stat()
                 except FileNotFoundError:  # renamed or deleted by a writer since the listing
                     continue
-                out.append(ResultFile(f.path, name, day, st.st_size, st.st_mtime_ns))
+                out.append(ListedFile(f.path, name, day, st.st_size, st.st_mtime_ns))
     out.sort(key=lambda r: r.path)
     return out
 
@@ -153,22 +154,47 @@ def _cursor() -> Iterator[duckdb.DuckDBPyConnection]:
 _SRC = "read_parquet(?, hive_partitioning = true, union_by_name = true)"
 
 
-def _run(files: Sequence[ResultFile], sql: str, params: Sequence[Any], relist: Callable[[], Sequence[ResultFile]]
-         ) -> pa.Table:
-    """Run ``sql`` (with ``{src}`` for the results source) over ``files``; retry once on a vanished file."""
-    for attempt in (1, 2):
-        paths = [f.path for f in files]
+@contextmanager
+def _read_lock(data_dir: Path | str) -> Iterator[None]:
+    """Hold the Parquet sink's shared read lock (no compaction swap meanwhile) where we can.
+
+    Without write access to the results directory (a read-only mount) the lock cannot be taken;
+    the query then runs without it and relies on the retry in :func:`_query`.
+    """
+    if not (Path(data_dir) / RESULTS_DIR).is_dir():
+        yield
+        return
+    with ExitStack() as stack:
         try:
-            with _cursor() as cur:
-                rel = cur.sql(sql.format(src=_SRC), params=[paths, *params])
-                assert rel is not None
-                return rel.to_arrow_table()
-        except duckdb.IOException as exc:
-            if attempt == 2:
-                raise QueryError(f"cannot read the results files: {exc}") from exc
-            logger.info("results changed while reading, retrying error=%s", exc)
-            files = relist()
-    raise AssertionError("unreachable")
+            stack.enter_context(read_lock(Path(data_dir)))
+        except OSError as exc:
+            logger.debug("results read lock unavailable data_dir=%s error=%s", data_dir, exc)
+        yield
+
+
+def _query(data_dir: Path | str, list_files: Callable[[], list[ListedFile]], sql: str,
+           params: Sequence[Any]) -> pa.Table | None:
+    """List the files and run ``sql`` (``{src}`` = the results source) under the read lock.
+
+    Returns None when there are no files. A file that vanishes between the listing and the read
+    (possible only without the lock) makes one retry with a fresh listing.
+    """
+    with _read_lock(data_dir):
+        for attempt in (1, 2):
+            files = list_files()
+            if not files:
+                return None
+            try:
+                with _cursor() as cur:
+                    rel = cur.sql(sql.format(src=_SRC), params=[[f.path for f in files], *params])
+                    if rel is None:
+                        raise QueryError("query returned no relation")
+                    return rel.to_arrow_table()
+            except duckdb.IOException as exc:
+                if attempt == 2:
+                    raise QueryError(f"cannot read the results files: {exc}") from exc
+                logger.info("results changed while reading, retrying error=%s", exc)
+    return None
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -199,10 +225,12 @@ def newest_window(data_dir: Path | str, detector: str | None = None) -> dt.datet
     newest: dict[str, dt.date] = {}
     for f in files:
         newest[f.detector] = max(newest.get(f.detector, f.date), f.date)
-    recent = [f for f in files if f.date == newest[f.detector]]
-    table = _run(recent, "SELECT max(windowStart) AS t FROM {src}", [],
-                 lambda: [f for f in result_files(data_dir, detector=detector) if f.date == newest[f.detector]])
-    value = table.column("t")[0].as_py()
+
+    def recent() -> list[ListedFile]:
+        return [f for f in result_files(data_dir, detector=detector) if f.date >= newest.get(f.detector, f.date)]
+
+    table = _query(data_dir, recent, "SELECT max(windowStart) AS t FROM {src}", [])
+    value = None if table is None else table.column("t")[0].as_py()
     return value.astimezone(dt.UTC) if value is not None else None
 
 
@@ -292,7 +320,9 @@ def series_summary(
         if hit is not None:
             _SUMMARY_CACHE.move_to_end(key)
             return hit
-    table = _run(files, _SUMMARY_SQL, [lo, hi], lambda: result_files(data_dir, start, end, detector))
+    table = _query(data_dir, lambda: result_files(data_dir, start, end, detector), _SUMMARY_SQL, [lo, hi])
+    if table is None:
+        return _SUMMARY_SCHEMA.empty_table()
     table = table.append_column("dimensions", dimensions_text(table.column("dimensionList")))
     table = table.cast(_SUMMARY_SCHEMA)
     with _CACHE_LOCK:
@@ -406,12 +436,9 @@ def series_points(data_dir: Path | str, timeseries_id: str, start: dt.datetime |
                   end: dt.datetime | None = None, detector: str | None = None) -> pa.Table:
     """The results of one series in ``[start, end)``, oldest first (``detector`` prunes the files)."""
     lo, hi = _bounds(start, end)
-    files = result_files(data_dir, start, end, detector)
-    if not files:
-        return _POINTS_SCHEMA.empty_table()
-    table = _run(files, _POINTS_SQL, [timeseries_id, lo, hi],
-                 lambda: result_files(data_dir, start, end, detector))
-    return table.cast(_POINTS_SCHEMA)
+    table = _query(data_dir, lambda: result_files(data_dir, start, end, detector), _POINTS_SQL,
+                   [timeseries_id, lo, hi])
+    return _POINTS_SCHEMA.empty_table() if table is None else table.cast(_POINTS_SCHEMA)
 
 
 def series_info(data_dir: Path | str, timeseries_id: str, start: dt.datetime | None = None,
@@ -547,91 +574,117 @@ def anomalies(
     order_sql.append("windowStart DESC")
     order_sql.append("timeseriesId")
     lo, hi = _bounds(start, end)
-    files = result_files(data_dir, start, end, detector)
-    if not files:
-        return _ANOMALIES_SCHEMA.empty_table()
     sql = _ANOMALIES_SQL.format(dims=ANOMALY_COLUMNS["dimensions"][0],
                                 where="".join(f" AND {c}" for c in where), order=", ".join(order_sql))
-    table = _run(files, sql, [lo, hi, *params, limit], lambda: result_files(data_dir, start, end, detector))
-    return table.cast(_ANOMALIES_SCHEMA)
+    table = _query(data_dir, lambda: result_files(data_dir, start, end, detector), sql, [lo, hi, *params, limit])
+    return _ANOMALIES_SCHEMA.empty_table() if table is None else table.cast(_ANOMALIES_SCHEMA)
 
 
 # ---------------------------------------------------------------------------------------------------
 # Incidents (the alerts outbox) and the worker's status
 
 
-def _sqlite_tables(con: sqlite3.Connection) -> dict[str, list[str]]:
-    names = [r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
-    return {n: [r[1] for r in con.execute("SELECT * FROM pragma_table_info(?)", (n,))] for n in names}
-
-
-#: The outbox table and columns the dashboard shows, in the order it prefers them.
-_INCIDENT_TABLES = ("incidents", "notifications", "outbox")
-_INCIDENT_COLUMNS = (
-    "created_at", "detector", "measure", "timeseries_id", "window_start", "score", "channel",
-    "status", "attempts", "dedup_key", "last_error",
-)
+_INCIDENT_COLUMNS = ("incident_id", "detector", "series_id", "status", "facts", "updated_at")
+_INCIDENTS_SCHEMA = pa.schema([
+    ("updated", pa.string()), ("status", pa.string()), ("detector", pa.string()), ("measure", pa.string()),
+    ("dimensions", pa.string()), ("openedAt", pa.string()), ("lastAnomalyAt", pa.string()),
+    ("anomalousWindows", pa.int64()), ("peakScore", pa.float64()), ("timeseriesId", pa.string()),
+    ("incidentId", pa.string()),
+])
 
 
 def incidents(data_dir: Path | str, limit: int = 200) -> pa.Table:
-    """Recent rows of the alert outbox(es) at ``<data_dir>/alerts/*.db``, read-only; empty if none.
+    """The alert incidents (sinks.alerts' outbox database under ``<data_dir>/alerts/``), newest first.
 
-    The outbox belongs to sinks.alerts; this reads whichever of its known tables exists and the
-    known columns it has, newest first. Table and column names come from the list above (checked
-    against the database's own catalogue), never from input.
+    Read-only (``mode=ro``); an absent or foreign database gives an empty table. Columns: updated,
+    status, detector, measure, dimensions, openedAt, lastAnomalyAt, anomalousWindows, peakScore,
+    timeseriesId, incidentId.
     """
-    rows: list[dict[str, Any]] = []
+    import json
+
     alerts = Path(data_dir) / ALERTS_DIR
-    for db in sorted(alerts.glob("*.db")) if alerts.is_dir() else []:
+    paths = sorted([*alerts.glob("*.sqlite3"), *alerts.glob("*.db")]) if alerts.is_dir() else []
+    rows: list[dict[str, Any]] = []
+    for db in paths:
         try:
             con = sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True, timeout=1.0)
         except sqlite3.Error as exc:
             logger.warning("cannot open alert outbox path=%s error=%s", db, exc)
             continue
         try:
-            tables = _sqlite_tables(con)
-            table = next((t for t in _INCIDENT_TABLES if t in tables), None)
-            if table is None:
+            cols = {r[1] for r in con.execute("SELECT * FROM pragma_table_info('incidents')")}
+            if not set(_INCIDENT_COLUMNS) <= cols:
                 continue
-            cols = [c for c in _INCIDENT_COLUMNS if c in tables[table]]
-            if not cols:
-                continue
-            order = next((c for c in ("created_at", "id", "rowid") if c in (*tables[table], "rowid")), "rowid")
-            cur = con.execute(
-                f"SELECT {', '.join(cols)} FROM {table} ORDER BY {order} DESC LIMIT ?", (limit,))  # noqa: S608 - names from the whitelist above
-            rows.extend(dict(zip(cols, r, strict=True)) for r in cur.fetchall())
+            cur = con.execute("SELECT incident_id, detector, series_id, status, facts, updated_at "
+                              "FROM incidents ORDER BY updated_at DESC LIMIT ?", (limit,))
+            for incident_id, detector, series_id, status, facts_text, updated_at in cur.fetchall():
+                try:
+                    facts = json.loads(facts_text)
+                except ValueError:
+                    facts = {}
+                inc = facts.get("incident") or {}
+                dims = facts.get("dimensions") or {}
+                rows.append({
+                    "updated": dt.datetime.fromtimestamp(float(updated_at), tz=dt.UTC).strftime("%Y-%m-%d %H:%M:%S"),
+                    "status": status, "detector": detector, "measure": facts.get("measure"),
+                    "dimensions": ", ".join(f"{k}={v}" for k, v in sorted(dims.items())),
+                    "openedAt": inc.get("openedAt"), "lastAnomalyAt": inc.get("lastAnomalyAt"),
+                    "anomalousWindows": inc.get("anomalousWindows"), "peakScore": inc.get("peakScore"),
+                    "timeseriesId": series_id, "incidentId": str(incident_id),
+                })
         except sqlite3.Error as exc:
             logger.warning("cannot read alert outbox path=%s error=%s", db, exc)
         finally:
             con.close()
-    if not rows:
-        return pa.table({})
-    keys = [c for c in _INCIDENT_COLUMNS if any(c in r for r in rows)]
-    return pa.table({k: [None if r.get(k) is None else str(r.get(k)) for r in rows] for k in keys})
+    rows.sort(key=lambda r: r["updated"], reverse=True)
+    return pa.Table.from_pylist(rows[:limit], schema=_INCIDENTS_SCHEMA)
 
 
 STATUS_DIR = "status"
 #: A status file older than this is ignored (its worker has stopped).
 STATUS_MAX_AGE_S = 300.0
+LAG_METRIC = "cutstream_consumer_lag"
 
 
-def worker_lag(data_dir: Path | str) -> dict[str, Any] | None:
-    """The workers' consumer lag when they publish it, else None.
+def _scrape_lag(url: str, timeout_s: float) -> float | None:
+    """Sum of ``cutstream_consumer_lag`` on one worker's Prometheus endpoint (None if unreachable)."""
+    import httpx
+    from prometheus_client.parser import text_string_to_metric_families
 
-    Reads ``<data_dir>/status/*.json`` (one per worker, rewritten by the worker) with optional keys
-    ``lag_messages`` (int) and ``lag_seconds`` (float); files older than ``STATUS_MAX_AGE_S`` are
-    ignored. Returns ``{"messages": total or None, "seconds": max or None, "workers": n}``.
+    try:
+        resp = httpx.get(url, timeout=timeout_s)
+        resp.raise_for_status()
+        total = 0.0
+        for family in text_string_to_metric_families(resp.text):
+            total += sum(s.value for s in family.samples if s.name == LAG_METRIC)
+        return total
+    except (httpx.HTTPError, ValueError) as exc:
+        logger.debug("worker metrics unavailable url=%s error=%s", url, exc)
+        return None
+
+
+def worker_lag(data_dir: Path | str, metrics_urls: Sequence[str] = (), timeout_s: float = 0.5
+               ) -> dict[str, Any] | None:
+    """The workers' consumer lag when known, else None.
+
+    Two sources, both optional: the workers' Prometheus endpoints (``metrics_urls``; the gauge
+    ``cutstream_consumer_lag``, messages, summed over partitions and workers), and status files
+    ``<data_dir>/status/*.json`` with keys ``lag_messages`` and/or ``lag_seconds`` (files older than
+    ``STATUS_MAX_AGE_S`` are ignored). Returns ``{"messages", "seconds", "workers"}``.
     """
     import json
 
-    folder = Path(data_dir) / STATUS_DIR
-    if not folder.is_dir():
-        return None
-    messages: list[int] = []
+    messages: list[float] = []
     seconds: list[float] = []
     workers = 0
+    for url in metrics_urls:
+        lag = _scrape_lag(url, timeout_s)
+        if lag is not None:
+            workers += 1
+            messages.append(lag)
+    folder = Path(data_dir) / STATUS_DIR
     now = time.time()
-    for path in folder.glob("*.json"):
+    for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
         if path.name.startswith("."):
             continue
         try:
@@ -643,11 +696,14 @@ def worker_lag(data_dir: Path | str) -> dict[str, Any] | None:
             continue
         if not isinstance(doc, dict):
             continue
-        workers += 1
+        found = False
         if isinstance(doc.get("lag_messages"), int | float):
-            messages.append(int(doc["lag_messages"]))
+            messages.append(float(doc["lag_messages"]))
+            found = True
         if isinstance(doc.get("lag_seconds"), int | float):
             seconds.append(float(doc["lag_seconds"]))
+            found = True
+        workers += found
     if not messages and not seconds:
         return None
     return {"messages": sum(messages) if messages else None, "seconds": max(seconds) if seconds else None,
@@ -668,9 +724,11 @@ def run_sql(data_dir: Path | str, sql: str) -> pa.Table:
     Raises:
         QueryError: the SQL text does not run (DuckDB's message is kept).
     """
-    files = result_files(data_dir)
-    with _cursor() as cur:
+    with _read_lock(data_dir), duckdb.connect(":memory:") as cur:
+        # its own database, not the dashboard's shared one: a user's SET or ATTACH stays in this call
+        files = result_files(data_dir)
         try:
+            cur.execute("SET TimeZone = 'UTC'")
             if files:
                 source = cur.read_parquet([f.path for f in files], hive_partitioning=True, union_by_name=True)
             else:
