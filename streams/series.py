@@ -1,0 +1,108 @@
+"""The series registry: dimension combinations → dense codes, series indices and timeseriesIds.
+
+A *combination* is one tuple of dimension values (strings, in the detector's dimension order).
+A *series* is one measure under one combination: ``series = combo * n_measures + measure_index``,
+so the parser and the windows work on dense integer arrays and only the registry knows strings.
+One registry serves every partition of one detector; codes are process-local (checkpoints store
+the dimension values, never the codes).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from sinks.record import timeseries_id
+
+#: The registry's arrays grow by this factor when full.
+_GROWTH = 2
+
+
+class SeriesRegistry:
+    """Dense codes for the dimension combinations and series of one detector.
+
+    Example:
+        >>> reg = SeriesRegistry("shop", ("product",), ("quantity", "price"))
+        >>> reg.combo_for(("item-A",))
+        0
+        >>> reg.series_index(0, 1)
+        1
+        >>> reg.timeseries_id(1)[:12] == timeseries_id("shop", "price", {"product": "item-A"})[:12]
+        True
+    """
+
+    def __init__(self, detector: str, dimensions: Sequence[str], measures: Sequence[str]) -> None:
+        self.detector = detector
+        self.dimensions: tuple[str, ...] = tuple(dimensions)
+        self.measures: tuple[str, ...] = tuple(measures)
+        self.n_measures = len(self.measures)
+        self._combo_of: dict[tuple[str, ...], int] = {}
+        self._dims: list[tuple[str, ...]] = []
+        self._dimension_lists: list[list[dict[str, str]]] = []
+        self._tsid: list[str] = []
+        self._sort_key = np.zeros(1024, dtype=np.int64)
+        #: raw decoded dimension value(s) → combo code, filled by the parser (str/int values only,
+        #: whose equality in a dict cannot confuse two different canonical strings).
+        self.alias: dict[object, int] = {}
+
+    def __len__(self) -> int:
+        """Number of combinations registered."""
+        return len(self._dims)
+
+    @property
+    def n_series(self) -> int:
+        return len(self._dims) * self.n_measures
+
+    def combo_for(self, dims: tuple[str, ...]) -> int:
+        """Code of the combination ``dims`` (canonical strings), registering it when new."""
+        code = self._combo_of.get(dims)
+        if code is not None:
+            return code
+        code = len(self._dims)
+        self._combo_of[dims] = code
+        self._dims.append(dims)
+        pairs = list(zip(self.dimensions, dims, strict=True))
+        self._dimension_lists.append([{"name": k, "value": v} for k, v in pairs])
+        needed = (code + 1) * self.n_measures
+        if needed > len(self._sort_key):
+            grown = np.zeros(max(needed, len(self._sort_key) * _GROWTH), dtype=np.int64)
+            grown[: len(self._sort_key)] = self._sort_key
+            self._sort_key = grown
+        for m, measure in enumerate(self.measures):
+            tsid = timeseries_id(self.detector, measure, pairs)
+            self._tsid.append(tsid)
+            # 60 bits of the hash: a stable order for the series of one window close
+            self._sort_key[code * self.n_measures + m] = int(tsid[:15], 16)
+        return code
+
+    def lookup(self, dims: tuple[str, ...]) -> int | None:
+        """Code of ``dims`` or None when unknown (registers nothing)."""
+        return self._combo_of.get(dims)
+
+    def dims(self, combo: int) -> tuple[str, ...]:
+        """The dimension values of combination ``combo``, in the detector's dimension order."""
+        return self._dims[combo]
+
+    def dimension_list(self, combo: int) -> list[dict[str, str]]:
+        """``[{"name": ..., "value": ...}, ...]`` of ``combo`` (the result record's dimensionList).
+
+        The list is shared: callers must not mutate it.
+        """
+        return self._dimension_lists[combo]
+
+    def series_index(self, combo: int, measure_index: int) -> int:
+        return combo * self.n_measures + measure_index
+
+    def timeseries_id(self, series: int) -> str:
+        """The contract's timeseriesId of ``series`` (see sinks.record.timeseries_id)."""
+        return self._tsid[series]
+
+    def timeseries_ids(self, series: np.ndarray) -> list[str]:
+        """timeseriesIds of an int64 array of series indices."""
+        tsid = self._tsid
+        return [tsid[s] for s in series.tolist()]
+
+    def sort_keys(self, series: np.ndarray) -> np.ndarray:
+        """int64 keys (from the timeseriesId hash) that order series stably across restarts."""
+        return self._sort_key[series]

@@ -1,0 +1,574 @@
+"""Per-series tumbling windows on event time, for the series of one partition, vectorized.
+
+Windows are aligned to the epoch: an event at ``t`` belongs to window index ``t // window_ms``,
+covering ``[index * window_ms, (index + 1) * window_ms)``. The watermark is the largest event time
+seen (or pushed forward by :meth:`WindowState.idle_advance`). A window closes when
+``watermark >= end + allowed_lateness_ms``.
+
+Lateness is decided per event, in arrival order, independent of how events are batched: event
+``i`` of a batch is late when its window had closed under the watermark *before* it (the
+running maximum of the earlier events, via ``np.maximum.accumulate``). Late events come back as
+rejects (reason ``late``) for the dead-letter topic; every event is either aggregated or
+rejected.
+
+Open windows are kept as sorted partial aggregates (count, sum, min, max) per (series, window);
+a batch is grouped with one sort and ``ufunc.reduceat`` and merged with ``searchsorted``.
+:meth:`WindowState.advance` emits every window that closed, for every known series, including
+the windows without events (the measure's missing policy: ``zero``, ``carry`` or ``skip``),
+sorted by (window end, series), so the detector scores one window close in one step.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from streams.config import DetectorSpec
+from streams.errors import StreamsError
+from streams.parse import ParsedBatch
+from streams.series import SeriesRegistry
+
+logger = logging.getLogger(__name__)
+
+LATE = "late"
+STATE_VERSION = 1
+_NONE = np.iinfo(np.int64).max  # "no window yet" for a series' next window index
+_AGG_CODES = {"sum": 0, "count": 1, "avg": 2, "min": 3, "max": 4}
+_POLICY_CODES = {"zero": 0, "carry": 1, "skip": 2}
+
+
+class WindowStateError(StreamsError):
+    """A window state cannot be used as asked (another detector's registry or checkpoint)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ClosedWindows:
+    """Windows that closed together, one row per (series, window), sorted by (end, series).
+
+    Attributes:
+        series: int64[n], series index in ``registry`` (combo * n_measures + measure index).
+        window_start_ms, window_end_ms: int64[n], the window bounds (epoch ms, end exclusive).
+        value: float64[n], the aggregate (or the missing policy's value).
+        missing: bool[n], True where the window had no value for this series.
+        registry: names the series (timeseriesId, measure, dimensions).
+    """
+
+    series: np.ndarray
+    window_start_ms: np.ndarray
+    window_end_ms: np.ndarray
+    value: np.ndarray
+    missing: np.ndarray
+    registry: SeriesRegistry = field(repr=False)
+
+    def __len__(self) -> int:
+        return len(self.series)
+
+    @property
+    def detector(self) -> str:
+        return self.registry.detector
+
+    @property
+    def combo(self) -> np.ndarray:
+        """int64[n], the dimension-combination code of each row."""
+        return self.series // self.registry.n_measures
+
+    @property
+    def measure_index(self) -> np.ndarray:
+        """int64[n], index of each row's measure in the detector's measures."""
+        return self.series % self.registry.n_measures
+
+    @property
+    def keys(self) -> list[str]:
+        """timeseriesId of each row (the detector's series keys)."""
+        return self.registry.timeseries_ids(self.series)
+
+    @property
+    def measures(self) -> list[str]:
+        names = self.registry.measures
+        return [names[m] for m in self.measure_index.tolist()]
+
+    @property
+    def dimension_lists(self) -> list[list[dict[str, str]]]:
+        """The result record's dimensionList of each row (shared lists: do not mutate)."""
+        dl = self.registry.dimension_list
+        return [dl(c) for c in self.combo.tolist()]
+
+    @property
+    def dims(self) -> list[tuple[str, ...]]:
+        """Each row's dimension values in the detector's dimension order."""
+        d = self.registry.dims
+        return [d(c) for c in self.combo.tolist()]
+
+    def groups(self) -> list[slice]:
+        """Row slices that share one window end, in order."""
+        if len(self) == 0:
+            return []
+        cuts = np.flatnonzero(np.diff(self.window_end_ms)) + 1
+        bounds = [0, *cuts.tolist(), len(self)]
+        return [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+
+
+@dataclass(frozen=True, slots=True)
+class AddResult:
+    """What :meth:`WindowState.add` did with a parsed batch.
+
+    Attributes:
+        accepted: rows aggregated into open windows.
+        rejects: ``(position in the consumed batch, "late")`` for every late event.
+    """
+
+    accepted: int
+    rejects: list[tuple[int, str]]
+
+
+def _grow(arr: np.ndarray, size: int, fill: Any) -> np.ndarray:
+    if size <= len(arr):
+        return arr
+    out = np.full(max(size, 2 * len(arr)), fill, dtype=arr.dtype)
+    out[: len(arr)] = arr
+    return out
+
+
+class WindowState:
+    """Open windows, watermark and per-series progress of one partition of one detector.
+
+    Example:
+        >>> from streams.config import DetectorSpec, MeasureSpec
+        >>> from streams.parse import EventParser
+        >>> spec = DetectorSpec(name="shop", topic="orders", dimensions=("product",),
+        ...                     measures=(MeasureSpec(field="quantity"),), window_ms=1000)
+        >>> parser = EventParser(spec)
+        >>> windows = WindowState(spec, parser.registry)
+        >>> windows.add(parser.parse([b'{"timestamp": 100, "product": "A", "quantity": 2}',
+        ...                           b'{"timestamp": 2500, "product": "A", "quantity": 5}'])).accepted
+        2
+        >>> closed = windows.advance()
+        >>> closed.window_start_ms.tolist(), closed.value.tolist(), closed.missing.tolist()
+        ([0, 1000], [2.0, 0.0], [False, True])
+
+    Args:
+        spec: the detector (window length, lateness, idle timeout, measures).
+        registry: the parser's series registry (``parser.registry``); taken from the first batch
+            when omitted.
+        max_missing_run: at most this many consecutive missing windows are emitted per series
+            (a watermark jump of years would otherwise emit millions); the rest are counted in
+            ``counters["missing_skipped"]``.
+    """
+
+    def __init__(
+        self, spec: DetectorSpec, registry: SeriesRegistry | None = None, max_missing_run: int = 10_000
+    ) -> None:
+        self.spec = spec
+        self.registry = registry
+        self.window_ms = spec.window_ms
+        self.lateness_ms = spec.allowed_lateness_ms
+        self.max_missing_run = max_missing_run
+        self.n_measures = len(spec.measures)
+        self._agg = np.array([_AGG_CODES[m.aggregation] for m in spec.measures], dtype=np.int64)
+        self._policy = np.array([_POLICY_CODES[m.missing_policy] for m in spec.measures], dtype=np.int64)
+        #: largest event time seen (or pushed by idle_advance); None before the first event
+        self.watermark: int | None = None
+        #: windows with index <= closed_through have been emitted
+        self.closed_through: int | None = None
+        self._last_activity_wall_ms: int | None = None
+        self._watermark_at_activity: int | None = None
+        self._active = False
+        # per series (global series index): next window to emit, last data value (for carry)
+        self._next = np.full(0, _NONE, dtype=np.int64)
+        self._last = np.full(0, np.nan)
+        # open partial aggregates, sorted by (series, window)
+        self._o_series = np.zeros(0, np.int64)
+        self._o_window = np.zeros(0, np.int64)
+        self._o_count = np.zeros(0, np.int64)
+        self._o_sum = np.zeros(0)
+        self._o_min = np.zeros(0)
+        self._o_max = np.zeros(0)
+        self.counters: Counter[str] = Counter()
+
+    # -- adding events --------------------------------------------------------------------------
+
+    def add(self, batch: ParsedBatch, now_ms: int | None = None) -> AddResult:
+        """Aggregate a parsed batch into the open windows; late events come back as rejects.
+
+        Args:
+            batch: the parser's output for one consumed batch of this partition.
+            now_ms: wall-clock time of the batch (for :meth:`idle_advance`); the module reads
+                no clock.
+        """
+        if self.registry is None:
+            self.registry = batch.registry
+        elif batch.registry is not self.registry:
+            raise WindowStateError("the batch was parsed with another series registry than this state's")
+        n = len(batch)
+        if n == 0:
+            return AddResult(0, [])
+        ts = batch.timestamp_ms
+        widx = ts // self.window_ms
+        running = np.maximum.accumulate(ts)
+        before = np.empty(n, dtype=np.int64)
+        before[0] = self.watermark if self.watermark is not None else np.iinfo(np.int64).min
+        np.maximum(running[:-1], before[0], out=before[1:])
+        # window end + lateness <= watermark before the event  →  the window had closed
+        late = (widx + 1) * self.window_ms + self.lateness_ms <= before
+        if self.closed_through is not None:
+            late |= widx <= self.closed_through
+        self.watermark = int(max(running[-1], before[0]))
+        if now_ms is not None:
+            self._last_activity_wall_ms, self._watermark_at_activity = now_ms, self.watermark
+        else:
+            self._active = True  # idle_advance stamps the activity with its own wall-clock
+        rejects: list[tuple[int, str]] = []
+        if late.any():
+            rejects = [(i, LATE) for i in batch.index[late].tolist()]
+            self.counters[LATE] += len(rejects)
+            keep = ~late
+            combo, widx, values, present = (
+                batch.combo[keep],
+                widx[keep],
+                batch.values[keep],
+                batch.present[keep],
+            )
+        else:
+            combo, values, present = batch.combo, batch.values, batch.present
+        accepted = len(combo)
+        self.counters["accepted"] += accepted
+        if accepted:
+            self._aggregate(combo, widx, values, present)
+        return AddResult(accepted, rejects)
+
+    def _aggregate(
+        self, combo: np.ndarray, widx: np.ndarray, values: np.ndarray, present: np.ndarray
+    ) -> None:
+        m = self.n_measures
+        if m == 1 and present.all():
+            series, win, vals = combo, widx, values[:, 0]
+        else:
+            series = (combo[:, None] * m + np.arange(m))[present]
+            win = np.broadcast_to(widx[:, None], present.shape)[present]
+            vals = values[present]
+        if len(series) == 0:
+            return
+        n_series = self.registry.n_series if self.registry is not None else int(series.max()) + 1
+        self._next = _grow(self._next, n_series, _NONE)
+        self._last = _grow(self._last, n_series, np.nan)
+        # group by (series, window) with one sort of a packed key
+        wmin = int(win.min())
+        span = int(win.max()) - wmin + 1
+        if span * (int(series.max()) + 1) < 2**62:
+            key = series * span + (win - wmin)
+            order = np.argsort(key, kind="stable")
+            skey = key[order]
+            starts = np.flatnonzero(np.concatenate(([True], skey[1:] != skey[:-1])))
+        else:  # windows too far apart to pack: sort on both columns
+            order = np.lexsort((win, series))
+            ss, sw = series[order], win[order]
+            starts = np.flatnonzero(np.concatenate(([True], (ss[1:] != ss[:-1]) | (sw[1:] != sw[:-1]))))
+        sv = vals[order]
+        g_series = series[order][starts]
+        g_window = win[order][starts]
+        g_count = np.diff(np.append(starts, len(sv)))
+        g_sum = np.add.reduceat(sv, starts)
+        g_min = np.minimum.reduceat(sv, starts)
+        g_max = np.maximum.reduceat(sv, starts)
+        # a series' first window is the earliest it has seen (until it emits)
+        first = np.flatnonzero(np.concatenate(([True], g_series[1:] != g_series[:-1])))
+        fs = g_series[first]
+        self._next[fs] = np.minimum(self._next[fs], g_window[first])
+        self._merge(g_series, g_window, g_count, g_sum, g_min, g_max)
+
+    def _merge(
+        self, s: np.ndarray, w: np.ndarray, c: np.ndarray, sm: np.ndarray, mn: np.ndarray, mx: np.ndarray
+    ) -> None:
+        """Merge grouped partials (unique, sorted by (series, window)) into the open ones."""
+        if len(self._o_series) == 0:
+            self._o_series, self._o_window, self._o_count = s, w, c
+            self._o_sum, self._o_min, self._o_max = sm, mn, mx
+            return
+        wmin = min(int(w.min()), int(self._o_window.min()))
+        span = max(int(w.max()), int(self._o_window.max())) - wmin + 1
+        top = max(int(s.max()), int(self._o_series.max())) + 1
+        if span * top < 2**62:
+            ok = self._o_series * span + (self._o_window - wmin)
+            nk = s * span + (w - wmin)
+            pos = np.searchsorted(ok, nk)
+            hit = pos < len(ok)
+            hit[hit] = ok[pos[hit]] == nk[hit]
+        else:
+            pos = np.zeros(len(s), dtype=np.int64)
+            hit = np.zeros(len(s), dtype=bool)
+            index = {
+                (a, b): i
+                for i, (a, b) in enumerate(zip(self._o_series.tolist(), self._o_window.tolist(), strict=True))
+            }
+            for j, (a, b) in enumerate(zip(s.tolist(), w.tolist(), strict=True)):
+                i = index.get((a, b))
+                if i is not None:
+                    pos[j], hit[j] = i, True
+        if hit.any():
+            p = pos[hit]
+            self._o_count[p] += c[hit]
+            self._o_sum[p] += sm[hit]
+            self._o_min[p] = np.minimum(self._o_min[p], mn[hit])
+            self._o_max[p] = np.maximum(self._o_max[p], mx[hit])
+        new = ~hit
+        if new.any():
+            cat = [
+                np.concatenate((a, b[new]))
+                for a, b in (
+                    (self._o_series, s),
+                    (self._o_window, w),
+                    (self._o_count, c),
+                    (self._o_sum, sm),
+                    (self._o_min, mn),
+                    (self._o_max, mx),
+                )
+            ]
+            order = np.lexsort((cat[1], cat[0]))
+            (self._o_series, self._o_window, self._o_count, self._o_sum, self._o_min, self._o_max) = (
+                a[order] for a in cat
+            )
+
+    # -- closing windows ------------------------------------------------------------------------
+
+    def idle_advance(self, now_ms: int) -> ClosedWindows:
+        """Advance the watermark by wall-clock when the partition has been idle long enough.
+
+        After ``idle_timeout_ms`` of wall-clock time without events (as passed to :meth:`add`),
+        the watermark moves to the event time of the last activity plus the idle wall-clock
+        time, so the windows of a quiet partition close. ``idle_timeout_ms = 0`` disables this.
+        Events that arrive later for windows closed this way are late.
+        """
+        if self.spec.idle_timeout_ms <= 0 or self.watermark is None:
+            return self._empty()
+        if self._active or self._last_activity_wall_ms is None or self._watermark_at_activity is None:
+            self._active = False
+            self._last_activity_wall_ms, self._watermark_at_activity = now_ms, self.watermark
+            return self._empty()
+        idle = now_ms - self._last_activity_wall_ms
+        if idle < self.spec.idle_timeout_ms:
+            return self._empty()
+        pushed = self._watermark_at_activity + idle
+        if pushed > self.watermark:
+            self.counters["idle_advances"] += 1
+            self.watermark = pushed
+        return self.advance()
+
+    def _empty(self) -> ClosedWindows:
+        z = np.zeros(0, dtype=np.int64)
+        return ClosedWindows(z, z, z, np.zeros(0), np.zeros(0, dtype=bool), self._registry())
+
+    def _registry(self) -> SeriesRegistry:
+        if self.registry is None:
+            self.registry = SeriesRegistry(
+                self.spec.name, self.spec.dimensions, tuple(m.field for m in self.spec.measures)
+            )
+        return self.registry
+
+    def close_frontier(self) -> int | None:
+        """Index of the last window that the watermark has closed (None before any event)."""
+        if self.watermark is None:
+            return None
+        return (self.watermark - self.lateness_ms) // self.window_ms - 1
+
+    def advance(self) -> ClosedWindows:
+        """Emit every window the watermark has closed since the last call, for every known series.
+
+        Returns:
+            The closed windows sorted by (window end, series), data and missing windows together.
+        """
+        frontier = self.close_frontier()
+        if frontier is None or (self.closed_through is not None and frontier <= self.closed_through):
+            return self._empty()
+        registry = self._registry()
+        m = self.n_measures
+        # closed partials: every open window with index <= frontier
+        closing = self._o_window <= frontier
+        d_series, d_window = self._o_series[closing], self._o_window[closing]
+        d_count, d_sum = self._o_count[closing], self._o_sum[closing]
+        d_min, d_max = self._o_min[closing], self._o_max[closing]
+        if closing.any():
+            keep = ~closing
+            self._o_series, self._o_window, self._o_count = (
+                self._o_series[keep],
+                self._o_window[keep],
+                self._o_count[keep],
+            )
+            self._o_sum, self._o_min, self._o_max = self._o_sum[keep], self._o_min[keep], self._o_max[keep]
+        agg = self._agg[d_series % m] if m > 1 else np.full(len(d_series), self._agg[0])
+        d_value = np.select(
+            [agg == 0, agg == 1, agg == 2, agg == 3],
+            [d_sum, d_count.astype(np.float64), d_sum / np.maximum(d_count, 1), d_min],
+            d_max,
+        )
+        # series that emit: known (next != NONE) and due
+        due = np.flatnonzero(self._next <= frontier)
+        # boundaries per series: a start marker (next - 1), its data windows, an end marker (frontier + 1)
+        b_series = np.concatenate((due, d_series, due))
+        b_window = np.concatenate((self._next[due] - 1, d_window, np.full(len(due), frontier + 1)))
+        b_value = np.concatenate((self._last[due], d_value, np.full(len(due), np.nan)))
+        b_kind = np.concatenate(
+            (np.zeros(len(due), np.int8), np.ones(len(d_series), np.int8), np.full(len(due), 2, np.int8))
+        )
+        order = np.lexsort((b_window, b_series))
+        b_series, b_window, b_value, b_kind = b_series[order], b_window[order], b_value[order], b_kind[order]
+        # gap after each boundary (within the same series): windows with no data
+        same = np.concatenate((b_series[1:] == b_series[:-1], [False]))
+        gap = np.where(same, np.append(b_window[1:], 0) - b_window - 1, 0)
+        policy = self._policy[b_series % m]
+        gap = np.where(policy == 2, 0, gap)  # skip: no missing windows
+        capped = np.minimum(gap, self.max_missing_run)
+        skipped = int((gap - capped).sum())
+        if skipped:
+            self.counters["missing_skipped"] += skipped
+        # the carry value of a gap is the last data value before it (boundary value, or the
+        # series' last value for the start marker)
+        fill = np.where(policy == 1, b_value, 0.0)
+        n_gap = int(capped.sum())
+        g_src = np.repeat(np.arange(len(b_series)), capped)
+        g_off = np.arange(n_gap) - np.repeat(np.cumsum(capped) - capped, capped) + 1
+        data = b_kind == 1
+        out_series = np.concatenate((b_series[data], b_series[g_src]))
+        out_window = np.concatenate((b_window[data], b_window[g_src] + g_off))
+        out_value = np.concatenate((b_value[data], fill[g_src]))
+        out_missing = np.concatenate((np.zeros(int(data.sum()), bool), np.ones(n_gap, bool)))
+        # progress: everything up to the frontier is emitted; last data value per series
+        self._next[due] = frontier + 1
+        if data.any():
+            ds, dv = b_series[data], b_value[data]
+            last_of = np.concatenate((ds[1:] != ds[:-1], [True]))
+            self._last[ds[last_of]] = dv[last_of]
+        self.closed_through = frontier
+        self.counters["windows_emitted"] += len(out_series)
+        self.counters["missing_windows"] += n_gap
+        order = np.lexsort((registry.sort_keys(out_series), out_window))
+        out_window = out_window[order]
+        start = out_window * self.window_ms
+        return ClosedWindows(
+            out_series[order], start, start + self.window_ms, out_value[order], out_missing[order], registry
+        )
+
+    # -- checkpoints ----------------------------------------------------------------------------
+
+    def known_series(self) -> np.ndarray:
+        """int64 indices of the series this partition has seen."""
+        return np.flatnonzero(self._next != _NONE)
+
+    @property
+    def open_windows(self) -> int:
+        """Number of open (series, window) aggregates."""
+        return len(self._o_series)
+
+    def to_state(self) -> dict[str, Any]:
+        """A JSON-compatible, versioned snapshot (dimension values, never process-local codes)."""
+        registry = self._registry()
+        known = self.known_series()
+        combos = sorted(
+            set((known // self.n_measures).tolist()) | set((self._o_series // self.n_measures).tolist())
+        )
+        pos = {c: i for i, c in enumerate(combos)}
+        measures = [m.field for m in self.spec.measures]
+
+        def ref(series: np.ndarray) -> list[list[int]]:
+            return [[pos[s // self.n_measures], s % self.n_measures] for s in series.tolist()]
+
+        def floats(a: np.ndarray) -> list[float | None]:
+            return [None if math.isnan(v) else v for v in a.tolist()]
+
+        return {
+            "version": STATE_VERSION,
+            "detector": self.spec.name,
+            "window_ms": self.window_ms,
+            "measures": measures,
+            "dimensions": list(self.spec.dimensions),
+            "watermark": self.watermark,
+            "closed_through": self.closed_through,
+            "last_activity_wall_ms": self._last_activity_wall_ms,
+            "watermark_at_activity": self._watermark_at_activity,
+            "combos": [list(registry.dims(c)) for c in combos],
+            "series": {
+                "ref": ref(known),
+                "next": self._next[known].tolist(),
+                "last": floats(self._last[known]),
+            },
+            "open": {
+                "ref": ref(self._o_series),
+                "window": self._o_window.tolist(),
+                "count": self._o_count.tolist(),
+                "sum": self._o_sum.tolist(),
+                "min": self._o_min.tolist(),
+                "max": self._o_max.tolist(),
+            },
+            "counters": dict(self.counters),
+        }
+
+    @classmethod
+    def from_state(
+        cls,
+        state: dict[str, Any],
+        spec: DetectorSpec,
+        registry: SeriesRegistry | None = None,
+        max_missing_run: int = 10_000,
+    ) -> WindowState:
+        """Rebuild a state saved by :meth:`to_state` (raises WindowStateError on a mismatch)."""
+        version = state.get("version")
+        if version != STATE_VERSION:
+            raise WindowStateError(
+                f"window state version {version!r} is not supported (expected {STATE_VERSION})"
+            )
+        if state["detector"] != spec.name or state["window_ms"] != spec.window_ms:
+            raise WindowStateError(
+                f"window state of detector={state['detector']} window_ms={state['window_ms']} cannot be "
+                f"loaded for detector={spec.name} window_ms={spec.window_ms}; delete the checkpoint to start over"
+            )
+        ws = cls(spec, registry, max_missing_run)
+        reg = ws._registry()
+        if tuple(state["dimensions"]) != tuple(spec.dimensions):
+            raise WindowStateError(
+                "the checkpoint's dimensions differ from the config's; delete the checkpoint"
+            )
+        # measures are matched by field name: a measure added to the config starts fresh
+        m_map = {
+            i: spec_i
+            for i, f in enumerate(state["measures"])
+            for spec_i, m in enumerate(spec.measures)
+            if m.field == f
+        }
+        codes = [reg.combo_for(tuple(d)) for d in state["combos"]]
+        ws._next = np.full(reg.n_series, _NONE, dtype=np.int64)
+        ws._last = np.full(reg.n_series, np.nan)
+
+        def series(refs: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
+            out = np.array([codes[c] * ws.n_measures + m_map.get(m, 0) for c, m in refs], dtype=np.int64)
+            ok = np.array([m in m_map for _, m in refs], dtype=bool)
+            return out.reshape(-1), ok.reshape(-1)
+
+        s, ok = series(state["series"]["ref"])
+        ws._next[s[ok]] = np.array(state["series"]["next"], dtype=np.int64).reshape(-1)[ok]
+        ws._last[s[ok]] = np.array(
+            [np.nan if v is None else v for v in state["series"]["last"]], dtype=np.float64
+        ).reshape(-1)[ok]
+        o = state["open"]
+        s, ok = series(o["ref"])
+        cols = [
+            s,
+            np.array(o["window"], np.int64),
+            np.array(o["count"], np.int64),
+            np.array(o["sum"], np.float64),
+            np.array(o["min"], np.float64),
+            np.array(o["max"], np.float64),
+        ]
+        cols = [c.reshape(-1)[ok] for c in cols]
+        order = np.lexsort((cols[1], cols[0]))
+        (ws._o_series, ws._o_window, ws._o_count, ws._o_sum, ws._o_min, ws._o_max) = (c[order] for c in cols)
+        ws.watermark = state["watermark"]
+        ws.closed_through = state["closed_through"]
+        ws._last_activity_wall_ms = state.get("last_activity_wall_ms")
+        ws._watermark_at_activity = state.get("watermark_at_activity")
+        ws.counters.update(state.get("counters", {}))
+        return ws
