@@ -10,6 +10,7 @@ import hashlib
 import hmac
 import json
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -43,6 +44,7 @@ class WebhookReceiver:
         self.held = threading.Event()
         self.accepted: Counter[str] = Counter()
         self.requests: list[tuple[str, int, dict[str, Any]]] = []
+        self.times: list[float] = []  # monotonic arrival time of each request in ``requests``
         self.bad_signatures = 0
         self._lock = threading.Lock()
         receiver = self
@@ -65,6 +67,7 @@ class WebhookReceiver:
         return f"http://{host!s}:{port}/hook"
 
     def _handle(self, h: BaseHTTPRequestHandler, body: bytes) -> None:
+        arrived = time.monotonic()
         key = h.headers.get(DEDUP_HEADER, "")
         payload = json.loads(body)
         if self.secret is not None:
@@ -73,6 +76,7 @@ class WebhookReceiver:
                 with self._lock:
                     self.bad_signatures += 1
                     self.requests.append((key, 401, payload))
+                    self.times.append(arrived)
                 h.send_response(401)
                 h.end_headers()
                 return
@@ -81,11 +85,13 @@ class WebhookReceiver:
             self.release.wait()
             with self._lock:
                 self.requests.append((key, -1, payload))  # the client is gone: never accepted
+                self.times.append(arrived)
             return
         with self._lock:
             n = len(self.requests) + 1
             status, headers = self.plan(n)
             self.requests.append((key, status, payload))
+            self.times.append(arrived)
             if 200 <= status < 300:
                 self.accepted[key] += 1
         h.send_response(status)
@@ -102,3 +108,54 @@ class WebhookReceiver:
         self.release.set()
         self._server.shutdown()
         self._server.server_close()
+
+
+class SmtpReceiver:
+    """A real SMTP server (aiosmtpd) on 127.0.0.1 with STARTTLS required and AUTH LOGIN.
+
+    Attributes:
+        messages: raw bytes of each accepted message, in order.
+        logins: (username, accepted) for each AUTH attempt.
+    """
+
+    def __init__(self, cert_file: str, key_file: str, username: str, password: str) -> None:
+        import socket
+        import ssl
+
+        from aiosmtpd.controller import Controller
+        from aiosmtpd.smtp import AuthResult, LoginPassword
+
+        self.messages: list[bytes] = []
+        self.logins: list[tuple[str, bool]] = []
+        receiver = self
+
+        def authenticator(server: Any, session: Any, envelope: Any, mechanism: str, data: Any) -> AuthResult:
+            ok = (isinstance(data, LoginPassword) and data.login.decode() == username
+                  and hmac.compare_digest(data.password.decode(), password))
+            receiver.logins.append((data.login.decode() if isinstance(data, LoginPassword) else "?", ok))
+            return AuthResult(success=ok, handled=False)  # handled=False: the server answers 535 itself
+
+        class Handler:
+            async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
+                if not session.authenticated:
+                    return "530 5.7.0 Authentication required"
+                receiver.messages.append(bytes(envelope.original_content or envelope.content))
+                return "250 OK"
+
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ctx.load_cert_chain(cert_file, key_file)
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = int(s.getsockname()[1])
+        self._controller = Controller(
+            Handler(), hostname="127.0.0.1", port=self.port, tls_context=ctx, require_starttls=True,
+            authenticator=authenticator, auth_required=True, auth_require_tls=True,
+            auth_exclude_mechanism=["PLAIN"],
+        )
+
+    def __enter__(self) -> SmtpReceiver:
+        self._controller.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._controller.stop()

@@ -1,0 +1,83 @@
+"""Webhooks against a real HTTP server: signature, 500s, 429 + Retry-After, then each key exactly once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+
+from sinks.alerts import AlertService
+from sinks.alerts.testing import WebhookReceiver
+from sinks.config import AlertsConfig, DeliveryConfig, WebhookConfig
+from sinks.testing import result_table
+from tests.conftest import wait_for
+
+pytestmark = pytest.mark.integration
+
+SECRET = "whsec-7f3a9c1e5b2d"  # noqa: S105 - a test key
+
+
+def _plan(n: int) -> tuple[int, dict[str, str]]:
+    if n <= 2:
+        return 500, {}
+    if n == 3:
+        return 429, {"Retry-After": "1"}
+    return 200, {}
+
+
+def _incidents(n_series: int) -> pa.Table:
+    tables = []
+    for i in range(n_series):
+        scores = [0.0, 0.0, 96.0, 97.0, 10.0, 10.0, 10.0]
+        tables.append(result_table(dimensions={"product_name": f"item-{i}", "region": "eu"},
+                                   values=[10.0, 11.0, 90.0, 95.0, 10.0, 9.0, 10.0],
+                                   expected=[10.0] * 7, scores=scores))
+    return pa.concat_tables(tables)
+
+
+def test_each_alert_arrives_exactly_once_through_errors_and_throttling(tmp_path: Path) -> None:
+    fast = DeliveryConfig(backoff_initial_s=0.05, backoff_max_s=0.2)
+    with WebhookReceiver(secret=SECRET, plan=_plan) as rx, \
+            WebhookReceiver(secret="a-different-key-123") as wrong_key:
+        cfg = AlertsConfig(
+            webhooks=(WebhookConfig(url=rx.url, secret=SECRET, timeout_s=2),
+                      WebhookConfig(url=wrong_key.url, secret=SECRET, timeout_s=2)),
+            dashboard_url="http://dash.example:8050", cooldown_s=0,
+        )
+        svc = AlertService({"shop": cfg}, tmp_path, fast, seed=1)
+        svc.observe(_incidents(3))
+        expected = {r.dedup_key for r in svc.pending()}
+        assert len(expected) == 3 * 3  # per series: open, update, resolve
+        svc.start()
+        try:
+            wait_for(lambda: set(rx.accepted) == expected, 30, message="every key accepted")
+            wait_for(lambda: wrong_key.bad_signatures >= 2, 30, message="retries to the wrong-key endpoint")
+        finally:
+            svc.stop()
+
+    # Exactly once per de-dup key, though the endpoint failed 500, 500, 429 first.
+    assert sorted(rx.accepted.values()) == [1] * len(expected)
+    statuses = [s for _, s, _ in rx.requests]
+    assert statuses[:3] == [500, 500, 429] and rx.bad_signatures == 0
+    # Retry-After: 1 was honoured.
+    assert rx.times[3] - rx.times[2] >= 0.95
+    # Per series, notifications arrive in lifecycle order.
+    accepted = [p for _, s, p in rx.requests if s == 200]
+    for i in range(3):
+        kinds = [p["event"] for p in accepted if p["dimensions"]["product_name"] == f"item-{i}"]
+        assert kinds == ["open", "update", "resolve"]
+    # The payload carries what a receiver needs to act.
+    first = next(p for p in accepted if p["event"] == "open")
+    assert first["detector"] == "shop" and first["measure"] == "quantity"
+    assert first["dimensions"] == {"product_name": first["dimensions"]["product_name"], "region": "eu"}
+    assert first["window"] == {"start": "2024-05-01 00:02:00", "end": "2024-05-01 00:03:00"}
+    assert (first["actual"], first["expected"], first["score"]) == (90.0, 10.0, 96.0)
+    assert first["threshold"] == 70.0 and first["confidence"] == 90.0
+    assert first["dashboardUrl"].startswith("http://dash.example:8050/?detector=shop&series=")
+    assert first["timeseriesId"] in first["dashboardUrl"]
+    assert first["dedupKey"] in expected
+    # The endpoint that rejects the signature keeps its notifications in the outbox: delayed, not lost.
+    left = svc.pending()
+    assert left and {r.hook for r in left} == {svc._detector_hooks["shop"][1]}
+    assert all(r.last_error == f"HTTP 401 from {wrong_key.url.rsplit('/', 1)[0]}" for r in left if r.attempts)
