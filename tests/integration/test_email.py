@@ -61,7 +61,7 @@ def test_emails_carry_the_facts_in_text_and_html(tmp_path: Path, tls_cert: tuple
     opened = msgs[0]
     assert opened["To"] == "oncall@example.com, team@example.com"
     assert "Anomaly" in opened["Subject"] and "shop/quantity" in opened["Subject"]
-    text = opened.get_body(preferencelist=("plain",)).get_content()
+    text = opened.get_body(preferencelist=("plain",)).get_content().replace("\r\n", "\n")
     html = opened.get_body(preferencelist=("html",)).get_content()
     facts = ["shop", "quantity", "2024-05-01 00:02:00", "2024-05-01 00:03:00", "123.5", "88.25",
              "70", "90", keys[0], "http://dash.example:8050/?detector=shop"]
