@@ -40,6 +40,7 @@ class SeriesRegistry:
         self._combo_of: dict[tuple[str, ...], int] = {}
         self._dims: list[tuple[str, ...]] = []
         self._dimension_lists: list[list[dict[str, str]]] = []
+        self._pairs: list[tuple[tuple[str, str], ...]] = []
         self._tsid: list[str] = []
         self._sort_key = np.zeros(1024, dtype=np.int64)
         #: raw decoded dimension value(s) → combo code, filled by the parser (str/int values only,
@@ -64,6 +65,7 @@ class SeriesRegistry:
         self._dims.append(dims)
         pairs = list(zip(self.dimensions, dims, strict=True))
         self._dimension_lists.append([{"name": k, "value": v} for k, v in pairs])
+        self._pairs.append(tuple(pairs))
         needed = (code + 1) * self.n_measures
         if needed > len(self._sort_key):
             grown = np.zeros(max(needed, len(self._sort_key) * _GROWTH), dtype=np.int64)
@@ -83,6 +85,10 @@ class SeriesRegistry:
     def dims(self, combo: int) -> tuple[str, ...]:
         """The dimension values of combination ``combo``, in the detector's dimension order."""
         return self._dims[combo]
+
+    def dim_pairs(self, combo: int) -> tuple[tuple[str, str], ...]:
+        """``((name, value), ...)`` of ``combo``, in the detector's dimension order."""
+        return self._pairs[combo]
 
     def dimension_list(self, combo: int) -> list[dict[str, str]]:
         """``[{"name": ..., "value": ...}, ...]`` of ``combo`` (the result record's dimensionList).

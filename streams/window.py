@@ -89,7 +89,13 @@ class ClosedWindows:
         return self.registry.timeseries_ids(self.series)
 
     @property
-    def measures(self) -> list[str]:
+    def timeseries_id(self) -> list[str]:
+        """Same as :attr:`keys`."""
+        return self.keys
+
+    @property
+    def measure(self) -> list[str]:
+        """The measure field of each row."""
         names = self.registry.measures
         return [names[m] for m in self.measure_index.tolist()]
 
@@ -100,9 +106,9 @@ class ClosedWindows:
         return [dl(c) for c in self.combo.tolist()]
 
     @property
-    def dims(self) -> list[tuple[str, ...]]:
-        """Each row's dimension values in the detector's dimension order."""
-        d = self.registry.dims
+    def dims(self) -> list[tuple[tuple[str, str], ...]]:
+        """Each row's ``(name, value)`` dimension pairs, in the detector's dimension order."""
+        d = self.registry.dim_pairs
         return [d(c) for c in self.combo.tolist()]
 
     def groups(self) -> list[slice]:
@@ -112,19 +118,6 @@ class ClosedWindows:
         cuts = np.flatnonzero(np.diff(self.window_end_ms)) + 1
         bounds = [0, *cuts.tolist(), len(self)]
         return [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
-
-
-@dataclass(frozen=True, slots=True)
-class AddResult:
-    """What :meth:`WindowState.add` did with a parsed batch.
-
-    Attributes:
-        accepted: rows aggregated into open windows.
-        rejects: ``(position in the consumed batch, "late")`` for every late event.
-    """
-
-    accepted: int
-    rejects: list[tuple[int, str]]
 
 
 def _grow(arr: np.ndarray, size: int, fill: Any) -> np.ndarray:
@@ -146,8 +139,8 @@ class WindowState:
         >>> parser = EventParser(spec)
         >>> windows = WindowState(spec, parser.registry)
         >>> windows.add(parser.parse([b'{"timestamp": 100, "product": "A", "quantity": 2}',
-        ...                           b'{"timestamp": 2500, "product": "A", "quantity": 5}'])).accepted
-        2
+        ...                           b'{"timestamp": 2500, "product": "A", "quantity": 5}']))
+        []
         >>> closed = windows.advance()
         >>> closed.window_start_ms.tolist(), closed.value.tolist(), closed.missing.tolist()
         ([0, 1000], [2.0, 0.0], [False, True])
@@ -193,13 +186,16 @@ class WindowState:
 
     # -- adding events --------------------------------------------------------------------------
 
-    def add(self, batch: ParsedBatch, now_ms: int | None = None) -> AddResult:
+    def add(self, batch: ParsedBatch, now_ms: int | None = None) -> list[tuple[int, str]]:
         """Aggregate a parsed batch into the open windows; late events come back as rejects.
 
         Args:
             batch: the parser's output for one consumed batch of this partition.
             now_ms: wall-clock time of the batch (for :meth:`idle_advance`); the module reads
                 no clock.
+
+        Returns:
+            ``(position in the consumed batch, "late")`` for every late event.
         """
         if self.registry is None:
             self.registry = batch.registry
@@ -207,7 +203,7 @@ class WindowState:
             raise WindowStateError("the batch was parsed with another series registry than this state's")
         n = len(batch)
         if n == 0:
-            return AddResult(0, [])
+            return []
         ts = batch.timestamp_ms
         widx = ts // self.window_ms
         running = np.maximum.accumulate(ts)
@@ -240,7 +236,7 @@ class WindowState:
         self.counters["accepted"] += accepted
         if accepted:
             self._aggregate(combo, widx, values, present)
-        return AddResult(accepted, rejects)
+        return rejects
 
     def _aggregate(
         self, combo: np.ndarray, widx: np.ndarray, values: np.ndarray, present: np.ndarray
@@ -344,20 +340,23 @@ class WindowState:
         time, so the windows of a quiet partition close. ``idle_timeout_ms = 0`` disables this.
         Events that arrive later for windows closed this way are late.
         """
+        self._idle_push(now_ms)
+        return self.advance()
+
+    def _idle_push(self, now_ms: int) -> None:
         if self.spec.idle_timeout_ms <= 0 or self.watermark is None:
-            return self._empty()
+            return
         if self._active or self._last_activity_wall_ms is None or self._watermark_at_activity is None:
             self._active = False
             self._last_activity_wall_ms, self._watermark_at_activity = now_ms, self.watermark
-            return self._empty()
+            return
         idle = now_ms - self._last_activity_wall_ms
         if idle < self.spec.idle_timeout_ms:
-            return self._empty()
+            return
         pushed = self._watermark_at_activity + idle
         if pushed > self.watermark:
             self.counters["idle_advances"] += 1
             self.watermark = pushed
-        return self.advance()
 
     def _empty(self) -> ClosedWindows:
         z = np.zeros(0, dtype=np.int64)
@@ -376,12 +375,18 @@ class WindowState:
             return None
         return (self.watermark - self.lateness_ms) // self.window_ms - 1
 
-    def advance(self) -> ClosedWindows:
+    def advance(self, now_ms: int | None = None) -> ClosedWindows:
         """Emit every window the watermark has closed since the last call, for every known series.
+
+        Args:
+            now_ms: the caller's wall-clock; when given, the idle rule of :meth:`idle_advance`
+                applies first.
 
         Returns:
             The closed windows sorted by (window end, series), data and missing windows together.
         """
+        if now_ms is not None:
+            self._idle_push(now_ms)
         frontier = self.close_frontier()
         if frontier is None or (self.closed_through is not None and frontier <= self.closed_through):
             return self._empty()
@@ -510,12 +515,19 @@ class WindowState:
     @classmethod
     def from_state(
         cls,
-        state: dict[str, Any],
-        spec: DetectorSpec,
+        spec: DetectorSpec | dict[str, Any],
+        state: dict[str, Any] | DetectorSpec,
         registry: SeriesRegistry | None = None,
         max_missing_run: int = 10_000,
     ) -> WindowState:
-        """Rebuild a state saved by :meth:`to_state` (raises WindowStateError on a mismatch)."""
+        """Rebuild a state saved by :meth:`to_state` (raises WindowStateError on a mismatch).
+
+        ``spec`` and ``state`` may come in either order.
+        """
+        if isinstance(spec, dict):
+            spec, state = state, spec
+        if not isinstance(spec, DetectorSpec) or not isinstance(state, dict):
+            raise WindowStateError("from_state needs a DetectorSpec and a state dict")
         version = state.get("version")
         if version != STATE_VERSION:
             raise WindowStateError(
