@@ -74,8 +74,9 @@ def bench() -> None:
 # Each area keeps its commands in its own module (click commands only; heavy imports stay
 # inside the command bodies). Registered here so that the command tree is in one place.
 _COMMAND_MODULES = (
-    "cutstream.cli_streams",    # worker, replay, backfill
+    "cutstream.cli_streams",    # worker
     "cutstream.cli_detect",     # score
+    "cutstream.cli_history",    # replay, backfill
     "cutstream.cli_sinks",      # query, compact, outbox
     "cutstream.cli_dashboard",  # dashboard
     "cutstream.demo",           # demo
@@ -85,6 +86,7 @@ _BENCH_MODULES = (
     "cutstream.bench.ingest",
     "cutstream.bench.dashboard",
     "cutstream.bench.backfill",
+    "cutstream.bench.nab",
 )
 
 

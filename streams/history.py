@@ -77,6 +77,13 @@ def history_files(path: Path) -> list[Path]:
 
 
 def _record_batches(path: Path, chunk_rows: int) -> Iterator[pa.RecordBatch]:
+    """The file's rows in batches of at most ``chunk_rows``."""
+    for whole in _file_batches(path, chunk_rows):
+        for off in range(0, whole.num_rows, chunk_rows):
+            yield whole.slice(off, chunk_rows)
+
+
+def _file_batches(path: Path, chunk_rows: int) -> Iterator[pa.RecordBatch]:
     if path.suffix.lower() == ".parquet":
         yield from pq.ParquetFile(path).iter_batches(batch_size=chunk_rows)
         return

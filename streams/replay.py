@@ -126,10 +126,11 @@ def replay(path: Path, spec: DetectorSpec, bootstrap: str, topic: str, *, speed:
     report = ReplayReport()
     start = (int(state["file_index"]), int(state["row"]))
     sent_before: set[tuple[int, int]] = set()
-    if start != (0, 0) or state["offsets"]:
+    if state_file.exists():  # an earlier replay started: some of what follows may be in the topic
         report.resumed_from = start
         sent_before = _already_sent(bootstrap, topic, state["offsets"], extra)
         logger.info("replay resuming file_index=%d row=%d already_in_topic=%d", start[0], start[1], len(sent_before))
+    _save_state(state_file, state)  # from now on, an interruption is resumed (and de-duplicated)
     producer = Producer({"bootstrap.servers": bootstrap, "partitioner": "murmur2_random",
                          "enable.idempotence": "true", "linger.ms": "20", **extra})
     offsets: dict[str, int] = dict(state["offsets"])
@@ -153,9 +154,10 @@ def replay(path: Path, spec: DetectorSpec, bootstrap: str, topic: str, *, speed:
     try:
         for batch in read_history(path, spec, chunk_rows=chunk_rows, start=start):
             report.bad.extend(batch.bad)
+            interrupted = True
             for row, ts, key, value in zip(batch.rows, batch.timestamps_ms, batch.keys, batch.values, strict=True):
                 if stop is not None and stop.is_set():
-                    raise KeyboardInterrupt
+                    break
                 if (batch.file_index, int(row)) in sent_before:
                     report.skipped_already_sent += 1
                     continue
@@ -175,6 +177,10 @@ def replay(path: Path, spec: DetectorSpec, bootstrap: str, topic: str, *, speed:
                     except BufferError:
                         producer.poll(0.05)
                 report.sent += 1
+            else:
+                interrupted = False
+            if interrupted:
+                break
             remaining = producer.flush(60)
             if remaining or errors:
                 raise StreamsError(f"replay: {remaining} events not delivered; errors: {errors[:3]}")
@@ -185,13 +191,15 @@ def replay(path: Path, spec: DetectorSpec, bootstrap: str, topic: str, *, speed:
                 bar.update(len(batch.rows) + len(batch.bad))
             if on_chunk is not None:
                 on_chunk(report.sent)
-        report.completed = True
+        else:
+            report.completed = True
     except KafkaException as exc:
         raise StreamsError(f"replay: the broker refused an event: {exc}") from exc
     finally:
         producer.flush(30)
         if bar is not None:
             bar.close()
-    state.update(file_index=len(files), row=0, offsets=offsets)
-    _save_state(state_file, state)
+    if report.completed:
+        state.update(file_index=len(files), row=0, offsets=offsets)
+        _save_state(state_file, state)
     return report

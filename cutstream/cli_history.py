@@ -1,0 +1,80 @@
+"""`cutstream replay` and `cutstream backfill`: history through the same path as live events."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+
+if TYPE_CHECKING:
+    from cutstream.config import AppConfig
+    from streams.config import DetectorSpec
+
+#: Exit status when some history rows were skipped (reported on stderr with their row numbers).
+EXIT_BAD_ROWS = 2
+
+
+def _pick_detector(app: AppConfig, name: str | None) -> DetectorSpec:
+    if not app.detectors:
+        raise click.UsageError("the config names no detectors")
+    if name is None:
+        if len(app.detectors) > 1:
+            raise click.UsageError(f"the config has several detectors; pick one with --detector "
+                                   f"({', '.join(d.name for d in app.detectors)})")
+        return app.detectors[0]
+    for d in app.detectors:
+        if d.name == name:
+            return d
+    raise click.UsageError(f"no detector named {name!r} in the config")
+
+
+def _report_bad(bad: list, limit: int = 20) -> None:
+    if not bad:
+        return
+    click.echo(f"{len(bad)} history rows skipped:", err=True)
+    for b in bad[:limit]:
+        click.echo(f"  {b}", err=True)
+    if len(bad) > limit:
+        click.echo(f"  ... and {len(bad) - limit} more", err=True)
+
+
+@click.command()
+@click.argument("path", type=click.Path(exists=True, path_type=Path))
+@click.option("--config", "config_path", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="detector config: which columns are the timestamp, dimensions and measures")
+@click.option("--detector", default=None, help="the detector to replay for (when the config has several)")
+@click.option("--topic", default=None, help="target topic (default: the detector's topic)")
+@click.option("--brokers", default=None, envvar="CUTSTREAM_BROKERS", help="Kafka bootstrap servers")
+@click.option("--speed", type=float, default=None, help="N x real time, keeping the gaps between events")
+@click.option("--as-fast-as-possible", "fast", is_flag=True, help="no pacing (the default without --speed)")
+@click.option("--state-file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="position file for resuming (default: .<path>.replay-<topic>.json beside the input)")
+@click.option("--no-progress", is_flag=True, help="no progress bar")
+def replay(path: Path, config_path: Path, detector: str | None, topic: str | None, brokers: str | None,
+           speed: float | None, fast: bool, state_file: Path | None, no_progress: bool) -> None:
+    """Publish CSV/Parquet history (a file or a directory) into Kafka with its original event times."""
+    from cutstream.config import load_config
+    from streams.replay import replay as run_replay
+
+    if speed is not None and fast:
+        raise click.UsageError("--speed and --as-fast-as-possible exclude each other")
+    if speed is not None and speed <= 0:
+        raise click.UsageError("--speed must be positive")
+    app = load_config(config_path, brokers=brokers)
+    spec = _pick_detector(app, detector)
+    if app.brokers is None:
+        raise click.UsageError("replay needs a broker: --brokers or CUTSTREAM_BROKERS (the embedded broker "
+                               "keeps nothing after this command exits)")
+    target = topic or spec.topic
+    report = run_replay(path, spec, app.brokers, target, speed=speed, extra=dict(app.kafka),
+                        state_file=state_file, progress=not no_progress)
+    _report_bad(report.bad)
+    resumed = f" (resumed; {report.skipped_already_sent} already in the topic)" if report.resumed_from else ""
+    click.echo(f"replayed {report.sent} events into {target}{resumed}")
+    if report.bad:
+        sys.exit(EXIT_BAD_ROWS)
+
+
+COMMANDS = [replay]
