@@ -37,6 +37,29 @@ class ScoringConfig(BaseModel):
     min_relative_change: float = Field(
         0.0, ge=0.0, description="suppress decisions when |actual-expected|/|expected| is below this"
     )
+    avg_points: int = Field(
+        2, ge=1, le=64, description="raw scores averaged before they are judged (damps one-point blips)"
+    )
+    history_points: float = Field(
+        8000.0, ge=2.0,
+        description="horizon (points) of the EW mean/variance each new smoothed raw score is judged against",
+    )
+    surprise_at_100: float = Field(
+        8.7, gt=0.0,
+        description="-log10 tail probability that maps to anomalyScore 100 (linear below; 70 ~ p=1e-6)",
+    )
+    suppress_points: int = Field(
+        100, ge=0, description="after an alert, hold the series' scores below suppress_cap*threshold this many points"
+    )
+    suppress_cap: float = Field(
+        0.7, ge=0.0, le=1.0, description="cap on scores during suppression, as a fraction of the threshold"
+    )
+    confidence_points: float = Field(
+        1000.0, gt=0.0, description="points after which the model's confidence stops growing"
+    )
+    missing_confidence: float = Field(
+        0.5, ge=0.0, le=1.0, description="confidence factor for a point that is a filled-in missing window"
+    )
 
 
 class ModelConfig(BaseModel):

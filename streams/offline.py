@@ -1,0 +1,170 @@
+"""Offline scoring (`cutstream score`): CSV files in, scores out, through the worker's Detector.
+
+Input: a CSV with a ``timestamp,value`` header (the NAB format; rows in stream order; timestamps may
+repeat or step back). Output: the same rows in the same order as ``timestamp,value,anomaly_score``
+(``anomaly_score`` = anomalyScore / 100, in [0, 1]) followed by extra columns (raw score, expected
+value, decision, confidence, model stage). Timestamp and value are written back exactly as read.
+
+Scoring is causal (a row's score depends only on the rows before and at it: the Detector is a
+stream), uses one configuration for every file, and is deterministic for a seed. Several files are
+scored as several series of ONE Detector, advancing together in chunks, exactly as a worker would
+score several series of one detector.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from detector.config import ModelConfig
+from detector.detector import Detector, ScoreBatch
+from streams.errors import StreamsError
+
+logger = logging.getLogger(__name__)
+
+#: Extra output columns after the contract's three.
+EXTRA_COLUMNS = ("raw_score", "expected_value", "anomaly_decision", "confidence", "model_stage")
+
+
+class OfflineInputError(StreamsError):
+    """An input file is not a ``timestamp,value`` CSV."""
+
+
+@dataclass(frozen=True)
+class SeriesFile:
+    """One input CSV, read: the text of each row (kept verbatim) and the parsed arrays."""
+
+    path: Path
+    timestamp_text: list[str]
+    value_text: list[str]
+    values: np.ndarray  # float64[n]
+    timestamps_ms: np.ndarray  # int64[n]
+
+
+def _parse_timestamps(texts: Sequence[str]) -> np.ndarray:
+    """ISO-8601 text or epoch milliseconds → int64 epoch ms (row positions if neither parses)."""
+    try:
+        return np.array([int(t) for t in texts], dtype=np.int64)
+    except ValueError:
+        pass
+    try:
+        iso = [t.strip().replace("Z", "").replace("T", " ") for t in texts]
+        return np.array(iso, dtype="datetime64[ms]").astype(np.int64)
+    except ValueError:
+        logger.warning("timestamps are neither epoch ms nor ISO-8601; using row positions")
+        return np.arange(len(texts), dtype=np.int64)
+
+
+def read_series_csv(path: Path) -> SeriesFile:
+    """Read a ``timestamp,value`` CSV.
+
+    Raises:
+        OfflineInputError: no such header, or a value that is not a finite number.
+    """
+    with path.open(newline="") as fh:
+        reader = csv.reader(fh)
+        header = [h.strip() for h in next(reader, [])]
+        if header[:2] != ["timestamp", "value"]:
+            raise OfflineInputError(f"{path}: expected a 'timestamp,value' header, got {header!r}")
+        rows = [r for r in reader if r]
+    ts_text = [r[0] for r in rows]
+    val_text = [r[1] for r in rows]
+    try:
+        values = np.array([float(v) for v in val_text], dtype=np.float64)
+    except ValueError as exc:
+        raise OfflineInputError(f"{path}: a value is not a number ({exc})") from exc
+    if not np.all(np.isfinite(values)):
+        row = int(np.flatnonzero(~np.isfinite(values))[0]) + 2
+        raise OfflineInputError(f"{path}: line {row} has a non-finite value; fill or drop it first")
+    return SeriesFile(path, ts_text, val_text, values, _parse_timestamps(ts_text))
+
+
+def score_series(series: Mapping[str, tuple[np.ndarray, np.ndarray]], config: ModelConfig,
+                 chunk_points: int = 512, backend: str = "cpu") -> dict[str, ScoreBatch]:
+    """Score several series as the series of one Detector.
+
+    Args:
+        series: key → (values float64[n], timestamps_ms int64[n]), rows in stream order.
+        config: the model configuration (one for all series).
+        chunk_points: rows of each series per ``process_many`` call; every series advances by this
+            much per call, so the result does not depend on it (the detector is a stream).
+        backend: the forest's array backend.
+
+    Returns:
+        key → the per-row results of that series, in its row order.
+    """
+    det = Detector(config, backend=backend, capacity=max(len(series), 1))
+    parts: dict[str, list[ScoreBatch]] = {k: [] for k in series}
+    longest = max((len(v) for v, _ in series.values()), default=0)
+    for start in range(0, longest, chunk_points):
+        keys: list[str] = []
+        vals, tss, owners = [], [], []
+        for k, (v, t) in series.items():
+            seg = slice(start, min(start + chunk_points, len(v)))
+            m = seg.stop - seg.start
+            if m <= 0:
+                continue
+            keys.extend([k] * m)
+            vals.append(v[seg])
+            tss.append(t[seg])
+            owners.append((k, len(keys) - m, len(keys)))
+        batch = det.process_many(keys, np.concatenate(vals), np.concatenate(tss))
+        for k, a, b in owners:
+            parts[k].append(batch.take(np.arange(a, b)))
+    return {k: _concat(p) for k, p in parts.items()}
+
+
+def _concat(parts: list[ScoreBatch]) -> ScoreBatch:
+    from dataclasses import fields
+
+    if not parts:
+        return ScoreBatch(**{f.name: np.zeros(0) for f in fields(ScoreBatch)})
+    return ScoreBatch(**{f.name: np.concatenate([getattr(p, f.name) for p in parts])
+                         for f in fields(ScoreBatch)})
+
+
+def write_scores_csv(path: Path, src: SeriesFile, result: ScoreBatch) -> None:
+    """Write ``timestamp,value,anomaly_score`` + extras, one row per input row, via a temp file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w", newline="") as fh:
+        w = csv.writer(fh, lineterminator="\n")
+        w.writerow(["timestamp", "value", "anomaly_score", *EXTRA_COLUMNS])
+        for i in range(len(src.timestamp_text)):
+            w.writerow([
+                src.timestamp_text[i], src.value_text[i],
+                f"{result.anomaly_score[i] / 100.0:.6f}", f"{result.raw_score[i]:.6g}",
+                f"{result.expected_value[i]:.6g}", int(result.decision[i]),
+                f"{result.confidence[i]:.2f}", "INFERENCE" if result.inference[i] else "LEARNING",
+            ])
+    tmp.replace(path)
+
+
+def score_paths(input_path: Path, output_path: Path, config: ModelConfig | None = None,
+                backend: str = "cpu") -> list[Path]:
+    """Score one CSV (output: a file) or every ``*.csv`` under a folder (output: a folder, same layout).
+
+    Returns:
+        The files written.
+    """
+    config = config or ModelConfig()
+    if input_path.is_dir():
+        sources = sorted(p for p in input_path.rglob("*.csv") if p.is_file())
+        targets = [output_path / p.relative_to(input_path) for p in sources]
+    else:
+        sources, targets = [input_path], [output_path]
+    if not sources:
+        raise OfflineInputError(f"{input_path}: no CSV files to score")
+    files = [read_series_csv(p) for p in sources]
+    keys = [str(p) for p in sources]
+    results = score_series({k: (f.values, f.timestamps_ms) for k, f in zip(keys, files, strict=True)},
+                           config, backend=backend)
+    for k, f, target in zip(keys, files, targets, strict=True):
+        write_scores_csv(target, f, results[k])
+        logger.info("scored path=%s rows=%d output=%s", f.path, len(f.values), target)
+    return targets
