@@ -36,10 +36,14 @@ class WebhookReceiver:
     """
 
     def __init__(self, secret: str | None = None, plan: Plan = always_ok,
-                 hold: Callable[[dict[str, Any]], bool] | None = None) -> None:
+                 hold: Callable[[dict[str, Any]], bool] | None = None, hold_after_accept: bool = False) -> None:
+        """``hold(payload)`` True: stall that request until ``release`` is set (to kill the sender
+        mid-delivery); before answering, or with ``hold_after_accept`` after counting it accepted
+        and sending a 200 status line, but not the promised body."""
         self.secret = secret
         self.plan = plan
         self.hold = hold
+        self.hold_after_accept = hold_after_accept
         self.release = threading.Event()
         self.held = threading.Event()
         self.accepted: Counter[str] = Counter()
@@ -81,11 +85,20 @@ class WebhookReceiver:
                 h.end_headers()
                 return
         if self.hold is not None and self.hold(payload):
-            self.held.set()
-            self.release.wait()
+            release, after_accept = self.release, self.hold_after_accept
             with self._lock:
-                self.requests.append((key, -1, payload))  # the client is gone: never accepted
+                # -1: held without an answer (the client will be gone: never accepted).
+                self.requests.append((key, 200 if after_accept else -1, payload))
                 self.times.append(arrived)
+                if after_accept:
+                    self.accepted[key] += 1
+            if after_accept:
+                h.send_response(200)
+                h.send_header("Content-Length", "2")
+                h.end_headers()  # the status went out; the body never will
+            self.held.set()
+            release.wait()
+            h.close_connection = True
             return
         with self._lock:
             n = len(self.requests) + 1
