@@ -35,8 +35,11 @@ MANAGED = ROOT / "deploy" / "compose.managed-kafka.yaml"
 DOCKERFILE = ROOT / "deploy" / "Dockerfile"
 OVERLAYS = (DEV, MANAGED)
 
-#: What an operator must export for the managed-Kafka overlay (no value of these is in any file).
+#: What an operator must export (no value of these is in any file): the dashboard token always ...
+OPERATOR_ENV = {"CUTSTREAM_DASHBOARD_TOKEN": "from-the-environment-too"}
+#: ... and the managed cluster's address and SASL credentials with the managed-Kafka overlay.
 MANAGED_ENV = {
+    **OPERATOR_ENV,
     "CUTSTREAM_BROKERS": "b-1.kafka.example.net:9096",
     "KAFKA_SASL_USERNAME": "cutstream",
     "CUTSTREAM_KAFKA_PASSWORD": "from-the-environment",
@@ -196,7 +199,7 @@ def compose_config(*paths: Path, env: Mapping[str, str] | None = None) -> dict[s
     """The merged, interpolated model of ``docker compose -f p1 -f p2 ... config``."""
     model: dict[str, Any] = {}
     for path in paths:
-        model = merge(model, interpolate(load_raw(path), env or {}))
+        model = merge(model, interpolate(load_raw(path), OPERATOR_ENV if env is None else env))
     return model
 
 
@@ -265,6 +268,14 @@ def test_required_secrets_fail_fast_when_unset() -> None:
         "sasl.username": "cutstream",
         "ssl.ca.location": "/etc/ssl/certs/ca-certificates.crt",
     }
+
+
+def test_the_dashboard_token_is_required_and_only_referenced() -> None:
+    with pytest.raises(InterpolationError, match="CUTSTREAM_DASHBOARD_TOKEN"):
+        compose_config(COMPOSE, env={})
+    dashboard = compose_config(COMPOSE)["services"]["dashboard"]
+    assert dashboard["environment"]["CUTSTREAM_DASHBOARD_TOKEN"] == OPERATOR_ENV["CUTSTREAM_DASHBOARD_TOKEN"]
+    assert "/healthz" in " ".join(dashboard["healthcheck"]["test"])  # answers without the token
 
 
 def test_interpolation_follows_compose_rules() -> None:
