@@ -30,7 +30,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -38,33 +38,24 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pyarrow as pa
 
+from sinks.parquet import ParquetSink
 from sinks.record import RESULT_SCHEMA, STAGE_INFERENCE, STAGE_LEARNING, format_period
 from streams.checkpoint import Checkpoint, CheckpointStore
 from streams.config import DetectorSpec, WorkerSettings
 from streams.errors import StreamsError
 from streams.kafka import DeadLetterProducer, DeliveryTracker, consumer_config, producer_config
+from streams.parse import EventParser
+from streams.window import WindowState
 
 if TYPE_CHECKING:
     from cutstream.config import AppConfig
 
 logger = logging.getLogger(__name__)
 
-try:  # TEMPORARY: fall back to stand-ins while the other stages are being written
-    from streams.parse import EventParser
-except ImportError:  # pragma: no cover
-    from streams._interim import EventParser  # type: ignore[assignment]
-try:
-    from streams.window import WindowState
-except ImportError:  # pragma: no cover
-    from streams._interim import WindowState  # type: ignore[assignment]
-try:
+try:  # TEMPORARY: a stand-in until detector/detector.py is committed
     from detector.detector import Detector
 except ImportError:  # pragma: no cover
-    from streams._interim import Detector  # type: ignore[assignment]
-try:
-    from sinks.parquet import ParquetSink
-except ImportError:  # pragma: no cover
-    from streams._interim import ParquetSink  # type: ignore[assignment]
+    from streams._interim import Detector  # type: ignore[assignment,no-redef]
 
 
 def _now_ms() -> int:
@@ -74,13 +65,12 @@ def _now_ms() -> int:
 # --------------------------------------------------------------------------- result records
 
 
-def _dimension_list(dims: Any) -> list[dict[str, str]]:
-    items = dims.items() if isinstance(dims, Mapping) else dims
-    return [{"name": str(k), "value": str(v)} for k, v in items]
-
-
 def build_results(detector_name: str, closed: Any, scores: Any) -> pa.Table:
-    """Result records (RESULT_SCHEMA) for closed windows and their scores, row for row."""
+    """Result records (RESULT_SCHEMA) for closed windows and their scores, row for row.
+
+    ``closed`` has timeseries_id, measure, dimension_lists (lists of n), window_start_ms,
+    window_end_ms, value, missing (arrays of n), like ``streams.window.ClosedWindows``.
+    """
     n = len(closed)
     starts = np.asarray(closed.window_start_ms, dtype=np.int64)
     ends = np.asarray(closed.window_end_ms, dtype=np.int64)
@@ -92,9 +82,7 @@ def build_results(detector_name: str, closed: Any, scores: Any) -> pa.Table:
         "detectorName": pa.array([detector_name] * n, pa.string()),
         "measure": pa.array(list(closed.measure), pa.string()),
         "timeseriesId": pa.array(list(closed.timeseries_id), pa.string()),
-        "dimensionList": pa.array(
-            [_dimension_list(d) for d in closed.dims], RESULT_SCHEMA.field("dimensionList").type
-        ),
+        "dimensionList": pa.array(list(closed.dimension_lists), RESULT_SCHEMA.field("dimensionList").type),
         "aggregatedMeasureValue": pa.array(np.asarray(closed.value, dtype=np.float64), from_pandas=True),
         "detectionPeriodStartTime": pa.array([period[int(t)] for t in starts], pa.string()),
         "detectionPeriodEndTime": pa.array([period[int(t)] for t in ends], pa.string()),
@@ -255,10 +243,11 @@ class Worker:
         self._run(stop.is_set)
 
     def run_until_idle(self, idle_s: float = 3.0, timeout_s: float = 120.0) -> WorkerCounters:
-        """Process until nothing was consumed or closed for ``idle_s`` (after at least one event).
+        """Process until no event arrived for ``idle_s`` (after at least one), then checkpoint and stop.
 
-        Meant for tests and scripted runs over a finite stream: pick ``idle_s`` longer than the
-        detectors' ``idle_timeout_ms`` so that the last windows close by the idle timeout.
+        Meant for tests and scripted runs over a finite stream. Pick ``idle_s`` longer than the
+        detectors' ``idle_timeout_ms`` for the last windows to close by the idle rule (which
+        then goes on closing windows, empty ones, while the partition stays quiet).
         """
         deadline = time.monotonic() + timeout_s
 
@@ -320,11 +309,11 @@ class Worker:
         t0 = time.monotonic()
         if msgs:
             self._ingest(msgs)
-        closed = self._advance(t0)
+        self._advance(t0)
         self._producer.poll(0)
         self._maybe_flush()
         self._write_status()
-        if msgs or closed:
+        if msgs:
             self._last_activity = time.monotonic()
 
     def _ingest(self, msgs: list[Any]) -> None:
@@ -761,7 +750,7 @@ class _Concat:
     def __init__(self, parts: Sequence[Any]) -> None:
         self.timeseries_id = [k for c in parts for k in c.timeseries_id]
         self.measure = [m for c in parts for m in c.measure]
-        self.dims = [d for c in parts for d in c.dims]
+        self.dimension_lists = [d for c in parts for d in c.dimension_lists]
         self.window_start_ms = np.concatenate([np.asarray(c.window_start_ms, np.int64) for c in parts])
         self.window_end_ms = np.concatenate([np.asarray(c.window_end_ms, np.int64) for c in parts])
         self.value = np.concatenate([np.asarray(c.value, np.float64) for c in parts])
@@ -771,5 +760,11 @@ class _Concat:
         return len(self.timeseries_id)
 
 
-def _restore_windows(spec: DetectorSpec, state: Any, registry: Any) -> Any:
+def _restore_windows(spec: DetectorSpec, state: dict[str, Any], registry: Any) -> WindowState:
+    """Rebuild a partition's windows; its idle clock restarts now, not at the checkpoint's time.
+
+    Otherwise a restart that takes longer than ``idle_timeout_ms`` would close the restored
+    windows at once (by the idle rule), before the events that follow the checkpoint arrive.
+    """
+    state = {**state, "last_activity_wall_ms": None, "watermark_at_activity": None}
     return WindowState.from_state(spec, state, registry)

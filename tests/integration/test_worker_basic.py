@@ -21,6 +21,7 @@ LEARNING_POINTS = 16
 
 
 def _app(bootstrap: str, topic: str, group: str, data_dir: Any) -> Any:
+    """One detector; the idle timeout closes the last window (``skip``: no empty windows after it)."""
     from cutstream.config import AppConfig
     from detector.config import ForestConfig, ModelConfig, ScoringConfig
     from streams.config import DetectorSpec, MeasureSpec
@@ -30,7 +31,7 @@ def _app(bootstrap: str, topic: str, group: str, data_dir: Any) -> Any:
         topic=topic,
         timestamp_field="ts",
         dimensions=("host",),
-        measures=(MeasureSpec(field="value", aggregation="sum"),),
+        measures=(MeasureSpec(field="value", aggregation="sum", missing="skip"),),
         window_ms=WINDOW_MS,
         idle_timeout_ms=1_000,
         model=ModelConfig(
