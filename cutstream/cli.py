@@ -20,7 +20,8 @@ logger = logging.getLogger("cutstream")
 def _setup_logging(verbose: int) -> None:
     level = logging.WARNING - 10 * verbose if verbose else logging.INFO
     logging.basicConfig(
-        level=level, stream=sys.stderr,
+        level=level,
+        stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
     )
 
@@ -34,15 +35,21 @@ def main(verbose: int) -> None:
 
 
 config_option = click.option(
-    "--config", "config_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    "--config",
+    "config_path",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="detector config file (YAML)",
 )
 brokers_option = click.option(
-    "--brokers", default=None, envvar="CUTSTREAM_BROKERS",
+    "--brokers",
+    default=None,
+    envvar="CUTSTREAM_BROKERS",
     help="Kafka bootstrap servers; unset = start the embedded broker",
 )
 data_dir_option = click.option(
-    "--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
     help="results, checkpoints and the alert outbox (default ./data)",
 )
 
@@ -74,12 +81,12 @@ def bench() -> None:
 # Each area keeps its commands in its own module (click commands only; heavy imports stay
 # inside the command bodies). Registered here so that the command tree is in one place.
 _COMMAND_MODULES = (
-    "cutstream.cli_streams",    # worker
-    "cutstream.cli_detect",     # score
-    "cutstream.cli_history",    # replay, backfill
-    "cutstream.cli_sinks",      # query, compact, outbox
+    "cutstream.cli_streams",  # worker
+    "cutstream.cli_detect",  # score
+    "cutstream.cli_history",  # replay, backfill
+    "cutstream.cli_sinks",  # query, compact, outbox
     "cutstream.cli_dashboard",  # dashboard
-    "cutstream.demo",           # demo
+    "cutstream.demo",  # demo
 )
 _BENCH_MODULES = (
     "cutstream.bench.engine",

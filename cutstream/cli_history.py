@@ -21,8 +21,10 @@ def _pick_detector(app: AppConfig, name: str | None) -> DetectorSpec:
         raise click.UsageError("the config names no detectors")
     if name is None:
         if len(app.detectors) > 1:
-            raise click.UsageError(f"the config has several detectors; pick one with --detector "
-                                   f"({', '.join(d.name for d in app.detectors)})")
+            raise click.UsageError(
+                f"the config has several detectors; pick one with --detector "
+                f"({', '.join(d.name for d in app.detectors)})"
+            )
         return app.detectors[0]
     for d in app.detectors:
         if d.name == name:
@@ -42,18 +44,36 @@ def _report_bad(bad: list, limit: int = 20) -> None:
 
 @click.command()
 @click.argument("path", type=click.Path(exists=True, path_type=Path))
-@click.option("--config", "config_path", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="detector config: which columns are the timestamp, dimensions and measures")
+@click.option(
+    "--config",
+    "config_path",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="detector config: which columns are the timestamp, dimensions and measures",
+)
 @click.option("--detector", default=None, help="the detector to replay for (when the config has several)")
 @click.option("--topic", default=None, help="target topic (default: the detector's topic)")
 @click.option("--brokers", default=None, envvar="CUTSTREAM_BROKERS", help="Kafka bootstrap servers")
 @click.option("--speed", type=float, default=None, help="N x real time, keeping the gaps between events")
 @click.option("--as-fast-as-possible", "fast", is_flag=True, help="no pacing (the default without --speed)")
-@click.option("--state-file", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="position file for resuming (default: .<path>.replay-<topic>.json beside the input)")
+@click.option(
+    "--state-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="position file for resuming (default: .<path>.replay-<topic>.json beside the input)",
+)
 @click.option("--no-progress", is_flag=True, help="no progress bar")
-def replay(path: Path, config_path: Path, detector: str | None, topic: str | None, brokers: str | None,
-           speed: float | None, fast: bool, state_file: Path | None, no_progress: bool) -> None:
+def replay(
+    path: Path,
+    config_path: Path,
+    detector: str | None,
+    topic: str | None,
+    brokers: str | None,
+    speed: float | None,
+    fast: bool,
+    state_file: Path | None,
+    no_progress: bool,
+) -> None:
     """Publish CSV/Parquet history (a file or a directory) into Kafka with its original event times."""
     from cutstream.config import load_config
     from streams.replay import replay as run_replay
@@ -65,11 +85,21 @@ def replay(path: Path, config_path: Path, detector: str | None, topic: str | Non
     app = load_config(config_path, brokers=brokers)
     spec = _pick_detector(app, detector)
     if app.brokers is None:
-        raise click.UsageError("replay needs a broker: --brokers or CUTSTREAM_BROKERS (the embedded broker "
-                               "keeps nothing after this command exits)")
+        raise click.UsageError(
+            "replay needs a broker: --brokers or CUTSTREAM_BROKERS (the embedded broker "
+            "keeps nothing after this command exits)"
+        )
     target = topic or spec.topic
-    report = run_replay(path, spec, app.brokers, target, speed=speed, extra=dict(app.kafka),
-                        state_file=state_file, progress=not no_progress)
+    report = run_replay(
+        path,
+        spec,
+        app.brokers,
+        target,
+        speed=speed,
+        extra=dict(app.kafka),
+        state_file=state_file,
+        progress=not no_progress,
+    )
     _report_bad(report.bad)
     resumed = f" (resumed; {report.skipped_already_sent} already in the topic)" if report.resumed_from else ""
     click.echo(f"replayed {report.sent} events into {target}{resumed}")
@@ -77,4 +107,60 @@ def replay(path: Path, config_path: Path, detector: str | None, topic: str | Non
         sys.exit(EXIT_BAD_ROWS)
 
 
-COMMANDS = [replay]
+@click.command()
+@click.argument("path", type=click.Path(exists=True, path_type=Path))
+@click.option(
+    "--config",
+    "config_path",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="detector config: columns, windows and model",
+)
+@click.option("--detector", default=None, help="the detector to run (when the config has several)")
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="where the Parquet results go (default: the config's data_dir)",
+)
+@click.option("--backend", type=click.Choice(["cpu", "gpu"]), default="cpu", show_default=True)
+@click.option(
+    "--warm-start-out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="also save every series' model here, for `cutstream worker --warm-start`",
+)
+@click.option(
+    "--no-results", is_flag=True, help="only build the models (with --warm-start-out); write no results"
+)
+def backfill(
+    path: Path,
+    config_path: Path,
+    detector: str | None,
+    data_dir: Path | None,
+    backend: str,
+    warm_start_out: Path | None,
+    no_results: bool,
+) -> None:
+    """Score CSV/Parquet history straight into Parquet results, without Kafka (same path as the worker)."""
+    from cutstream.config import load_config
+    from streams.backfill import backfill as run_backfill
+    from streams.backfill import save_warm_start
+
+    app = load_config(config_path, data_dir=data_dir)
+    spec = _pick_detector(app, detector)
+    report, det = run_backfill(path, spec, app.data_dir, backend=backend, write=not no_results)
+    _report_bad(report.bad)
+    click.echo(
+        f"backfilled {report.events} events into {report.results} results "
+        f"({report.anomalies} anomalies) in {report.seconds:.1f} s ({report.events_per_s:,.0f} events/s); "
+        f"{report.files_written} files under {app.data_dir}/results"
+    )
+    if warm_start_out is not None:
+        n = save_warm_start(det, spec, warm_start_out)
+        click.echo(f"saved the models of {n} series to {warm_start_out}")
+    if report.bad:
+        sys.exit(EXIT_BAD_ROWS)
+
+
+COMMANDS = [replay, backfill]

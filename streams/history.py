@@ -9,7 +9,6 @@ dimension) are reported with their file and row number and skipped.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -89,13 +88,13 @@ def _file_batches(path: Path, chunk_rows: int) -> Iterator[pa.RecordBatch]:
         return
     # Read everything as text: the history reader does its own, reported, conversion.
     opts = pacsv.ConvertOptions(column_types=None, strings_can_be_null=False, auto_dict_encode=False)
-    reader = pacsv.open_csv(path, read_options=pacsv.ReadOptions(block_size=1 << 22),
-                            convert_options=opts)
+    reader = pacsv.open_csv(path, read_options=pacsv.ReadOptions(block_size=1 << 22), convert_options=opts)
     header = reader.schema.names
     reader.close()
     convert = pacsv.ConvertOptions(column_types={n: pa.string() for n in header})
-    yield from pacsv.open_csv(path, read_options=pacsv.ReadOptions(block_size=1 << 22),
-                              convert_options=convert)
+    yield from pacsv.open_csv(
+        path, read_options=pacsv.ReadOptions(block_size=1 << 22), convert_options=convert
+    )
 
 
 def _timestamps(col: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, np.ndarray]:
@@ -138,8 +137,56 @@ def _numbers(col: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, np.ndarray]:
     return out, np.isfinite(out)
 
 
-def read_history(path: Path, spec: DetectorSpec, chunk_rows: int = 100_000,
-                 start: tuple[int, int] = (0, 0)) -> Iterator[HistoryBatch]:
+def _json_text(values: pa.Array) -> pa.Array:
+    """JSON string literals of ``values``, encoding each distinct value once."""
+    import msgspec
+
+    arr = pa.array(values, pa.string()) if not isinstance(values, pa.Array | pa.ChunkedArray) else values
+    arr = pc.dictionary_encode(arr)
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks()
+    literals = pa.array([msgspec.json.encode(v).decode() for v in arr.dictionary.to_pylist()], pa.string())
+    return literals.take(arr.indices)
+
+
+def _encode_events(
+    spec: DetectorSpec,
+    ts: np.ndarray,
+    dims: list[tuple[str, pa.Array]],
+    measures: list[tuple[str, np.ndarray]],
+) -> tuple[list[bytes], list[bytes]]:
+    """Keys (sorted ``name=value`` pairs) and compact JSON events, built column-wise with Arrow."""
+    import msgspec
+
+    n = len(ts)
+    if n == 0:
+        return [], []
+
+    def name(field: str) -> str:
+        return msgspec.json.encode(field).decode()
+
+    parts: list[pa.Array | str] = [
+        "{" + name(spec.timestamp_field) + ":",
+        pa.array(ts, pa.int64()).cast(pa.string()),
+    ]
+    for d, vals in dims:
+        parts += ["," + name(d) + ":", _json_text(vals)]
+    for f, vals in measures:
+        parts += ["," + name(f) + ":", pa.array(vals, pa.float64()).cast(pa.string())]
+    parts.append("}")
+    events = pc.binary_join_element_wise(*parts, "")
+    key_parts: list[pa.Array | str] = []
+    for d, vals in sorted(dims, key=lambda kv: kv[0]):
+        key_parts += [("&" if key_parts else "") + f"{d}=", vals]
+    keys = (
+        pc.binary_join_element_wise(*key_parts, "").cast(pa.binary()).to_pylist() if key_parts else [b""] * n
+    )
+    return keys, events.cast(pa.binary()).to_pylist()
+
+
+def read_history(
+    path: Path, spec: DetectorSpec, chunk_rows: int = 100_000, start: tuple[int, int] = (0, 0)
+) -> Iterator[HistoryBatch]:
     """Valid events of every history file under ``path``, in file then row order.
 
     ``start = (file_index, row)`` skips everything before that 1-based row of that file (resume).
@@ -159,11 +206,13 @@ def read_history(path: Path, spec: DetectorSpec, chunk_rows: int = 100_000,
             names = batch.schema.names
             bad_reason: list[str | None] = [None] * n
             if spec.timestamp_field not in names:
-                raise StreamsError(f"{file}: no column {spec.timestamp_field!r} (the detector's timestamp_field)")
+                raise StreamsError(
+                    f"{file}: no column {spec.timestamp_field!r} (the detector's timestamp_field)"
+                )
             ts, ok = _timestamps(batch.column(spec.timestamp_field))
             for i in np.flatnonzero(~ok):
                 bad_reason[i] = f"bad timestamp {batch.column(spec.timestamp_field)[i].as_py()!r}"
-            dims: list[list[str]] = []
+            dims: list[pa.Array] = []  # per dimension, the text of every row
             for d in spec.dimensions:
                 if d not in names:
                     raise StreamsError(f"{file}: no column {d!r} (a dimension of detector {spec.name})")
@@ -171,7 +220,7 @@ def read_history(path: Path, spec: DetectorSpec, chunk_rows: int = 100_000,
                 valid = pc.is_valid(col).to_numpy(zero_copy_only=False)
                 for i in np.flatnonzero(~valid):
                     bad_reason[i] = bad_reason[i] or f"missing dimension {d!r}"
-                dims.append([str(v) if v is not None else "" for v in col.to_pylist()])
+                dims.append(pc.cast(col, pa.string()).fill_null(""))
             values: list[np.ndarray] = []
             for m in measures:
                 if m.field not in names:
@@ -184,17 +233,16 @@ def read_history(path: Path, spec: DetectorSpec, chunk_rows: int = 100_000,
             keep = np.array([r is None for r in bad_reason], dtype=bool)
             if fi == start[0]:
                 keep &= rows >= start[1]
-            bad = [BadRow(str(file), int(rows[i]), bad_reason[i] or "")
-                   for i in range(n) if bad_reason[i] is not None and (fi != start[0] or rows[i] >= start[1])]
+            bad = [
+                BadRow(str(file), int(rows[i]), bad_reason[i] or "")
+                for i in range(n)
+                if bad_reason[i] is not None and (fi != start[0] or rows[i] >= start[1])
+            ]
             idx = np.flatnonzero(keep)
-            keys: list[bytes] = []
-            msgs: list[bytes] = []
-            for i in idx:
-                pairs = [(d, dims[j][i]) for j, d in enumerate(spec.dimensions)]
-                event: dict[str, object] = {spec.timestamp_field: int(ts[i])}
-                event.update(pairs)
-                for m, v in zip(measures, values, strict=True):
-                    event[m.field] = float(v[i])
-                keys.append(event_key(pairs))
-                msgs.append(json.dumps(event, separators=(",", ":")).encode())
+            keys, msgs = _encode_events(
+                spec,
+                ts[idx],
+                [(d, col.take(pa.array(idx))) for d, col in zip(spec.dimensions, dims, strict=True)],
+                [(m.field, v[idx]) for m, v in zip(measures, values, strict=True)],
+            )
             yield HistoryBatch(fi, int(rows[0]), rows[idx], ts[idx], keys, msgs, bad)

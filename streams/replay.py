@@ -60,10 +60,14 @@ def _load_state(state_file: Path, path: Path, topic: str) -> dict[str, Any] | No
         return None
     state = json.loads(state_file.read_text())
     if state.get("version") != STATE_VERSION:
-        raise StreamsError(f"{state_file}: unknown replay state version {state.get('version')!r}; delete it to start over")
+        raise StreamsError(
+            f"{state_file}: unknown replay state version {state.get('version')!r}; delete it to start over"
+        )
     if state.get("path") != str(path) or state.get("topic") != topic:
-        raise StreamsError(f"{state_file} belongs to a replay of {state.get('path')} into {state.get('topic')}; "
-                           "use another --state-file or delete it")
+        raise StreamsError(
+            f"{state_file} belongs to a replay of {state.get('path')} into {state.get('topic')}; "
+            "use another --state-file or delete it"
+        )
     return state
 
 
@@ -76,8 +80,9 @@ def _save_state(state_file: Path, state: dict[str, Any]) -> None:
     os.replace(tmp, state_file)
 
 
-def _already_sent(bootstrap: str, topic: str, offsets: dict[str, int], extra: dict[str, str],
-                  quiet_s: float = 2.0) -> set[tuple[int, int]]:
+def _already_sent(
+    bootstrap: str, topic: str, offsets: dict[str, int], extra: dict[str, str], quiet_s: float = 2.0
+) -> set[tuple[int, int]]:
     """Replay positions present in ``topic`` from ``offsets`` on (partition → next offset).
 
     Reads until a whole ``quiet_s`` passes with no message: nothing else writes these headers, and
@@ -86,8 +91,14 @@ def _already_sent(bootstrap: str, topic: str, offsets: dict[str, int], extra: di
     """
     from confluent_kafka import Consumer, TopicPartition
 
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "cutstream-replay-resume",
-                         "enable.auto.commit": "false", **extra})
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": "cutstream-replay-resume",
+            "enable.auto.commit": "false",
+            **extra,
+        }
+    )
     meta = consumer.list_topics(topic, timeout=10).topics.get(topic)
     if meta is None or meta.error is not None:
         consumer.close()
@@ -109,10 +120,20 @@ def _already_sent(bootstrap: str, topic: str, offsets: dict[str, int], extra: di
     return seen
 
 
-def replay(path: Path, spec: DetectorSpec, bootstrap: str, topic: str, *, speed: float | None = None,
-           extra: dict[str, str] | None = None, state_file: Path | None = None, progress: bool = True,
-           stop: threading.Event | None = None, chunk_rows: int = 50_000,
-           on_chunk: Callable[[int], None] | None = None) -> ReplayReport:
+def replay(
+    path: Path,
+    spec: DetectorSpec,
+    bootstrap: str,
+    topic: str,
+    *,
+    speed: float | None = None,
+    extra: dict[str, str] | None = None,
+    state_file: Path | None = None,
+    progress: bool = True,
+    stop: threading.Event | None = None,
+    chunk_rows: int = 50_000,
+    on_chunk: Callable[[int], None] | None = None,
+) -> ReplayReport:
     """Publish every valid history row under ``path`` to ``topic``; see the module docstring."""
     from confluent_kafka import KafkaException, Producer
 
@@ -121,7 +142,12 @@ def replay(path: Path, spec: DetectorSpec, bootstrap: str, topic: str, *, speed:
     files = history_files(path)
     state_file = state_file or path.with_name(f".{path.name}.replay-{topic}.json")
     state = _load_state(state_file, path, topic) or {
-        "version": STATE_VERSION, "path": str(path), "topic": topic, "file_index": 0, "row": 0, "offsets": {},
+        "version": STATE_VERSION,
+        "path": str(path),
+        "topic": topic,
+        "file_index": 0,
+        "row": 0,
+        "offsets": {},
     }
     report = ReplayReport()
     start = (int(state["file_index"]), int(state["row"]))
@@ -129,10 +155,19 @@ def replay(path: Path, spec: DetectorSpec, bootstrap: str, topic: str, *, speed:
     if state_file.exists():  # an earlier replay started: some of what follows may be in the topic
         report.resumed_from = start
         sent_before = _already_sent(bootstrap, topic, state["offsets"], extra)
-        logger.info("replay resuming file_index=%d row=%d already_in_topic=%d", start[0], start[1], len(sent_before))
+        logger.info(
+            "replay resuming file_index=%d row=%d already_in_topic=%d", start[0], start[1], len(sent_before)
+        )
     _save_state(state_file, state)  # from now on, an interruption is resumed (and de-duplicated)
-    producer = Producer({"bootstrap.servers": bootstrap, "partitioner": "murmur2_random",
-                         "enable.idempotence": "true", "linger.ms": "20", **extra})
+    producer = Producer(
+        {
+            "bootstrap.servers": bootstrap,
+            "partitioner": "murmur2_random",
+            "enable.idempotence": "true",
+            "linger.ms": "20",
+            **extra,
+        }
+    )
     offsets: dict[str, int] = dict(state["offsets"])
     errors: list[str] = []
 
@@ -147,15 +182,23 @@ def replay(path: Path, spec: DetectorSpec, bootstrap: str, topic: str, *, speed:
     if progress:
         from tqdm import tqdm
 
-        bar = tqdm(total=_count_rows(files), unit="ev", unit_scale=True, desc=f"replay → {topic}",
-                   dynamic_ncols=True, disable=None)
+        bar = tqdm(
+            total=_count_rows(files),
+            unit="ev",
+            unit_scale=True,
+            desc=f"replay → {topic}",
+            dynamic_ncols=True,
+            disable=None,
+        )
     wall0: float | None = None
     event0 = 0
     try:
         for batch in read_history(path, spec, chunk_rows=chunk_rows, start=start):
             report.bad.extend(batch.bad)
             interrupted = True
-            for row, ts, key, value in zip(batch.rows, batch.timestamps_ms, batch.keys, batch.values, strict=True):
+            for row, ts, key, value in zip(
+                batch.rows, batch.timestamps_ms, batch.keys, batch.values, strict=True
+            ):
                 if stop is not None and stop.is_set():
                     break
                 if (batch.file_index, int(row)) in sent_before:
@@ -170,9 +213,13 @@ def replay(path: Path, spec: DetectorSpec, bootstrap: str, topic: str, *, speed:
                         (stop.wait(delay) if stop is not None else time.sleep(delay))
                 while True:
                     try:
-                        producer.produce(topic, key=key, value=value,
-                                         headers=[(HEADER, f"{batch.file_index}:{int(row)}".encode())],
-                                         on_delivery=delivered)
+                        producer.produce(
+                            topic,
+                            key=key,
+                            value=value,
+                            headers=[(HEADER, f"{batch.file_index}:{int(row)}".encode())],
+                            on_delivery=delivered,
+                        )
                         break
                     except BufferError:
                         producer.poll(0.05)

@@ -60,8 +60,12 @@ def group_factory() -> Callable[[], str]:
     return lambda: f"g-{os.getpid()}-{next(_counter)}-{uuid.uuid4().hex[:6]}"
 
 
-def wait_for(condition: Callable[[], Any], timeout_s: float = 30.0, interval_s: float = 0.05,
-             message: str = "condition") -> Any:
+def wait_for(
+    condition: Callable[[], Any],
+    timeout_s: float = 30.0,
+    interval_s: float = 0.05,
+    message: str = "condition",
+) -> Any:
     """Poll ``condition`` until it returns a truthy value or the deadline passes (no bare sleeps)."""
     deadline = time.monotonic() + timeout_s
     while True:

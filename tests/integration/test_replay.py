@@ -17,8 +17,13 @@ from tests.conftest import wait_for
 
 pytestmark = pytest.mark.integration
 
-SPEC = DetectorSpec(name="shop", topic="orders", timestamp_field="ts", dimensions=("item",),
-                    measures=({"field": "qty", "aggregation": "sum"},))
+SPEC = DetectorSpec(
+    name="shop",
+    topic="orders",
+    timestamp_field="ts",
+    dimensions=("item",),
+    measures=({"field": "qty", "aggregation": "sum"},),
+)
 
 
 def _write_history(path: Path, n: int) -> None:
@@ -35,8 +40,11 @@ def _read_all(bootstrap: str, topic: str, expected: int) -> list:
     c = Consumer({"bootstrap.servers": bootstrap, "group.id": "unused", "enable.auto.commit": False})
     c.assign([TopicPartition(topic, p, 0) for p in range(2)])
     got: list = []
-    wait_for(lambda: got.extend(m for m in c.consume(1000, 0.2) if not m.error()) or len(got) >= expected,
-             timeout_s=30, message=f"{expected} replayed events")
+    wait_for(
+        lambda: got.extend(m for m in c.consume(1000, 0.2) if not m.error()) or len(got) >= expected,
+        timeout_s=30,
+        message=f"{expected} replayed events",
+    )
     # anything beyond `expected` would be a duplicate: read once more to see it
     got.extend(m for m in c.consume(1000, 1.0) if not m.error())
     c.close()
@@ -49,8 +57,17 @@ def test_interrupted_replay_resumes_without_duplicates(tmp_path: Path, bootstrap
     _write_history(history, 3000)
     state = tmp_path / "pos.json"
     stop = threading.Event()
-    first = replay(history, SPEC, bootstrap, topic, state_file=state, progress=False, stop=stop,
-                   chunk_rows=1000, on_chunk=lambda sent: stop.set())
+    first = replay(
+        history,
+        SPEC,
+        bootstrap,
+        topic,
+        state_file=state,
+        progress=False,
+        stop=stop,
+        chunk_rows=1000,
+        on_chunk=lambda sent: stop.set(),
+    )
     assert not first.completed and 0 < first.sent < 3000
     assert [b.row for b in first.bad] == [5]
     second = replay(history, SPEC, bootstrap, topic, state_file=state, progress=False, chunk_rows=1000)
@@ -75,15 +92,32 @@ def test_cli_reports_bad_rows_and_exits_nonzero(tmp_path: Path, bootstrap: str, 
     config = tmp_path / "detectors.yaml"
     config.write_text(json.dumps({"detectors": [SPEC.model_dump(mode="json")]}))
     proc = subprocess.run(
-        [sys.executable, "-m", "cutstream", "replay", str(history), "--topic", topic, "--config", str(config),
-         "--brokers", bootstrap, "--as-fast-as-possible"],
-        capture_output=True, text=True, timeout=120)
+        [
+            sys.executable,
+            "-m",
+            "cutstream",
+            "replay",
+            str(history),
+            "--topic",
+            topic,
+            "--config",
+            str(config),
+            "--brokers",
+            bootstrap,
+            "--as-fast-as-possible",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2, proc.stderr
     assert "history.csv:5" in proc.stderr and "garbage" in proc.stderr
     assert "20 events" in proc.stdout
 
 
-def test_replay_killed_mid_chunk_resumes_without_duplicates(tmp_path: Path, bootstrap: str, topic_factory) -> None:
+def test_replay_killed_mid_chunk_resumes_without_duplicates(
+    tmp_path: Path, bootstrap: str, topic_factory
+) -> None:
     """kill -9 while events of an unrecorded chunk are already in the topic: the resumed replay
     finds them by their replay header and does not send them again."""
     import signal
@@ -95,14 +129,29 @@ def test_replay_killed_mid_chunk_resumes_without_duplicates(tmp_path: Path, boot
     _write_history(history, 3000)
     config = tmp_path / "detectors.yaml"
     config.write_text(json.dumps({"detectors": [SPEC.model_dump(mode="json")]}))
-    cmd = [sys.executable, "-m", "cutstream", "replay", str(history), "--topic", topic, "--config", str(config),
-           "--brokers", bootstrap, "--no-progress"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "cutstream",
+        "replay",
+        str(history),
+        "--topic",
+        topic,
+        "--config",
+        str(config),
+        "--brokers",
+        bootstrap,
+        "--no-progress",
+    ]
     proc = subprocess.Popen([*cmd, "--speed", "1500"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     c = Consumer({"bootstrap.servers": bootstrap, "group.id": "unused", "enable.auto.commit": False})
     c.assign([TopicPartition(topic, p, 0) for p in range(2)])
     seen: list = []
-    wait_for(lambda: seen.extend(m for m in c.consume(1000, 0.1) if not m.error()) or len(seen) >= 1000,
-             timeout_s=60, message="the first 1000 events")
+    wait_for(
+        lambda: seen.extend(m for m in c.consume(1000, 0.1) if not m.error()) or len(seen) >= 1000,
+        timeout_s=60,
+        message="the first 1000 events",
+    )
     c.close()
     proc.send_signal(signal.SIGKILL)
     proc.wait(10)

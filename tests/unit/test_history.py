@@ -14,21 +14,30 @@ from streams.config import DetectorSpec
 from streams.errors import StreamsError
 from streams.history import event_key, history_files, read_history
 
-SPEC = DetectorSpec(name="shop", topic="orders", timestamp_field="ts", dimensions=("item",),
-                    measures=({"field": "qty", "aggregation": "sum"},))
+SPEC = DetectorSpec(
+    name="shop",
+    topic="orders",
+    timestamp_field="ts",
+    dimensions=("item",),
+    measures=({"field": "qty", "aggregation": "sum"},),
+)
 
 
 def test_csv_rows_become_events_and_bad_rows_are_reported(tmp_path: Path) -> None:
     f = tmp_path / "h.csv"
-    f.write_text("ts,item,qty,extra\n"
-                 "2026-01-01 00:00:00,A,3,x\n"
-                 "not-a-time,A,4,x\n"
-                 "1767225660000,B,5.5,y\n"
-                 "2026-01-01T00:02:00Z,B,abc,z\n")
+    f.write_text(
+        "ts,item,qty,extra\n"
+        "2026-01-01 00:00:00,A,3,x\n"
+        "not-a-time,A,4,x\n"
+        "1767225660000,B,5.5,y\n"
+        "2026-01-01T00:02:00Z,B,abc,z\n"
+    )
     batches = list(read_history(f, SPEC))
     events = [json.loads(v) for b in batches for v in b.values]
-    assert events == [{"ts": 1767225600000, "item": "A", "qty": 3.0},
-                      {"ts": 1767225660000, "item": "B", "qty": 5.5}]
+    assert events == [
+        {"ts": 1767225600000, "item": "A", "qty": 3.0},
+        {"ts": 1767225660000, "item": "B", "qty": 5.5},
+    ]
     assert [k for b in batches for k in b.keys] == [b"item=A", b"item=B"]
     bad = [b for batch in batches for b in batch.bad]
     assert [(b.row, b.reason.split()[0]) for b in bad] == [(2, "bad"), (4, "non-numeric")]
@@ -40,8 +49,12 @@ def test_parquet_with_native_types_and_resume(tmp_path: Path) -> None:
     d = tmp_path / "hist"
     d.mkdir()
     for part in range(2):
-        ts = pa.array([1767225600000 + 60000 * (part * 3 + i) for i in range(3)], pa.timestamp("ms", tz="UTC"))
-        pq.write_table(pa.table({"ts": ts, "item": ["A", "B", "A"], "qty": [1, 2, 3]}), d / f"p{part}.parquet")
+        ts = pa.array(
+            [1767225600000 + 60000 * (part * 3 + i) for i in range(3)], pa.timestamp("ms", tz="UTC")
+        )
+        pq.write_table(
+            pa.table({"ts": ts, "item": ["A", "B", "A"], "qty": [1, 2, 3]}), d / f"p{part}.parquet"
+        )
     assert [p.name for p in history_files(d)] == ["p0.parquet", "p1.parquet"]
     all_rows = [(b.file_index, r) for b in read_history(d, SPEC) for r in b.rows.tolist()]
     assert all_rows == [(0, 1), (0, 2), (0, 3), (1, 1), (1, 2), (1, 3)]
