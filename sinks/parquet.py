@@ -298,7 +298,7 @@ def compact(data_dir: Path, detector: str | None = None, date: str | None = None
             min_files: int = 2) -> list[CompactionResult]:
     """Merge the small files of each partition, per source, into one file; query results stay the same.
 
-    The merged file is named like any result file, after the offset range it covers
+    The newest file of each source is left alone (a live worker may still rewrite it). The merged file is named like any result file, after the offset range it covers
     (``<source>-<first>-<last>.parquet``), and keeps the input segments in its metadata.
     Guarantee: the merged file is written and fsynced under a hidden name first; then, holding the
     partition's write lock and the results read lock exclusively, the inputs are checked to be
@@ -308,6 +308,11 @@ def compact(data_dir: Path, detector: str | None = None, date: str | None = None
     file (retry). If an input changed meanwhile (recovery), the merge is abandoned, nothing lost.
     """
     root = results_dir(data_dir)
+    # The newest range of each source (over all partitions) may still be rewritten by a live worker
+    # (the same name, more rows: e.g. its idle-window file): it is never compacted.
+    newest: dict[str, int] = {}
+    for f in ParquetSink(data_dir).files():
+        newest[f.source] = max(newest.get(f.source, -1), f.first)
     det_glob = f"detector={detector}" if detector else "detector=*"
     date_glob = f"date={date}" if date else "date=*"
     results: list[CompactionResult] = []
@@ -317,7 +322,7 @@ def compact(data_dir: Path, detector: str | None = None, date: str | None = None
         groups: dict[str, list[ResultFile]] = {}
         for path in sorted(pdir.glob("*.parquet")):
             parsed = parse_name(path)
-            if parsed is not None:
+            if parsed is not None and parsed.first < newest.get(parsed.source, -1):
                 groups.setdefault(parsed.source, []).append(parsed)
         for token, files in sorted(groups.items()):
             if len(files) >= min_files:

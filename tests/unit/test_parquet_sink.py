@@ -107,14 +107,16 @@ def test_compaction_keeps_query_results_identical(tmp_path: Path) -> None:
     before = _rows(tmp_path)
     n_files = len(list(tmp_path.rglob("*.parquet")))
     results = compact(tmp_path)
-    assert len(results) == 2  # one per (partition, source) with >= 2 files
+    # One merge per partition of events.0; the newest file of each source is left alone (a live
+    # worker may still rewrite it), so events.1's single file and events.0's 50-59 stay.
+    assert len(results) == 2
     assert _rows(tmp_path) == before
-    assert len(list(tmp_path.rglob("*.parquet"))) == n_files - 10
+    assert len(list(tmp_path.rglob("*.parquet"))) == n_files - 8
     for r in results:
         assert r.output.exists() and not any(p.exists() for p in r.inputs)
-        assert r.output.name == "events.0-00000000000000000000-00000000000000000059.parquet"
+        assert r.output.name == "events.0-00000000000000000000-00000000000000000049.parquet"
         assert [(s.first, s.last, s.rows) for s in read_segments(r.output)] == [
-            (i * 10, i * 10 + 9, 10) for i in range(6)]
+            (i * 10, i * 10 + 9, 10) for i in range(5)]
     # Compacting again changes nothing.
     assert compact(tmp_path) == []
     assert _rows(tmp_path) == before
@@ -129,7 +131,7 @@ def test_delete_after_trims_a_compacted_file_exactly(tmp_path: Path) -> None:
     compact(compacted)
     ParquetSink(plain).delete_after("events.0", 30)
     removed = ParquetSink(compacted).delete_after("events.0", 30)
-    assert len(removed) == 1
+    assert len(removed) == 2  # the compacted 0-39 (trimmed) and the newest 40-49 (deleted)
     assert _rows(compacted) == _rows(plain)
     assert len(_rows(plain)) == 30
     (f,) = ParquetSink(compacted).files("events.0")
@@ -144,5 +146,20 @@ def test_compaction_refuses_overlapping_files(tmp_path: Path) -> None:
     sink = ParquetSink(tmp_path)
     sink.write(_batch(0), "events.0", 0, 9)
     sink.write(_batch(0), "events.0", 5, 14)
+    sink.write(_batch(1), "events.0", 15, 24)
     with pytest.raises(SinkError, match="overlapping"):
         compact(tmp_path)
+
+
+def test_newest_file_of_a_source_is_not_compacted(tmp_path: Path) -> None:
+    sink = ParquetSink(tmp_path)
+    sink.write(_batch(0), "events.0.idle", 10, 10)
+    sink.write(_batch(1), "events.0.idle", 20, 20)
+    assert compact(tmp_path) == []  # 20 is the newest: a live worker may rewrite it
+    sink.write(_batch(2), "events.0.idle", 30, 30)
+    (merged,) = compact(tmp_path)
+    assert [parse_name(p).first for p in merged.inputs] == [10, 20]
+    # The worker rewrites its newest file with more rows: no duplicate appears.
+    sink.write(pa.concat_tables([_batch(2), _batch(3)]), "events.0.idle", 30, 30)
+    rows = _rows(tmp_path)
+    assert len(rows) == 40 == len(set(rows))
