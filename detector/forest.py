@@ -1,0 +1,381 @@
+"""The batched online Random Cut Forest: S series × T trees in preallocated arrays.
+
+Each series keeps a sliding window of its last ``sample_size`` shingled points, and every tree of
+the series holds that same window (rrcf's streaming example, the reference): a step deletes the
+oldest point from every tree, inserts the newest and scores it with rrcf's collusive displacement
+(CoDisp), averaged over the trees. The trees differ only by their random cuts. See
+docs/ARCHITECTURE.md, "Detector engine", for the layout and the choices.
+
+Example:
+    >>> import numpy as np
+    >>> from detector.config import ForestConfig
+    >>> from detector.forest import Forest
+    >>> forest = Forest(ForestConfig(n_trees=10, sample_size=32, shingle_size=2), capacity=4)
+    >>> slots = forest.add_series(2)
+    >>> out = forest.update(np.repeat(slots, 50), np.r_[np.sin(np.arange(50)), np.cos(np.arange(50))])
+    >>> out.raw_score.shape, bool(out.raw_score[0] == 0.0)
+    ((100,), True)
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from detector.backend import Backend, get_backend
+from detector.config import ForestConfig
+from detector.errors import DetectorError, StateVersionError
+
+logger = logging.getLogger(__name__)
+
+#: Version of the dict written by :meth:`Forest.to_state`; older versions stay loadable.
+STATE_VERSION = 1
+STATE_KIND = "cutstream.forest"
+
+_SERIES_STATE = ("uid", "n_values", "n_points", "offset", "tail", "points", "rep", "count")
+_TREE_STATE = ("root", "free_head", "n_alloc", "left", "right", "cut_dim", "cut_value", "mass",
+               "box_lo", "box_hi")
+
+
+@dataclass(frozen=True)
+class ForestOutput:
+    """Per-point results, aligned with the input of :meth:`Forest.update`.
+
+    Attributes:
+        raw_score: float64[n], CoDisp of the point averaged over the trees (0 until the shingle
+            is full).
+        expected: float64[n], the forest's imputation of the point's value from the previous
+            ``shingle_size - 1`` values (median over trees; the value itself until the shingle
+            is full).
+    """
+
+    raw_score: np.ndarray[Any, np.dtype[np.float64]]
+    expected: np.ndarray[Any, np.dtype[np.float64]]
+
+
+class Forest:
+    """Random Cut Forests for many series, updated and scored in one batched step.
+
+    Args:
+        config: trees per series, window (sample) size, shingle size and seed.
+        capacity: series slots allocated up front (grows by doubling). Allocation is lazy
+            (zero pages), so a large capacity costs memory only as series fill.
+        backend: "cpu" (numba), "gpu" (numba.cuda + CuPy) or "auto".
+    """
+
+    def __init__(self, config: ForestConfig, capacity: int = 1024, backend: str = "cpu") -> None:
+        if capacity < 1:
+            raise DetectorError(f"capacity must be >= 1, got {capacity}")
+        self.config = config
+        self._backend: Backend = get_backend(backend)
+        self._T = config.n_trees
+        self._N = config.sample_size
+        self._K = config.shingle_size
+        self._M = self._N - 1
+        self._box_dtype = np.uint8 if self._N <= 256 else np.uint16
+        self._seed = np.uint64(config.seed)
+        self._capacity = 0
+        self._a: dict[str, Any] = {}
+        self._active = np.zeros(0, dtype=bool)
+        self._free: list[int] = []
+        self._next = 0
+        self._next_uid = 0
+        self._allocate(capacity)
+        self._gpu: Any = None
+        if self._backend.name == "gpu":
+            from detector import kernels_cuda
+
+            self._gpu = kernels_cuda.GpuKernels(self._N, self._K, self._T)
+        logger.info("forest created backend=%s n_trees=%d sample_size=%d shingle_size=%d capacity=%d",
+                    self._backend.name, self._T, self._N, self._K, capacity)
+
+    # ------------------------------------------------------------------ layout
+
+    def _shapes(self, s: int) -> dict[str, tuple[tuple[int, ...], Any]]:
+        T, N, K, M = self._T, self._N, self._K, self._M
+        g = s * T
+        return {
+            # per series
+            "uid": ((s,), np.uint64),
+            "n_values": ((s,), np.int64),
+            "n_points": ((s,), np.int64),
+            "offset": ((s,), np.float64),
+            "tail": ((s, max(K - 1, 1)), np.float64),
+            "points": ((s, N, K), np.float32),
+            "rep": ((s, N), np.uint16),
+            "count": ((s, N), np.uint16),
+            "newpt": ((s, K), np.float32),  # scratch: the point being added
+            "plan": ((s, 5), np.int32),  # scratch: delete / insert decisions of the step
+            # per tree
+            "root": ((g,), np.int16),
+            "free_head": ((g,), np.int16),
+            "n_alloc": ((g,), np.int16),
+            "left": ((g, M), np.int16),
+            "right": ((g, M), np.int16),
+            "cut_dim": ((g, M), np.uint8),
+            "cut_value": ((g, M), np.float32),
+            "mass": ((g, M), np.uint16),
+            "box_lo": ((g, M, K), self._box_dtype),
+            "box_hi": ((g, M, K), self._box_dtype),
+        }
+
+    def _allocate(self, capacity: int) -> None:
+        xp = self._backend.xp
+        new = {name: xp.zeros(shape, dtype=dt) for name, (shape, dt) in self._shapes(capacity).items()}
+        if self._capacity:
+            for name, old in self._a.items():
+                new[name][: old.shape[0]] = old
+        self._a = new
+        active = np.zeros(capacity, dtype=bool)
+        active[: self._active.shape[0]] = self._active
+        self._active = active
+        self._capacity = capacity
+
+    @property
+    def capacity(self) -> int:
+        """Series slots allocated."""
+        return self._capacity
+
+    @property
+    def backend(self) -> str:
+        """"cpu" or "gpu": where the state lives and the kernels run."""
+        return self._backend.name
+
+    @property
+    def n_series(self) -> int:
+        """Series slots in use."""
+        return int(self._active.sum())
+
+    @property
+    def bytes_per_series(self) -> int:
+        """Bytes of state (and step scratch) per series slot at this config."""
+        return int(sum(int(np.prod(shape[1:], dtype=np.int64)) * (self._T if name in _TREE_NAMES else 1)
+                       * np.dtype(dt).itemsize for name, (shape, dt) in self._shapes(1).items()))
+
+    # ------------------------------------------------------------------ series
+
+    def add_series(
+        self, n: int, uids: np.ndarray[Any, Any] | None = None
+    ) -> np.ndarray[Any, np.dtype[np.int64]]:
+        """Make ``n`` empty series; return their slots (int64[n]).
+
+        Args:
+            n: how many.
+            uids: optional uint64[n] stable identities (e.g. a hash of the series key): they
+                seed the series' random cuts, so a series scores the same whatever its slot. By
+                default the forest numbers series in creation order.
+        """
+        if n < 0:
+            raise DetectorError(f"add_series needs n >= 0, got {n}")
+        reuse = [self._free.pop() for _ in range(min(n, len(self._free)))]
+        fresh = n - len(reuse)
+        if self._next + fresh > self._capacity:
+            self._allocate(max(2 * self._capacity, self._next + fresh))
+        slots = np.concatenate([np.asarray(reuse, dtype=np.int64),
+                                np.arange(self._next, self._next + fresh, dtype=np.int64)])
+        self._next += fresh
+        if uids is None:
+            uid_arr = np.arange(self._next_uid, self._next_uid + n, dtype=np.uint64)
+            self._next_uid += n
+        else:
+            uid_arr = np.asarray(uids, dtype=np.uint64)
+            if uid_arr.shape != (n,):
+                raise DetectorError(f"uids must have shape ({n},), got {uid_arr.shape}")
+        self._active[slots] = True
+        self._a["uid"][self._backend.asarray(slots)] = self._backend.asarray(uid_arr)
+        return slots
+
+    def remove_series(self, slots: np.ndarray[Any, Any]) -> None:
+        """Forget series: their slots are cleared and reused by later ``add_series``."""
+        slots = self._check_slots(slots)
+        slots = np.unique(slots)
+        self._clear(slots)
+        self._active[slots] = False
+        self._free.extend(int(s) for s in slots[::-1])
+
+    def _clear(self, slots: np.ndarray[Any, Any]) -> None:
+        b = self._backend
+        trees = (slots[:, None] * self._T + np.arange(self._T)[None, :]).ravel()
+        s_idx, g_idx = b.asarray(slots), b.asarray(trees)
+        for name, arr in self._a.items():
+            arr[g_idx if name in _TREE_NAMES else s_idx] = 0
+
+    def n_points(self, slots: np.ndarray[Any, Any]) -> np.ndarray[Any, np.dtype[np.int64]]:
+        """Values each series has received (int64, aligned with ``slots``)."""
+        slots = self._check_slots(slots)
+        return self._backend.to_numpy(self._a["n_values"][self._backend.asarray(slots)]).astype(np.int64)
+
+    def _check_slots(self, slots: Any) -> np.ndarray[Any, np.dtype[np.int64]]:
+        arr = np.asarray(slots, dtype=np.int64).reshape(-1)
+        if arr.size and (arr.min() < 0 or arr.max() >= self._capacity or not self._active[arr].all()):
+            bad = arr[(arr < 0) | (arr >= self._capacity)]
+            if not bad.size:
+                bad = arr[~self._active[arr]]
+            raise DetectorError(f"unknown series slot(s) {bad[:5].tolist()}: add them with add_series first")
+        return arr
+
+    # ------------------------------------------------------------------ the step
+
+    def update(self, slots: Any, values: Any) -> ForestOutput:
+        """Add one value per row to its series, then score it; all series advance in one step.
+
+        Args:
+            slots: int64[n] series slots; a slot may repeat (its values are taken in row order).
+            values: float64[n] raw values (finite).
+
+        Returns:
+            :class:`ForestOutput` aligned with the rows.
+        """
+        slots = self._check_slots(slots)
+        vals = np.ascontiguousarray(values, dtype=np.float64).reshape(-1)
+        if vals.shape != slots.shape:
+            raise DetectorError(f"slots and values differ in length: {slots.shape[0]} vs {vals.shape[0]}")
+        if not np.isfinite(vals).all():
+            raise DetectorError("values must be finite: impute missing values before Forest.update")
+        n = slots.shape[0]
+        if n == 0:
+            return ForestOutput(np.zeros(0), np.zeros(0))
+        if self._gpu is not None:
+            score, expected = self._gpu.update(self._a, self._seed, slots, vals)
+            return ForestOutput(score, expected)
+        from detector import kernels_cpu
+
+        order = np.argsort(slots, kind="stable")
+        ss = slots[order]
+        starts = np.flatnonzero(np.diff(ss)) + 1
+        starts = np.concatenate(([0], starts, [n])).astype(np.int64)
+        out_score = np.empty(n, np.float64)
+        out_expected = np.empty(n, np.float64)
+        a = self._a
+        kernels_cpu.update_batch(
+            order, starts, vals, self._seed, self._T, self._N, self._K, a["uid"],
+            a["tail"], a["n_values"], a["n_points"], a["offset"], a["newpt"], a["plan"],
+            a["points"], a["rep"], a["count"],
+            a["left"], a["right"], a["cut_dim"], a["cut_value"], a["mass"], a["box_lo"], a["box_hi"],
+            a["root"], a["free_head"], a["n_alloc"], out_score, out_expected, ss,
+        )
+        return ForestOutput(out_score, out_expected)
+
+    # ------------------------------------------------------------------ state
+
+    def to_state(self, slot: int) -> dict[str, Any]:
+        """The versioned state of one series: plain values and numpy arrays (see STATE_VERSION)."""
+        s = int(self._check_slots([slot])[0])
+        b = self._backend
+        a = self._a
+        g0 = s * self._T
+        used = int(b.to_numpy(a["n_alloc"][g0:g0 + self._T]).max(initial=0))
+        state: dict[str, Any] = {
+            "kind": STATE_KIND,
+            "version": STATE_VERSION,
+            "config": {"n_trees": self._T, "sample_size": self._N, "shingle_size": self._K,
+                       "seed": int(self._seed)},
+            "uid": int(b.to_numpy(a["uid"][s])),
+            "n_values": int(b.to_numpy(a["n_values"][s])),
+            "n_points": int(b.to_numpy(a["n_points"][s])),
+            "offset": float(b.to_numpy(a["offset"][s])),
+        }
+        for name in ("tail", "points", "rep", "count"):
+            state[name] = b.to_numpy(a[name][s]).copy()
+        for name in ("root", "free_head", "n_alloc"):
+            state[name] = b.to_numpy(a[name][g0:g0 + self._T]).copy()
+        for name in ("left", "right", "cut_dim", "cut_value", "mass", "box_lo", "box_hi"):
+            state[name] = b.to_numpy(a[name][g0:g0 + self._T, :used]).copy()
+        return state
+
+    def from_state(self, state: dict[str, Any]) -> int:
+        """Add a series from :meth:`to_state`'s dict; returns its new slot."""
+        if state.get("kind", STATE_KIND) != STATE_KIND:
+            raise StateVersionError(f"not a forest state: kind={state.get('kind')!r}")
+        version = int(state.get("version", -1))
+        if version != STATE_VERSION:
+            raise StateVersionError(
+                f"forest state version {version} is not readable by this version "
+                f"(reads {STATE_VERSION}); rebuild the model from history")
+        cfg = {k: int(v) for k, v in dict(state["config"]).items()}
+        mine = {"n_trees": self._T, "sample_size": self._N, "shingle_size": self._K, "seed": int(self._seed)}
+        if cfg != mine:
+            raise DetectorError(f"state was saved with forest config {cfg}, this forest has {mine}")
+        slot = int(self.add_series(1, uids=np.array([int(state["uid"])], dtype=np.uint64))[0])
+        b = self._backend
+        a = self._a
+        g0 = slot * self._T
+        a["n_values"][slot] = int(state["n_values"])
+        a["n_points"][slot] = int(state["n_points"])
+        a["offset"][slot] = float(state["offset"])
+        for name in ("tail", "points", "rep", "count"):
+            a[name][slot] = b.asarray(np.asarray(state[name], dtype=a[name].dtype))
+        for name in ("root", "free_head", "n_alloc"):
+            a[name][g0:g0 + self._T] = b.asarray(np.asarray(state[name], dtype=a[name].dtype))
+        for name in ("left", "right", "cut_dim", "cut_value", "mass", "box_lo", "box_hi"):
+            arr = np.asarray(state[name], dtype=a[name].dtype)
+            a[name][g0:g0 + self._T, : arr.shape[1]] = b.asarray(arr)
+        return slot
+
+
+_TREE_NAMES = frozenset(("root", "free_head", "n_alloc", "left", "right", "cut_dim", "cut_value", "mass",
+                         "box_lo", "box_hi"))
+
+
+def check_state(state: dict[str, Any]) -> None:
+    """Verify the invariants of one series' state; raise DetectorError on the first broken one.
+
+    Slow (pure Python): for tests and debugging. Checks, for every tree: each internal node's box
+    is exactly the min/max of its leaves' points, its mass is the sum of its leaves' counts, every
+    leaf is reached from the root by following the cuts with its own coordinates, the leaves are
+    exactly the distinct points of the window, and the window never exceeds ``sample_size``.
+    """
+    n_trees = int(state["config"]["n_trees"])
+    n_window = int(state["config"]["sample_size"])
+    pts = np.asarray(state["points"])
+    rep, count = np.asarray(state["rep"]), np.asarray(state["count"])
+    n_points = int(state["n_points"])
+    live = list(range(min(n_points, n_window)))
+    if len(live) > n_window:
+        raise DetectorError("window larger than sample_size")
+    reps = {int(rep[j]) for j in live}
+    for r in reps:
+        members = [j for j in live if int(rep[j]) == r]
+        if int(count[r]) != len(members):
+            raise DetectorError(f"leaf {r}: count {int(count[r])} != {len(members)} points")
+        if any(not np.array_equal(pts[j], pts[r]) for j in members):
+            raise DetectorError(f"leaf {r} groups points that differ")
+    if sum(int(count[r]) for r in reps) != len(live):
+        raise DetectorError("counts do not add up to the window")
+    for t in range(n_trees):
+        root = int(state["root"][t])
+        if not live:
+            if root != 0:
+                raise DetectorError(f"tree {t}: empty window but root {root}")
+            continue
+        leaves: list[int] = []
+
+        def walk(ref: int, t: int = t, leaves: list[int] = leaves) -> tuple[np.ndarray[Any, Any],
+                                                                              np.ndarray[Any, Any], int]:
+            if ref < 0:
+                slot = -ref - 1
+                leaves.append(slot)
+                return pts[slot], pts[slot], int(count[slot])
+            if ref == 0:
+                raise DetectorError(f"tree {t}: dangling child")
+            m = ref - 1
+            lo_l, hi_l, m_l = walk(int(state["left"][t, m]))
+            lo_r, hi_r, m_r = walk(int(state["right"][t, m]))
+            lo, hi = np.minimum(lo_l, lo_r), np.maximum(hi_l, hi_r)
+            box_lo = pts[np.asarray(state["box_lo"][t, m], dtype=np.int64), np.arange(pts.shape[1])]
+            box_hi = pts[np.asarray(state["box_hi"][t, m], dtype=np.int64), np.arange(pts.shape[1])]
+            if not (np.array_equal(box_lo, lo) and np.array_equal(box_hi, hi)):
+                raise DetectorError(f"tree {t} node {m}: box {box_lo}..{box_hi} != leaves' {lo}..{hi}")
+            if int(state["mass"][t, m]) != m_l + m_r:
+                raise DetectorError(f"tree {t} node {m}: mass {int(state['mass'][t, m])} != {m_l + m_r}")
+            d, c = int(state["cut_dim"][t, m]), state["cut_value"][t, m]
+            if not (hi_l[d] <= c < lo_r[d]):
+                raise DetectorError(f"tree {t} node {m}: cut {c} on dim {d} does not separate its children")
+            return lo, hi, m_l + m_r
+
+        walk(root)
+        if sorted(leaves) != sorted(reps):
+            raise DetectorError(f"tree {t}: leaves {sorted(leaves)} != distinct points {sorted(reps)}")
