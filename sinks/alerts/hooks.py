@@ -15,6 +15,7 @@ import hmac
 import html
 import json
 import logging
+import re
 import smtplib
 import ssl
 from email.message import EmailMessage
@@ -78,10 +79,38 @@ def parse_retry_after(value: str | None, now: dt.datetime | None = None) -> floa
     return max(0.0, (when - (now or dt.datetime.now(dt.UTC))).total_seconds())
 
 
+_URL_TAIL = re.compile(r"(https?://[^/\s\"'?#]+)[^\s\"']*")
+
+
+class RedactUrls(logging.Filter):
+    """Cuts URLs in log records down to scheme://host:port: webhook URLs often carry a token.
+
+    httpx logs every request's full URL at INFO; this filter is attached to its loggers the first
+    time a webhook hook is built (the entry point configures levels; this only removes secrets).
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        msg = record.getMessage()
+        if "://" in msg:
+            record.msg, record.args = _URL_TAIL.sub(r"\1/…", msg), None
+        return True
+
+
+_REDACTOR = RedactUrls()
+
+
+def _install_redactor() -> None:
+    for name in ("httpx", "httpcore"):
+        lg = logging.getLogger(name)
+        if _REDACTOR not in lg.filters:
+            lg.addFilter(_REDACTOR)
+
+
 class WebhookHook:
     """POSTs the notification as JSON, signed with HMAC-SHA256 when a secret is configured."""
 
     def __init__(self, config: WebhookConfig, client: httpx.Client | None = None) -> None:
+        _install_redactor()
         self.config = config
         self.hook_id = "webhook:" + hashlib.sha256(config.url.encode("utf-8")).hexdigest()[:12]
         parts = urlsplit(config.url)
@@ -191,7 +220,7 @@ class EmailHook:
 
     def __init__(self, config: EmailConfig) -> None:
         self.config = config
-        ident = f"{config.host}:{config.port}:{config.sender}:{','.join(config.recipients)}"
+        ident = f"{config.host}:{config.port}:{config.username}:{config.sender}:{','.join(config.recipients)}"
         self.hook_id = "email:" + hashlib.sha256(ident.encode("utf-8")).hexdigest()[:12]
         self.label = f"smtp://{config.host}:{config.port}"
 

@@ -65,6 +65,23 @@ def db_path(state_dir: Path) -> Path:
     return Path(state_dir) / DB_NAME
 
 
+def read_pending(state_dir: Path) -> list[OutboxRow] | None:
+    """Pending notifications, opened read-only (None when there is no outbox yet)."""
+    path = db_path(state_dir)
+    if not path.exists():
+        return None
+    con = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=5.0)
+    try:
+        rows = con.execute(
+            "SELECT id, dedup_key, hook, detector, kind, payload, created_at, next_attempt_at, attempts, "
+            "last_error FROM outbox ORDER BY id").fetchall()
+    except sqlite3.Error as exc:
+        raise SinkError(f"cannot read the alert outbox {path}: {exc}") from exc
+    finally:
+        con.close()
+    return [OutboxRow(r[0], r[1], r[2], r[3], r[4], json.loads(r[5]), r[6], r[7], r[8], r[9]) for r in rows]
+
+
 class Outbox:
     """Thread-safe access to the outbox database (one SQLite connection per thread)."""
 
@@ -182,6 +199,14 @@ class Outbox:
         with self._tx() as con:
             con.execute("UPDATE outbox SET attempts = attempts + 1, last_error = ?, next_attempt_at = ? "
                         "WHERE id = ?", (error[:500], next_attempt_at, row.id))
+
+    def pending_count(self) -> int:
+        return int(self._conn().execute("SELECT count(*) FROM outbox").fetchone()[0])
+
+    def retry_now(self) -> int:
+        """Make every pending notification due at once (after an endpoint was fixed); returns how many."""
+        with self._tx() as con:
+            return int(con.execute("UPDATE outbox SET next_attempt_at = 0").rowcount)
 
     def delivered_keys(self) -> list[tuple[str, str]]:
         return [(k, h) for k, h in self._conn().execute("SELECT dedup_key, hook FROM delivered ORDER BY rowid")]

@@ -69,6 +69,8 @@ class AlertService:
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self._observe_lock = threading.Lock()
+        #: Notifications accepted by an endpoint since this service started (for metrics).
+        self.sent_total = 0
 
     # --- recording ------------------------------------------------------------------------------
     def observe(self, table: pa.Table, now: float | None = None) -> int:
@@ -173,6 +175,7 @@ class AlertService:
                 self.outbox.accepted(row, t)
                 self._sent.append(t)
                 accepted += 1
+                self.sent_total += 1
                 logger.info("alert delivered hook=%s endpoint=%s key=%s attempts=%d", row.hook, hook.label,
                             row.dedup_key, row.attempts + 1)
             else:
@@ -230,6 +233,10 @@ class AlertService:
 
     def pending(self) -> list[OutboxRow]:
         return self.outbox.pending()
+
+    def pending_count(self) -> int:
+        """Notifications waiting in the outbox (for metrics)."""
+        return self.outbox.pending_count()
 
     def incidents(self, detector: str | None = None) -> list[dict[str, Any]]:
         return self.outbox.incidents(detector)
