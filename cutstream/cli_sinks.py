@@ -13,7 +13,9 @@ def _data_dir(value: Path | None) -> Path:
 
 
 _data_dir_option = click.option(
-    "--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
     help="results, checkpoints and the alert outbox (default $CUTSTREAM_DATA_DIR or ./data)",
 )
 
@@ -22,8 +24,13 @@ _data_dir_option = click.option(
 @_data_dir_option
 @click.option("--detector", default=None, help="only this detector's partitions")
 @click.option("--date", default=None, help="only this date partition (YYYY-MM-DD)")
-@click.option("--min-files", type=click.IntRange(min=2), default=2, show_default=True,
-              help="merge a source's files in a partition when there are at least this many")
+@click.option(
+    "--min-files",
+    type=click.IntRange(min=2),
+    default=2,
+    show_default=True,
+    help="merge a source's files in a partition when there are at least this many",
+)
 def compact(data_dir: Path | None, detector: str | None, date: str | None, min_files: int) -> None:
     """Merge small result files (per partition and source); query results stay identical.
 
@@ -44,7 +51,9 @@ def compact(data_dir: Path | None, detector: str | None, date: str | None, min_f
 @click.command()
 @_data_dir_option
 @click.option("--json", "as_json", is_flag=True, help="one JSON object per notification")
-@click.option("--retry-now", is_flag=True, help="make every pending notification due now (after fixing an endpoint)")
+@click.option(
+    "--retry-now", is_flag=True, help="make every pending notification due now (after fixing an endpoint)"
+)
 def outbox(data_dir: Path | None, as_json: bool, retry_now: bool) -> None:
     """List alert notifications not yet accepted by their endpoint (pending or failing)."""
     import datetime as dt
@@ -67,16 +76,30 @@ def outbox(data_dir: Path | None, as_json: bool, retry_now: bool) -> None:
     for r in rows:
         status = "failing" if r.attempts else "pending"
         if as_json:
-            click.echo(json.dumps({"id": r.id, "status": status, "dedupKey": r.dedup_key, "hook": r.hook,
-                                   "detector": r.detector, "kind": r.kind, "attempts": r.attempts,
-                                   "lastError": r.last_error, "createdAt": r.created_at,
-                                   "nextAttemptAt": r.next_attempt_at}))
+            click.echo(
+                json.dumps(
+                    {
+                        "id": r.id,
+                        "status": status,
+                        "dedupKey": r.dedup_key,
+                        "hook": r.hook,
+                        "detector": r.detector,
+                        "kind": r.kind,
+                        "attempts": r.attempts,
+                        "lastError": r.last_error,
+                        "createdAt": r.created_at,
+                        "nextAttemptAt": r.next_attempt_at,
+                    }
+                )
+            )
             continue
         created = dt.datetime.fromtimestamp(r.created_at, dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
         due = max(0.0, r.next_attempt_at - now)
-        click.echo(f"{status:8} {r.kind:7} {r.detector:16} {r.hook:20} attempts={r.attempts:<3} "
-                   f"due_in={due:7.1f}s created={created} key={r.dedup_key}"
-                   + (f" error={r.last_error}" if r.last_error else ""))
+        click.echo(
+            f"{status:8} {r.kind:7} {r.detector:16} {r.hook:20} attempts={r.attempts:<3} "
+            f"due_in={due:7.1f}s created={created} key={r.dedup_key}"
+            + (f" error={r.last_error}" if r.last_error else "")
+        )
     if not as_json:
         click.echo(f"{len(rows)} notifications waiting", err=True)
 

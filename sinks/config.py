@@ -25,9 +25,13 @@ class WebhookConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    url: str = Field(pattern=r"^https?://", description="where the JSON POST goes (never logged: it may hold a token)")
-    secret: SecretStr | None = Field(None, description="HMAC-SHA256 key for the X-Cutstream-Signature header")
-    timeout_s: float = Field(5.0, gt=0, description="connect + read timeout of one attempt")
+    url: str = Field(
+        pattern=r"^https?://", description="where the JSON POST goes (never logged: it may hold a token)"
+    )
+    secret: SecretStr | None = Field(
+        default=None, description="HMAC-SHA256 key for the X-Cutstream-Signature header"
+    )
+    timeout_s: float = Field(default=5.0, gt=0, description="connect + read timeout of one attempt")
 
     _check_secret = field_validator("secret")(_refuse_placeholder)
 
@@ -39,13 +43,15 @@ class EmailConfig(BaseModel):
 
     host: str
     port: int = 587
-    starttls: bool = Field(True, description="upgrade the connection with STARTTLS before login")
-    ca_file: Path | None = Field(None, description="CA bundle for the relay's certificate (default: the system's)")
+    starttls: bool = Field(default=True, description="upgrade the connection with STARTTLS before login")
+    ca_file: Path | None = Field(
+        default=None, description="CA bundle for the relay's certificate (default: the system's)"
+    )
     username: str | None = None
     password: SecretStr | None = None
     sender: str
     recipients: tuple[str, ...] = Field(min_length=1)
-    timeout_s: float = Field(10.0, gt=0, description="socket timeout of one attempt")
+    timeout_s: float = Field(default=10.0, gt=0, description="socket timeout of one attempt")
 
     _check_password = field_validator("password")(_refuse_placeholder)
 
@@ -63,18 +69,25 @@ class AlertsConfig(BaseModel):
     emails: tuple[EmailConfig, ...] = ()
     dashboard_url: str = "http://127.0.0.1:8050"
     min_confidence: float = Field(
-        0.0, ge=0, le=100, description="anomalous windows below this anomalyConfidenceScore raise no alert"
+        default=0.0,
+        ge=0,
+        le=100,
+        description="anomalous windows below this anomalyConfidenceScore raise no alert",
     )
     resolve_after_windows: int = Field(
-        3, ge=1, description="an incident resolves after this many consecutive normal windows of its series; "
+        default=3,
+        ge=1,
+        description="an incident resolves after this many consecutive normal windows of its series; "
         "anomalies closer together than that merge into one incident",
     )
     cooldown_s: float = Field(
-        900.0, ge=0, description="per series, event-time seconds between two notifications: updates of an open "
+        default=900.0,
+        ge=0,
+        description="per series, event-time seconds between two notifications: updates of an open "
         "incident are coalesced, and an incident opening this soon after the previous one's last notice "
         "stays silent unless it is still going once the cool-down has passed",
     )
-    notify_updates: bool = Field(True, description="send update notices while an incident is open")
+    notify_updates: bool = Field(default=True, description="send update notices while an incident is open")
 
     @property
     def has_hooks(self) -> bool:
@@ -87,9 +100,17 @@ class DeliveryConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     max_per_minute: int = Field(
-        60, ge=1, description="global cap on accepted notifications per rolling minute; excess waits in the outbox"
+        default=60,
+        ge=1,
+        description="global cap on accepted notifications per rolling minute; excess waits in the outbox",
     )
-    backoff_initial_s: float = Field(1.0, gt=0, description="first retry delay (doubles per attempt, with jitter)")
-    backoff_max_s: float = Field(300.0, gt=0, description="retry delay ceiling; a notification is never dropped")
-    retry_after_max_s: float = Field(3600.0, gt=0, description="ceiling on an endpoint's Retry-After")
-    idle_wait_s: float = Field(5.0, gt=0, description="longest sleep of the delivery thread when nothing is due")
+    backoff_initial_s: float = Field(
+        default=1.0, gt=0, description="first retry delay (doubles per attempt, with jitter)"
+    )
+    backoff_max_s: float = Field(
+        default=300.0, gt=0, description="retry delay ceiling; a notification is never dropped"
+    )
+    retry_after_max_s: float = Field(default=3600.0, gt=0, description="ceiling on an endpoint's Retry-After")
+    idle_wait_s: float = Field(
+        default=5.0, gt=0, description="longest sleep of the delivery thread when nothing is due"
+    )

@@ -29,6 +29,7 @@ import contextlib
 import dataclasses
 import fcntl
 import hashlib
+import itertools
 import json
 import logging
 import os
@@ -226,14 +227,21 @@ class ParquetSink:
             pdir = partition_dir(self.data_dir, det, date)
             _mkdirs(pdir)
             final = pdir / name
-            tmp = _write_hidden(part, final, [Segment(source_token(source), first_offset, last_offset,
-                                                      part.num_rows)])
+            tmp = _write_hidden(
+                part, final, [Segment(source_token(source), first_offset, last_offset, part.num_rows)]
+            )
             with _flock(pdir / _WRITE_LOCK, shared=False):
                 os.replace(tmp, final)
             _fsync_dir(pdir)
             written.append(final)
-        logger.debug("parquet written source=%s first=%d last=%d files=%d rows=%d",
-                     source, first_offset, last_offset, len(written), table.num_rows)
+        logger.debug(
+            "parquet written source=%s first=%d last=%d files=%d rows=%d",
+            source,
+            first_offset,
+            last_offset,
+            len(written),
+            table.num_rows,
+        )
         return written
 
     def files(self, source: str | None = None) -> list[ResultFile]:
@@ -256,8 +264,10 @@ class ParquetSink:
         removed: list[Path] = []
         for rf in self.files(source):
             if rf.first >= offset:
-                with _flock(rf.path.parent / _WRITE_LOCK, shared=False), \
-                        _flock(results_dir(self.data_dir) / _READ_LOCK, shared=False):
+                with (
+                    _flock(rf.path.parent / _WRITE_LOCK, shared=False),
+                    _flock(results_dir(self.data_dir) / _READ_LOCK, shared=False),
+                ):
                     rf.path.unlink(missing_ok=True)
                 _fsync_dir(rf.path.parent)
                 removed.append(rf.path)
@@ -274,10 +284,14 @@ class ParquetSink:
         keep = [s for s in segments if s.first < offset]
         rows = sum(s.rows for s in keep)
         table = _read(rf.path).slice(0, rows)
-        final = rf.path.with_name(f"{rf.source}-{keep[0].first:020d}-{max(s.last for s in keep):020d}.parquet")
+        final = rf.path.with_name(
+            f"{rf.source}-{keep[0].first:020d}-{max(s.last for s in keep):020d}.parquet"
+        )
         tmp = _write_hidden(table, final, keep)
-        with _flock(rf.path.parent / _WRITE_LOCK, shared=False), \
-                _flock(results_dir(self.data_dir) / _READ_LOCK, shared=False):
+        with (
+            _flock(rf.path.parent / _WRITE_LOCK, shared=False),
+            _flock(results_dir(self.data_dir) / _READ_LOCK, shared=False),
+        ):
             os.replace(tmp, final)
             if final != rf.path:
                 rf.path.unlink(missing_ok=True)
@@ -294,11 +308,13 @@ class CompactionResult:
     rows: int
 
 
-def compact(data_dir: Path, detector: str | None = None, date: str | None = None,
-            min_files: int = 2) -> list[CompactionResult]:
+def compact(
+    data_dir: Path, detector: str | None = None, date: str | None = None, min_files: int = 2
+) -> list[CompactionResult]:
     """Merge the small files of each partition, per source, into one file; query results stay the same.
 
-    The newest file of each source is left alone (a live worker may still rewrite it). The merged file is named like any result file, after the offset range it covers
+    The newest file of each source is left alone (a live worker may still rewrite it). The merged
+    file is named like any result file, after the offset range it covers
     (``<source>-<first>-<last>.parquet``), and keeps the input segments in its metadata.
     Guarantee: the merged file is written and fsynced under a hidden name first; then, holding the
     partition's write lock and the results read lock exclusively, the inputs are checked to be
@@ -333,11 +349,13 @@ def compact(data_dir: Path, detector: str | None = None, date: str | None = None
 
 
 def _merge(root: Path, pdir: Path, token: str, files: list[ResultFile]) -> CompactionResult | None:
-    for a, b in zip(files, files[1:], strict=False):
+    for a, b in itertools.pairwise(files):
         if b.first <= a.last:
-            raise SinkError(f"overlapping result files {a.path.name} and {b.path.name} in {pdir}: "
-                            "a duplicate write; remove one (delete_after) before compacting")
-    stats = {}
+            raise SinkError(
+                f"overlapping result files {a.path.name} and {b.path.name} in {pdir}: "
+                "a duplicate write; remove one (delete_after) before compacting"
+            )
+    stats: dict[Path, tuple[int, int, int]] = {}
     tables: list[pa.Table] = []
     segments: list[Segment] = []
     for f in files:
@@ -351,13 +369,18 @@ def _merge(root: Path, pdir: Path, token: str, files: list[ResultFile]) -> Compa
     with _flock(pdir / _WRITE_LOCK, shared=False):
         for path, before in stats.items():
             try:
-                st = path.stat()
+                now_st = path.stat()
+                current: tuple[int, int, int] | None = (now_st.st_ino, now_st.st_mtime_ns, now_st.st_size)
             except FileNotFoundError:
-                st = None
-            if st is None or (st.st_ino, st.st_mtime_ns, st.st_size) != before:
+                current = None
+            if current != before:
                 tmp.unlink(missing_ok=True)
-                logger.warning("compaction abandoned partition=%s source=%s reason=input-changed file=%s",
-                               pdir, token, path.name)
+                logger.warning(
+                    "compaction abandoned partition=%s source=%s reason=input-changed file=%s",
+                    pdir,
+                    token,
+                    path.name,
+                )
                 return None
         with _flock(root / _READ_LOCK, shared=False):
             os.replace(tmp, final)
@@ -365,6 +388,12 @@ def _merge(root: Path, pdir: Path, token: str, files: list[ResultFile]) -> Compa
                 if f.path != final:
                     f.path.unlink()
     _fsync_dir(pdir)
-    logger.info("compacted partition=%s source=%s inputs=%d rows=%d output=%s",
-                pdir, token, len(files), merged.num_rows, final.name)
+    logger.info(
+        "compacted partition=%s source=%s inputs=%d rows=%d output=%s",
+        pdir,
+        token,
+        len(files),
+        merged.num_rows,
+        final.name,
+    )
     return CompactionResult(pdir, tuple(f.path for f in files), final, merged.num_rows)

@@ -70,15 +70,22 @@ class ResultsProducer:
         """(key, value) per record; the JSON the topic carries."""
         names = table.column_names
         if "windowStart" in names:
-            table = table.set_column(names.index("windowStart"), "windowStart",
-                                     table.column("windowStart").cast(pa.int64()))
+            table = table.set_column(
+                names.index("windowStart"), "windowStart", table.column("windowStart").cast(pa.int64())
+            )
         out = []
         for row in table.to_pylist():
             for k, v in row.items():
                 if isinstance(v, float) and not math.isfinite(v):
                     row[k] = None
-            out.append((str(row["timeseriesId"]).encode("utf-8"),
-                        json.dumps(row, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode("utf-8")))
+            out.append(
+                (
+                    str(row["timeseriesId"]).encode("utf-8"),
+                    json.dumps(row, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode(
+                        "utf-8"
+                    ),
+                )
+            )
         return out
 
     def produce(self, table: pa.Table) -> int:
@@ -100,11 +107,15 @@ class ResultsProducer:
         with self._lock:
             failed, first, self._failed, self._first_error = self._failed, self._first_error, 0, None
         if remaining > 0:
-            raise SinkError(f"{remaining} result messages not delivered to topic {self.topic!r} within {timeout}s: "
-                            "is the broker reachable? offsets are not committed, the batch will be replayed")
+            raise SinkError(
+                f"{remaining} result messages not delivered to topic {self.topic!r} within {timeout}s: "
+                "is the broker reachable? offsets are not committed, the batch will be replayed"
+            )
         if failed:
-            raise SinkError(f"{failed} result messages failed to reach topic {self.topic!r} (first error: {first}); "
-                            "offsets are not committed, the batch will be replayed")
+            raise SinkError(
+                f"{failed} result messages failed to reach topic {self.topic!r} (first error: {first}); "
+                "offsets are not committed, the batch will be replayed"
+            )
 
     def close(self, timeout: float = 10.0) -> None:
         self.flush(timeout)

@@ -129,7 +129,9 @@ class WebhookHook:
         if self.config.secret is not None:
             headers[SIGNATURE_HEADER] = sign(self.config.secret.get_secret_value(), body)
         try:
-            resp = self._client.post(self.config.url, content=body, headers=headers, timeout=self.config.timeout_s)
+            resp = self._client.post(
+                self.config.url, content=body, headers=headers, timeout=self.config.timeout_s
+            )
         except httpx.HTTPError as exc:
             # str(exc) may contain the URL (and its token): report the type and the host only.
             return Attempt(False, f"{type(exc).__name__} talking to {self.label}")
@@ -168,8 +170,11 @@ def _fact_rows(p: dict[str, Any]) -> list[tuple[str, str]]:
         ("Score", _fmt(p.get("score"))),
         ("Threshold", _fmt(p.get("threshold"))),
         ("Confidence", _fmt(p.get("confidence"))),
-        ("Incident", f"{inc.get('id')} ({inc.get('status')}, since {inc.get('openedAt')} UTC, "
-                     f"{inc.get('anomalousWindows')} anomalous windows, peak score {_fmt(inc.get('peakScore'))})"),
+        (
+            "Incident",
+            f"{inc.get('id')} ({inc.get('status')}, since {inc.get('openedAt')} UTC, "
+            f"{inc.get('anomalousWindows')} anomalous windows, peak score {_fmt(inc.get('peakScore'))})",
+        ),
         ("Dashboard", str(p.get("dashboardUrl"))),
         ("De-duplication key", str(p.get("dedupKey"))),
     ]
@@ -177,7 +182,9 @@ def _fact_rows(p: dict[str, Any]) -> list[tuple[str, str]]:
 
 def subject(p: dict[str, Any]) -> str:
     dims = ", ".join(f"{k}={v}" for k, v in sorted((p.get("dimensions") or {}).items()))
-    word = {"open": "Anomaly", "update": "Anomaly continues", "resolve": "Resolved"}.get(str(p.get("event")), "Alert")
+    word = {"open": "Anomaly", "update": "Anomaly continues", "resolve": "Resolved"}.get(
+        str(p.get("event")), "Alert"
+    )
     return f"[cutstream] {word}: {p.get('detector')}/{p.get('measure')} {dims} (score {_fmt(p.get('score'))})"
 
 
@@ -189,7 +196,7 @@ def render_text(p: dict[str, Any]) -> str:
 def render_html(p: dict[str, Any]) -> str:
     rows = "".join(
         f"<tr><th align='left'>{html.escape(k)}</th><td>"
-        + (f"<a href=\"{html.escape(v)}\">{html.escape(v)}</a>" if k == "Dashboard" else html.escape(v))
+        + (f'<a href="{html.escape(v)}">{html.escape(v)}</a>' if k == "Dashboard" else html.escape(v))
         + "</td></tr>"
         for k, v in _fact_rows(p)
     )

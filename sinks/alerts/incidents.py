@@ -72,23 +72,33 @@ def _num(v: Any) -> float | None:
 _LINK_CONTEXT_MS = 3_600_000
 
 
-def facts(record: Mapping[str, Any], state: SeriesState, config: AlertsConfig, kind: EventKind) -> dict[str, Any]:
+def facts(
+    record: Mapping[str, Any], state: SeriesState, config: AlertsConfig, kind: EventKind
+) -> dict[str, Any]:
     """Everything a receiver needs to act, from one record and its incident (no secrets)."""
     from urllib.parse import urlencode
 
     detector = str(record["detectorName"])
     sid = str(record["timeseriesId"])
     dims = {d["name"]: d["value"] for d in record["dimensionList"]}
-    link_query = urlencode({"detector": detector, "series": sid,
-                            "from": format_period(max(0, state.opened_ms - _LINK_CONTEXT_MS)),
-                            "to": str(record["detectionPeriodEndTime"])})
+    link_query = urlencode(
+        {
+            "detector": detector,
+            "series": sid,
+            "from": format_period(max(0, state.opened_ms - _LINK_CONTEXT_MS)),
+            "to": str(record["detectionPeriodEndTime"]),
+        }
+    )
     return {
         "event": kind,
         "detector": detector,
         "measure": str(record["measure"]),
         "timeseriesId": sid,
         "dimensions": dims,
-        "window": {"start": str(record["detectionPeriodStartTime"]), "end": str(record["detectionPeriodEndTime"])},
+        "window": {
+            "start": str(record["detectionPeriodStartTime"]),
+            "end": str(record["detectionPeriodEndTime"]),
+        },
         "actual": _num(record["aggregatedMeasureValue"]),
         "expected": _num(record["expectedValue"]),
         "score": _num(record["anomalyScore"]),
@@ -120,7 +130,9 @@ def step(state: SeriesState, record: Mapping[str, Any], config: AlertsConfig) ->
     events: list[IncidentEvent] = []
 
     def emit(kind: EventKind, key: str, notify: bool = True) -> None:
-        events.append(IncidentEvent(kind, str(state.incident_id), key, facts(record, state, config, kind), notify))
+        events.append(
+            IncidentEvent(kind, str(state.incident_id), key, facts(record, state, config, kind), notify)
+        )
         if notify:
             state.last_notified_ms = ws
 

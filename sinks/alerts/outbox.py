@@ -74,7 +74,8 @@ def read_pending(state_dir: Path) -> list[OutboxRow] | None:
     try:
         rows = con.execute(
             "SELECT id, dedup_key, hook, detector, kind, payload, created_at, next_attempt_at, attempts, "
-            "last_error FROM outbox ORDER BY id").fetchall()
+            "last_error FROM outbox ORDER BY id"
+        ).fetchall()
     except sqlite3.Error as exc:
         raise SinkError(f"cannot read the alert outbox {path}: {exc}") from exc
     finally:
@@ -127,7 +128,7 @@ class Outbox:
         out: dict[str, SeriesState] = {}
         con = self._conn()
         for i in range(0, len(ids), 500):
-            chunk = ids[i:i + 500]
+            chunk = ids[i : i + 500]
             marks = ",".join("?" * len(chunk))
             for sid, state in con.execute(
                 f"SELECT series_id, state FROM series_state WHERE detector = ? AND series_id IN ({marks})",  # noqa: S608
@@ -139,11 +140,19 @@ class Outbox:
     def open_series(self) -> set[tuple[str, str]]:
         """(detector, series) pairs that have an open incident (their normal windows matter)."""
         rows = self._conn().execute(
-            "SELECT detector, series_id FROM series_state WHERE json_extract(state, '$.incident_id') IS NOT NULL")
+            "SELECT detector, series_id FROM series_state "
+            "WHERE json_extract(state, '$.incident_id') IS NOT NULL"
+        )
         return {(d, s) for d, s in rows}
 
-    def commit(self, detector: str, states: dict[str, SeriesState],
-               events: list[tuple[str, IncidentEvent]], hooks: list[str], now: float) -> int:
+    def commit(
+        self,
+        detector: str,
+        states: dict[str, SeriesState],
+        events: list[tuple[str, IncidentEvent]],
+        hooks: list[str],
+        now: float,
+    ) -> int:
         """Atomically store ``states`` and enqueue ``events`` (series, event) for every hook.
 
         Returns how many outbox rows were added (0 for a replay of what was already recorded).
@@ -165,9 +174,22 @@ class Outbox:
                     "anomalous_windows = excluded.anomalous_windows, score = excluded.score, "
                     "status = excluded.status, announced = MAX(announced, excluded.announced), "
                     "facts = excluded.facts, updated_at = excluded.updated_at",
-                    (ev.incident_id, detector, f["measure"], sid, json.dumps(f["dimensions"], sort_keys=True),
-                     inc["openedAt"], inc["lastAnomalyAt"], inc["anomalousWindows"], inc["peakScore"],
-                     inc["status"], int(ev.notify), json.dumps(f), now, now),
+                    (
+                        ev.incident_id,
+                        detector,
+                        f["measure"],
+                        sid,
+                        json.dumps(f["dimensions"], sort_keys=True),
+                        inc["openedAt"],
+                        inc["lastAnomalyAt"],
+                        inc["anomalousWindows"],
+                        inc["peakScore"],
+                        inc["status"],
+                        int(ev.notify),
+                        json.dumps(f),
+                        now,
+                        now,
+                    ),
                 )
                 payload = json.dumps({"dedupKey": ev.dedup_key, **ev.facts}, sort_keys=True)
                 for hook in hooks if ev.notify else ():
@@ -185,20 +207,29 @@ class Outbox:
         """Pending rows in the order they were recorded."""
         rows = self._conn().execute(
             "SELECT id, dedup_key, hook, detector, kind, payload, created_at, next_attempt_at, attempts, "
-            "last_error FROM outbox ORDER BY id LIMIT ?", (limit,))
-        return [OutboxRow(r[0], r[1], r[2], r[3], r[4], json.loads(r[5]), r[6], r[7], r[8], r[9]) for r in rows]
+            "last_error FROM outbox ORDER BY id LIMIT ?",
+            (limit,),
+        )
+        return [
+            OutboxRow(r[0], r[1], r[2], r[3], r[4], json.loads(r[5]), r[6], r[7], r[8], r[9]) for r in rows
+        ]
 
     def accepted(self, row: OutboxRow, now: float) -> None:
         """The endpoint accepted ``row``: clear it, remember its key (a replay will not re-add it)."""
         with self._tx() as con:
             con.execute("DELETE FROM outbox WHERE id = ?", (row.id,))
-            con.execute("INSERT OR IGNORE INTO delivered (dedup_key, hook, delivered_at, attempts) "
-                        "VALUES (?, ?, ?, ?)", (row.dedup_key, row.hook, now, row.attempts + 1))
+            con.execute(
+                "INSERT OR IGNORE INTO delivered (dedup_key, hook, delivered_at, attempts) "
+                "VALUES (?, ?, ?, ?)",
+                (row.dedup_key, row.hook, now, row.attempts + 1),
+            )
 
     def failed(self, row: OutboxRow, error: str, next_attempt_at: float) -> None:
         with self._tx() as con:
-            con.execute("UPDATE outbox SET attempts = attempts + 1, last_error = ?, next_attempt_at = ? "
-                        "WHERE id = ?", (error[:500], next_attempt_at, row.id))
+            con.execute(
+                "UPDATE outbox SET attempts = attempts + 1, last_error = ?, next_attempt_at = ? WHERE id = ?",
+                (error[:500], next_attempt_at, row.id),
+            )
 
     def pending_count(self) -> int:
         return int(self._conn().execute("SELECT count(*) FROM outbox").fetchone()[0])
@@ -209,12 +240,25 @@ class Outbox:
             return int(con.execute("UPDATE outbox SET next_attempt_at = 0").rowcount)
 
     def delivered_keys(self) -> list[tuple[str, str]]:
-        return [(k, h) for k, h in self._conn().execute("SELECT dedup_key, hook FROM delivered ORDER BY rowid")]
+        return [
+            (k, h) for k, h in self._conn().execute("SELECT dedup_key, hook FROM delivered ORDER BY rowid")
+        ]
 
     def incidents(self, detector: str | None = None) -> list[dict[str, Any]]:
         """Incidents (announced or held silent by the cool-down), oldest first."""
         cur = self._conn().execute(
             "SELECT incident_id, detector, timeseries_id, status, announced, facts FROM incidents "
-            "WHERE ? IS NULL OR detector = ? ORDER BY created_at, rowid", (detector, detector))
-        return [{"incident_id": i, "detector": d, "timeseries_id": s, "status": st, "announced": bool(a),
-                 "facts": json.loads(f)} for i, d, s, st, a, f in cur]
+            "WHERE ? IS NULL OR detector = ? ORDER BY created_at, rowid",
+            (detector, detector),
+        )
+        return [
+            {
+                "incident_id": i,
+                "detector": d,
+                "timeseries_id": s,
+                "status": st,
+                "announced": bool(a),
+                "facts": json.loads(f),
+            }
+            for i, d, s, st, a, f in cur
+        ]

@@ -26,9 +26,20 @@ logger = logging.getLogger(__name__)
 STATE_SUBDIR = "alerts"
 
 _COLUMNS = (
-    "detectorName", "measure", "timeseriesId", "dimensionList", "aggregatedMeasureValue",
-    "detectionPeriodStartTime", "detectionPeriodEndTime", "anomalyScore", "anomalyDecisionThreshold",
-    "anomalyDecision", "anomalyConfidenceScore", "modelStage", "expectedValue", "windowStart",
+    "detectorName",
+    "measure",
+    "timeseriesId",
+    "dimensionList",
+    "aggregatedMeasureValue",
+    "detectionPeriodStartTime",
+    "detectionPeriodEndTime",
+    "anomalyScore",
+    "anomalyDecisionThreshold",
+    "anomalyDecision",
+    "anomalyConfidenceScore",
+    "modelStage",
+    "expectedValue",
+    "windowStart",
 )
 
 
@@ -49,8 +60,14 @@ class AlertService:
         >>> svc.start(); svc.observe(results); svc.stop()  # doctest: +SKIP
     """
 
-    def __init__(self, detectors: Mapping[str, AlertsConfig], state_dir: Path,
-                 delivery: DeliveryConfig | None = None, *, seed: int | None = None) -> None:
+    def __init__(
+        self,
+        detectors: Mapping[str, AlertsConfig],
+        state_dir: Path,
+        delivery: DeliveryConfig | None = None,
+        *,
+        seed: int | None = None,
+    ) -> None:
         self.detectors = {name: cfg for name, cfg in detectors.items() if cfg.has_hooks}
         self.delivery = delivery or DeliveryConfig()
         self.outbox = Outbox(Path(state_dir))
@@ -58,7 +75,11 @@ class AlertService:
         self._detector_hooks: dict[str, list[str]] = {}
         for name, cfg in self.detectors.items():
             ids = []
-            for hook in (*(WebhookHook(w) for w in cfg.webhooks), *(EmailHook(e) for e in cfg.emails)):
+            hooks: list[AlertHook] = [
+                *(WebhookHook(w) for w in cfg.webhooks),
+                *(EmailHook(e) for e in cfg.emails),
+            ]
+            for hook in hooks:
                 self._hooks.setdefault(hook.hook_id, hook)
                 ids.append(hook.hook_id)
             self._detector_hooks[name] = ids
@@ -94,9 +115,8 @@ class AlertService:
     def _observe_detector(self, det: str, table: pa.Table, now: float) -> int:
         cfg = self.detectors[det]
         sids = table.column("timeseriesId").to_numpy(zero_copy_only=False)
-        anomalous = (
-            (table.column("anomalyDecision").to_numpy() == 1)
-            & (table.column("modelStage").to_numpy(zero_copy_only=False) == STAGE_INFERENCE)
+        anomalous = (table.column("anomalyDecision").to_numpy() == 1) & (
+            table.column("modelStage").to_numpy(zero_copy_only=False) == STAGE_INFERENCE
         )
         # Only series with an anomaly in this batch or an open incident need the row-by-row walk.
         wanted = set(sids[anomalous].tolist()) | {s for d, s in self._open if d == det}
@@ -104,8 +124,11 @@ class AlertService:
             return 0
         mask = np.fromiter((s in wanted for s in sids.tolist()), dtype=bool, count=len(sids))
         sub = table.filter(pa.array(mask)).select(list(_COLUMNS))
-        sub = sub.set_column(sub.schema.get_field_index("windowStart"), "windowStart",
-                             sub.column("windowStart").cast(pa.int64()))
+        sub = sub.set_column(
+            sub.schema.get_field_index("windowStart"),
+            "windowStart",
+            sub.column("windowStart").cast(pa.int64()),
+        )
         records = sub.to_pylist()
         records.sort(key=lambda r: (r["timeseriesId"], r["windowStart"]))
         states = self.outbox.load_states(det, wanted)
@@ -128,14 +151,21 @@ class AlertService:
             else:
                 self._open.add((det, sid))
         for sid, ev in events:
-            logger.info("incident %s detector=%s series=%s incident=%s key=%s notify=%s", ev.kind, det,
-                        sid[:12], ev.incident_id, ev.dedup_key, "yes" if ev.notify else "no (cool-down)")
+            logger.info(
+                "incident %s detector=%s series=%s incident=%s key=%s notify=%s",
+                ev.kind,
+                det,
+                sid[:12],
+                ev.incident_id,
+                ev.dedup_key,
+                "yes" if ev.notify else "no (cool-down)",
+            )
         return added
 
     # --- delivery -------------------------------------------------------------------------------
     def _backoff(self, attempts: int) -> float:
         """Exponential back-off with 'equal jitter': half fixed, half random (never near zero)."""
-        d = min(self.delivery.backoff_max_s, self.delivery.backoff_initial_s * 2 ** max(0, attempts - 1))
+        d = min(self.delivery.backoff_max_s, self.delivery.backoff_initial_s * 2.0 ** max(0, attempts - 1))
         return d / 2 + self._rng.uniform(0, d / 2)
 
     def _rate_release(self, now: float) -> float | None:
@@ -166,8 +196,10 @@ class AlertService:
                 blocked.add(row.hook)
                 continue
             if self._rate_release(t) is not None:
-                logger.info("alert rate limit reached max_per_minute=%d: holding the rest in the outbox",
-                            self.delivery.max_per_minute)
+                logger.info(
+                    "alert rate limit reached max_per_minute=%d: holding the rest in the outbox",
+                    self.delivery.max_per_minute,
+                )
                 break
             result = hook.send(row.payload)
             t = time.time() if now is None else now
@@ -176,16 +208,28 @@ class AlertService:
                 self._sent.append(t)
                 accepted += 1
                 self.sent_total += 1
-                logger.info("alert delivered hook=%s endpoint=%s key=%s attempts=%d", row.hook, hook.label,
-                            row.dedup_key, row.attempts + 1)
+                logger.info(
+                    "alert delivered hook=%s endpoint=%s key=%s attempts=%d",
+                    row.hook,
+                    hook.label,
+                    row.dedup_key,
+                    row.attempts + 1,
+                )
             else:
                 delay = self._backoff(row.attempts + 1)
                 if result.retry_after_s is not None:
                     delay = min(self.delivery.retry_after_max_s, max(result.retry_after_s, 0.0))
                 self.outbox.failed(row, result.error or "rejected", t + delay)
                 blocked.add(row.hook)
-                logger.warning("alert delivery failed hook=%s endpoint=%s key=%s attempt=%d error=%r retry_in_s=%.2f",
-                               row.hook, hook.label, row.dedup_key, row.attempts + 1, result.error, delay)
+                logger.warning(
+                    "alert delivery failed hook=%s endpoint=%s key=%s attempt=%d error=%r retry_in_s=%.2f",
+                    row.hook,
+                    hook.label,
+                    row.dedup_key,
+                    row.attempts + 1,
+                    result.error,
+                    delay,
+                )
         return accepted
 
     def next_due(self, now: float) -> float:

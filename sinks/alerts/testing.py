@@ -35,8 +35,13 @@ class WebhookReceiver:
         bad_signatures: requests whose HMAC did not verify (answered 401).
     """
 
-    def __init__(self, secret: str | None = None, plan: Plan = always_ok,
-                 hold: Callable[[dict[str, Any]], bool] | None = None, hold_after_accept: bool = False) -> None:
+    def __init__(
+        self,
+        secret: str | None = None,
+        plan: Plan = always_ok,
+        hold: Callable[[dict[str, Any]], bool] | None = None,
+        hold_after_accept: bool = False,
+    ) -> None:
         """``hold(payload)`` True: stall that request until ``release`` is set (to kill the sender
         mid-delivery); before answering, or with ``hold_after_accept`` after counting it accepted
         and sending a 200 status line, but not the promised body."""
@@ -54,16 +59,18 @@ class WebhookReceiver:
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
-            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - http.server's name
+            def log_message(self, format: str, *args: Any) -> None:
                 return None
 
-            def do_POST(self) -> None:  # noqa: N802 - http.server's name
+            def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
                 receiver._handle(self, body)
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, name="webhook-receiver", daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name="webhook-receiver", daemon=True
+        )
 
     @property
     def url(self) -> str:
@@ -143,13 +150,16 @@ class SmtpReceiver:
         receiver = self
 
         def authenticator(server: Any, session: Any, envelope: Any, mechanism: str, data: Any) -> AuthResult:
-            ok = (isinstance(data, LoginPassword) and data.login.decode() == username
-                  and hmac.compare_digest(data.password.decode(), password))
+            ok = (
+                isinstance(data, LoginPassword)
+                and data.login.decode() == username
+                and hmac.compare_digest(data.password.decode(), password)
+            )
             receiver.logins.append((data.login.decode() if isinstance(data, LoginPassword) else "?", ok))
             return AuthResult(success=ok, handled=False)  # handled=False: the server answers 535 itself
 
         class Handler:
-            async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
+            async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
                 if not session.authenticated:
                     return "530 5.7.0 Authentication required"
                 receiver.messages.append(bytes(envelope.original_content or envelope.content))
@@ -161,8 +171,14 @@ class SmtpReceiver:
             s.bind(("127.0.0.1", 0))
             self.port = int(s.getsockname()[1])
         self._controller = Controller(
-            Handler(), hostname="127.0.0.1", port=self.port, tls_context=ctx, require_starttls=True,
-            authenticator=authenticator, auth_required=True, auth_require_tls=True,
+            Handler(),
+            hostname="127.0.0.1",
+            port=self.port,
+            tls_context=ctx,
+            require_starttls=True,
+            authenticator=authenticator,
+            auth_required=True,
+            auth_require_tls=True,
             auth_exclude_mechanism=["PLAIN"],
         )
 

@@ -37,16 +37,45 @@ def _plan(n: int) -> tuple[int, dict[str, str]]:
 def test_secrets_never_reach_logs_outbox_or_results(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out",
-                    str(cert), "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+        ],
+        check=True,
+        capture_output=True,
+    )
     data = tmp_path / "data"
     table = result_table(values=[1.0, 50.0, 1.0, 1.0, 1.0], scores=[0.0, 99.0, 0.0, 0.0, 0.0])
-    with WebhookReceiver(secret=HMAC_KEY, plan=_plan) as rx, \
-            SmtpReceiver(str(cert), str(key), "alerts", SMTP_PASSWORD) as smtp:
+    with (
+        WebhookReceiver(secret=HMAC_KEY, plan=_plan) as rx,
+        SmtpReceiver(str(cert), str(key), "alerts", SMTP_PASSWORD) as smtp,
+    ):
+
         def mail(password: str, to: str) -> EmailConfig:
-            return EmailConfig(host="127.0.0.1", port=smtp.port, ca_file=cert, username="alerts",
-                               password=password, sender="c@example.com", recipients=(to,))
+            return EmailConfig(
+                host="127.0.0.1",
+                port=smtp.port,
+                ca_file=cert,
+                username="alerts",
+                password=password,
+                sender="c@example.com",
+                recipients=(to,),
+            )
 
         cfg = AlertsConfig(
             webhooks=(WebhookConfig(url=f"{rx.url}?token={URL_TOKEN}", secret=HMAC_KEY),),
@@ -59,15 +88,25 @@ def test_secrets_never_reach_logs_outbox_or_results(tmp_path: Path, caplog: pyte
         svc.start()
         try:
             wait_for(lambda: len(rx.accepted) == 2 and len(smtp.messages) == 2, 30, message="deliveries")
-            wait_for(lambda: sum(1 for _, ok in smtp.logins if not ok) >= 2, 30, message="failed logins retried")
+            wait_for(
+                lambda: sum(1 for _, ok in smtp.logins if not ok) >= 2, 30, message="failed logins retried"
+            )
         finally:
             svc.stop()
         cli = CliRunner().invoke(outbox, ["--data-dir", str(data)])
         cli_json = CliRunner().invoke(outbox, ["--data-dir", str(data), "--json"])
 
-    producer = ResultsProducer("127.0.0.1:1", "nowhere", {
-        "security.protocol": "SASL_PLAINTEXT", "sasl.mechanism": "PLAIN", "sasl.username": "u",
-        "sasl.password": KAFKA_PASSWORD, "message.timeout.ms": "300"})
+    producer = ResultsProducer(
+        "127.0.0.1:1",
+        "nowhere",
+        {
+            "security.protocol": "SASL_PLAINTEXT",
+            "sasl.mechanism": "PLAIN",
+            "sasl.username": "u",
+            "sasl.password": KAFKA_PASSWORD,
+            "message.timeout.ms": "300",
+        },
+    )
     producer.produce(table)
     with pytest.raises(SinkError) as err:
         producer.flush(5)

@@ -24,7 +24,7 @@ from tests.conftest import wait_for
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
-SECRET = "crash-test-key-91b"  # noqa: S105 - a test key
+SECRET = "crash-test-key-91b"
 
 _CHILD = """
 import sys, threading
@@ -41,8 +41,11 @@ threading.Event().wait()
 
 
 def _worker(url: str, state: Path) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, "-c", _CHILD, url, str(state), SECRET], cwd=ROOT,
-                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    return subprocess.Popen(
+        [sys.executable, "-c", _CHILD, url, str(state), SECRET],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
 
 
 def _kill(proc: subprocess.Popen[bytes]) -> None:
@@ -63,8 +66,14 @@ def test_sigkill_during_delivery_loses_nothing(tmp_path: Path) -> None:
     with WebhookReceiver(secret=SECRET) as rx:
         cfg = AlertsConfig(webhooks=(WebhookConfig(url=rx.url, secret=SECRET),), cooldown_s=0)
         recorder = AlertService({"shop": cfg}, state)
-        tables = [result_table(dimensions={"product_name": f"item-{i}"}, values=[1.0, 9.0, 1.0, 1.0, 1.0],
-                               scores=[0.0, 99.0, 0.0, 0.0, 0.0]) for i in range(5)]
+        tables = [
+            result_table(
+                dimensions={"product_name": f"item-{i}"},
+                values=[1.0, 9.0, 1.0, 1.0, 1.0],
+                scores=[0.0, 99.0, 0.0, 0.0, 0.0],
+            )
+            for i in range(5)
+        ]
         assert recorder.observe(pa.concat_tables(tables)) == 10
         keys = [r.dedup_key for r in recorder.pending()]
         recorder.outbox.close()
@@ -91,8 +100,11 @@ def test_sigkill_during_delivery_loses_nothing(tmp_path: Path) -> None:
         _rearm(rx, None)
         proc = _worker(rx.url, state)
         try:
-            wait_for(lambda: set(rx.accepted) == set(keys) and not Outbox(state).pending(), 60,
-                     message="outbox drained")
+            wait_for(
+                lambda: set(rx.accepted) == set(keys) and not Outbox(state).pending(),
+                60,
+                message="outbox drained",
+            )
         finally:
             _kill(proc)
 

@@ -24,10 +24,12 @@ def _batch(i: int) -> pa.Table:
     # each), so a partially visible file would show as a count that is not a multiple of ROWS // 2.
     # (Files appear one by one: a batch spanning partitions shows up partition by partition.)
     half = ROWS // 2
-    return pa.concat_tables([
-        result_table(detector=d, start_ms=START + i * half * 60_000, values=[float(i)] * half)
-        for d in ("shop", "web")
-    ])
+    return pa.concat_tables(
+        [
+            result_table(detector=d, start_ms=START + i * half * 60_000, values=[float(i)] * half)
+            for d in ("shop", "web")
+        ]
+    )
 
 
 def test_readers_never_see_partial_or_duplicated_results(tmp_path: Path) -> None:
@@ -49,9 +51,11 @@ def test_readers_never_see_partial_or_duplicated_results(tmp_path: Path) -> None
             done.set()
 
     seen: list[tuple[int, int, int, int]] = []
-    query = ("SELECT count(*), count(DISTINCT (detectorName, timeseriesId, windowStart)), "
-             "count(*) FILTER (detector = 'shop'), count(*) FILTER (detector = 'web') "
-             "FROM read_parquet(?, hive_partitioning=true)")
+    query = (
+        "SELECT count(*), count(DISTINCT (detectorName, timeseriesId, windowStart)), "
+        "count(*) FILTER (detector = 'shop'), count(*) FILTER (detector = 'web') "
+        "FROM read_parquet(?, hive_partitioning=true)"
+    )
     thread = threading.Thread(target=writer)
     with duckdb.connect() as con:
         thread.start()
@@ -77,8 +81,10 @@ def test_compaction_under_a_reader_keeps_results_identical(tmp_path: Path) -> No
     sink = ParquetSink(tmp_path)
     for i in range(BATCHES // 2):
         sink.write(_batch(i), f"events.{i % 3}", i * ROWS, i * ROWS + ROWS - 1)
-    sql = ("SELECT detector, detectorName, timeseriesId, windowStart, aggregatedMeasureValue "
-           "FROM read_parquet(?, hive_partitioning=true) ORDER BY ALL")
+    sql = (
+        "SELECT detector, detectorName, timeseriesId, windowStart, aggregatedMeasureValue "
+        "FROM read_parquet(?, hive_partitioning=true) ORDER BY ALL"
+    )
     with duckdb.connect() as con:
         before = con.execute(sql, [results_glob(tmp_path)]).fetchall()
         assert len(compact(tmp_path)) == 6  # 2 detectors × 3 sources

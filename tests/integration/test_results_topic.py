@@ -29,8 +29,11 @@ def test_records_arrive_as_contract_json(bootstrap: str, topic_factory: Callable
     consumer.assign([TopicPartition(topic, 0, 0)])
     got: list = []
     try:
-        wait_for(lambda: got.extend(m for m in consumer.consume(10, 0.5) if m.error() is None) or len(got) >= 3,
-                 30, message="three result messages")
+        wait_for(
+            lambda: got.extend(m for m in consumer.consume(10, 0.5) if m.error() is None) or len(got) >= 3,
+            30,
+            message="three result messages",
+        )
     finally:
         consumer.close()
     values = [json.loads(m.value()) for m in got]
@@ -45,7 +48,9 @@ def test_records_arrive_as_contract_json(bootstrap: str, topic_factory: Callable
 
 
 def test_undeliverable_records_raise_on_flush() -> None:
-    producer = ResultsProducer("127.0.0.1:1", "nowhere", {"message.timeout.ms": "500", "socket.timeout.ms": "500"})
+    producer = ResultsProducer(
+        "127.0.0.1:1", "nowhere", {"message.timeout.ms": "500", "socket.timeout.ms": "500"}
+    )
     producer.produce(result_table(values=[1.0]))
     with pytest.raises(SinkError, match="nowhere"):
         producer.flush(5)

@@ -15,7 +15,7 @@ from tests.conftest import wait_for
 
 pytestmark = pytest.mark.integration
 
-SECRET = "whsec-7f3a9c1e5b2d"  # noqa: S105 - a test key
+SECRET = "whsec-7f3a9c1e5b2d"
 
 
 def _plan(n: int) -> tuple[int, dict[str, str]]:
@@ -30,20 +30,30 @@ def _incidents(n_series: int) -> pa.Table:
     tables = []
     for i in range(n_series):
         scores = [0.0, 0.0, 96.0, 97.0, 10.0, 10.0, 10.0]
-        tables.append(result_table(dimensions={"product_name": f"item-{i}", "region": "eu"},
-                                   values=[10.0, 11.0, 90.0, 95.0, 10.0, 9.0, 10.0],
-                                   expected=[10.0] * 7, scores=scores))
+        tables.append(
+            result_table(
+                dimensions={"product_name": f"item-{i}", "region": "eu"},
+                values=[10.0, 11.0, 90.0, 95.0, 10.0, 9.0, 10.0],
+                expected=[10.0] * 7,
+                scores=scores,
+            )
+        )
     return pa.concat_tables(tables)
 
 
 def test_each_alert_arrives_exactly_once_through_errors_and_throttling(tmp_path: Path) -> None:
     fast = DeliveryConfig(backoff_initial_s=0.05, backoff_max_s=0.2)
-    with WebhookReceiver(secret=SECRET, plan=_plan) as rx, \
-            WebhookReceiver(secret="a-different-key-123") as wrong_key:
+    with (
+        WebhookReceiver(secret=SECRET, plan=_plan) as rx,
+        WebhookReceiver(secret="a-different-key-123") as wrong_key,
+    ):
         cfg = AlertsConfig(
-            webhooks=(WebhookConfig(url=rx.url, secret=SECRET, timeout_s=2),
-                      WebhookConfig(url=wrong_key.url, secret=SECRET, timeout_s=2)),
-            dashboard_url="http://dash.example:8050", cooldown_s=0,
+            webhooks=(
+                WebhookConfig(url=rx.url, secret=SECRET, timeout_s=2),
+                WebhookConfig(url=wrong_key.url, secret=SECRET, timeout_s=2),
+            ),
+            dashboard_url="http://dash.example:8050",
+            cooldown_s=0,
         )
         svc = AlertService({"shop": cfg}, tmp_path, fast, seed=1)
         svc.observe(_incidents(3))

@@ -17,15 +17,21 @@ from sinks.testing import result_table
 
 def _count(data: Path) -> tuple[int, float]:
     with duckdb.connect() as con:
-        return con.execute("SELECT count(*), sum(aggregatedMeasureValue) FROM read_parquet(?, hive_partitioning=true)",
-                           [results_glob(data)]).fetchone()
+        return con.execute(
+            "SELECT count(*), sum(aggregatedMeasureValue) FROM read_parquet(?, hive_partitioning=true)",
+            [results_glob(data)],
+        ).fetchone()
 
 
 def test_compact_command(tmp_path: Path) -> None:
     sink = ParquetSink(tmp_path)
     for i in range(4):
-        sink.write(result_table(start_ms=1_714_521_600_000 + i * 600_000, values=[float(i)] * 10),
-                   "events.0", i * 10, i * 10 + 9)
+        sink.write(
+            result_table(start_ms=1_714_521_600_000 + i * 600_000, values=[float(i)] * 10),
+            "events.0",
+            i * 10,
+            i * 10 + 9,
+        )
     before = _count(tmp_path)
     out = CliRunner().invoke(main, ["compact", "--data-dir", str(tmp_path)])
     assert out.exit_code == 0, out.output
@@ -50,4 +56,6 @@ def test_outbox_command_lists_pending_and_retry_now(tmp_path: Path) -> None:
     assert rows[0]["nextAttemptAt"] > rows[0]["createdAt"]
     again = runner.invoke(main, ["outbox", "--data-dir", str(tmp_path), "--retry-now", "--json"])
     assert "2 notifications made due now" in again.output
-    assert all(json.loads(line)["nextAttemptAt"] == 0 for line in again.output.splitlines() if line.startswith("{"))
+    assert all(
+        json.loads(line)["nextAttemptAt"] == 0 for line in again.output.splitlines() if line.startswith("{")
+    )

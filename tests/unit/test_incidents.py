@@ -124,7 +124,9 @@ def test_global_rate_limit_delays_but_never_drops(tmp_path: Path) -> None:
     with WebhookReceiver() as rx:
         cfg = _cfg(url=rx.url)
         svc = AlertService({"shop": cfg}, tmp_path, DeliveryConfig(max_per_minute=3))
-        tables = [_burst(n_anomalous=1, n_normal=0, dimensions={"product_name": f"item-{i}"}) for i in range(5)]
+        tables = [
+            _burst(n_anomalous=1, n_normal=0, dimensions={"product_name": f"item-{i}"}) for i in range(5)
+        ]
         t0 = 1_000_000.0
         assert svc.observe(pa.concat_tables(tables), now=t0) == 5
         assert svc.deliver_pending(now=t0) == 3

@@ -48,7 +48,10 @@ def test_write_partitions_by_detector_and_date(tmp_path: Path) -> None:
     # The hive key `detector` and the record's own `detectorName` coexist and agree.
     assert all(r[0] == r[2] for r in rows)
     assert sorted({(r[0], r[1]) for r in rows}) == [
-        ("shop", "2024-05-01"), ("shop", "2024-05-02"), ("web", "2024-05-01")]
+        ("shop", "2024-05-01"),
+        ("shop", "2024-05-02"),
+        ("web", "2024-05-01"),
+    ]
     # No temporary file is left behind.
     assert not [p for p in tmp_path.rglob("*") if p.name.endswith(".tmp")]
 
@@ -116,7 +119,8 @@ def test_compaction_keeps_query_results_identical(tmp_path: Path) -> None:
         assert r.output.exists() and not any(p.exists() for p in r.inputs)
         assert r.output.name == "events.0-00000000000000000000-00000000000000000049.parquet"
         assert [(s.first, s.last, s.rows) for s in read_segments(r.output)] == [
-            (i * 10, i * 10 + 9, 10) for i in range(5)]
+            (i * 10, i * 10 + 9, 10) for i in range(5)
+        ]
     # Compacting again changes nothing.
     assert compact(tmp_path) == []
     assert _rows(tmp_path) == before
