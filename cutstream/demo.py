@@ -131,14 +131,14 @@ def _summary(data_dir: Path) -> str:
     from sinks import query
 
     try:
-        rows = query.run_sql(
+        row = query.run_sql(
             data_dir,
-            "SELECT count(*) AS results, sum(anomalyDecision) AS anomalies, "
+            "SELECT count(*) AS results, coalesce(sum(anomalyDecision), 0) AS anomalies, "
             "count(DISTINCT timeseriesId) AS series FROM results",
-        )
-    except Exception as exc:
+        ).to_pylist()[0]
+    except Exception as exc:  # noqa: BLE001 - the summary is informative only
         return f"(no summary: {exc})"
-    return str(rows)
+    return f"{row['results']} results for {row['series']} series, {int(row['anomalies'])} anomalies"
 
 
 @click.command()
