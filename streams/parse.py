@@ -282,10 +282,13 @@ def _iso_fixed_layout(texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray] | N
     if zone == "Z":
         lit.append((zpos, "Z"))
     elif zone:
-        lit += [(zpos, zone[0]), (zpos + 3, ":")]
+        lit.append((zpos + 3, ":"))
         digit_cols += [zpos + 1, zpos + 2, zpos + 4, zpos + 5]
     digits = mat[:, :width] - np.uint8(48)  # wraps: a non-digit becomes >= 10
     ok = (digits[:, digit_cols] < 10).all(axis=1)
+    if zone and zone != "Z":
+        sign = mat[:, zpos]
+        ok &= (sign == 43) | (sign == 45)  # '+' or '-', row by row
     lit_cols = np.array([c for c, _ in lit])
     ok &= (mat[:, lit_cols] == np.array([ord(ch) for _, ch in lit], dtype=np.uint8)).all(axis=1)
     dt = digits.T.astype(np.int64)  # one contiguous row per character position
@@ -310,7 +313,7 @@ def _iso_fixed_layout(texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray] | N
     days = _DAYS_BEFORE_YEAR[year] + _DAYS_BEFORE_MONTH[leap, mcol] + day - 1
     ms = days * 86_400_000 + ((hour * 60 + minute) * 60 + second) * 1000 + millis
     if zone and zone != "Z":
-        ms -= (1 if zone[0] == "+" else -1) * (off_h * 60 + off_m) * 60_000
+        ms -= np.where(sign == 45, -1, 1) * (off_h * 60 + off_m) * 60_000
     ok &= (ms >= MIN_TIMESTAMP_MS) & (ms < MAX_TIMESTAMP_MS)
     return np.where(ok, ms, 0), ok
 
@@ -447,6 +450,7 @@ class EventParser:
             "Event",
             [(a, types[a], None) for a in names.values()],
             rename={a: k for k, a in names.items()},
+            gc=False,  # scalars only: no cycles, and 10,000 tracked objects a batch would wake the GC
         )
         self._decode = msgspec.json.Decoder(struct).decode
         self._get_ts = attrgetter(self._ts_attr)
@@ -585,19 +589,21 @@ class EventParser:
         codes = list(map(alias.get, keys))
         if None in codes:
             single = len(self._dim_attrs) == 1
-            for i, (key, code) in enumerate(zip(keys, codes, strict=True)):
-                if code is not None:
-                    continue
-                parts = (key,) if single else key
-                texts = tuple(map(dimension_text, parts))
-                if slow[i] or None in texts:
-                    slow[i] = True
-                    codes[i] = -1
-                    continue
-                code = self.registry.combo_for(texts)  # type: ignore[arg-type]
-                if all(type(p) is str or type(p) is int for p in parts):
-                    # str and int keys cannot collide in a dict (1.0 == 1 and True == 1 could)
-                    alias[key] = code
+            unknown = np.flatnonzero(np.equal(np.array(codes, dtype=object), None))
+            for i in unknown.tolist():
+                key = keys[i]
+                code = alias.get(key)  # registered by an earlier row of this batch
+                if code is None:
+                    parts = (key,) if single else key
+                    texts = tuple(map(dimension_text, parts))
+                    if slow[i] or None in texts:
+                        slow[i] = True
+                        codes[i] = -1
+                        continue
+                    code = self.registry.combo_for(texts)  # type: ignore[arg-type]
+                    if all(type(p) is str or type(p) is int for p in parts):
+                        # str and int keys cannot collide in a dict (1.0 == 1 and True == 1 could)
+                        alias[key] = code
                 codes[i] = code
         return np.array(codes, dtype=np.int64)
 

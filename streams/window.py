@@ -20,6 +20,7 @@ sorted by (window end, series), so the detector scores one window close in one s
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 from collections import Counter
@@ -111,13 +112,31 @@ class ClosedWindows:
         d = self.registry.dim_pairs
         return [d(c) for c in self.combo.tolist()]
 
+    @classmethod
+    def concat(cls, parts: Sequence[ClosedWindows]) -> ClosedWindows:
+        """Several partitions' closed windows (one registry) as one batch, in the given order."""
+        if not parts:
+            raise WindowStateError("concat needs at least one ClosedWindows")
+        registry = parts[0].registry
+        if any(p.registry is not registry for p in parts):
+            raise WindowStateError("cannot concatenate closed windows of different registries")
+        if len(parts) == 1:
+            return parts[0]
+        return cls(
+            *(
+                np.concatenate([getattr(p, name) for p in parts])
+                for name in ("series", "window_start_ms", "window_end_ms", "value", "missing")
+            ),
+            registry=registry,
+        )
+
     def groups(self) -> list[slice]:
         """Row slices that share one window end, in order."""
         if len(self) == 0:
             return []
         cuts = np.flatnonzero(np.diff(self.window_end_ms)) + 1
         bounds = [0, *cuts.tolist(), len(self)]
-        return [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+        return [slice(a, b) for a, b in itertools.pairwise(bounds)]
 
 
 def _grow(arr: np.ndarray, size: int, fill: Any) -> np.ndarray:
@@ -536,7 +555,8 @@ class WindowState:
         if state["detector"] != spec.name or state["window_ms"] != spec.window_ms:
             raise WindowStateError(
                 f"window state of detector={state['detector']} window_ms={state['window_ms']} cannot be "
-                f"loaded for detector={spec.name} window_ms={spec.window_ms}; delete the checkpoint to start over"
+                f"loaded for detector={spec.name} window_ms={spec.window_ms}; "
+                "delete the checkpoint to start over"
             )
         ws = cls(spec, registry, max_missing_run)
         reg = ws._registry()

@@ -1,0 +1,569 @@
+"""`cutstream bench ingest`: broker → parsed → windowed → scored → result records, against baselines.
+
+One run, one JSON line, on one topic of ~100-byte JSON events over ``--series`` series:
+
+- ``ceiling_events_per_s``: the fastest bare confluent ``consume(10000)`` loop, doing nothing with
+  the messages (what the client and the broker can deliver on this machine);
+- ``events_per_s``: end to end, the same consume loop feeding the worker's stages per partition:
+  :class:`streams.parse.EventParser` → :class:`streams.window.WindowState` → one
+  ``Detector.process_many`` per consumed batch for every window that closed →
+  ``streams.worker.build_results`` (the result records, RESULT_SCHEMA);
+- ``processing_events_per_s``: the same stages on bytes already in memory, pinned to one core
+  (also as ``processing_cpu_events_per_s``, per CPU-second, which a busy shared machine disturbs less);
+- ``faust_events_per_s``: the idiomatic faust-streaming implementation of the job (an agent that
+  updates a tumbling windowed table per event), in a subprocess, bounded in time;
+- ``window_close_to_result_ms``: from the consume call that returned the event which closed a
+  window to that window's result records being built (p50, p99, max over every partition's
+  window closes).
+
+Events are produced first with a confluent producer (``partitioner=murmur2_random``, key = the
+series' dimensions, message timestamp = event time). The embedded broker is started when no
+``--brokers`` is given. Event times cover ``--windows`` one-minute windows (plus a short tail that
+closes the last one), with up to 2 s of disorder inside 5 s of allowed lateness.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import click
+
+DETECTOR = "bench"
+WINDOW_MS = 60_000
+LATENESS_MS = 5_000
+DISORDER_MS = 2_000
+START_MS = 1_767_225_600_000  # 2026-01-01T00:00:00Z
+#: consume() batch size of every loop (the issue's reference figure)
+BATCH = 10_000
+
+
+def bench_spec() -> Any:
+    """The detector the benchmark runs: two dimensions, one summed measure, one-minute windows."""
+    from streams.config import DetectorSpec, MeasureSpec
+
+    return DetectorSpec(
+        name=DETECTOR,
+        topic="bench-events",
+        dimensions=("product", "region"),
+        measures=(MeasureSpec(field="quantity", aggregation="sum"),),
+        window_ms=WINDOW_MS,
+        allowed_lateness_ms=LATENESS_MS,
+        idle_timeout_ms=0,
+    )
+
+
+@dataclass(frozen=True)
+class Events:
+    """The generated events: message values, keys and timestamps, in production order."""
+
+    values: list[bytes]
+    keys: list[bytes]
+    timestamps_ms: list[int]
+
+
+def generate(n_events: int, n_series: int, n_windows: int, seed: int = 11) -> Events:
+    """~100-byte JSON events spread over ``n_windows`` windows (+3 % tail), series uniform at random."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    span_ms = int(n_windows * WINDOW_MS * 1.03)
+    ts = START_MS + DISORDER_MS + (np.arange(n_events, dtype=np.int64) * span_ms) // n_events
+    ts -= rng.integers(0, DISORDER_MS, n_events)
+    series = rng.integers(0, n_series, n_events)
+    qty = rng.integers(1, 400, n_events) / 4
+    iso = np.datetime_as_string(ts.astype("datetime64[ms]"), unit="ms")
+    products = [f"item-{s // 10:05d}" for s in range(n_series)]
+    regions = [f"eu-{s % 10}" for s in range(n_series)]
+    keys_by_series = [f"{p}|{r}".encode() for p, r in zip(products, regions, strict=True)]
+    values = [
+        f'{{"timestamp":"{t}Z","product":"{products[s]}","region":"{regions[s]}","quantity":{q}}}'.encode()
+        for t, s, q in zip(iso.tolist(), series.tolist(), qty.tolist(), strict=True)
+    ]
+    return Events(values, [keys_by_series[s] for s in series.tolist()], ts.tolist())
+
+
+# -- broker side ---------------------------------------------------------------------------------
+
+
+def create_topic(bootstrap: str, name: str, partitions: int) -> None:
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin.create_topics([NewTopic(name, num_partitions=partitions, replication_factor=1)])[name].result(30)
+
+
+def produce(bootstrap: str, topic: str, events: Events) -> float:
+    """Produce every event; returns events per second (produce calls + final flush)."""
+    from confluent_kafka import Producer
+
+    producer = Producer(
+        {
+            "bootstrap.servers": bootstrap,
+            "partitioner": "murmur2_random",
+            "linger.ms": 20,
+            "batch.num.messages": 10_000,
+            "queue.buffering.max.messages": 2_000_000,
+            "queue.buffering.max.kbytes": 2_097_151,
+        }
+    )
+    t0 = time.perf_counter()
+    send = producer.produce
+    for value, key, ts in zip(events.values, events.keys, events.timestamps_ms, strict=True):
+        while True:
+            try:
+                send(topic, value, key, timestamp=ts)
+                break
+            except BufferError:
+                producer.poll(0.05)
+    if producer.flush(120) != 0:
+        raise click.ClickException("the producer could not deliver every event within 120 s")
+    return len(events.values) / (time.perf_counter() - t0)
+
+
+def _consumer(bootstrap: str, topic: str, partitions: int) -> Any:
+    from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"bench-{uuid.uuid4().hex[:8]}",
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+            "queued.max.messages.kbytes": 262_144,
+            "fetch.max.bytes": 52_428_800,
+        }
+    )
+    consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(partitions)])
+    return consumer
+
+
+def ceiling(bootstrap: str, topic: str, partitions: int, n_events: int, timeout_s: float = 300) -> float:
+    """The bare consume loop: events per second from the first message to the last."""
+    consumer = _consumer(bootstrap, topic, partitions)
+    try:
+        n, t0 = 0, None
+        deadline = time.monotonic() + timeout_s
+        while n < n_events and time.monotonic() < deadline:
+            msgs = consumer.consume(BATCH, 1.0)
+            if msgs and t0 is None:
+                t0 = time.perf_counter()
+            n += len(msgs)
+        if t0 is None or n < n_events:
+            raise click.ClickException(f"the ceiling loop read {n} of {n_events} events")
+        return n / (time.perf_counter() - t0)
+    finally:
+        consumer.close()
+
+
+# -- the pipeline (same stages as streams/worker.py) --------------------------------------------
+
+
+class Pipeline:
+    """Parser, per-partition windows, one Detector and the result builder of one detector."""
+
+    def __init__(self, spec: Any) -> None:
+        from detector.detector import Detector
+        from streams.parse import EventParser
+
+        self.spec = spec
+        self.parser = EventParser(spec)
+        self.windows: dict[int, Any] = {}
+        self.detector = Detector(spec.model, capacity=16_384)
+        self.rejects = 0
+        self.points = 0
+        self.records = 0
+
+    def add(self, partition: int, values: Sequence[bytes | None]) -> None:
+        from streams.window import WindowState
+
+        ws = self.windows.get(partition)
+        if ws is None:
+            ws = self.windows[partition] = WindowState(self.spec, self.parser.registry)
+        batch = self.parser.parse(values)
+        self.rejects += len(batch.rejects) + len(ws.add(batch))
+
+    def close_and_score(self, partitions: Sequence[int]) -> list[int]:
+        """Advance the given partitions, score every closed window in one step, build the records.
+
+        Returns:
+            The number of distinct window ends closed per partition that closed any (for latency).
+        """
+        from streams.window import ClosedWindows
+
+        closed = []
+        closes: list[int] = []
+        for p in partitions:
+            cw = self.windows[p].advance()
+            if len(cw):
+                closed.append(cw)
+                closes.append(len(cw.groups()))
+        if not closed:
+            return closes
+        cw = ClosedWindows.concat(closed)
+        scores = self.detector.process_many(cw.keys, cw.value, cw.window_start_ms, cw.missing)
+        table = build_results(self.spec.name, cw, scores)
+        self.points += len(cw)
+        self.records += table.num_rows
+        return closes
+
+
+def build_results(name: str, closed: Any, scores: Any) -> Any:
+    """The worker's result builder (RESULT_SCHEMA records)."""
+    from streams.worker import build_results as worker_build_results
+
+    return worker_build_results(name, closed, scores)
+
+
+def _partition_runs(partitions: list[int]) -> list[tuple[int, int, int]]:
+    """(partition, start, end) runs of consecutive messages of one partition."""
+    runs = []
+    start = 0
+    for i in range(1, len(partitions) + 1):
+        if i == len(partitions) or partitions[i] != partitions[start]:
+            runs.append((partitions[start], start, i))
+            start = i
+    return runs
+
+
+def end_to_end(
+    bootstrap: str, topic: str, partitions: int, n_events: int, timeout_s: float = 600
+) -> tuple[float, list[float], Pipeline]:
+    """The consume loop feeding the pipeline; events/s and the window-close→result latencies (ms)."""
+    pipe = Pipeline(bench_spec())
+    consumer = _consumer(bootstrap, topic, partitions)
+    latencies: list[float] = []
+    try:
+        n, t0 = 0, None
+        deadline = time.monotonic() + timeout_s
+        while n < n_events and time.monotonic() < deadline:
+            msgs = consumer.consume(BATCH, 1.0)
+            if not msgs:
+                continue
+            t_recv = time.perf_counter()
+            if t0 is None:
+                t0 = t_recv
+            values = [m.value() for m in msgs]
+            parts = [m.partition() for m in msgs]
+            touched = []
+            for p, a, b in _partition_runs(parts):
+                pipe.add(p, values[a:b])
+                touched.append(p)
+            closes = pipe.close_and_score(list(dict.fromkeys(touched)))
+            if closes:
+                latencies += [(time.perf_counter() - t_recv) * 1000] * sum(closes)
+            n += len(msgs)
+        if t0 is None or n < n_events:
+            raise click.ClickException(f"the end-to-end loop read {n} of {n_events} events")
+        return n / (time.perf_counter() - t0), latencies, pipe
+    finally:
+        consumer.close()
+
+
+def processing(events: Events) -> tuple[float, float, Pipeline]:
+    """Bytes in memory → parse → window → score → records, in consume-sized batches, on one core."""
+    pipe = Pipeline(bench_spec())
+    values = events.values
+    affinity = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
+    if affinity:
+        os.sched_setaffinity(0, {max(affinity)})
+    try:
+        c0, t0 = time.process_time(), time.perf_counter()
+        for a in range(0, len(values), BATCH):
+            pipe.add(0, values[a : a + BATCH])
+            pipe.close_and_score([0])
+        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    finally:
+        if affinity:
+            os.sched_setaffinity(0, affinity)
+    return len(values) / wall, len(values) / cpu, pipe
+
+
+def warm_up() -> None:
+    """Compile the detector's kernels (numba) outside every timed loop."""
+    import numpy as np
+
+    from detector.detector import Detector
+
+    det = Detector(bench_spec().model, capacity=64)
+    for step in range(8):
+        det.process_many(
+            [f"w{i}" for i in range(32)],
+            np.random.default_rng(step).random(32),
+            np.full(32, step * WINDOW_MS, dtype=np.int64),
+        )
+
+
+# -- faust ---------------------------------------------------------------------------------------
+
+
+def faust_job(bootstrap: str, topic: str, partitions: int, n_events: int, seconds: float) -> None:
+    """The idiomatic faust job, run in a subprocess: prints one JSON line with its rate."""
+    import logging
+    from datetime import timedelta
+
+    import faust
+
+    logging.basicConfig(level=logging.WARNING)
+    app = faust.App(
+        f"cutstream-bench-faust-{uuid.uuid4().hex[:8]}",
+        broker=f"kafka://{bootstrap}",
+        store="memory://",
+        topic_partitions=partitions,
+        broker_session_timeout=6,
+        broker_heartbeat_interval=1,
+        producer_max_batch_size=1,
+        web_enabled=False,
+        consumer_auto_offset_reset="earliest",
+    )
+
+    class Event(faust.Record, serializer="json"):
+        timestamp: str
+        product: str
+        region: str
+        quantity: float
+
+    events_topic = app.topic(topic, key_type=bytes, value_type=Event, partitions=partitions)
+    table = (
+        app.Table("quantity", default=float, partitions=partitions)
+        .tumbling(timedelta(milliseconds=WINDOW_MS), expires=timedelta(hours=1))
+        .relative_to_stream()
+    )
+    state = {"n": 0, "t0": 0.0, "t_last": 0.0}
+
+    @app.agent(events_topic)
+    async def aggregate(stream: Any) -> None:
+        async for key, event in stream.items():
+            table[key] += event.quantity
+            state["n"] += 1
+            now = time.perf_counter()
+            if state["n"] == 1:
+                state["t0"] = now
+            state["t_last"] = now
+
+    @app.task
+    async def stop_when_done() -> None:
+        start = time.perf_counter()
+        while True:
+            await asyncio.sleep(0.25)
+            first = state["t0"]
+            if (
+                state["n"] >= n_events
+                or (first and time.perf_counter() - first > seconds)
+                or (time.perf_counter() - start > seconds + 60)
+            ):
+                break
+        n = state["n"]
+        rate = (n - 1) / (state["t_last"] - state["t0"]) if n > 1 and state["t_last"] > state["t0"] else 0.0
+        print(json.dumps({"faust_events": n, "faust_events_per_s": rate}), flush=True)
+        os._exit(0)
+
+    sys.argv = [sys.argv[0], "worker", "--loglevel", "warn"]
+    app.main()
+
+
+def faust_rate(bootstrap: str, topic: str, partitions: int, n_events: int, seconds: float) -> dict[str, Any]:
+    """Run :func:`faust_job` in a subprocess; {faust_events, faust_events_per_s} (rate 0 on failure)."""
+    cmd = [
+        sys.executable,
+        "-m",
+        "cutstream.bench.ingest",
+        "faust",
+        bootstrap,
+        topic,
+        str(partitions),
+        str(n_events),
+        str(seconds),
+    ]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 120, check=False)
+    except subprocess.TimeoutExpired:
+        return {"faust_events": 0, "faust_events_per_s": 0.0, "faust_error": "timed out"}
+    for line in reversed(proc.stdout.splitlines()):
+        if line.startswith("{"):
+            return dict(json.loads(line))
+    return {"faust_events": 0, "faust_events_per_s": 0.0, "faust_error": proc.stderr[-500:]}
+
+
+# -- the run -------------------------------------------------------------------------------------
+
+
+def _pct(xs: Sequence[float], q: float) -> float:
+    if not xs:
+        return float("nan")
+    s = sorted(xs)
+    return s[min(len(s) - 1, round(q * (len(s) - 1)))]
+
+
+def run(
+    n_events: int,
+    n_series: int,
+    n_windows: int,
+    partitions: int,
+    brokers: str | None,
+    faust_events: int,
+    faust_seconds: float,
+) -> dict[str, Any]:
+    """Every measurement of the section, in one run; returns the JSON-able result."""
+    from streams.broker import EmbeddedBroker
+
+    events = generate(n_events, n_series, n_windows)
+    warm_up()
+    proc_rate, proc_cpu_rate, proc_pipe = processing(events)
+    broker = None
+    if brokers is None:
+        broker = EmbeddedBroker().start()
+        brokers = broker.bootstrap
+    try:
+        topic = f"bench-ingest-{uuid.uuid4().hex[:8]}"
+        create_topic(brokers, topic, partitions)
+        produce_rate = produce(brokers, topic, events)
+        ceil = ceiling(brokers, topic, partitions, n_events)
+        e2e, latencies, pipe = end_to_end(brokers, topic, partitions, n_events)
+        faust = faust_rate(brokers, topic, partitions, min(faust_events, n_events), faust_seconds)
+    finally:
+        if broker is not None:
+            broker.stop()
+    f_rate = float(faust.get("faust_events_per_s") or 0.0)
+    return {
+        "events": n_events,
+        "series": n_series,
+        "windows": n_windows,
+        "partitions": partitions,
+        "bytes_per_event": round(statistics.fmean(len(v) for v in events.values[:1000]), 1),
+        "produce_events_per_s": round(produce_rate),
+        "ceiling_events_per_s": round(ceil),
+        "events_per_s": round(e2e),
+        "processing_events_per_s": round(proc_rate),
+        "processing_cpu_events_per_s": round(proc_cpu_rate),
+        **{k: (round(v) if isinstance(v, float) else v) for k, v in faust.items()},
+        "e2e_over_ceiling": round(e2e / ceil, 3),
+        "e2e_over_faust": round(e2e / f_rate, 1) if f_rate else None,
+        "window_close_to_result_ms": {
+            "p50": round(_pct(latencies, 0.5), 1),
+            "p99": round(_pct(latencies, 0.99), 1),
+            "max": round(max(latencies), 1) if latencies else None,
+            "n": len(latencies),
+        },
+        "points_scored": pipe.points,
+        "result_records": pipe.records,
+        "rejects": pipe.rejects,
+        "processing_points_scored": proc_pipe.points,
+    }
+
+
+QUICK = {
+    "n_events": 200_000,
+    "n_series": 2_000,
+    "n_windows": 4,
+    "partitions": 4,
+    "faust_events": 20_000,
+    "faust_seconds": 15.0,
+}
+FULL = {
+    "n_events": 2_000_000,
+    "n_series": 10_000,
+    "n_windows": 4,
+    "partitions": 4,
+    "faust_events": 100_000,
+    "faust_seconds": 30.0,
+}
+
+
+@click.command("ingest")
+@click.option("--events", "n_events", type=int, default=FULL["n_events"], show_default=True)
+@click.option("--series", "n_series", type=int, default=FULL["n_series"], show_default=True)
+@click.option(
+    "--windows",
+    "n_windows",
+    type=int,
+    default=FULL["n_windows"],
+    show_default=True,
+    help="one-minute windows the event times cover",
+)
+@click.option("--partitions", type=int, default=FULL["partitions"], show_default=True)
+@click.option("--brokers", default=None, help="bootstrap servers; unset = the embedded broker")
+@click.option(
+    "--faust-events",
+    type=int,
+    default=FULL["faust_events"],
+    show_default=True,
+    help="events the faust job processes at most",
+)
+@click.option(
+    "--faust-seconds",
+    type=float,
+    default=FULL["faust_seconds"],
+    show_default=True,
+    help="time bound of the faust job after its first event",
+)
+def ingest(
+    n_events: int,
+    n_series: int,
+    n_windows: int,
+    partitions: int,
+    brokers: str | None,
+    faust_events: int,
+    faust_seconds: float,
+) -> None:
+    """Broker → parsed → windowed → scored → records, vs the bare consume ceiling and faust."""
+    result = run(n_events, n_series, n_windows, partitions, brokers, faust_events, faust_seconds)
+    click.echo(json.dumps(result))
+
+
+COMMANDS = [ingest]
+
+
+def markdown_report(quick: bool) -> str:
+    """The BENCHMARKS.md block for this section."""
+    params = QUICK if quick else FULL
+    r = run(brokers=None, **params)  # type: ignore[arg-type]
+    lat = r["window_close_to_result_ms"]
+    cmd = (
+        f"cutstream bench ingest --events {r['events']} --series {r['series']} --windows {r['windows']} "
+        f"--partitions {r['partitions']} --faust-events {params['faust_events']} "
+        f"--faust-seconds {params['faust_seconds']:g}"
+    )
+    faust = r.get("faust_events_per_s") or 0
+    rows = [
+        ("bare confluent `consume(10000)` loop (ceiling)", r["ceiling_events_per_s"], "1.00"),
+        (
+            "**end to end**: consume → parse → windows → score → result records",
+            r["events_per_s"],
+            f"{r['e2e_over_ceiling']:.2f}",
+        ),
+        ("processing alone, bytes in memory, one core (wall)", r["processing_events_per_s"], ""),
+        ("processing alone, per CPU-second", r["processing_cpu_events_per_s"], ""),
+        (f"faust-streaming 0.15.3 agent + tumbling table ({r.get('faust_events', 0)} events)", faust, ""),
+        ("confluent producer (setup)", r["produce_events_per_s"], ""),
+    ]
+    lines = [
+        f"Command: `{cmd}` (embedded broker on the same machine). {r['events']:,} events of "
+        f"~{r['bytes_per_event']:.0f} bytes over {r['series']:,} series, {r['partitions']} partitions, "
+        f"{r['windows']} one-minute windows; {r['points_scored']:,} windows scored by the Detector "
+        f"(default model: 50 trees × 256 samples, shingle 4).",
+        "",
+        "| pipeline | events/s | vs ceiling |",
+        "|---|---:|---:|",
+        *(f"| {name} | {rate:,} | {ratio} |" for name, rate, ratio in rows),
+        "",
+        f"- end to end / ceiling = **{r['e2e_over_ceiling']:.2f}** (target ≥ 0.50); "
+        f"end to end / faust = **{r['e2e_over_faust']}x** (target ≥ 20x); "
+        f"processing alone = **{r['processing_events_per_s']:,}** events/s (target ≥ 500,000).",
+        f"- window close → result records built, {r['series']:,} series: p50 {lat['p50']} ms, "
+        f"p99 {lat['p99']} ms, max {lat['max']} ms over {lat['n']} partition-window closes.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__" and len(sys.argv) == 7 and sys.argv[1] == "faust":
+    faust_job(sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]), float(sys.argv[6]))

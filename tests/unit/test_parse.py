@@ -1,0 +1,243 @@
+"""streams.parse: the batch parser's columns, its reject reasons and its agreement with the reference."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta, timezone
+
+import numpy as np
+import pytest
+
+from sinks.record import timeseries_id
+from streams.config import DetectorSpec, MeasureSpec
+from streams.parse import (
+    EventParser,
+    ParsedEvent,
+    iso_to_ms,
+    iso_to_ms_many,
+    parse_event,
+)
+
+
+def _spec(**kw: object) -> DetectorSpec:
+    base: dict[str, object] = {
+        "name": "shop",
+        "topic": "orders",
+        "dimensions": ("product", "region"),
+        "measures": (MeasureSpec(field="quantity"), MeasureSpec(field="price", aggregation="avg")),
+    }
+    base.update(kw)
+    return DetectorSpec(**base)  # type: ignore[arg-type]
+
+
+def _ms(d: datetime) -> int:
+    return (d - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(milliseconds=1)
+
+
+def _ev(**fields: object) -> bytes:
+    return json.dumps(fields).encode()
+
+
+def test_columns_of_valid_events() -> None:
+    parser = EventParser(_spec())
+    batch = parser.parse([
+        _ev(timestamp="2026-03-01T12:00:00.250Z", product="A", region="eu", quantity=3, price=1.5),
+        _ev(timestamp=1_767_225_600_123, product="B", region="us", quantity=2.5, price=4),
+        _ev(timestamp="2026-03-01T13:00:00+02:00", product="A", region="eu", quantity=1, price=2),
+    ])
+    assert batch.size == 3
+    assert batch.index.tolist() == [0, 1, 2]
+    assert batch.rejects == []
+    assert batch.timestamp_ms.tolist() == [
+        _ms(datetime(2026, 3, 1, 12, 0, 0, 250_000, tzinfo=UTC)),
+        1_767_225_600_123,
+        _ms(datetime(2026, 3, 1, 11, 0, 0, tzinfo=UTC)),
+    ]
+    assert batch.values.tolist() == [[3.0, 1.5], [2.5, 4.0], [1.0, 2.0]]
+    assert batch.present.all()
+    # same dimensions → same combination code
+    assert batch.combo[0] == batch.combo[2] != batch.combo[1]
+    reg = parser.registry
+    assert reg.dims(int(batch.combo[1])) == ("B", "us")
+    series = reg.series_index(int(batch.combo[1]), 1)
+    assert reg.timeseries_id(series) == timeseries_id("shop", "price", {"product": "B", "region": "us"})
+
+
+def test_naive_iso_is_utc_and_sub_millisecond_digits_are_truncated() -> None:
+    parser = EventParser(_spec(dimensions=()))
+    batch = parser.parse([
+        _ev(timestamp="2026-03-01 12:00:00", quantity=1),
+        _ev(timestamp="2026-03-01T12:00:00.123987654", quantity=1),
+        _ev(timestamp=1_000.9, quantity=1),
+    ])
+    base = _ms(datetime(2026, 3, 1, 12, tzinfo=UTC))
+    assert batch.timestamp_ms.tolist() == [base, base + 123, 1000]
+
+
+def test_dimension_values_are_stringified_and_share_a_series() -> None:
+    parser = EventParser(_spec(dimensions=("store",), measures=(MeasureSpec(field="q"),)))
+    batch = parser.parse([
+        _ev(timestamp=0, store=12, q=1),
+        _ev(timestamp=0, store="12", q=1),
+        _ev(timestamp=0, store=True, q=1),
+        _ev(timestamp=0, store=1.5, q=1),
+        _ev(timestamp=0, store=1, q=1),
+    ])
+    dims = [parser.registry.dims(int(c)) for c in batch.combo]
+    assert dims == [("12",), ("12",), ("true",), ("1.5",), ("1",)]
+    assert batch.combo[0] == batch.combo[1]
+    assert batch.combo[2] != batch.combo[4]  # True is not 1
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        (None, "empty"),
+        (b"", "empty"),
+        (b"   \n", "empty"),
+        (b"{", "invalid_json"),
+        (b'{"timestamp": 1} trailing', "invalid_json"),
+        (b'{"timestamp": NaN, "product": "A", "region": "r", "quantity": 1}', "invalid_json"),
+        (b'{"timestamp": 1, "product": "\xff", "region": "r", "quantity": 1}', "invalid_json"),
+        (b"[1, 2]", "not_an_object"),
+        (b"42", "not_an_object"),
+        (b'"text"', "not_an_object"),
+        (b'{"product": "A", "region": "r", "quantity": 1}', "missing_timestamp"),
+        (b'{"timestamp": null, "product": "A", "region": "r", "quantity": 1}', "missing_timestamp"),
+        (b'{"timestamp": "yesterday", "product": "A", "region": "r", "quantity": 1}', "bad_timestamp"),
+        (b'{"timestamp": "2026-13-01T00:00:00Z", "product": "A", "region": "r", "quantity": 1}',
+         "bad_timestamp"),
+        (b'{"timestamp": "2026-02-29T00:00:00Z", "product": "A", "region": "r", "quantity": 1}',
+         "bad_timestamp"),
+        (b'{"timestamp": true, "product": "A", "region": "r", "quantity": 1}', "bad_timestamp"),
+        (b'{"timestamp": 1e300, "product": "A", "region": "r", "quantity": 1}', "bad_timestamp"),
+        (b'{"timestamp": [1], "product": "A", "region": "r", "quantity": 1}', "bad_timestamp"),
+        (b'{"timestamp": 1, "region": "r", "quantity": 1}', "missing_dimension"),
+        (b'{"timestamp": 1, "product": null, "region": "r", "quantity": 1}', "missing_dimension"),
+        (b'{"timestamp": 1, "product": {"a": 1}, "region": "r", "quantity": 1}', "bad_dimension"),
+        (b'{"timestamp": 1, "product": [1], "region": "r", "quantity": 1}', "bad_dimension"),
+        (b'{"timestamp": 1, "product": "A", "region": "r", "quantity": "3"}', "bad_measure:quantity"),
+        (b'{"timestamp": 1, "product": "A", "region": "r", "quantity": true}', "bad_measure:quantity"),
+        (b'{"timestamp": 1, "product": "A", "region": "r", "quantity": 1, "price": {}}', "bad_measure:price"),
+        (b'{"timestamp": 1, "product": "A", "region": "r", "quantity": 1e400}', "non_finite:quantity"),
+        (b'{"timestamp": 1, "product": "A", "region": "r"}', "missing_measure"),
+    ],
+)
+def test_reject_reasons(raw: bytes | None, reason: str) -> None:
+    spec = _spec()
+    good = _ev(timestamp=5, product="A", region="r", quantity=1)
+    parser = EventParser(spec)
+    batch = parser.parse([good, raw, good])
+    assert batch.rejects == [(1, reason)]
+    assert batch.index.tolist() == [0, 2]
+    assert parser.counters[reason] == 1
+    assert parser.counters["valid"] == 2
+    assert parse_event(raw, spec) == reason
+
+
+def test_absent_measure_is_not_a_reject_and_is_counted() -> None:
+    parser = EventParser(_spec())
+    batch = parser.parse([
+        _ev(timestamp=1, product="A", region="r", quantity=2),
+        _ev(timestamp=1, product="A", region="r", price=3.0, quantity=None),
+    ])
+    assert batch.rejects == []
+    assert batch.present.tolist() == [[True, False], [False, True]]
+    assert batch.values.tolist() == [[2.0, 0.0], [0.0, 3.0]]
+    assert parser.counters["absent:price"] == 1
+    assert parser.counters["absent:quantity"] == 1
+
+
+def test_count_measure_needs_no_field() -> None:
+    spec = _spec(measures=(MeasureSpec(field="events", aggregation="count"),))
+    batch = EventParser(spec).parse([
+        _ev(timestamp=1, product="A", region="r"),
+        _ev(timestamp=2, product="A", region="r", events="ignored"),
+    ])
+    assert batch.rejects == []
+    assert batch.values.tolist() == [[1.0], [1.0]]
+
+
+def test_unknown_and_nested_fields_are_ignored_and_odd_field_names_work() -> None:
+    spec = DetectorSpec(
+        name="d", topic="t", timestamp_field="event time", dimensions=("class",),
+        measures=(MeasureSpec(field="x-y", aggregation="max"),),
+    )
+    raw = b'{"event time": 10, "class": "c", "x-y": 4, "extra": {"deep": [1, {"a": null}]}, "n": "s"}'
+    batch = EventParser(spec).parse([raw])
+    assert batch.rejects == []
+    assert batch.timestamp_ms.tolist() == [10]
+    assert batch.values.tolist() == [[4.0]]
+
+
+def test_every_position_is_either_a_row_or_a_reject() -> None:
+    parser = EventParser(_spec())
+    raws: list[bytes | None] = []
+    for i in range(300):
+        kind = i % 5
+        if kind == 0:
+            raws.append(b"junk")
+        elif kind == 1:
+            raws.append(None)
+        else:
+            raws.append(_ev(timestamp=i, product=f"p{i % 7}", region="r", quantity=i))
+    batch = parser.parse(raws)
+    positions = sorted([*batch.index.tolist(), *(i for i, _ in batch.rejects)])
+    assert positions == list(range(300))
+    assert parser.counters["invalid_json"] == 60
+    assert parser.counters["empty"] == 60
+    assert parser.counters["valid"] == 180
+
+
+def test_batch_rows_equal_the_reference_parser() -> None:
+    spec = _spec()
+    raws = [
+        _ev(timestamp="2026-01-01T00:00:00Z", product="A", region="r", quantity=1),
+        _ev(timestamp="2026-01-01T00:00:00.5-03:30", product=5, region="r", quantity=2, price=None),
+        _ev(timestamp="20260101T000000", product="A", region="r", price=7),
+        _ev(timestamp=-5, product="A", region=2.5, quantity=1),
+        b'{"timestamp": 3, "product": "A", "product": "B", "region": "r", "quantity": 1}',
+    ]
+    parser = EventParser(spec)
+    batch = parser.parse(raws)
+    assert batch.rejects == []
+    for row, raw in enumerate(raws):
+        ref = parse_event(raw, spec)
+        assert isinstance(ref, ParsedEvent)
+        assert batch.timestamp_ms[row] == ref.timestamp_ms
+        assert parser.registry.dims(int(batch.combo[row])) == ref.dims
+        assert tuple(batch.values[row]) == ref.values
+        assert tuple(batch.present[row]) == ref.present
+    assert parser.registry.dims(int(batch.combo[4])) == ("B", "r")  # the last duplicate key wins
+
+
+@pytest.mark.parametrize("texts", [
+    ["2026-01-01T00:00:00Z", "2026-06-30T23:59:59Z", "2024-02-29T12:00:00Z"],
+    ["2026-01-01T00:00:00.123+05:30", "1969-12-31T23:59:59.999-00:30", "0001-01-01T00:00:00.000+00:00"],
+    ["2026-01-01 00:00:00.1", "2026-01-01 00:00:00.12", "2026-01-01T00:00:00.123456789"],
+    ["2026-01-01T00:00:00Z", "2026-01-01T00:00:00+0100", "2026-01-01", "x", "2025-02-29T00:00:00Z",
+     "2026-01-01T24:00:00Z", "2026-01-01T00:00:00\x00Z", "2026-01-01T00:00:00.Z", "９９９９-01-01T00:00:00Z"],
+])
+def test_vectorized_timestamps_agree_with_fromisoformat(texts: list[str]) -> None:
+    ms, ok = iso_to_ms_many(texts)
+    for t, m, good in zip(texts, ms.tolist(), ok.tolist(), strict=True):
+        if good:
+            assert m == iso_to_ms(t), t
+    # the uniform layouts are handled vectorized
+    if len({len(t) for t in texts}) == 1 and all(t[4] == "-" for t in texts):
+        assert ok.all()
+
+
+def test_iso_to_ms_matches_datetime() -> None:
+    tz = timezone(timedelta(hours=-7))
+    assert iso_to_ms("2026-05-04T03:02:01.5-07:00") == _ms(datetime(2026, 5, 4, 3, 2, 1, 500_000, tzinfo=tz))
+    assert iso_to_ms("not a time") is None
+
+
+def test_parsed_columns_have_the_documented_dtypes() -> None:
+    batch = EventParser(_spec()).parse([_ev(timestamp=1, product="A", region="r", quantity=1)])
+    assert batch.timestamp_ms.dtype == np.int64
+    assert batch.combo.dtype == np.int64
+    assert batch.index.dtype == np.int64
+    assert batch.values.dtype == np.float64 and batch.values.shape == (1, 2)
+    assert batch.present.dtype == np.bool_

@@ -1,0 +1,235 @@
+"""streams.window: aggregation, lateness, missing windows, idle advance and checkpoints."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import numpy as np
+import pytest
+
+from sinks.record import timeseries_id
+from streams.config import DetectorSpec, MeasureSpec
+from streams.parse import EventParser
+from streams.window import ClosedWindows, WindowState, WindowStateError
+
+W = 1000  # window_ms of the tests
+
+
+def _spec(**kw: Any) -> DetectorSpec:
+    base: dict[str, Any] = {
+        "name": "shop", "topic": "orders", "dimensions": ("product",),
+        "measures": (MeasureSpec(field="q"),), "window_ms": W,
+    }
+    base.update(kw)
+    return DetectorSpec(**base)
+
+
+def _ev(ts: int, product: str = "A", **measures: float) -> bytes:
+    return json.dumps({"timestamp": ts, "product": product, **measures}).encode()
+
+
+def _setup(spec: DetectorSpec) -> tuple[EventParser, WindowState]:
+    parser = EventParser(spec)
+    return parser, WindowState(spec, parser.registry)
+
+
+def _rows(closed: ClosedWindows) -> list[tuple[str, str, int, float, bool]]:
+    return [
+        (dims[0][1] if dims else "", m, int(s), float(v), bool(miss))
+        for dims, m, s, v, miss in zip(closed.dims, closed.measure, closed.window_start_ms, closed.value,
+                                       closed.missing, strict=True)
+    ]
+
+
+def test_aggregations_per_window() -> None:
+    spec = _spec(measures=(*(MeasureSpec(field=f, aggregation=f) for f in ("sum", "avg", "min", "max")),
+                           MeasureSpec(field="n", aggregation="count")))
+    parser, ws = _setup(spec)
+    vals = [3.0, -1.0, 10.0, 4.0]
+    ws.add(parser.parse([_ev(100 + i, sum=v, avg=v, min=v, max=v) for i, v in enumerate(vals)]))
+    ws.add(parser.parse([_ev(2500, sum=1, avg=1, min=1, max=1)]))
+    closed = ws.advance()
+    got = {m: v for _, m, s, v, miss in _rows(closed) if s == 0}
+    assert got == {"sum": 16.0, "avg": 4.0, "min": -1.0, "max": 10.0, "n": 4.0}
+    assert closed.window_end_ms.tolist() == [W] * 5 + [2 * W] * 5
+    assert not closed.missing[:5].any()
+
+
+def test_missing_window_policies() -> None:
+    spec = _spec(measures=(MeasureSpec(field="z", aggregation="sum"),
+                           MeasureSpec(field="c", aggregation="avg"),
+                           MeasureSpec(field="s", aggregation="max", missing="skip")))
+    parser, ws = _setup(spec)
+    ws.add(parser.parse([_ev(10, z=5, c=7, s=1), _ev(3010, z=1, c=2, s=2), _ev(5000, z=0, c=0, s=0)]))
+    rows = _rows(ws.advance())
+    by = {(m, s): (v, miss) for _, m, s, v, miss in rows}
+    assert by[("z", 1000)] == (0.0, True) and by[("z", 2000)] == (0.0, True)
+    assert by[("c", 1000)] == (7.0, True) and by[("c", 2000)] == (7.0, True)  # carried
+    assert ("s", 1000) not in by and ("s", 2000) not in by  # skipped
+    assert by[("z", 3000)] == (1.0, False) and by[("c", 3000)] == (2.0, False)
+    assert by[("c", 4000)] == (2.0, True)
+    assert {s for _, m, s, _, _ in rows if m == "z"} == {0, 1000, 2000, 3000, 4000}
+
+
+def test_window_closes_at_end_plus_lateness() -> None:
+    parser, ws = _setup(_spec(allowed_lateness_ms=500))
+    ws.add(parser.parse([_ev(100, q=1)]))
+    ws.add(parser.parse([_ev(1499, q=1)]))
+    assert len(ws.advance()) == 0  # watermark 1499 < 1000 + 500
+    ws.add(parser.parse([_ev(1500, q=1)]))
+    closed = ws.advance()
+    assert closed.window_start_ms.tolist() == [0]
+    assert closed.value.tolist() == [1.0]
+
+
+def test_late_events_are_rejected_with_their_position_and_counted() -> None:
+    parser, ws = _setup(_spec(allowed_lateness_ms=200))
+    ws.add(parser.parse([_ev(100, q=1)]))
+    # within one batch: 1300 moves the watermark, so 900 (window 0 closed at 1200) is late,
+    # while 1100 (window 1) is on time
+    rejects = ws.add(parser.parse([_ev(1300, q=1), _ev(900, q=5), _ev(1100, q=2), b"bad"]))
+    assert rejects == [(1, "late")]
+    assert ws.counters["late"] == 1
+    closed = ws.advance()
+    assert closed.value.tolist() == [1.0]
+    ws.add(parser.parse([_ev(2300, q=1)]))
+    assert ws.advance().value.tolist() == [3.0]
+    # after a close, an event for the closed window is late even though it came in the same batch order
+    assert ws.add(parser.parse([_ev(1999, q=1)])) == [(0, "late")]
+
+
+def test_lateness_does_not_depend_on_batching() -> None:
+    spec = _spec(allowed_lateness_ms=300, dimensions=("product",))
+    rng = np.random.default_rng(5)
+    ts = np.cumsum(rng.integers(0, 120, 400)) - rng.integers(0, 600, 400)
+    raws = [_ev(int(t), f"p{i % 3}", q=float(i)) for i, t in enumerate(ts)]
+    outputs = []
+    for cuts in ([400], [1, 7, 50, 51, 300, 400], list(range(1, 401))):
+        parser, ws = _setup(spec)
+        late: list[int] = []
+        start = 0
+        parts: list[ClosedWindows] = []
+        for end in cuts:
+            late += [start + i for i, _ in ws.add(parser.parse(raws[start:end]))]
+            parts.append(ws.advance())
+            start = end
+        rows = sorted(r for p in parts for r in _rows(p))
+        outputs.append((late, rows))
+    assert outputs[0] == outputs[1] == outputs[2]
+    assert outputs[0][0]  # the data has late events
+
+
+def test_output_is_sorted_by_window_end_then_series_and_names_series() -> None:
+    parser, ws = _setup(_spec())
+    ws.add(parser.parse([_ev(10, p, q=1) for p in "DCBA"] + [_ev(1010, "A", q=2), _ev(5000, "Z", q=1)]))
+    closed = ws.advance()
+    assert len(closed.groups()) == 5
+    ends = closed.window_end_ms
+    assert (np.diff(ends) >= 0).all()
+    for g in closed.groups():
+        keys = closed.registry.sort_keys(closed.series[g])
+        assert (np.diff(keys) > 0).all()
+    first = closed.groups()[0]
+    assert len(closed.series[first]) == 4  # all series of window 0 in one group
+    row = int(np.flatnonzero(closed.missing == 0)[0])
+    product = closed.dims[row][0][1]
+    assert closed.keys[row] == timeseries_id("shop", "q", {"product": product})
+    assert closed.timeseries_id == closed.keys
+    assert closed.dimension_lists[row] == [{"name": "product", "value": product}]
+    assert closed.detector == "shop"
+
+
+def test_a_window_is_emitted_once() -> None:
+    parser, ws = _setup(_spec())
+    ws.add(parser.parse([_ev(10, q=1), _ev(2500, q=1)]))
+    first = ws.advance()
+    assert first.window_start_ms.tolist() == [0, 1000]
+    assert len(ws.advance()) == 0
+    ws.add(parser.parse([_ev(2600, q=1)]))
+    assert len(ws.advance()) == 0
+
+
+def test_idle_advance_closes_windows_of_a_quiet_partition() -> None:
+    parser, ws = _setup(_spec(idle_timeout_ms=5000))
+    ws.add(parser.parse([_ev(100, q=4)]), now_ms=1_000_000)
+    assert len(ws.idle_advance(1_004_999)) == 0  # not idle long enough
+    closed = ws.idle_advance(1_005_000)  # watermark → 100 + 5000 closes [4000, 5000)
+    assert closed.window_start_ms.tolist() == [0, 1000, 2000, 3000, 4000]
+    assert closed.value.tolist() == [4.0, 0.0, 0.0, 0.0, 0.0]
+    assert closed.missing.tolist() == [False, True, True, True, True]
+    assert ws.add(parser.parse([_ev(3500, q=1)])) == [(0, "late")]
+
+
+def test_idle_advance_without_wall_clock_in_add_and_disabled_at_zero() -> None:
+    parser, ws = _setup(_spec(idle_timeout_ms=1000))
+    ws.add(parser.parse([_ev(100, q=1)]))
+    assert len(ws.advance(now_ms=50_000)) == 0  # stamps the activity
+    assert len(ws.advance(now_ms=50_999)) == 0
+    assert ws.advance(now_ms=51_000).window_start_ms.tolist() == [0]
+    parser, off = _setup(_spec(idle_timeout_ms=0))
+    off.add(parser.parse([_ev(100, q=1)]), now_ms=0)
+    assert len(off.idle_advance(10**9)) == 0
+
+
+def test_missing_run_is_capped() -> None:
+    parser = EventParser(_spec())
+    ws = WindowState(_spec(), parser.registry, max_missing_run=3)
+    ws.add(parser.parse([_ev(10, q=1), _ev(100_000, q=1)]))
+    closed = ws.advance()
+    assert closed.window_start_ms.tolist() == [0, 1000, 2000, 3000]
+    assert ws.counters["missing_skipped"] == 99 - 3
+
+
+def test_state_round_trip_continues_like_an_uninterrupted_run() -> None:
+    spec = _spec(dimensions=("product",), allowed_lateness_ms=700, measures=(
+        MeasureSpec(field="q"), MeasureSpec(field="a", aggregation="avg"),
+        MeasureSpec(field="m", aggregation="min")))
+    rng = np.random.default_rng(1)
+    raws = [_ev(int(t), f"p{rng.integers(4)}", q=1.0, a=float(i % 7), m=float(i % 5))
+            for i, t in enumerate(np.cumsum(rng.integers(0, 90, 600)) - rng.integers(0, 500, 600))]
+
+    def run(split: int | None) -> list[tuple[str, str, int, float, bool]]:
+        parser, ws = _setup(spec)
+        rows: list[tuple[str, str, int, float, bool]] = []
+        for a in range(0, len(raws), 50):
+            if split is not None and a == split:
+                state = json.loads(json.dumps(ws.to_state()))  # JSON-compatible
+                parser = EventParser(spec)  # a new process: new codes
+                parser.parse([_ev(0, "unrelated", q=1)])
+                ws = WindowState.from_state(spec, state, parser.registry)
+            ws.add(parser.parse(raws[a:a + 50]))
+            rows += _rows(ws.advance())
+        return rows
+
+    assert run(300) == run(None)
+    assert run(50) == run(None)
+
+
+def test_from_state_refuses_other_versions_and_detectors() -> None:
+    parser, ws = _setup(_spec())
+    ws.add(parser.parse([_ev(10, q=1)]))
+    state = ws.to_state()
+    assert WindowState.from_state(state, _spec()).watermark == 10  # either argument order
+    with pytest.raises(WindowStateError, match="version"):
+        WindowState.from_state(_spec(), {**state, "version": 99})
+    with pytest.raises(WindowStateError, match="detector"):
+        WindowState.from_state(_spec(name="other"), state)
+
+
+def test_batches_of_another_registry_are_refused() -> None:
+    spec = _spec()
+    ws = WindowState(spec, EventParser(spec).registry)
+    with pytest.raises(WindowStateError):
+        ws.add(EventParser(spec).parse([_ev(1, q=1)]))
+
+
+def test_concat_of_partitions() -> None:
+    spec = _spec()
+    parser = EventParser(spec)
+    a, b = WindowState(spec, parser.registry), WindowState(spec, parser.registry)
+    a.add(parser.parse([_ev(10, "A", q=1), _ev(1500, "A", q=1)]))
+    b.add(parser.parse([_ev(20, "B", q=2), _ev(1600, "B", q=1)]))
+    both = ClosedWindows.concat([a.advance(), b.advance()])
+    assert [d[0][1] for d in both.dims] == ["A", "B"]
+    assert both.value.tolist() == [1.0, 2.0]
