@@ -162,6 +162,10 @@ def chart(data_dir: Path | str, period: str | None, series_id: str | None,
             zoom = (lo - FOCUS_WINDOWS * width, lo + FOCUS_WINDOWS * width)
         else:
             zoom = (lo - 6 * width, hi + 6 * width)
+        if points.num_rows:  # no empty margins beyond the data
+            first = points.column("windowStart")[0].as_py()
+            last = points.column("windowStart")[-1].as_py()
+            zoom = (max(zoom[0], first - width), min(zoom[1], last + width))
         revision = f"{series_id}@{lo:%Y-%m-%d %H:%M:%S}"
     title = (f"{info['dimensions'] or '(no dimensions)'} — {info['measure']} ({info['detectorName']})"
              if info else f"series {series_id[:12]}…")

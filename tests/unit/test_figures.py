@@ -1,0 +1,133 @@
+"""dashboard.figures (pure: frame → Figure) and the page's pure helpers in dashboard.views."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from dashboard import figures, views
+from sinks.query import Filter, QueryInputError
+
+T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+STEP = dt.timedelta(minutes=10)
+
+
+def _points(n: int = 60, flagged: tuple[int, ...] = (40, 55), threshold: float = 70.0) -> pa.Table:
+    rng = np.random.default_rng(3)
+    expected = 100 + 10 * np.sin(np.arange(n) / 6)
+    value = expected + rng.normal(0, 1, n)
+    score = rng.uniform(0, 30, n)
+    decision = np.zeros(n, np.int8)
+    for i in flagged:
+        value[i] += 80
+        score[i] = 95
+        decision[i] = 1
+    expected[:5] = np.nan  # learning: no expected value yet
+    return pa.table({
+        "windowStart": pa.array([T0 + i * STEP for i in range(n)], pa.timestamp("us", tz="UTC")),
+        "aggregatedMeasureValue": value,
+        "expectedValue": expected,
+        "anomalyScore": score,
+        "anomalyDecisionThreshold": np.full(n, threshold),
+        "anomalyDecision": decision,
+    })
+
+
+def _trace(fig: object, name: str) -> object:
+    matches = [t for t in fig.data if t.name == name]  # type: ignore[attr-defined]
+    assert len(matches) == 1, f"expected one trace named {name!r}"
+    return matches[0]
+
+
+def test_series_figure_has_every_trace_on_the_right_axis() -> None:
+    points = _points()
+    fig = figures.series_figure(points, title="t", revision="abc")
+    value = _trace(fig, figures.VALUE)
+    expected = _trace(fig, figures.EXPECTED)
+    score = _trace(fig, figures.SCORE)
+    threshold = _trace(fig, figures.THRESHOLD)
+    anomaly = _trace(fig, figures.ANOMALY)
+    band = _trace(fig, figures.BAND_HIGH)
+    for t in (value, expected, band):
+        assert t.yaxis in (None, "y")
+    assert score.yaxis == "y2" and threshold.yaxis == "y2"
+    assert fig.layout.yaxis2.side == "right" and fig.layout.yaxis2.overlaying == "y"
+    assert list(threshold.y) == [70.0] * points.num_rows
+    assert list(value.y) == points.column("aggregatedMeasureValue").to_pylist()
+    assert band.fill == "tonexty"
+    assert fig.layout.uirevision == "abc"
+
+
+def test_anomaly_markers_sit_at_the_flagged_windows() -> None:
+    fig = figures.series_figure(_points(flagged=(12, 40, 55)))
+    anomaly = _trace(fig, figures.ANOMALY)
+    assert list(anomaly.x) == [(T0 + i * STEP).strftime("%Y-%m-%d %H:%M:%S") for i in (12, 40, 55)]
+    values = _points(flagged=(12, 40, 55)).column("aggregatedMeasureValue").to_pylist()
+    assert list(anomaly.y) == [values[i] for i in (12, 40, 55)]
+    assert anomaly.mode == "markers"
+
+
+def test_no_anomaly_no_marker() -> None:
+    assert len(_trace(figures.series_figure(_points(flagged=())), figures.ANOMALY).x) == 0
+
+
+def test_band_is_causal_ignores_anomalies_and_is_absent_while_learning() -> None:
+    p = _points(flagged=(40,))
+    value = p.column("aggregatedMeasureValue").to_numpy()
+    expected = p.column("expectedValue").to_numpy(zero_copy_only=False)
+    flagged = p.column("anomalyDecision").to_numpy() == 1
+    low, high = figures.expected_band(value, expected, windows=10, exclude=flagged)
+    assert np.isnan(high[:8]).all()  # learning windows have no expected value, then < 3 residuals
+    resid = value - expected
+    i = 30
+    assert high[i] == pytest.approx(expected[i] + figures.BAND_SIGMAS * np.std(resid[20:30]))
+    assert low[i] == pytest.approx(expected[i] - figures.BAND_SIGMAS * np.std(resid[20:30]))
+    # the anomaly at 40 widens neither its own band nor the next one
+    after = [j for j in range(41, 51) if j != 40]
+    want = np.std(np.delete(resid[41 - 10:41], 40 - 31))
+    assert high[41] - expected[41] == pytest.approx(figures.BAND_SIGMAS * want)
+    assert (high[after] - expected[after] < 20).all()
+
+
+def test_focus_sets_the_x_range_and_empty_frames_say_so() -> None:
+    focus = (T0 + 10 * STEP, T0 + 20 * STEP)
+    fig = figures.series_figure(_points(), focus=focus)
+    assert list(fig.layout.xaxis.range) == ["2026-01-01 01:40:00", "2026-01-01 03:20:00"]
+    empty = figures.series_figure(_points().slice(0, 0))
+    assert len(empty.data) == 0 and "No results" in empty.layout.annotations[0].text
+
+
+def test_window_width_is_the_common_gap() -> None:
+    assert figures.window_width(_points()) == STEP
+    assert figures.window_width(_points().slice(0, 1)) is None
+
+
+def test_filter_query_parsing() -> None:
+    got = views.parse_filter_query('{anomalyScore} > 80 && {dimensions} icontains "host-1" && {measure} = cpu')
+    assert got == [Filter("anomalyScore", ">", "80"), Filter("dimensions", "contains", "host-1"),
+                   Filter("measure", "=", "cpu")]
+    day = views.parse_filter_query("{windowStart} datestartswith 2026-01-05")
+    assert day == [Filter("windowStart", ">=", dt.datetime(2026, 1, 5, tzinfo=dt.UTC)),
+                   Filter("windowStart", "<", dt.datetime(2026, 1, 6, tzinfo=dt.UTC))]
+    assert views.parse_filter_query("") == []
+    quoted = views.parse_filter_query(r'{dimensions} contains "a \"b\" ; DROP"')
+    assert quoted == [Filter("dimensions", "contains", 'a "b" ; DROP')]
+    for bad in ("anomalyScore > 80", "{anomalyScore} ~ 3", "{windowStart} datestartswith 2026-13-45"):
+        with pytest.raises(QueryInputError):
+            views.parse_filter_query(bad)
+
+
+def test_row_ids_and_alert_links_round_trip() -> None:
+    sid = "ab" * 32
+    assert views.focus_from_row(views.row_id(sid, "2026-01-01 10:00:00")) == {
+        "series": sid, "time": "2026-01-01 10:00:00"}
+    assert views.focus_from_row("garbage") is None
+    link = f"?detector=shop&series={sid}&from=2026-01-01+07%3A00%3A00&to=2026-01-01+12%3A00%3A00"
+    assert views.focus_from_url(link) == {"series": sid, "start": "2026-01-01 07:00:00",
+                                          "end": "2026-01-01 12:00:00"}
+    assert views.focus_from_url("?series=not-hex';--") is None
+    assert views.focus_from_incident(f"{sid}@2026-01-01 08:00:00@2026-01-01 09:00:00") == {
+        "series": sid, "start": "2026-01-01 08:00:00", "end": "2026-01-01 09:00:00"}
