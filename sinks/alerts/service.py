@@ -104,10 +104,15 @@ class AlertService:
             return 0
         now = time.time() if now is None else now
         added = 0
+        # One contiguous chunk of the needed columns: a worker's concatenated batches can have
+        # thousands of chunks, and per-chunk filtering would dominate the cost.
+        table = table.select(list(_COLUMNS)).combine_chunks()
         with self._observe_lock:
             dets = table.column("detectorName").to_numpy(zero_copy_only=False)
-            for det in sorted(set(dets.tolist()) & self.detectors.keys()):
-                added += self._observe_detector(det, table.filter(pa.array(dets == det)), now)
+            present = set(dets.tolist())
+            for det in sorted(present & self.detectors.keys()):
+                sub = table if len(present) == 1 else table.filter(pa.array(dets == det))
+                added += self._observe_detector(det, sub, now)
         if added:
             self._wake.set()
         return added
@@ -123,7 +128,7 @@ class AlertService:
         if not wanted:
             return 0
         mask = np.fromiter((s in wanted for s in sids.tolist()), dtype=bool, count=len(sids))
-        sub = table.filter(pa.array(mask)).select(list(_COLUMNS))
+        sub = table.take(pa.array(np.flatnonzero(mask)))
         sub = sub.set_column(
             sub.schema.get_field_index("windowStart"),
             "windowStart",
