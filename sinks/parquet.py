@@ -131,13 +131,30 @@ def _flock(path: Path, *, shared: bool) -> Iterator[None]:
 
 @contextlib.contextmanager
 def read_lock(data_dir: Path) -> Iterator[None]:
-    """Hold while a query globs and reads the results: no file is removed meanwhile.
+    """Hold while a query lists and reads the results: no file is removed meanwhile.
 
     Shared between readers (and between processes: it is an ``flock``); only the swaps of
-    compaction and recovery take it exclusively, for a few system calls each.
+    compaction and recovery take it exclusively, for a few system calls each. Where there are no
+    results yet, or the lock file cannot be created (a read-only copy: nothing compacts there),
+    it holds nothing.
     """
-    with _flock(results_dir(data_dir) / _READ_LOCK, shared=True):
+    path = results_dir(data_dir) / _READ_LOCK
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except FileNotFoundError:
         yield
+        return
+    except OSError:
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except OSError:
+            yield
+            return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH)
+        yield
+    finally:
+        os.close(fd)
 
 
 def _fsync_dir(path: Path) -> None:

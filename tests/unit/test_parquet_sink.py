@@ -167,3 +167,11 @@ def test_newest_file_of_a_source_is_not_compacted(tmp_path: Path) -> None:
     sink.write(pa.concat_tables([_batch(2), _batch(3)]), "events.0.idle", 30, 30)
     rows = _rows(tmp_path)
     assert len(rows) == 40 == len(set(rows))
+
+
+def test_read_lock_needs_no_results_and_creates_nothing(tmp_path: Path) -> None:
+    from sinks.parquet import read_lock
+
+    with read_lock(tmp_path / "nowhere"):
+        pass
+    assert not (tmp_path / "nowhere").exists()
