@@ -75,7 +75,9 @@ class WorkerSettings(BaseModel):
         0.1, gt=0, le=5, description="longest wait in consume() for a batch; bounds latency at low traffic"
     )
     parquet_interval_s: float = Field(2.0, gt=0, description="write results to Parquet at least this often")
-    checkpoint_interval_s: float = Field(10.0, gt=0, description="checkpoint + commit each partition this often")
+    checkpoint_interval_s: float = Field(
+        10.0, gt=0, description="checkpoint + commit each partition this often"
+    )
     checkpoint_every_events: int = Field(
         0, ge=0, description="also checkpoint a partition after this many events (0 = only by time)"
     )

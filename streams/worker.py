@@ -31,6 +31,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -224,6 +225,9 @@ class Worker:
         self._fault = self._parse_fault(self.settings.fault)
         self._fault_passes: dict[str, int] = collections.Counter()
         self._last_status = 0.0
+        self._failed = False
+        self._ckpt_pool = ThreadPoolExecutor(1, thread_name_prefix="cutstream-checkpoint")
+        self._inflight: collections.deque[tuple[str, int, int, Future[Path]]] = collections.deque()
         self._last_activity = time.monotonic()
 
     # ------------------------------------------------------------------ public API
@@ -307,11 +311,13 @@ class Worker:
         timeout = 0.01 if len(self._producer) else s.poll_timeout_s
         msgs = self._consumer.consume(s.max_batch, timeout)
         t0 = time.monotonic()
+        self._producer.poll(0)  # serve the delivery reports of the last pass before the next one
         if msgs:
             self._ingest(msgs)
         self._advance(t0)
         self._producer.poll(0)
         self._maybe_flush()
+        self._drain_checkpoints(block=False)
         self._write_status()
         if msgs:
             self._last_activity = time.monotonic()
@@ -452,17 +458,21 @@ class Worker:
     # ------------------------------------------------------------------ flush, checkpoint, commit
 
     def _maybe_flush(self) -> None:
+        """Write due Parquet files; start at most one due checkpoint per pass (spreads their cost)."""
         s = self.settings
         now = time.monotonic()
-        for part in list(self._parts.values()):
-            due_ckpt = part.dirty and (
-                now - part.last_checkpoint_at >= s.checkpoint_interval_s
-                or (s.checkpoint_every_events and part.events_since_checkpoint >= s.checkpoint_every_events)
+        due: list[tuple[float, _Partition]] = []
+        for part in self._parts.values():
+            overdue = now - part.last_checkpoint_at - s.checkpoint_interval_s
+            by_events = (
+                bool(s.checkpoint_every_events) and part.events_since_checkpoint >= s.checkpoint_every_events
             )
-            if due_ckpt:
-                self._checkpoint(part, commit=True)
+            if part.dirty and (overdue >= 0 or by_events):
+                due.append((overdue if not by_events else float("inf"), part))
             elif part.pending and now - part.last_parquet_at >= s.parquet_interval_s:
                 self._write_parquet(part)
+        if due:
+            self._checkpoint(max(due, key=lambda d: d[0])[1])
 
     def _write_parquet(self, part: _Partition) -> None:
         """Write the partition's pending results to Parquet, named after the offsets they cover.
@@ -498,8 +508,13 @@ class Worker:
         part.pending = []
         self._maybe_fault("after-parquet")
 
-    def _checkpoint(self, part: _Partition, commit: bool) -> None:
-        """Parquet, then producer flush, then the checkpoint file, then the offset commit."""
+    def _checkpoint(self, part: _Partition, wait: bool = False) -> None:
+        """Parquet, then producer flush, then the checkpoint file, then the offset commit.
+
+        The state is captured here (``to_state`` returns copies); encoding, writing and fsyncing
+        the file happen on the checkpoint thread, and the commit follows in this thread once the
+        file is durable (:meth:`_drain_checkpoints`), so a large checkpoint does not stall scoring.
+        """
         part.last_checkpoint_at = time.monotonic()
         if part.next_offset is None:
             return
@@ -516,33 +531,37 @@ class Worker:
             pending_results=_table_to_ipc(part.idle_written),
             written_at_ms=_now_ms(),
         )
-        self.store.save(ckpt)
+        self._inflight.append(
+            (ckpt.topic, ckpt.partition, ckpt.next_offset, self._ckpt_pool.submit(self.store.save, ckpt))
+        )
         part.checkpoint_offset = part.next_offset
         part.events_since_checkpoint = 0
         part.dirty = False
-        with self._lock:
-            self._counters.checkpoints += 1
-        self._maybe_fault("after-checkpoint")
-        if commit:
-            self._commit(part)
+        if wait:
+            self._drain_checkpoints(block=True)
 
-    def _commit(self, part: _Partition) -> None:
+    def _drain_checkpoints(self, block: bool) -> None:
+        """Commit the offsets of the checkpoints that are durable (in order; all of them if ``block``)."""
+        while self._inflight:
+            topic, partition, offset, fut = self._inflight[0]
+            if not block and not fut.done():
+                return
+            fut.result()  # a failed write raises here: the worker stops before committing past it
+            self._inflight.popleft()
+            with self._lock:
+                self._counters.checkpoints += 1
+            self._maybe_fault("after-checkpoint")
+            self._commit(topic, partition, offset)
+
+    def _commit(self, topic: str, partition: int, offset: int) -> None:
         from confluent_kafka import KafkaException, TopicPartition
 
-        if part.next_offset is None:
-            return
         try:
-            self._consumer.commit(
-                offsets=[TopicPartition(part.topic, part.partition, part.next_offset)], asynchronous=False
-            )
+            self._consumer.commit(offsets=[TopicPartition(topic, partition, offset)], asynchronous=False)
         except KafkaException as exc:
             # the checkpoint is the truth; a failed commit only delays what lag monitors see
             logger.warning(
-                "commit failed topic=%s partition=%d offset=%d error=%s",
-                part.topic,
-                part.partition,
-                part.next_offset,
-                exc,
+                "commit failed topic=%s partition=%d offset=%d error=%s", topic, partition, offset, exc
             )
             with self._lock:
                 self._counters.commit_failures += 1
@@ -562,7 +581,8 @@ class Worker:
     def _checkpoint_all(self) -> None:
         for part in list(self._parts.values()):
             if part.dirty or part.pending:
-                self._checkpoint(part, commit=True)
+                self._checkpoint(part)
+        self._drain_checkpoints(block=True)
 
     # ------------------------------------------------------------------ assignment
 
@@ -581,13 +601,20 @@ class Worker:
         )
 
     def _on_revoke(self, consumer: Any, partitions: list[Any]) -> None:
+        if self._failed:  # the state may be half-updated: leave without writing anything
+            self._parts.clear()
+            return
         for tp in partitions:
             part = self._parts.get((tp.topic, tp.partition))
             if part is None:
                 continue
             if part.dirty or part.pending:
-                self._checkpoint(part, commit=True)
-            self._drop(part)
+                self._checkpoint(part)
+        self._drain_checkpoints(block=True)  # commit while the partitions are still ours
+        for tp in partitions:
+            part = self._parts.get((tp.topic, tp.partition))
+            if part is not None:
+                self._drop(part)
         self._set_assigned()
         logger.info(
             "partitions revoked group=%s partitions=%s",
@@ -728,11 +755,13 @@ class Worker:
         os.replace(tmp, path)
 
     def _shutdown(self, clean: bool) -> None:
+        self._failed = not clean
         try:
             if self._consumer is not None:
                 if clean:
                     self._parts.clear()  # already checkpointed: the revoke on close has nothing to do
                 self._consumer.close()
+            self._ckpt_pool.shutdown(wait=True)
             if self._producer is not None and clean:
                 self._producer.flush(10.0)
             self._write_status(force=True)
