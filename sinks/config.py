@@ -6,12 +6,28 @@ or the results, and placeholder values are refused.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 #: Values that look like a secret someone forgot to set; refused so that they never reach production.
 _PLACEHOLDERS = frozenset({"changeme", "change-me", "changethis", "secret", "password", "xxx", "todo"})
+
+
+def _from_env(model: BaseModel, field: str) -> None:
+    """``<field>_env: NAME`` → ``<field>`` read from the environment variable NAME (keeps secrets out
+    of the YAML file). Runs after validation, so no validation error can echo the secret."""
+    name = getattr(model, f"{field}_env")
+    if not name:
+        return
+    if getattr(model, field) is not None:
+        raise ValueError(f"set either {field} or {field}_env, not both")
+    if name not in os.environ:
+        raise ValueError(f"{field}_env: the environment variable {name} is not set")
+    value = SecretStr(os.environ[name])
+    _refuse_placeholder(value)
+    object.__setattr__(model, field, value)  # frozen model: set once, while it is being built
 
 
 def _refuse_placeholder(v: SecretStr | None) -> SecretStr | None:
@@ -31,9 +47,15 @@ class WebhookConfig(BaseModel):
     secret: SecretStr | None = Field(
         default=None, description="HMAC-SHA256 key for the X-Cutstream-Signature header"
     )
+    secret_env: str | None = Field(default=None, description="read the secret from this environment variable")
     timeout_s: float = Field(default=5.0, gt=0, description="connect + read timeout of one attempt")
 
     _check_secret = field_validator("secret")(_refuse_placeholder)
+
+    @model_validator(mode="after")
+    def _secret_from_env(self) -> WebhookConfig:
+        _from_env(self, "secret")
+        return self
 
 
 class EmailConfig(BaseModel):
@@ -49,11 +71,19 @@ class EmailConfig(BaseModel):
     )
     username: str | None = None
     password: SecretStr | None = None
+    password_env: str | None = Field(
+        default=None, description="read the password from this environment variable"
+    )
     sender: str
     recipients: tuple[str, ...] = Field(min_length=1)
     timeout_s: float = Field(default=10.0, gt=0, description="socket timeout of one attempt")
 
     _check_password = field_validator("password")(_refuse_placeholder)
+
+    @model_validator(mode="after")
+    def _password_from_env(self) -> EmailConfig:
+        _from_env(self, "password")
+        return self
 
 
 class AlertsConfig(BaseModel):
