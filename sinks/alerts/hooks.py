@@ -115,7 +115,7 @@ class WebhookHook:
         self.hook_id = "webhook:" + hashlib.sha256(config.url.encode("utf-8")).hexdigest()[:12]
         parts = urlsplit(config.url)
         self.label = f"{parts.scheme}://{parts.hostname}{f':{parts.port}' if parts.port else ''}"
-        self._client = client or httpx.Client(follow_redirects=False)
+        self._client = client
         self._own_client = client is None
 
     def send(self, payload: dict[str, Any]) -> Attempt:
@@ -128,6 +128,8 @@ class WebhookHook:
         }
         if self.config.secret is not None:
             headers[SIGNATURE_HEADER] = sign(self.config.secret.get_secret_value(), body)
+        if self._client is None:
+            self._client = httpx.Client(follow_redirects=False)
         try:
             resp = self._client.post(
                 self.config.url, content=body, headers=headers, timeout=self.config.timeout_s
@@ -143,8 +145,9 @@ class WebhookHook:
         return Attempt(False, f"HTTP {resp.status_code} from {self.label}", retry_after)
 
     def close(self) -> None:
-        if self._own_client:
+        if self._own_client and self._client is not None:
             self._client.close()
+            self._client = None
 
 
 def _fmt(v: Any) -> str:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import collections
+import fcntl
 import logging
+import os
 import random
 import threading
 import time
@@ -71,6 +73,9 @@ class AlertService:
         self.detectors = {name: cfg for name, cfg in detectors.items() if cfg.has_hooks}
         self.delivery = delivery or DeliveryConfig()
         self.outbox = Outbox(Path(state_dir))
+        self._lock_path = Path(state_dir) / "deliver.lock"
+        self._lock_fd: int | None = None
+        self._lock_warned = False
         self._hooks: dict[str, AlertHook] = {}
         self._detector_hooks: dict[str, list[str]] = {}
         for name, cfg in self.detectors.items():
@@ -188,6 +193,8 @@ class AlertService:
         holds back the later ones of the same hook (an 'update' never overtakes its 'open').
         Notifications over the global rate limit stay in the outbox for a later call.
         """
+        if not self._acquire_delivery_lock():
+            return 0
         accepted = 0
         blocked: set[str] = set()
         for row in self.outbox.pending():
@@ -237,6 +244,33 @@ class AlertService:
                 )
         return accepted
 
+    def _acquire_delivery_lock(self) -> bool:
+        """One deliverer per outbox: workers sharing a data dir all record, one of them sends.
+
+        An exclusive ``flock`` on ``deliver.lock``, held until ``stop()``; the kernel drops it when
+        its process dies (even by SIGKILL), so another worker takes over at its next try.
+        """
+        if self._lock_fd is not None:
+            return True
+        fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            if not self._lock_warned:
+                logger.info(
+                    "another process delivers from this outbox path=%s; recording only", self._lock_path
+                )
+                self._lock_warned = True
+            return False
+        self._lock_fd = fd
+        return True
+
+    def _release_delivery_lock(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
     def next_due(self, now: float) -> float:
         """Seconds until something may be delivered (bounded by ``idle_wait_s``)."""
         wait = self.delivery.idle_wait_s
@@ -279,6 +313,7 @@ class AlertService:
             self._thread = None
         for hook in self._hooks.values():
             hook.close()
+        self._release_delivery_lock()
 
     def pending(self) -> list[OutboxRow]:
         return self.outbox.pending()

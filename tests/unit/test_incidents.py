@@ -140,3 +140,20 @@ def test_global_rate_limit_delays_but_never_drops(tmp_path: Path) -> None:
         assert sorted(rx.accepted.values()) == [1] * 5
         delivered = json.dumps(sorted(k for k, _ in svc.outbox.delivered_keys()))
         assert delivered == json.dumps(sorted(rx.accepted))
+
+
+def test_one_deliverer_per_outbox(tmp_path: Path) -> None:
+    with WebhookReceiver() as rx:
+        cfg = _cfg(url=rx.url)
+        first = AlertService({"shop": cfg}, tmp_path)
+        second = AlertService({"shop": cfg}, tmp_path)  # e.g. a second worker on the same data dir
+        first.observe(_burst(n_anomalous=1, n_normal=3))
+        second.observe(_burst(n_anomalous=1, n_normal=3, dimensions={"product_name": "item-B"}))
+        assert len(first.pending()) == 4
+        assert first.deliver_pending() == 4
+        second.observe(_burst(n_anomalous=1, n_normal=0, dimensions={"product_name": "item-C"}))
+        assert second.deliver_pending() == 0  # first holds the delivery lock
+        first.stop()
+        assert second.deliver_pending() == 1  # taken over once the holder stopped
+        second.stop()
+        assert sorted(rx.accepted.values()) == [1] * 5
