@@ -1,0 +1,59 @@
+"""Hook details: signature, Retry-After parsing, back-off bounds, URL redaction in logs."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import hmac
+import logging
+from pathlib import Path
+
+import pytest
+
+from sinks.alerts import AlertService
+from sinks.alerts.hooks import RedactUrls, body_bytes, message_id, parse_retry_after, sign
+from sinks.config import AlertsConfig, DeliveryConfig
+
+
+def test_signature_is_hmac_sha256_of_the_exact_body() -> None:
+    body = body_bytes({"b": 1, "a": "é"})
+    assert body == '{"a":"é","b":1}'.encode()
+    assert sign("k", body) == "sha256=" + hmac.new(b"k", body, hashlib.sha256).hexdigest()
+    assert sign("k", body) != sign("k2", body)
+
+
+def test_retry_after_seconds_and_http_date() -> None:
+    now = dt.datetime(2026, 1, 1, 12, 0, 0, tzinfo=dt.UTC)
+    assert parse_retry_after("120", now) == 120.0
+    assert parse_retry_after("Thu, 01 Jan 2026 12:00:30 GMT", now) == 30.0
+    assert parse_retry_after("Thu, 01 Jan 2026 11:00:00 GMT", now) == 0.0
+    assert parse_retry_after("soon", now) is None
+    assert parse_retry_after(None, now) is None
+
+
+def test_backoff_doubles_with_jitter_and_is_capped(tmp_path: Path) -> None:
+    svc = AlertService(
+        {"shop": AlertsConfig()}, tmp_path, DeliveryConfig(backoff_initial_s=1, backoff_max_s=8), seed=3
+    )
+    for attempt, ceiling in [(1, 1), (2, 2), (3, 4), (4, 8), (5, 8), (20, 8)]:
+        delays = [svc._backoff(attempt) for _ in range(50)]
+        assert all(ceiling / 2 <= d <= ceiling for d in delays)  # never near zero: no busy loop
+        assert max(delays) - min(delays) > 0.05 * ceiling  # jittered
+
+
+def test_message_id_carries_the_key() -> None:
+    assert message_id("abc-123:update:1714521600000") == "<abc-123.update.1714521600000@cutstream>"
+
+
+def test_url_redaction_filter(caplog: pytest.LogCaptureFixture) -> None:
+    log = logging.getLogger("test.redact")
+    log.addFilter(RedactUrls())
+    try:
+        with caplog.at_level(logging.INFO, logger="test.redact"):
+            log.info(
+                'HTTP Request: POST %s "%s"', "https://h.example:8443/hooks/T0K3N?sig=abc", "HTTP/1.1 200 OK"
+            )
+    finally:
+        log.filters.clear()
+    assert "T0K3N" not in caplog.text and "sig=abc" not in caplog.text
+    assert "https://h.example:8443/…" in caplog.text and "200 OK" in caplog.text
