@@ -4,6 +4,7 @@ logs, the outbox, the results or the command line's output, on success and on fa
 from __future__ import annotations
 
 import logging
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -20,7 +21,12 @@ from sinks.results_topic import ResultsProducer
 from sinks.testing import result_table
 from tests.conftest import wait_for
 
-pytestmark = pytest.mark.integration
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(
+        shutil.which("openssl") is None, reason="needs the openssl command for a test certificate"
+    ),
+]
 
 HMAC_KEY = "hmac-key-0f9e8d7c6b"
 URL_TOKEN = "urltoken-5a4b3c2d1e"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import email
 import email.policy
 import re
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -16,7 +17,12 @@ from sinks.config import AlertsConfig, DeliveryConfig, EmailConfig
 from sinks.testing import result_table
 from tests.conftest import wait_for
 
-pytestmark = pytest.mark.integration
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(
+        shutil.which("openssl") is None, reason="needs the openssl command for a test certificate"
+    ),
+]
 
 PASSWORD = "smtp-pw-4c1d9e"
 
