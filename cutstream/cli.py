@@ -94,6 +94,7 @@ _BENCH_MODULES = (
     "cutstream.bench.dashboard",
     "cutstream.bench.backfill",
     "cutstream.bench.nab",
+    "cutstream.bench.scaleout",
 )
 
 

@@ -22,6 +22,7 @@ SECTIONS: dict[str, str] = {
     "nab": "cutstream.bench.nab",
     "ingest": "cutstream.bench.ingest",
     "dashboard": "cutstream.bench.dashboard",
+    "scaleout": "cutstream.bench.scaleout",
 }
 
 
