@@ -330,8 +330,25 @@ class CompactionResult:
     rows: int
 
 
+def _remove_stale_temps(pdir: Path, older_than_s: float) -> None:
+    """Temp files of writers that crashed (a live writer renames its temp within seconds)."""
+    import time
+
+    for tmp in pdir.glob(".*.tmp"):
+        try:
+            if time.time() - tmp.stat().st_mtime > older_than_s:
+                tmp.unlink()
+                logger.info("removed stale temp file path=%s", tmp)
+        except FileNotFoundError:
+            continue
+
+
 def compact(
-    data_dir: Path, detector: str | None = None, date: str | None = None, min_files: int = 2
+    data_dir: Path,
+    detector: str | None = None,
+    date: str | None = None,
+    min_files: int = 2,
+    stale_tmp_s: float = 3600.0,
 ) -> list[CompactionResult]:
     """Merge the small files of each partition, per source, into one file; query results stay the same.
 
@@ -344,6 +361,7 @@ def compact(
     :func:`read_lock` sees either all inputs or the merged file, never both and never neither; a
     reader that takes no lock can, during those few system calls, see a row twice or hit a missing
     file (retry). If an input changed meanwhile (recovery), the merge is abandoned, nothing lost.
+    Temp files older than ``stale_tmp_s`` (left by a writer that crashed) are removed.
     """
     root = results_dir(data_dir)
     # The newest range of each source (over all partitions) may still be rewritten by a live worker
@@ -357,6 +375,7 @@ def compact(
     for pdir in sorted(root.glob(f"{det_glob}/{date_glob}")):
         if not pdir.is_dir():
             continue
+        _remove_stale_temps(pdir, stale_tmp_s)
         groups: dict[str, list[ResultFile]] = {}
         for path in sorted(pdir.glob("*.parquet")):
             parsed = parse_name(path)

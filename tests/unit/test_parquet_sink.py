@@ -175,3 +175,15 @@ def test_read_lock_needs_no_results_and_creates_nothing(tmp_path: Path) -> None:
     with read_lock(tmp_path / "nowhere"):
         pass
     assert not (tmp_path / "nowhere").exists()
+
+
+def test_compact_removes_stale_temp_files_only(tmp_path: Path) -> None:
+    import os
+
+    (path,) = ParquetSink(tmp_path).write(_batch(0), "events.0", 0, 9)
+    stale, fresh = path.parent / ".dead.parquet.tmp", path.parent / ".live.parquet.tmp"
+    stale.write_bytes(b"x")
+    fresh.write_bytes(b"x")
+    os.utime(stale, (1, 1))
+    compact(tmp_path)
+    assert not stale.exists() and fresh.exists() and path.exists()
