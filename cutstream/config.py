@@ -12,6 +12,7 @@ import yaml
 from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from sinks.config import DeliveryConfig
 from streams.config import DetectorSpec
 from streams.errors import ConfigError
 
@@ -33,6 +34,9 @@ class AppConfig(BaseSettings):
     )
     kafka_password: SecretStr | None = Field(None, description="sasl.password, from the environment only")
     detectors: tuple[DetectorSpec, ...] = ()
+    alert_delivery: DeliveryConfig = Field(
+        default_factory=DeliveryConfig, description="global alert rate limit and retry policy"
+    )
 
 
 def load_config(path: Path | None, **overrides: Any) -> AppConfig:
