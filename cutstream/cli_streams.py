@@ -51,6 +51,13 @@ from cutstream.cli import brokers_option, config_option, data_dir_option
     help="also checkpoint a partition after this many events (0 = only by time)",
 )
 @click.option(
+    "--series-capacity",
+    type=int,
+    default=1024,
+    show_default=True,
+    help="series each detector preallocates model memory for (grows beyond; avoids pauses while it grows)",
+)
+@click.option(
     "--status-file",
     type=click.Path(dir_okay=False),
     default=None,
@@ -68,6 +75,7 @@ def worker(
     parquet_interval: float,
     checkpoint_interval: float,
     checkpoint_events: int,
+    series_capacity: int,
     status_file: str | None,
     fault: str | None,
 ) -> None:
@@ -95,6 +103,7 @@ def worker(
             parquet_interval_s=parquet_interval,
             checkpoint_interval_s=checkpoint_interval,
             checkpoint_every_events=checkpoint_events,
+            series_capacity=series_capacity,
             status_file=status_file,
             fault=fault,
         )

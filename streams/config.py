@@ -44,9 +44,13 @@ class DetectorSpec(BaseModel):
     dimensions: tuple[str, ...] = ()
     measures: tuple[MeasureSpec, ...] = Field(min_length=1)
     window_ms: int = Field(60_000, ge=1, description="tumbling window length (detection interval)")
-    allowed_lateness_ms: int = Field(0, ge=0, description="how long after the watermark a window still accepts events")
+    allowed_lateness_ms: int = Field(
+        0, ge=0, description="how long after the watermark a window still accepts events"
+    )
     idle_timeout_ms: int = Field(
-        10_000, ge=0, description="wall-clock ms after which an idle partition no longer holds the watermark back"
+        10_000,
+        ge=0,
+        description="wall-clock ms after which an idle partition no longer holds the watermark back",
     )
     model: ModelConfig = ModelConfig()
     alerts: AlertsConfig = AlertsConfig()
@@ -81,10 +85,14 @@ class WorkerSettings(BaseModel):
     checkpoint_every_events: int = Field(
         0, ge=0, description="also checkpoint a partition after this many events (0 = only by time)"
     )
+    series_capacity: int = Field(
+        1024, ge=1, description="series each detector's model arrays preallocate room for (they grow beyond)"
+    )
     status_file: str | None = Field(
         None, description="write counters and the assignment as JSON here about once a second"
     )
     fault: str | None = Field(
-        None, description="testing only: `<point>:<n>` kills the process at the n-th pass of a flush point "
+        None,
+        description="testing only: `<point>:<n>` kills the process at the n-th pass of a flush point "
         "(after-parquet, after-checkpoint)",
     )

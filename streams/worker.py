@@ -66,53 +66,112 @@ def _now_ms() -> int:
 # --------------------------------------------------------------------------- result records
 
 
-def build_results(detector_name: str, closed: Any, scores: Any) -> pa.Table:
-    """Result records (RESULT_SCHEMA) for closed windows and their scores, row for row.
+@dataclass(frozen=True)
+class ResultColumns:
+    """The result records of one scoring step as plain columns (numpy arrays and Python lists).
 
-    ``closed`` has timeseries_id, measure, dimension_lists (lists of n), window_start_ms,
-    window_end_ms, value, missing (arrays of n), like ``streams.window.ClosedWindows``.
+    Built once per step and turned into both the Arrow table (Parquet) and the JSON messages
+    (results topic), so neither goes through the other's row objects.
     """
-    n = len(closed)
-    starts = np.asarray(closed.window_start_ms, dtype=np.int64)
-    ends = np.asarray(closed.window_end_ms, dtype=np.int64)
-    period: dict[int, str] = {
-        int(t): format_period(int(t)) for t in np.unique(np.concatenate([starts, ends]))
-    }
-    inference = np.asarray(scores.inference, dtype=bool)
-    columns = {
-        "detectorName": pa.array([detector_name] * n, pa.string()),
-        "measure": pa.array(list(closed.measure), pa.string()),
-        "timeseriesId": pa.array(list(closed.timeseries_id), pa.string()),
-        "dimensionList": pa.array(list(closed.dimension_lists), RESULT_SCHEMA.field("dimensionList").type),
-        "aggregatedMeasureValue": pa.array(np.asarray(closed.value, dtype=np.float64), from_pandas=True),
-        "detectionPeriodStartTime": pa.array([period[int(t)] for t in starts], pa.string()),
-        "detectionPeriodEndTime": pa.array([period[int(t)] for t in ends], pa.string()),
-        "anomalyScore": pa.array(np.asarray(scores.anomaly_score, dtype=np.float64)),
-        "anomalyDecisionThreshold": pa.array(np.asarray(scores.threshold, dtype=np.float64)),
-        "anomalyDecision": pa.array(np.asarray(scores.decision, dtype=np.int8)),
-        "anomalyConfidenceScore": pa.array(np.asarray(scores.confidence, dtype=np.float64)),
-        "modelStage": pa.array(np.where(inference, STAGE_INFERENCE, STAGE_LEARNING).tolist(), pa.string()),
-        "processedDataPoints": pa.array(np.asarray(scores.processed_points, dtype=np.int64)),
-        "expectedValue": pa.array(np.asarray(scores.expected_value, dtype=np.float64), from_pandas=True),
-        "rawScore": pa.array(np.asarray(scores.raw_score, dtype=np.float64), from_pandas=True),
-        "windowStart": pa.array(starts, pa.timestamp("ms", tz="UTC")),
-        "missingWindow": pa.array(np.asarray(closed.missing, dtype=bool)),
-        "warmStarted": pa.array(np.asarray(scores.warm_started, dtype=bool)),
-    }
-    return pa.Table.from_arrays([columns[f.name] for f in RESULT_SCHEMA], schema=RESULT_SCHEMA)
+
+    detector_name: str
+    measure: list[str]
+    timeseries_id: list[str]
+    dimension_lists: list[Any]
+    value: np.ndarray
+    start_ms: np.ndarray
+    end_ms: np.ndarray
+    period_start: list[str]
+    period_end: list[str]
+    scores: Any
+    stage: list[str]
+    missing: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.timeseries_id)
+
+    @classmethod
+    def of(cls, detector_name: str, closed: Any, scores: Any) -> ResultColumns:
+        """``closed``: timeseries_id, measure, dimension_lists (lists of n), window_start_ms,
+        window_end_ms, value, missing (arrays of n), like ``streams.window.ClosedWindows``."""
+        starts = np.asarray(closed.window_start_ms, dtype=np.int64)
+        ends = np.asarray(closed.window_end_ms, dtype=np.int64)
+        period = {t: format_period(t) for t in np.unique(np.concatenate([starts, ends])).tolist()}
+        inference = np.asarray(scores.inference, dtype=bool)
+        return cls(
+            detector_name=detector_name,
+            measure=list(closed.measure),
+            timeseries_id=list(closed.timeseries_id),
+            dimension_lists=list(closed.dimension_lists),
+            value=np.asarray(closed.value, dtype=np.float64),
+            start_ms=starts,
+            end_ms=ends,
+            period_start=[period[t] for t in starts.tolist()],
+            period_end=[period[t] for t in ends.tolist()],
+            scores=scores,
+            stage=np.where(inference, STAGE_INFERENCE, STAGE_LEARNING).tolist(),
+            missing=np.asarray(closed.missing, dtype=bool),
+        )
+
+    def table(self) -> pa.Table:
+        """The records as a RESULT_SCHEMA table."""
+        sc = self.scores
+        f64 = np.float64
+        columns = {
+            "detectorName": pa.array([self.detector_name] * len(self), pa.string()),
+            "measure": pa.array(self.measure, pa.string()),
+            "timeseriesId": pa.array(self.timeseries_id, pa.string()),
+            "dimensionList": pa.array(self.dimension_lists, RESULT_SCHEMA.field("dimensionList").type),
+            "aggregatedMeasureValue": pa.array(self.value, from_pandas=True),
+            "detectionPeriodStartTime": pa.array(self.period_start, pa.string()),
+            "detectionPeriodEndTime": pa.array(self.period_end, pa.string()),
+            "anomalyScore": pa.array(np.asarray(sc.anomaly_score, dtype=f64)),
+            "anomalyDecisionThreshold": pa.array(np.asarray(sc.threshold, dtype=f64)),
+            "anomalyDecision": pa.array(np.asarray(sc.decision, dtype=np.int8)),
+            "anomalyConfidenceScore": pa.array(np.asarray(sc.confidence, dtype=f64)),
+            "modelStage": pa.array(self.stage, pa.string()),
+            "processedDataPoints": pa.array(np.asarray(sc.processed_points, dtype=np.int64)),
+            "expectedValue": pa.array(np.asarray(sc.expected_value, dtype=f64), from_pandas=True),
+            "rawScore": pa.array(np.asarray(sc.raw_score, dtype=f64), from_pandas=True),
+            "windowStart": pa.array(self.start_ms, pa.timestamp("ms", tz="UTC")),
+            "missingWindow": pa.array(self.missing),
+            "warmStarted": pa.array(np.asarray(sc.warm_started, dtype=bool)),
+        }
+        return pa.Table.from_arrays([columns[f.name] for f in RESULT_SCHEMA], schema=RESULT_SCHEMA)
+
+    def json(self) -> list[bytes]:
+        """One JSON object per record: every RESULT_SCHEMA field, windowStart in epoch ms, NaN as null."""
+        import msgspec
+
+        sc = self.scores
+        names = RESULT_SCHEMA.names
+        cols = (
+            [self.detector_name] * len(self),
+            self.measure,
+            self.timeseries_id,
+            self.dimension_lists,
+            self.value.tolist(),
+            self.period_start,
+            self.period_end,
+            np.asarray(sc.anomaly_score, dtype=np.float64).tolist(),
+            np.asarray(sc.threshold, dtype=np.float64).tolist(),
+            np.asarray(sc.decision, dtype=np.int64).tolist(),
+            np.asarray(sc.confidence, dtype=np.float64).tolist(),
+            self.stage,
+            np.asarray(sc.processed_points, dtype=np.int64).tolist(),
+            np.asarray(sc.expected_value, dtype=np.float64).tolist(),
+            np.asarray(sc.raw_score, dtype=np.float64).tolist(),
+            self.start_ms.tolist(),
+            self.missing.tolist(),
+            np.asarray(sc.warm_started, dtype=bool).tolist(),
+        )
+        encode = msgspec.json.Encoder().encode  # non-finite floats become null
+        return [encode(dict(zip(names, row, strict=True))) for row in zip(*cols, strict=True)]
 
 
-def results_json(table: pa.Table) -> list[bytes]:
-    """One JSON object per result (every RESULT_SCHEMA field; windowStart as epoch ms)."""
-    names = table.schema.names
-    cols = [
-        table.column(n).cast(pa.int64()).to_pylist() if n == "windowStart" else table.column(n).to_pylist()
-        for n in names
-    ]
-    return [
-        json.dumps(dict(zip(names, row, strict=True)), separators=(",", ":")).encode()
-        for row in zip(*cols, strict=True)
-    ]
+def build_results(detector_name: str, closed: Any, scores: Any) -> pa.Table:
+    """Result records (RESULT_SCHEMA) for closed windows and their scores, row for row."""
+    return ResultColumns.of(detector_name, closed, scores).table()
 
 
 def _table_to_ipc(tables: Sequence[pa.Table]) -> bytes:
@@ -207,7 +266,10 @@ class Worker:
         for spec in app.detectors:
             self.specs_by_topic[spec.topic].append(spec)
         self.parsers = {spec.name: EventParser(spec) for spec in app.detectors}
-        self.detectors = {spec.name: Detector(spec.model, backend=backend) for spec in app.detectors}
+        cap = self.settings.series_capacity
+        self.detectors = {
+            spec.name: Detector(spec.model, backend=backend, capacity=cap) for spec in app.detectors
+        }
         self.store = CheckpointStore(Path(app.data_dir), app.group_id)
         self.sink = ParquetSink(Path(app.data_dir))
         self.alerts = self._make_alerts()
@@ -409,13 +471,14 @@ class Worker:
         stamps = np.concatenate([np.asarray(c.window_start_ms, dtype=np.int64) for _, c in items])
         missing = np.concatenate([np.asarray(c.missing, dtype=bool) for _, c in items])
         scores = self.detectors[name].process_many(keys, values, stamps, missing)
-        table = build_results(name, _Concat([c for _, c in items]), scores)
+        cols = ResultColumns.of(name, _Concat([c for _, c in items]), scores)
+        table = cols.table()
         offset = 0
         for part, closed in items:
             n = len(closed)
             part.pending.append(table.slice(offset, n))
             offset += n
-        self._produce_results(table, t0)
+        self._produce_results(cols, t0)
         with self._lock:
             self._counters.windows_closed += len(keys)
         return len(keys)
@@ -430,10 +493,10 @@ class Worker:
             *me,
         )
 
-    def _produce_results(self, table: pa.Table, t0: float) -> None:
+    def _produce_results(self, cols: ResultColumns, t0: float) -> None:
         topic = self.app.results_topic
-        keys = table.column("timeseriesId").to_pylist()
-        payloads = results_json(table)
+        keys = cols.timeseries_id
+        payloads = cols.json()
         p = self._producer
         for i, (k, v) in enumerate(zip(keys, payloads, strict=True)):
             cb = self._tracker if i < len(keys) - 1 else self._latency_cb(t0)
