@@ -17,21 +17,50 @@ def _data_dir(value: Path | None) -> Path:
 
 
 @click.command()
-@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="results directory root (default $CUTSTREAM_DATA_DIR or ./data)")
-@click.option("--host", default="127.0.0.1", show_default=True,
-              help="address to bind; anything but loopback needs --token")
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="results directory root (default $CUTSTREAM_DATA_DIR or ./data)",
+)
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="address to bind; anything but loopback needs --token",
+)
 @click.option("--port", type=int, default=8050, show_default=True)
-@click.option("--refresh-ms", type=click.IntRange(min=250), default=5000, show_default=True,
-              help="live refresh interval of the page")
-@click.option("--token", envvar="CUTSTREAM_DASHBOARD_TOKEN", default=None,
-              help="access token (also $CUTSTREAM_DASHBOARD_TOKEN): Bearer header or basic-auth password")
-@click.option("--threads", type=click.IntRange(min=1), default=8, show_default=True,
-              help="waitress worker threads")
-@click.option("--metrics-url", "metrics_urls", multiple=True,
-              help="a worker's Prometheus /metrics URL, for the lag KPI (repeatable)")
-def dashboard(data_dir: Path | None, host: str, port: int, refresh_ms: int, token: str | None,
-              threads: int, metrics_urls: tuple[str, ...]) -> None:
+@click.option(
+    "--refresh-ms",
+    type=click.IntRange(min=250),
+    default=5000,
+    show_default=True,
+    help="live refresh interval of the page",
+)
+@click.option(
+    "--token",
+    envvar="CUTSTREAM_DASHBOARD_TOKEN",
+    default=None,
+    help="access token (also $CUTSTREAM_DASHBOARD_TOKEN): Bearer header or basic-auth password",
+)
+@click.option(
+    "--threads", type=click.IntRange(min=1), default=8, show_default=True, help="waitress worker threads"
+)
+@click.option(
+    "--metrics-url",
+    "metrics_urls",
+    multiple=True,
+    help="a worker's Prometheus /metrics URL, for the lag KPI (repeatable)",
+)
+def dashboard(
+    data_dir: Path | None,
+    host: str,
+    port: int,
+    refresh_ms: int,
+    token: str | None,
+    threads: int,
+    metrics_urls: tuple[str, ...],
+) -> None:
     """Serve the dashboard over a results directory (waitress, a production WSGI server)."""
     from waitress import serve
 
@@ -41,21 +70,29 @@ def dashboard(data_dir: Path | None, host: str, port: int, refresh_ms: int, toke
     if host not in LOOPBACK_HOSTS and not token:
         raise click.UsageError(
             f"refusing to serve the dashboard on {host} without a token: pass --token or set "
-            "CUTSTREAM_DASHBOARD_TOKEN (or bind to 127.0.0.1)")
+            "CUTSTREAM_DASHBOARD_TOKEN (or bind to 127.0.0.1)"
+        )
     if not (root / "results").is_dir():
         logger.warning("no results yet data_dir=%s (the page fills in when a worker writes some)", root)
     app = create_app(root, refresh_ms=refresh_ms, auth=token, metrics_urls=metrics_urls)
-    click.echo(f"cutstream dashboard on http://{host}:{port}/ over {root}"
-               + (" (token required)" if token else ""), err=True)
+    click.echo(
+        f"cutstream dashboard on http://{host}:{port}/ over {root}" + (" (token required)" if token else ""),
+        err=True,
+    )
     serve(app.server, host=host, port=port, threads=threads, ident="cutstream")
 
 
 @click.command()
 @click.argument("sql")
-@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="results directory root (default $CUTSTREAM_DATA_DIR or ./data)")
-@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table",
-              show_default=True)
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="results directory root (default $CUTSTREAM_DATA_DIR or ./data)",
+)
+@click.option(
+    "--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True
+)
 @click.option("--max-rows", type=int, default=100, show_default=True, help="rows shown by --format table")
 def query(sql: str, data_dir: Path | None, fmt: str, max_rows: int) -> None:
     """Run SQL over the results: `cutstream query "SELECT count(*) FROM results"`.

@@ -68,19 +68,24 @@ def install_auth(server: flask.Flask, token: str) -> None:
             flask.g.cutstream_set_cookie = True
             return None
         logger.info("dashboard request refused path=%s remote=%s", request.path, request.remote_addr)
-        return flask.Response("authentication required\n", 401,
-                              {"WWW-Authenticate": 'Basic realm="cutstream dashboard", charset="UTF-8"'})
+        return flask.Response(
+            "authentication required\n",
+            401,
+            {"WWW-Authenticate": 'Basic realm="cutstream dashboard", charset="UTF-8"'},
+        )
 
     @server.after_request
     def _remember(response: flask.Response) -> flask.Response:
         if flask.g.get("cutstream_set_cookie"):
-            response.set_cookie(COOKIE, cookie, httponly=True, samesite="Strict",
-                                secure=flask.request.is_secure)
+            response.set_cookie(
+                COOKIE, cookie, httponly=True, samesite="Strict", secure=flask.request.is_secure
+            )
         return response
 
 
-def create_app(data_dir: Path | str, refresh_ms: int = 5000, auth: str | None = None,
-               metrics_urls: tuple[str, ...] = ()) -> Dash:
+def create_app(
+    data_dir: Path | str, refresh_ms: int = 5000, auth: str | None = None, metrics_urls: tuple[str, ...] = ()
+) -> Dash:
     """The dashboard over ``<data_dir>/results`` (read through sinks.query only).
 
     Args:
@@ -91,7 +96,7 @@ def create_app(data_dir: Path | str, refresh_ms: int = 5000, auth: str | None = 
     """
     if refresh_ms < 250:
         raise ValueError("refresh_ms must be at least 250")
-    app = Dash(__name__, title="cutstream", update_title=None, serve_locally=True)
+    app = Dash(__name__, title="cutstream", update_title="", serve_locally=True)
     app.layout = layout.build_layout(refresh_ms)
     callbacks.register(app, Path(data_dir), tuple(metrics_urls))
     server = app.server

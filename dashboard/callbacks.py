@@ -22,23 +22,45 @@ def register(app: Dash, data_dir: Path, metrics_urls: tuple[str, ...] = ()) -> N
     def toggle_live(live: list[str] | None) -> bool:
         return "live" not in (live or [])
 
-    @app.callback(Output("kpis", "children"), Output("detector", "options"),
-                  Input("tick", "n_intervals"), Input("period", "value"))
+    @app.callback(
+        Output("kpis", "children"),
+        Output("detector", "options"),
+        Input("tick", "n_intervals"),
+        Input("period", "value"),
+    )
     def refresh_kpis(_tick: int, period: str) -> tuple[list[Any], list[dict[str, str]]]:
         cards = [layout.kpi_card(*card) for card in views.kpi_values(data_dir, period, metrics_urls)]
         return cards, views.detector_options(data_dir)
 
-    @app.callback(Output("measure", "options"),
-                  Input("detector", "value"), Input("period", "value"), Input("tick", "n_intervals"))
+    @app.callback(
+        Output("measure", "options"),
+        Input("detector", "value"),
+        Input("period", "value"),
+        Input("tick", "n_intervals"),
+    )
     def refresh_measures(detector: str | None, period: str, _tick: int) -> list[dict[str, str]]:
         return views.measure_options(data_dir, period, detector)
 
-    @app.callback(Output("series", "options"), Output("series", "value"),
-                  Input("detector", "value"), Input("measure", "value"), Input("series", "search_value"),
-                  Input("series", "value"), Input("period", "value"), Input("tick", "n_intervals"),
-                  State("url", "search"))
-    def refresh_series(detector: str | None, measure: str | None, search: str | None, selected: str | None,
-                       period: str, _tick: int, url_search: str | None) -> tuple[list[dict[str, str]], Any]:
+    @app.callback(
+        Output("series", "options"),
+        Output("series", "value"),
+        Input("detector", "value"),
+        Input("measure", "value"),
+        Input("series", "search_value"),
+        Input("series", "value"),
+        Input("period", "value"),
+        Input("tick", "n_intervals"),
+        State("url", "search"),
+    )
+    def refresh_series(
+        detector: str | None,
+        measure: str | None,
+        search: str | None,
+        selected: str | None,
+        period: str,
+        _tick: int,
+        url_search: str | None,
+    ) -> tuple[list[dict[str, str]], Any]:
         if selected:
             return views.series_options(data_dir, period, detector, measure, search, selected), no_update
         linked = views.focus_from_url(url_search)  # an alert's link names the series to open
@@ -46,11 +68,17 @@ def register(app: Dash, data_dir: Path, metrics_urls: tuple[str, ...] = ()) -> N
         options = views.series_options(data_dir, period, detector, measure, search, pick)
         return options, pick or views.default_series(options)
 
-    @app.callback(Output("series", "value", allow_duplicate=True), Output("focus", "data"),
-                  Input("anomalies", "active_cell"), Input("incidents", "active_cell"), Input("url", "search"),
-                  prevent_initial_call="initial_duplicate")
-    def open_series(cell: dict[str, Any] | None, incident_cell: dict[str, Any] | None, search: str | None
-                    ) -> tuple[Any, Any]:
+    @app.callback(
+        Output("series", "value", allow_duplicate=True),
+        Output("focus", "data"),
+        Input("anomalies", "active_cell"),
+        Input("incidents", "active_cell"),
+        Input("url", "search"),
+        prevent_initial_call="initial_duplicate",
+    )
+    def open_series(
+        cell: dict[str, Any] | None, incident_cell: dict[str, Any] | None, search: str | None
+    ) -> tuple[Any, Any]:
         if ctx.triggered_id == "anomalies":
             focus = views.focus_from_row((cell or {}).get("row_id"))
         elif ctx.triggered_id == "incidents":
@@ -61,9 +89,13 @@ def register(app: Dash, data_dir: Path, metrics_urls: tuple[str, ...] = ()) -> N
             return no_update, no_update
         return focus["series"], focus
 
-    @app.callback(Output("chart", "figure"),
-                  Input("series", "value"), Input("period", "value"), Input("focus", "data"),
-                  Input("tick", "n_intervals"))
+    @app.callback(
+        Output("chart", "figure"),
+        Input("series", "value"),
+        Input("period", "value"),
+        Input("focus", "data"),
+        Input("tick", "n_intervals"),
+    )
     def refresh_chart(series: str | None, period: str, focus: dict[str, Any] | None, _tick: int) -> go.Figure:
         try:
             return views.chart(data_dir, period, series, focus)
@@ -71,11 +103,22 @@ def register(app: Dash, data_dir: Path, metrics_urls: tuple[str, ...] = ()) -> N
             logger.warning("chart query failed series=%s error=%s", series, exc)
             return figures.empty_figure(f"Cannot read the results: {exc}")
 
-    @app.callback(Output("anomalies", "data"), Output("table-message", "children"),
-                  Input("period", "value"), Input("anomalies", "filter_query"), Input("anomalies", "sort_by"),
-                  Input("tick", "n_intervals"), State("anomalies", "data"))
-    def refresh_table(period: str, filter_query: str | None, sort_by: list[dict[str, str]] | None, _tick: int,
-                      current: list[dict[str, Any]] | None) -> tuple[Any, str]:
+    @app.callback(
+        Output("anomalies", "data"),
+        Output("table-message", "children"),
+        Input("period", "value"),
+        Input("anomalies", "filter_query"),
+        Input("anomalies", "sort_by"),
+        Input("tick", "n_intervals"),
+        State("anomalies", "data"),
+    )
+    def refresh_table(
+        period: str,
+        filter_query: str | None,
+        sort_by: list[dict[str, str]] | None,
+        _tick: int,
+        current: list[dict[str, Any]] | None,
+    ) -> tuple[Any, str]:
         try:
             rows, message = views.anomaly_rows(data_dir, period, filter_query, sort_by)
         except q.QueryError as exc:
@@ -85,8 +128,9 @@ def register(app: Dash, data_dir: Path, metrics_urls: tuple[str, ...] = ()) -> N
             return no_update, message
         return rows, message
 
-    @app.callback(Output("incidents", "data"), Output("incidents-block", "style"),
-                  Input("tick", "n_intervals"))
+    @app.callback(
+        Output("incidents", "data"), Output("incidents-block", "style"), Input("tick", "n_intervals")
+    )
     def refresh_incidents(_tick: int) -> tuple[Any, dict[str, str]]:
         rows = views.incident_rows(data_dir)
         return rows, {"display": "block" if rows else "none"}

@@ -26,11 +26,23 @@ BAND_WINDOWS = 48
 
 #: Trace names (tests and the browser check find traces by these).
 VALUE, EXPECTED, BAND_LOW, BAND_HIGH, SCORE, THRESHOLD, ANOMALY = (
-    "value", "expected", "expected band (low)", "expected band", "anomaly score", "threshold", "anomaly",
+    "value",
+    "expected",
+    "expected band (low)",
+    "expected band",
+    "anomaly score",
+    "threshold",
+    "anomaly",
 )
 
-_COLORS = {"value": "#1f5f8b", "expected": "#7a7a7a", "band": "rgba(122,122,122,0.18)",
-           "score": "#e69f00", "threshold": "#b8860b", "anomaly": "#d62728"}
+_COLORS = {
+    "value": "#1f5f8b",
+    "expected": "#7a7a7a",
+    "band": "rgba(122,122,122,0.18)",
+    "score": "#e69f00",
+    "threshold": "#b8860b",
+    "anomaly": "#d62728",
+}
 
 TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
 
@@ -45,8 +57,13 @@ def _floats(table: pa.Table, name: str) -> np.ndarray:
     return np.asarray(table.column(name).to_numpy(zero_copy_only=False), dtype=np.float64)
 
 
-def expected_band(value: np.ndarray, expected: np.ndarray, windows: int = BAND_WINDOWS,
-                  sigmas: float = BAND_SIGMAS, exclude: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+def expected_band(
+    value: np.ndarray,
+    expected: np.ndarray,
+    windows: int = BAND_WINDOWS,
+    sigmas: float = BAND_SIGMAS,
+    exclude: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
     """Lower and upper band: expected ± sigmas × causal rolling std of (value − expected).
 
     Args:
@@ -81,16 +98,32 @@ def empty_figure(message: str) -> go.Figure:
     """A blank chart that says why it is blank."""
     fig = go.Figure()
     fig.update_layout(
-        template="plotly_white", height=460, margin={"l": 60, "r": 60, "t": 40, "b": 40},
-        xaxis={"visible": False}, yaxis={"visible": False},
-        annotations=[{"text": message, "xref": "paper", "yref": "paper", "x": 0.5, "y": 0.5,
-                      "showarrow": False, "font": {"size": 15, "color": "#666"}}],
+        template="plotly_white",
+        height=460,
+        margin={"l": 60, "r": 60, "t": 40, "b": 40},
+        xaxis={"visible": False},
+        yaxis={"visible": False},
+        annotations=[
+            {
+                "text": message,
+                "xref": "paper",
+                "yref": "paper",
+                "x": 0.5,
+                "y": 0.5,
+                "showarrow": False,
+                "font": {"size": 15, "color": "#666"},
+            }
+        ],
     )
     return fig
 
 
-def series_figure(points: pa.Table, title: str = "", focus: tuple[dt.datetime, dt.datetime] | None = None,
-                  revision: str = "") -> go.Figure:
+def series_figure(
+    points: pa.Table,
+    title: str = "",
+    focus: tuple[dt.datetime, dt.datetime] | None = None,
+    revision: str = "",
+) -> go.Figure:
     """The series chart from :func:`sinks.query.series_points` rows (oldest first).
 
     Args:
@@ -112,35 +145,95 @@ def series_figure(points: pa.Table, title: str = "", focus: tuple[dt.datetime, d
     x_arr = np.array(x, dtype=object)
 
     fig = go.Figure()
-    fig.add_trace(go.Scatter(x=x, y=low, name=BAND_LOW, mode="lines", line={"width": 0},
-                             hoverinfo="skip", showlegend=False, legendgroup="band"))
-    fig.add_trace(go.Scatter(x=x, y=high, name=BAND_HIGH, mode="lines", line={"width": 0},
-                             fill="tonexty", fillcolor=_COLORS["band"], hoverinfo="skip", legendgroup="band"))
-    fig.add_trace(go.Scatter(x=x, y=expected, name=EXPECTED, mode="lines",
-                             line={"color": _COLORS["expected"], "dash": "dash", "width": 1.5}))
-    fig.add_trace(go.Scatter(x=x, y=value, name=VALUE, mode="lines",
-                             line={"color": _COLORS["value"], "width": 2}))
-    fig.add_trace(go.Scatter(x=x, y=score, name=SCORE, mode="lines", yaxis="y2",
-                             line={"color": _COLORS["score"], "width": 1}, opacity=0.8))
-    fig.add_trace(go.Scatter(x=x, y=threshold, name=THRESHOLD, mode="lines", yaxis="y2",
-                             line={"color": _COLORS["threshold"], "dash": "dot", "width": 1.5}))
-    fig.add_trace(go.Scatter(
-        x=x_arr[flagged].tolist(), y=value[flagged], name=ANOMALY, mode="markers",
-        marker={"color": _COLORS["anomaly"], "size": 11, "symbol": "x", "line": {"width": 1}},
-        customdata=score[flagged], hovertemplate="%{x}<br>value %{y:.4g}<br>score %{customdata:.1f}"
-                                                 "<extra>anomaly</extra>",
-    ))
+    fig.add_trace(
+        go.Scatter(
+            x=x,
+            y=low,
+            name=BAND_LOW,
+            mode="lines",
+            line={"width": 0},
+            hoverinfo="skip",
+            showlegend=False,
+            legendgroup="band",
+        )
+    )
+    fig.add_trace(
+        go.Scatter(
+            x=x,
+            y=high,
+            name=BAND_HIGH,
+            mode="lines",
+            line={"width": 0},
+            fill="tonexty",
+            fillcolor=_COLORS["band"],
+            hoverinfo="skip",
+            legendgroup="band",
+        )
+    )
+    fig.add_trace(
+        go.Scatter(
+            x=x,
+            y=expected,
+            name=EXPECTED,
+            mode="lines",
+            line={"color": _COLORS["expected"], "dash": "dash", "width": 1.5},
+        )
+    )
+    fig.add_trace(
+        go.Scatter(x=x, y=value, name=VALUE, mode="lines", line={"color": _COLORS["value"], "width": 2})
+    )
+    fig.add_trace(
+        go.Scatter(
+            x=x,
+            y=score,
+            name=SCORE,
+            mode="lines",
+            yaxis="y2",
+            line={"color": _COLORS["score"], "width": 1},
+            opacity=0.8,
+        )
+    )
+    fig.add_trace(
+        go.Scatter(
+            x=x,
+            y=threshold,
+            name=THRESHOLD,
+            mode="lines",
+            yaxis="y2",
+            line={"color": _COLORS["threshold"], "dash": "dot", "width": 1.5},
+        )
+    )
+    fig.add_trace(
+        go.Scatter(
+            x=x_arr[flagged].tolist(),
+            y=value[flagged],
+            name=ANOMALY,
+            mode="markers",
+            marker={"color": _COLORS["anomaly"], "size": 11, "symbol": "x", "line": {"width": 1}},
+            customdata=score[flagged],
+            hovertemplate="%{x}<br>value %{y:.4g}<br>score %{customdata:.1f}<extra>anomaly</extra>",
+        )
+    )
     xaxis: dict[str, Any] = {"title": None, "showgrid": True}
     if focus is not None:
         xaxis["range"] = [focus[0].strftime(TIME_FORMAT), focus[1].strftime(TIME_FORMAT)]
     fig.update_layout(
-        template="plotly_white", height=460, title={"text": title, "x": 0.01, "font": {"size": 14}},
-        margin={"l": 60, "r": 60, "t": 50, "b": 40}, hovermode="x unified",
+        template="plotly_white",
+        height=460,
+        title={"text": title, "x": 0.01, "font": {"size": 14}},
+        margin={"l": 60, "r": 60, "t": 50, "b": 40},
+        hovermode="x unified",
         legend={"orientation": "h", "y": -0.12},
         xaxis=xaxis,
         yaxis={"title": {"text": "value"}},
-        yaxis2={"title": {"text": "anomaly score"}, "overlaying": "y", "side": "right",
-                "range": [0, 105], "tickvals": [0, 20, 40, 60, 80, 100], "showgrid": False},
+        yaxis2={
+            "title": {"text": "anomaly score"},
+            "overlaying": "y",
+            "side": "right",
+            "range": [0, 105],
+            "tickvals": [0, 20, 40, 60, 80, 100],
+            "showgrid": False,
+        },
         uirevision=revision or None,
     )
     return fig

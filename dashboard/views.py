@@ -23,11 +23,21 @@ from dashboard import figures
 logger = logging.getLogger(__name__)
 
 PERIODS: dict[str, dt.timedelta | None] = {
-    "1h": dt.timedelta(hours=1), "6h": dt.timedelta(hours=6), "24h": dt.timedelta(hours=24),
-    "7d": dt.timedelta(days=7), "30d": dt.timedelta(days=30), "all": None,
+    "1h": dt.timedelta(hours=1),
+    "6h": dt.timedelta(hours=6),
+    "24h": dt.timedelta(hours=24),
+    "7d": dt.timedelta(days=7),
+    "30d": dt.timedelta(days=30),
+    "all": None,
 }
-PERIOD_LABELS = {"1h": "last hour", "6h": "last 6 hours", "24h": "last 24 hours", "7d": "last 7 days",
-                 "30d": "last 30 days", "all": "all data"}
+PERIOD_LABELS = {
+    "1h": "last hour",
+    "6h": "last 6 hours",
+    "24h": "last 24 hours",
+    "7d": "last 7 days",
+    "30d": "last 30 days",
+    "all": "all data",
+}
 DEFAULT_PERIOD = "24h"
 TOP_N = 25
 TABLE_LIMIT = 500
@@ -70,8 +80,9 @@ def _count(n: int) -> str:
     return f"{n:,}"
 
 
-def kpi_values(data_dir: Path | str, period: str | None, metrics_urls: tuple[str, ...] = ()
-               ) -> list[tuple[str, str, str, str]]:
+def kpi_values(
+    data_dir: Path | str, period: str | None, metrics_urls: tuple[str, ...] = ()
+) -> list[tuple[str, str, str, str]]:
     """The KPI cards as ``(id, label, text, note)``: series, points, anomalies, confidence, freshness, lag."""
     p = resolve_period(data_dir, period)
     k = q.kpis(data_dir, p.start, p.end)
@@ -87,8 +98,12 @@ def kpi_values(data_dir: Path | str, period: str | None, metrics_urls: tuple[str
         ("kpi-anomalies", "anomalies", _count(k["anomalies"]), period_label),
         ("kpi-confidence", "mean confidence", conf, "latest, per series"),
         ("kpi-freshness", "data freshness", fresh, newest_note),
-        ("kpi-lag", "worker lag", "unknown" if lag is None else _lag_text(lag),
-         "" if lag is None else f"{lag['workers']} worker(s)"),
+        (
+            "kpi-lag",
+            "worker lag",
+            "unknown" if lag is None else _lag_text(lag),
+            "" if lag is None else f"{lag['workers']} worker(s)",
+        ),
     ]
 
 
@@ -115,8 +130,14 @@ def _series_label(row: dict[str, Any]) -> str:
     return f"{dims} · {row['measure']} · {row['detectorName']} · max {row['maxScore']:.0f}"
 
 
-def series_options(data_dir: Path | str, period: str | None, detector: str | None, measure: str | None,
-                   search: str | None, selected: str | None) -> list[dict[str, str]]:
+def series_options(
+    data_dir: Path | str,
+    period: str | None,
+    detector: str | None,
+    measure: str | None,
+    search: str | None,
+    selected: str | None,
+) -> list[dict[str, str]]:
     """The series picker's options: the top series by max score, or the type-ahead matches.
 
     The selected series is always kept among the options (a live refresh never drops it).
@@ -140,8 +161,9 @@ def default_series(options: list[dict[str, str]]) -> str | None:
     return options[0]["value"] if options else None
 
 
-def chart(data_dir: Path | str, period: str | None, series_id: str | None,
-          focus: dict[str, Any] | None) -> go.Figure:
+def chart(
+    data_dir: Path | str, period: str | None, series_id: str | None, focus: dict[str, Any] | None
+) -> go.Figure:
     """The chart of one series over the period, zoomed around ``focus["time"]`` when it is this series'."""
     if not series_id:
         return figures.empty_figure("Pick a series (top series by anomaly score are listed first)")
@@ -167,8 +189,11 @@ def chart(data_dir: Path | str, period: str | None, series_id: str | None,
             last = points.column("windowStart")[-1].as_py()
             zoom = (max(zoom[0], first - width), min(zoom[1], last + width))
         revision = f"{series_id}@{lo:%Y-%m-%d %H:%M:%S}"
-    title = (f"{info['dimensions'] or '(no dimensions)'} — {info['measure']} ({info['detectorName']})"
-             if info else f"series {series_id[:12]}…")
+    title = (
+        f"{info['dimensions'] or '(no dimensions)'} — {info['measure']} ({info['detectorName']})"
+        if info
+        else f"series {series_id[:12]}…"
+    )
     return figures.series_figure(points, title=title, focus=zoom, revision=revision)
 
 
@@ -180,7 +205,9 @@ def _parse_time(text: Any) -> dt.datetime | None:
     return t if t.tzinfo is not None else t.replace(tzinfo=dt.UTC)
 
 
-def _focus_span(focus: dict[str, Any] | None, series_id: str) -> tuple[dt.datetime, dt.datetime | None] | None:
+def _focus_span(
+    focus: dict[str, Any] | None, series_id: str
+) -> tuple[dt.datetime, dt.datetime | None] | None:
     """``{"series", "time"}`` (one window) or ``{"series", "start", "end"}`` (a range) for this series."""
     if not focus or focus.get("series") != series_id:
         return None
@@ -222,9 +249,22 @@ TABLE_COLUMNS: list[tuple[str, str, str]] = [
     ("anomalyConfidenceScore", "confidence", "numeric"),
 ]
 
-_OPS = {"=": "=", "eq": "=", "!=": "!=", "ne": "!=", "<": "<", "lt": "<", "<=": "<=", "le": "<=",
-        ">": ">", "gt": ">", ">=": ">=", "ge": ">=", "contains": "contains",
-        "datestartswith": "datestartswith"}
+_OPS = {
+    "=": "=",
+    "eq": "=",
+    "!=": "!=",
+    "ne": "!=",
+    "<": "<",
+    "lt": "<",
+    "<=": "<=",
+    "le": "<=",
+    ">": ">",
+    "gt": ">",
+    ">=": ">=",
+    "ge": ">=",
+    "contains": "contains",
+    "datestartswith": "datestartswith",
+}
 _TERM = re.compile(
     r"""^\s*\{(?P<col>[^{}]+)\}\s+(?P<op>[is]?(?:eq|ne|lt|le|gt|ge|contains|datestartswith)|!=|<=|>=|=|<|>)\s+"""
     r"""(?P<val>"(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*'|`(?:[^`\\]|\\.)*`|.+?)\s*$""",
@@ -291,30 +331,35 @@ def parse_row_id(value: str) -> tuple[str, str] | None:
     return (series, when) if sep and series and when else None
 
 
-def anomaly_rows(data_dir: Path | str, period: str | None, filter_query: str | None,
-                 sort_by: list[dict[str, str]] | None) -> tuple[list[dict[str, Any]], str]:
+def anomaly_rows(
+    data_dir: Path | str, period: str | None, filter_query: str | None, sort_by: list[dict[str, str]] | None
+) -> tuple[list[dict[str, Any]], str]:
     """The anomaly table's rows (newest first unless sorted) and a message ('' when all is well)."""
     p = resolve_period(data_dir, period)
     try:
         filters = parse_filter_query(filter_query)
         order = [(s["column_id"], s.get("direction", "asc")) for s in (sort_by or [])]
-        table = q.anomalies(data_dir, p.start, p.end, filters, TABLE_LIMIT, order or (("windowStart", "desc"),))
+        table = q.anomalies(
+            data_dir, p.start, p.end, filters, TABLE_LIMIT, order or (("windowStart", "desc"),)
+        )
     except q.QueryInputError as exc:
         return [], f"Filter not applied: {exc}"
     times = figures.time_strings(table.column("windowStart"))
     rows = []
     for when, r in zip(times, table.to_pylist(), strict=True):
-        rows.append({
-            "id": row_id(r["timeseriesId"], when),
-            "windowStart": when,
-            "detectorName": r["detectorName"],
-            "measure": r["measure"],
-            "dimensions": r["dimensions"],
-            "aggregatedMeasureValue": _round(r["aggregatedMeasureValue"]),
-            "expectedValue": _round(r["expectedValue"]),
-            "anomalyScore": _round(r["anomalyScore"], 1),
-            "anomalyConfidenceScore": _round(r["anomalyConfidenceScore"], 0),
-        })
+        rows.append(
+            {
+                "id": row_id(r["timeseriesId"], when),
+                "windowStart": when,
+                "detectorName": r["detectorName"],
+                "measure": r["measure"],
+                "dimensions": r["dimensions"],
+                "aggregatedMeasureValue": _round(r["aggregatedMeasureValue"]),
+                "expectedValue": _round(r["expectedValue"]),
+                "anomalyScore": _round(r["anomalyScore"], 1),
+                "anomalyConfidenceScore": _round(r["anomalyConfidenceScore"], 0),
+            }
+        )
     message = f"showing the first {TABLE_LIMIT} matching anomalies" if len(rows) >= TABLE_LIMIT else ""
     return rows, message
 
@@ -333,15 +378,21 @@ def focus_from_row(row_key: str | None) -> dict[str, str] | None:
 
 
 INCIDENT_COLUMNS: list[tuple[str, str]] = [
-    ("updated", "updated (UTC)"), ("status", "status"), ("detector", "detector"), ("measure", "measure"),
-    ("dimensions", "dimensions"), ("openedAt", "opened"), ("lastAnomalyAt", "last anomaly"),
-    ("anomalousWindows", "anomalous windows"), ("peakScore", "peak score"),
+    ("updated", "updated (UTC)"),
+    ("status", "status"),
+    ("detector", "detector"),
+    ("measure", "measure"),
+    ("dimensions", "dimensions"),
+    ("openedAt", "opened"),
+    ("lastAnomalyAt", "last anomaly"),
+    ("anomalousWindows", "anomalous windows"),
+    ("peakScore", "peak score"),
 ]
 
 
 def incident_rows(data_dir: Path | str) -> list[dict[str, Any]]:
     """The incidents table's rows (empty without an alerts outbox); row ids open the incident's span."""
-    rows = q.incidents(data_dir, limit=100).to_pylist()
+    rows: list[dict[str, Any]] = q.incidents(data_dir, limit=100).to_pylist()
     for r in rows:
         r["id"] = f"{r['timeseriesId']}@{r['openedAt']}@{r['lastAnomalyAt']}"
     return rows
@@ -358,8 +409,9 @@ def focus_from_incident(row_key: str | None) -> dict[str, str] | None:
     return focus
 
 
-def first_page(data_dir: Path | str, period: str = DEFAULT_PERIOD, metrics_urls: tuple[str, ...] = ()
-               ) -> dict[str, Any]:
+def first_page(
+    data_dir: Path | str, period: str = DEFAULT_PERIOD, metrics_urls: tuple[str, ...] = ()
+) -> dict[str, Any]:
     """Everything the first page shows, with per-phase timings (the benchmark calls this)."""
     timings: dict[str, float] = {}
 
@@ -373,5 +425,11 @@ def first_page(data_dir: Path | str, period: str = DEFAULT_PERIOD, metrics_urls:
     options = timed("top series", series_options, data_dir, period, None, None, None, None)
     rows, message = timed("anomaly table", anomaly_rows, data_dir, period, None, None)
     fig = timed("chart", chart, data_dir, period, default_series(options), None)
-    return {"kpis": kpis, "series_options": options, "rows": rows, "message": message, "figure": fig,
-            "timings": timings}
+    return {
+        "kpis": kpis,
+        "series_options": options,
+        "rows": rows,
+        "message": message,
+        "figure": fig,
+        "timings": timings,
+    }

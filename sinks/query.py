@@ -71,7 +71,7 @@ class ListedFile:
 
 def _partition_value(name: str, key: str) -> str | None:
     prefix = key + "="
-    return unquote(name[len(prefix):]) if name.startswith(prefix) else None
+    return unquote(name[len(prefix) :]) if name.startswith(prefix) else None
 
 
 def result_files(
@@ -172,8 +172,9 @@ def _read_lock(data_dir: Path | str) -> Iterator[None]:
         yield
 
 
-def _query(data_dir: Path | str, list_files: Callable[[], list[ListedFile]], sql: str,
-           params: Sequence[Any]) -> pa.Table | None:
+def _query(
+    data_dir: Path | str, list_files: Callable[[], list[ListedFile]], sql: str, params: Sequence[Any]
+) -> pa.Table | None:
     """List the files and run ``sql`` (``{src}`` = the results source) under the read lock.
 
     Returns None when there are no files. A file that vanishes between the listing and the read
@@ -199,6 +200,34 @@ def _query(data_dir: Path | str, list_files: Callable[[], list[ListedFile]], sql
 
 # ---------------------------------------------------------------------------------------------------
 # Periods and freshness
+
+#: Memoized query results, keyed on the exact files they read (path, size, mtime): a new or
+#: rewritten file changes the key, so a cached answer is never stale.
+_CACHE_LOCK = threading.Lock()
+_SUMMARY_CACHE: OrderedDict[tuple[Any, ...], pa.Table] = OrderedDict()
+_NEWEST_CACHE: OrderedDict[tuple[Any, ...], dt.datetime | None] = OrderedDict()
+_SUMMARY_CACHE_SIZE = 16
+_INFLIGHT: dict[tuple[Any, ...], threading.Lock] = {}
+
+
+def _memo(cache: OrderedDict[tuple[Any, ...], Any], key: tuple[Any, ...], compute: Callable[[], Any]) -> Any:
+    """``cache[key]``, computing it once even when several callbacks ask at the same moment."""
+    with _CACHE_LOCK:
+        if key in cache:
+            cache.move_to_end(key)
+            return cache[key]
+        gate = _INFLIGHT.setdefault(key, threading.Lock())
+    with gate:  # the first caller computes; the others wait here and then find the value
+        with _CACHE_LOCK:
+            if key in cache:
+                return cache[key]
+        value = compute()
+        with _CACHE_LOCK:
+            cache[key] = value
+            while len(cache) > _SUMMARY_CACHE_SIZE:
+                cache.popitem(last=False)
+            _INFLIGHT.pop(key, None)
+    return value
 
 
 def _utc(value: dt.datetime | None) -> dt.datetime | None:
@@ -227,11 +256,18 @@ def newest_window(data_dir: Path | str, detector: str | None = None) -> dt.datet
         newest[f.detector] = max(newest.get(f.detector, f.date), f.date)
 
     def recent() -> list[ListedFile]:
-        return [f for f in result_files(data_dir, detector=detector) if f.date >= newest.get(f.detector, f.date)]
+        return [
+            f for f in result_files(data_dir, detector=detector) if f.date >= newest.get(f.detector, f.date)
+        ]
 
-    table = _query(data_dir, recent, "SELECT max(windowStart) AS t FROM {src}", [])
-    value = None if table is None else table.column("t")[0].as_py()
-    return value.astimezone(dt.UTC) if value is not None else None
+    def compute() -> dt.datetime | None:
+        table = _query(data_dir, recent, "SELECT max(windowStart) AS t FROM {src}", [])
+        value = None if table is None else table.column("t")[0].as_py()
+        return value.astimezone(dt.UTC) if value is not None else None
+
+    key = (str(data_dir), detector, tuple((f.path, f.size, f.mtime_ns) for f in recent()))
+    result: dt.datetime | None = _memo(_NEWEST_CACHE, key, compute)
+    return result
 
 
 def freshness(data_dir: Path | str) -> dict[str, Any]:
@@ -271,23 +307,28 @@ WHERE windowStart >= ? AND windowStart < ?
 GROUP BY timeseriesId
 """
 
-_SUMMARY_SCHEMA = pa.schema([
-    ("timeseriesId", pa.string()), ("detectorName", pa.string()), ("measure", pa.string()),
-    ("dimensionList", RESULT_SCHEMA.field("dimensionList").type), ("windows", pa.int64()),
-    ("maxScore", pa.float64()), ("anomalies", pa.int64()), ("confidence", pa.float64()),
-    ("processedDataPoints", pa.int64()), ("lastWindow", pa.timestamp("us", tz="UTC")),
-    ("dimensions", pa.string()),
-])
-
-_CACHE_LOCK = threading.Lock()
-_SUMMARY_CACHE: OrderedDict[tuple[Any, ...], pa.Table] = OrderedDict()
-_SUMMARY_CACHE_SIZE = 16
+_SUMMARY_SCHEMA = pa.schema(
+    [
+        ("timeseriesId", pa.string()),
+        ("detectorName", pa.string()),
+        ("measure", pa.string()),
+        ("dimensionList", RESULT_SCHEMA.field("dimensionList").type),
+        ("windows", pa.int64()),
+        ("maxScore", pa.float64()),
+        ("anomalies", pa.int64()),
+        ("confidence", pa.float64()),
+        ("processedDataPoints", pa.int64()),
+        ("lastWindow", pa.timestamp("us", tz="UTC")),
+        ("dimensions", pa.string()),
+    ]
+)
 
 
 def clear_cache() -> None:
     """Forget memoized summaries (benchmarks use it to measure a cold first page)."""
     with _CACHE_LOCK:
         _SUMMARY_CACHE.clear()
+        _NEWEST_CACHE.clear()
 
 
 def dimensions_text(dimension_list: pa.Array | pa.ChunkedArray) -> pa.Array:
@@ -315,29 +356,28 @@ def series_summary(
     if not files:
         return _SUMMARY_SCHEMA.empty_table()
     key = (str(data_dir), lo, hi, detector, tuple((f.path, f.size, f.mtime_ns) for f in files))
-    with _CACHE_LOCK:
-        hit = _SUMMARY_CACHE.get(key)
-        if hit is not None:
-            _SUMMARY_CACHE.move_to_end(key)
-            return hit
-    table = _query(data_dir, lambda: result_files(data_dir, start, end, detector), _SUMMARY_SQL, [lo, hi])
-    if table is None:
-        return _SUMMARY_SCHEMA.empty_table()
-    table = table.append_column("dimensions", dimensions_text(table.column("dimensionList")))
-    table = table.cast(_SUMMARY_SCHEMA)
-    with _CACHE_LOCK:
-        _SUMMARY_CACHE[key] = table
-        while len(_SUMMARY_CACHE) > _SUMMARY_CACHE_SIZE:
-            _SUMMARY_CACHE.popitem(last=False)
-    return table
+
+    def compute() -> pa.Table:
+        table = _query(data_dir, lambda: result_files(data_dir, start, end, detector), _SUMMARY_SQL, [lo, hi])
+        if table is None:
+            return _SUMMARY_SCHEMA.empty_table()
+        table = table.append_column("dimensions", dimensions_text(table.column("dimensionList")))
+        return table.cast(_SUMMARY_SCHEMA)
+
+    summary: pa.Table = _memo(_SUMMARY_CACHE, key, compute)
+    return summary
 
 
 # ---------------------------------------------------------------------------------------------------
 # KPIs, catalogue, type-ahead, top series
 
 
-def kpis(data_dir: Path | str, start: dt.datetime | None = None, end: dt.datetime | None = None,
-         detector: str | None = None) -> dict[str, Any]:
+def kpis(
+    data_dir: Path | str,
+    start: dt.datetime | None = None,
+    end: dt.datetime | None = None,
+    detector: str | None = None,
+) -> dict[str, Any]:
     """The dashboard's headline figures for ``[start, end)``.
 
     Returns a dict with ``series`` (series tracked), ``windows`` (result rows), ``data_points``
@@ -365,8 +405,12 @@ def list_detectors(data_dir: Path | str) -> list[str]:
     return sorted({f.detector for f in result_files(data_dir)})
 
 
-def list_measures(data_dir: Path | str, detector: str | None = None, start: dt.datetime | None = None,
-                  end: dt.datetime | None = None) -> list[str]:
+def list_measures(
+    data_dir: Path | str,
+    detector: str | None = None,
+    start: dt.datetime | None = None,
+    end: dt.datetime | None = None,
+) -> list[str]:
     """Measures seen in ``[start, end)`` (of ``detector`` when given)."""
     summary = series_summary(data_dir, start, end, detector)
     return sorted(set(summary.column("measure").to_pylist()))
@@ -382,19 +426,33 @@ def _select_series(summary: pa.Table, detector: str | None, measure: str | None)
     return summary if mask is None else summary.filter(mask)
 
 
-def top_series(data_dir: Path | str, start: dt.datetime | None = None, end: dt.datetime | None = None,
-               limit: int = 20, detector: str | None = None, measure: str | None = None) -> pa.Table:
+def top_series(
+    data_dir: Path | str,
+    start: dt.datetime | None = None,
+    end: dt.datetime | None = None,
+    limit: int = 20,
+    detector: str | None = None,
+    measure: str | None = None,
+) -> pa.Table:
     """The ``limit`` series with the highest max anomalyScore in ``[start, end)``, highest first.
 
     Columns as :func:`series_summary`. Ties are broken by timeseriesId for a stable order.
     """
     summary = _select_series(series_summary(data_dir, start, end, detector), detector, measure)
-    return summary.sort_by([("maxScore", "descending"), ("timeseriesId", "ascending")]).slice(0, max(0, limit))
+    return summary.sort_by([("maxScore", "descending"), ("timeseriesId", "ascending")]).slice(
+        0, max(0, limit)
+    )
 
 
-def search_series(data_dir: Path | str, detector: str | None, measure: str | None, text: str,
-                  limit: int = 20, start: dt.datetime | None = None, end: dt.datetime | None = None
-                  ) -> pa.Table:
+def search_series(
+    data_dir: Path | str,
+    detector: str | None,
+    measure: str | None,
+    text: str,
+    limit: int = 20,
+    start: dt.datetime | None = None,
+    end: dt.datetime | None = None,
+) -> pa.Table:
     """Type-ahead: series whose dimension text (``name=value, ...``) contains ``text``, case-insensitive.
 
     The text is matched literally (no pattern characters); results are ordered by max score.
@@ -406,7 +464,9 @@ def search_series(data_dir: Path | str, detector: str | None, measure: str | Non
         ids = pc.utf8_lower(summary.column("timeseriesId"))
         mask = pc.or_(pc.match_substring(hay, needle), pc.starts_with(ids, needle))
         summary = summary.filter(mask)
-    return summary.sort_by([("maxScore", "descending"), ("timeseriesId", "ascending")]).slice(0, max(0, limit))
+    return summary.sort_by([("maxScore", "descending"), ("timeseriesId", "ascending")]).slice(
+        0, max(0, limit)
+    )
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -422,27 +482,42 @@ WHERE timeseriesId = ? AND windowStart >= ? AND windowStart < ?
 ORDER BY windowStart
 """
 
-_POINTS_SCHEMA = pa.schema([
-    ("windowStart", pa.timestamp("us", tz="UTC")), ("detectionPeriodStartTime", pa.string()),
-    ("detectionPeriodEndTime", pa.string()), ("aggregatedMeasureValue", pa.float64()),
-    ("expectedValue", pa.float64()), ("anomalyScore", pa.float64()),
-    ("anomalyDecisionThreshold", pa.float64()), ("anomalyDecision", pa.int8()),
-    ("anomalyConfidenceScore", pa.float64()), ("modelStage", pa.string()),
-    ("processedDataPoints", pa.int64()), ("missingWindow", pa.bool_()),
-])
+_POINTS_SCHEMA = pa.schema(
+    [
+        ("windowStart", pa.timestamp("us", tz="UTC")),
+        ("detectionPeriodStartTime", pa.string()),
+        ("detectionPeriodEndTime", pa.string()),
+        ("aggregatedMeasureValue", pa.float64()),
+        ("expectedValue", pa.float64()),
+        ("anomalyScore", pa.float64()),
+        ("anomalyDecisionThreshold", pa.float64()),
+        ("anomalyDecision", pa.int8()),
+        ("anomalyConfidenceScore", pa.float64()),
+        ("modelStage", pa.string()),
+        ("processedDataPoints", pa.int64()),
+        ("missingWindow", pa.bool_()),
+    ]
+)
 
 
-def series_points(data_dir: Path | str, timeseries_id: str, start: dt.datetime | None = None,
-                  end: dt.datetime | None = None, detector: str | None = None) -> pa.Table:
+def series_points(
+    data_dir: Path | str,
+    timeseries_id: str,
+    start: dt.datetime | None = None,
+    end: dt.datetime | None = None,
+    detector: str | None = None,
+) -> pa.Table:
     """The results of one series in ``[start, end)``, oldest first (``detector`` prunes the files)."""
     lo, hi = _bounds(start, end)
-    table = _query(data_dir, lambda: result_files(data_dir, start, end, detector), _POINTS_SQL,
-                   [timeseries_id, lo, hi])
+    table = _query(
+        data_dir, lambda: result_files(data_dir, start, end, detector), _POINTS_SQL, [timeseries_id, lo, hi]
+    )
     return _POINTS_SCHEMA.empty_table() if table is None else table.cast(_POINTS_SCHEMA)
 
 
-def series_info(data_dir: Path | str, timeseries_id: str, start: dt.datetime | None = None,
-                end: dt.datetime | None = None) -> dict[str, Any] | None:
+def series_info(
+    data_dir: Path | str, timeseries_id: str, start: dt.datetime | None = None, end: dt.datetime | None = None
+) -> dict[str, Any] | None:
     """Detector, measure and dimension text of a series seen in ``[start, end)`` (None if unseen)."""
     summary = series_summary(data_dir, start, end)
     rows = summary.filter(pc.equal(summary.column("timeseriesId"), timeseries_id)).slice(0, 1).to_pylist()
@@ -463,8 +538,10 @@ ANOMALY_COLUMNS: dict[str, tuple[str, Literal["text", "number", "time"]]] = {
     "detectionPeriodStartTime": ("detectionPeriodStartTime", "text"),
     "detectorName": ("detectorName", "text"),
     "measure": ("measure", "text"),
-    "dimensions": ("array_to_string(list_transform(dimensionList, lambda d: d.name || '=' || d.value), ', ')",
-                   "text"),
+    "dimensions": (
+        "array_to_string(list_transform(dimensionList, lambda d: d.name || '=' || d.value), ', ')",
+        "text",
+    ),
     "aggregatedMeasureValue": ("aggregatedMeasureValue", "number"),
     "expectedValue": ("expectedValue", "number"),
     "anomalyScore": ("anomalyScore", "number"),
@@ -516,7 +593,8 @@ def _filter_sql(f: Filter) -> tuple[str, Any]:
             moment = dt.datetime.fromisoformat(str(f.value).strip())
         except ValueError:
             raise QueryInputError(
-                f"{f.column}: {f.value!r} is not a time (use YYYY-MM-DD or YYYY-MM-DD HH:MM[:SS])") from None
+                f"{f.column}: {f.value!r} is not a time (use YYYY-MM-DD or YYYY-MM-DD HH:MM[:SS])"
+            ) from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=dt.UTC)
     return f"{expr} {_NUMBER_OPS[f.op]} ?", moment
@@ -532,13 +610,21 @@ ORDER BY {order}
 LIMIT ?
 """
 
-_ANOMALIES_SCHEMA = pa.schema([
-    ("windowStart", pa.timestamp("us", tz="UTC")), ("detectionPeriodStartTime", pa.string()),
-    ("detectorName", pa.string()), ("measure", pa.string()), ("dimensions", pa.string()),
-    ("aggregatedMeasureValue", pa.float64()), ("expectedValue", pa.float64()),
-    ("anomalyScore", pa.float64()), ("anomalyDecisionThreshold", pa.float64()),
-    ("anomalyConfidenceScore", pa.float64()), ("timeseriesId", pa.string()),
-])
+_ANOMALIES_SCHEMA = pa.schema(
+    [
+        ("windowStart", pa.timestamp("us", tz="UTC")),
+        ("detectionPeriodStartTime", pa.string()),
+        ("detectorName", pa.string()),
+        ("measure", pa.string()),
+        ("dimensions", pa.string()),
+        ("aggregatedMeasureValue", pa.float64()),
+        ("expectedValue", pa.float64()),
+        ("anomalyScore", pa.float64()),
+        ("anomalyDecisionThreshold", pa.float64()),
+        ("anomalyConfidenceScore", pa.float64()),
+        ("timeseriesId", pa.string()),
+    ]
+)
 
 
 def anomalies(
@@ -574,9 +660,14 @@ def anomalies(
     order_sql.append("windowStart DESC")
     order_sql.append("timeseriesId")
     lo, hi = _bounds(start, end)
-    sql = _ANOMALIES_SQL.format(dims=ANOMALY_COLUMNS["dimensions"][0],
-                                where="".join(f" AND {c}" for c in where), order=", ".join(order_sql))
-    table = _query(data_dir, lambda: result_files(data_dir, start, end, detector), sql, [lo, hi, *params, limit])
+    sql = _ANOMALIES_SQL.format(
+        dims=ANOMALY_COLUMNS["dimensions"][0],
+        where="".join(f" AND {c}" for c in where),
+        order=", ".join(order_sql),
+    )
+    table = _query(
+        data_dir, lambda: result_files(data_dir, start, end, detector), sql, [lo, hi, *params, limit]
+    )
     return _ANOMALIES_SCHEMA.empty_table() if table is None else table.cast(_ANOMALIES_SCHEMA)
 
 
@@ -584,13 +675,23 @@ def anomalies(
 # Incidents (the alerts outbox) and the worker's status
 
 
-_INCIDENT_COLUMNS = ("incident_id", "detector", "series_id", "status", "facts", "updated_at")
-_INCIDENTS_SCHEMA = pa.schema([
-    ("updated", pa.string()), ("status", pa.string()), ("detector", pa.string()), ("measure", pa.string()),
-    ("dimensions", pa.string()), ("openedAt", pa.string()), ("lastAnomalyAt", pa.string()),
-    ("anomalousWindows", pa.int64()), ("peakScore", pa.float64()), ("timeseriesId", pa.string()),
-    ("incidentId", pa.string()),
-])
+#: The outbox columns read; everything else comes from ``facts`` (the JSON sent to the hooks).
+_INCIDENT_COLUMNS = ("incident_id", "status", "facts", "updated_at")
+_INCIDENTS_SCHEMA = pa.schema(
+    [
+        ("updated", pa.string()),
+        ("status", pa.string()),
+        ("detector", pa.string()),
+        ("measure", pa.string()),
+        ("dimensions", pa.string()),
+        ("openedAt", pa.string()),
+        ("lastAnomalyAt", pa.string()),
+        ("anomalousWindows", pa.int64()),
+        ("peakScore", pa.float64()),
+        ("timeseriesId", pa.string()),
+        ("incidentId", pa.string()),
+    ]
+)
 
 
 def incidents(data_dir: Path | str, limit: int = 200) -> pa.Table:
@@ -615,23 +716,35 @@ def incidents(data_dir: Path | str, limit: int = 200) -> pa.Table:
             cols = {r[1] for r in con.execute("SELECT * FROM pragma_table_info('incidents')")}
             if not set(_INCIDENT_COLUMNS) <= cols:
                 continue
-            cur = con.execute("SELECT incident_id, detector, series_id, status, facts, updated_at "
-                              "FROM incidents ORDER BY updated_at DESC LIMIT ?", (limit,))
-            for incident_id, detector, series_id, status, facts_text, updated_at in cur.fetchall():
+            cur = con.execute(
+                "SELECT incident_id, status, facts, updated_at "
+                "FROM incidents ORDER BY updated_at DESC LIMIT ?",
+                (limit,),
+            )
+            for incident_id, status, facts_text, updated_at in cur.fetchall():
                 try:
                     facts = json.loads(facts_text)
                 except ValueError:
                     facts = {}
                 inc = facts.get("incident") or {}
                 dims = facts.get("dimensions") or {}
-                rows.append({
-                    "updated": dt.datetime.fromtimestamp(float(updated_at), tz=dt.UTC).strftime("%Y-%m-%d %H:%M:%S"),
-                    "status": status, "detector": detector, "measure": facts.get("measure"),
-                    "dimensions": ", ".join(f"{k}={v}" for k, v in sorted(dims.items())),
-                    "openedAt": inc.get("openedAt"), "lastAnomalyAt": inc.get("lastAnomalyAt"),
-                    "anomalousWindows": inc.get("anomalousWindows"), "peakScore": inc.get("peakScore"),
-                    "timeseriesId": series_id, "incidentId": str(incident_id),
-                })
+                rows.append(
+                    {
+                        "updated": dt.datetime.fromtimestamp(float(updated_at), tz=dt.UTC).strftime(
+                            "%Y-%m-%d %H:%M:%S"
+                        ),
+                        "status": status,
+                        "detector": facts.get("detector"),
+                        "measure": facts.get("measure"),
+                        "dimensions": ", ".join(f"{k}={v}" for k, v in sorted(dims.items())),
+                        "openedAt": inc.get("openedAt"),
+                        "lastAnomalyAt": inc.get("lastAnomalyAt"),
+                        "anomalousWindows": inc.get("anomalousWindows"),
+                        "peakScore": inc.get("peakScore"),
+                        "timeseriesId": facts.get("timeseriesId"),
+                        "incidentId": str(incident_id),
+                    }
+                )
         except sqlite3.Error as exc:
             logger.warning("cannot read alert outbox path=%s error=%s", db, exc)
         finally:
@@ -663,8 +776,9 @@ def _scrape_lag(url: str, timeout_s: float) -> float | None:
         return None
 
 
-def worker_lag(data_dir: Path | str, metrics_urls: Sequence[str] = (), timeout_s: float = 0.5
-               ) -> dict[str, Any] | None:
+def worker_lag(
+    data_dir: Path | str, metrics_urls: Sequence[str] = (), timeout_s: float = 0.5
+) -> dict[str, Any] | None:
     """The workers' consumer lag when known, else None.
 
     Two sources, both optional: the workers' Prometheus endpoints (``metrics_urls``; the gauge
@@ -706,8 +820,11 @@ def worker_lag(data_dir: Path | str, metrics_urls: Sequence[str] = (), timeout_s
         workers += found
     if not messages and not seconds:
         return None
-    return {"messages": sum(messages) if messages else None, "seconds": max(seconds) if seconds else None,
-            "workers": workers}
+    return {
+        "messages": sum(messages) if messages else None,
+        "seconds": max(seconds) if seconds else None,
+        "workers": workers,
+    }
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -47,7 +47,9 @@ def _events() -> list[tuple[bytes, bytes]]:
                 base *= 8
             for j in range(2):
                 ts = BASE_MS + w * WINDOW_MS + 1_000 + 20_000 * j
-                out.append((host.encode(), json.dumps({"ts": ts, "host": host, "latency_ms": base / 2}).encode()))
+                out.append(
+                    (host.encode(), json.dumps({"ts": ts, "host": host, "latency_ms": base / 2}).encode())
+                )
     return out
 
 
@@ -84,15 +86,27 @@ def _worker_run(bootstrap: str, topic: str, group: str, data_dir: Path, webhook:
         p.produce(topic, key=key, value=value)
     assert p.flush(10) == 0
     spec = DetectorSpec(
-        name="web", topic=topic, timestamp_field="ts", dimensions=("host",),
+        name="web",
+        topic=topic,
+        timestamp_field="ts",
+        dimensions=("host",),
         measures=(MeasureSpec(field="latency_ms", aggregation="sum", missing="skip"),),
-        window_ms=WINDOW_MS, idle_timeout_ms=1_000,
-        model=ModelConfig(forest=ForestConfig(n_trees=20, sample_size=32, shingle_size=1, seed=7),
-                          scoring=ScoringConfig(learning_points=16)),
+        window_ms=WINDOW_MS,
+        idle_timeout_ms=1_000,
+        model=ModelConfig(
+            forest=ForestConfig(n_trees=20, sample_size=32, shingle_size=1, seed=7),
+            scoring=ScoringConfig(learning_points=16),
+        ),
         alerts=AlertsConfig(webhooks=(WebhookConfig(url=webhook),)),
     )
-    app = AppConfig(brokers=bootstrap, data_dir=data_dir, group_id=group, kafka=dict(FAST_GROUP),
-                    results_topic=f"{topic}.results", detectors=(spec,))
+    app = AppConfig(
+        brokers=bootstrap,
+        data_dir=data_dir,
+        group_id=group,
+        kafka=dict(FAST_GROUP),
+        results_topic=f"{topic}.results",
+        detectors=(spec,),
+    )
     counters = Worker(app).run_until_idle(idle_s=3.0, timeout_s=90)
     # the newest window of a series may stay open (no later event closes it): at least all others
     assert counters.results_written >= len(HOSTS) * (N_WINDOWS - 1)
@@ -111,9 +125,22 @@ def _serve(data_dir: Path, *extra: str, env: dict[str, str] | None = None) -> It
     log = data_dir.parent / f"dashboard-{port}.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "cutstream", "dashboard", "--data-dir", str(data_dir), "--port", str(port),
-             "--refresh-ms", "1000", *extra],
-            stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})},
+            [
+                sys.executable,
+                "-m",
+                "cutstream",
+                "dashboard",
+                "--data-dir",
+                str(data_dir),
+                "--port",
+                str(port),
+                "--refresh-ms",
+                "1000",
+                *extra,
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})},
         )
     url = f"http://127.0.0.1:{port}"
 
@@ -164,13 +191,19 @@ def browser() -> Iterator[Any]:
             b.close()
 
 
-_FIGURE = "() => { const g = document.querySelector('#chart .js-plotly-plot'); return g && g.data ? g : null; }"
+_FIGURE = (
+    "() => { const g = document.querySelector('#chart .js-plotly-plot'); return g && g.data ? g : null; }"
+)
 
 
 def _trace_x(page: Any, name: str) -> list[str]:
-    return list(page.evaluate(
-        f"() => {{ const g = ({_FIGURE})(); const t = g && g.data.find(t => t.name === {json.dumps(name)});"
-        " return t ? Array.from(t.x) : []; }"))
+    return list(
+        page.evaluate(
+            f"() => {{ const g = ({_FIGURE})();"
+            f" const t = g && g.data.find(t => t.name === {json.dumps(name)});"
+            " return t ? Array.from(t.x) : []; }"
+        )
+    )
 
 
 def test_dashboard_shows_the_workers_spike(results_dir: Path, browser: Any) -> None:
@@ -181,8 +214,9 @@ def test_dashboard_shows_the_workers_spike(results_dir: Path, browser: Any) -> N
     spike_sid = timeseries_id("web", "latency_ms", {"host": SPIKE_HOST})
     spike_time = format_period(BASE_MS + SPIKE_WINDOW * WINDOW_MS)
     flagged = query.anomalies(results_dir).to_pylist()
-    assert any(r["timeseriesId"] == spike_sid and r["detectionPeriodStartTime"] == spike_time
-               for r in flagged), f"precondition: the worker flags the spike; flagged: {flagged}"
+    assert any(
+        r["timeseriesId"] == spike_sid and r["detectionPeriodStartTime"] == spike_time for r in flagged
+    ), f"precondition: the worker flags the spike; flagged: {flagged}"
 
     server = _serve(results_dir)
     url = next(server)
@@ -204,11 +238,15 @@ def test_dashboard_shows_the_workers_spike(results_dir: Path, browser: Any) -> N
         option.first.wait_for()
         option.first.click()
         page.wait_for_function(
-            f"() => document.querySelector('#chart .gtitle')?.textContent.includes('host={SPIKE_HOST}')")
+            f"() => document.querySelector('#chart .gtitle')?.textContent.includes('host={SPIKE_HOST}')"
+        )
 
         # the chart's anomaly marker sits on the spike's window; the traces are all there
-        wait_for(lambda: spike_time in _trace_x(page, figures.ANOMALY), timeout_s=20,
-                 message="the anomaly marker at the spike")
+        wait_for(
+            lambda: spike_time in _trace_x(page, figures.ANOMALY),
+            timeout_s=20,
+            message="the anomaly marker at the spike",
+        )
         names = page.evaluate(f"() => ({_FIGURE})().data.map(t => [t.name, t.yaxis || 'y'])")
         assert [figures.SCORE, "y2"] in names and [figures.THRESHOLD, "y2"] in names
         assert [figures.VALUE, "y"] in names and [figures.EXPECTED, "y"] in names
@@ -218,11 +256,15 @@ def test_dashboard_shows_the_workers_spike(results_dir: Path, browser: Any) -> N
         row.first.wait_for()
 
         # a malformed filter value shows a message, not a stack trace
-        score_filter = page.locator("#anomalies th.dash-filter[data-dash-column='anomalyScore'] input[type=text]")
+        score_filter = page.locator(
+            "#anomalies th.dash-filter[data-dash-column='anomalyScore'] input[type=text]"
+        )
         score_filter.fill("lots")
         score_filter.press("Enter")
-        page.wait_for_function("() => document.querySelector('#table-message').textContent.includes('score')"
-                               " || document.querySelector('#table-message').textContent.includes('Filter')")
+        page.wait_for_function(
+            "() => document.querySelector('#table-message').textContent.includes('score')"
+            " || document.querySelector('#table-message').textContent.includes('Filter')"
+        )
         message = page.text_content("#table-message") or ""
         assert "Filter not applied" in message and "Traceback" not in page.content()
         score_filter.fill("")
@@ -234,10 +276,13 @@ def test_dashboard_shows_the_workers_spike(results_dir: Path, browser: Any) -> N
         page.wait_for_function(
             f"() => {{ const g = ({_FIGURE})(); const r = g && g.layout.xaxis.range;"
             f" return r && r[0] < {json.dumps(spike_time)} && r[1] > {json.dumps(spike_time)}"
-            " && g.layout.xaxis.autorange !== true; }")
+            " && g.layout.xaxis.autorange !== true; }"
+        )
 
         # the incident the worker's alerting opened for the spike is listed
-        page.locator("#incidents tbody tr", has_text=f"host={SPIKE_HOST}").filter(has_text=spike_time).first.wait_for()
+        page.locator("#incidents tbody tr", has_text=f"host={SPIKE_HOST}").filter(
+            has_text=spike_time
+        ).first.wait_for()
 
         ARTIFACTS.mkdir(exist_ok=True)
         page.evaluate("() => document.activeElement && document.activeElement.blur()")
@@ -267,16 +312,27 @@ def test_live_refresh_keeps_the_selection(results_dir: Path, browser: Any, tmp_p
         page.click("#series")
         page.fill(".dash-dropdown-search", "web-3")
         page.locator(".dash-dropdown-option", has_text="host=web-3").first.click()
-        page.wait_for_function("() => document.querySelector('#chart .gtitle')?.textContent.includes('web-3')")
+        page.wait_for_function(
+            "() => document.querySelector('#chart .gtitle')?.textContent.includes('web-3')"
+        )
         # a worker writes a new series while the page is open
-        extra = result_table(detector="web", measure="latency_ms", dimensions={"host": "web-9"},
-                             start_ms=BASE_MS + N_WINDOWS * WINDOW_MS, window_ms=WINDOW_MS, values=[1.0, 2.0])
+        extra = result_table(
+            detector="web",
+            measure="latency_ms",
+            dimensions={"host": "web-9"},
+            start_ms=BASE_MS + N_WINDOWS * WINDOW_MS,
+            window_ms=WINDOW_MS,
+            values=[1.0, 2.0],
+        )
         ParquetSink(data).write(extra, "late.0", 0, 1)
         page.wait_for_function(
-            f"() => document.querySelector('#kpi-series')?.textContent === '{len(HOSTS) + 1}'")
+            f"() => document.querySelector('#kpi-series')?.textContent === '{len(HOSTS) + 1}'"
+        )
         title = page.text_content("#chart .gtitle") or ""
         assert "web-3" in title
-        assert page.evaluate("() => document.querySelector('#series-value').textContent").startswith("host=web-3")
+        assert page.evaluate("() => document.querySelector('#series-value').textContent").startswith(
+            "host=web-3"
+        )
         assert timeseries_id("web", "latency_ms", {"host": "web-3"})  # the selection is that series
     finally:
         server.close()
@@ -286,10 +342,23 @@ def test_token_is_required_off_loopback_and_checked_on_every_request(results_dir
     import httpx
 
     refused = subprocess.run(
-        [sys.executable, "-m", "cutstream", "dashboard", "--data-dir", str(results_dir), "--host", "0.0.0.0",
-         "--port", str(_free_port())],
-        capture_output=True, text=True, timeout=60, env={k: v for k, v in os.environ.items()
-                                                         if k != "CUTSTREAM_DASHBOARD_TOKEN"})
+        [
+            sys.executable,
+            "-m",
+            "cutstream",
+            "dashboard",
+            "--data-dir",
+            str(results_dir),
+            "--host",
+            "0.0.0.0",
+            "--port",
+            str(_free_port()),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={k: v for k, v in os.environ.items() if k != "CUTSTREAM_DASHBOARD_TOKEN"},
+    )
     assert refused.returncode != 0 and "token" in refused.stderr
 
     server = _serve(results_dir, env={"CUTSTREAM_DASHBOARD_TOKEN": "s3cret-token"})
@@ -299,7 +368,10 @@ def test_token_is_required_off_loopback_and_checked_on_every_request(results_dir
         assert httpx.get(url + "/_dash-layout").status_code == 401
         assert httpx.get(url + "/", auth=("anyone", "wrong")).status_code == 401
         assert httpx.get(url + "/", auth=("anyone", "s3cret-token")).status_code == 200
-        assert httpx.get(url + "/_dash-layout", headers={"Authorization": "Bearer s3cret-token"}).status_code == 200
+        assert (
+            httpx.get(url + "/_dash-layout", headers={"Authorization": "Bearer s3cret-token"}).status_code
+            == 200
+        )
         context = browser.new_context(http_credentials={"username": "me", "password": "s3cret-token"})
         page = context.new_page()
         page.goto(url)

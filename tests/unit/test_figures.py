@@ -26,14 +26,16 @@ def _points(n: int = 60, flagged: tuple[int, ...] = (40, 55), threshold: float =
         score[i] = 95
         decision[i] = 1
     expected[:5] = np.nan  # learning: no expected value yet
-    return pa.table({
-        "windowStart": pa.array([T0 + i * STEP for i in range(n)], pa.timestamp("us", tz="UTC")),
-        "aggregatedMeasureValue": value,
-        "expectedValue": expected,
-        "anomalyScore": score,
-        "anomalyDecisionThreshold": np.full(n, threshold),
-        "anomalyDecision": decision,
-    })
+    return pa.table(
+        {
+            "windowStart": pa.array([T0 + i * STEP for i in range(n)], pa.timestamp("us", tz="UTC")),
+            "aggregatedMeasureValue": value,
+            "expectedValue": expected,
+            "anomalyScore": score,
+            "anomalyDecisionThreshold": np.full(n, threshold),
+            "anomalyDecision": decision,
+        }
+    )
 
 
 def _trace(fig: object, name: str) -> object:
@@ -51,7 +53,7 @@ def test_series_figure_has_every_trace_on_the_right_axis() -> None:
     threshold = _trace(fig, figures.THRESHOLD)
     anomaly = _trace(fig, figures.ANOMALY)
     band = _trace(fig, figures.BAND_HIGH)
-    for t in (value, expected, band):
+    for t in (value, expected, band, anomaly):
         assert t.yaxis in (None, "y")
     assert score.yaxis == "y2" and threshold.yaxis == "y2"
     assert fig.layout.yaxis2.side == "right" and fig.layout.yaxis2.overlaying == "y"
@@ -87,7 +89,7 @@ def test_band_is_causal_ignores_anomalies_and_is_absent_while_learning() -> None
     assert low[i] == pytest.approx(expected[i] - figures.BAND_SIGMAS * np.std(resid[20:30]))
     # the anomaly at 40 widens neither its own band nor the next one
     after = [j for j in range(41, 51) if j != 40]
-    want = np.std(np.delete(resid[41 - 10:41], 40 - 31))
+    want = np.std(np.delete(resid[41 - 10 : 41], 40 - 31))
     assert high[41] - expected[41] == pytest.approx(figures.BAND_SIGMAS * want)
     assert (high[after] - expected[after] < 20).all()
 
@@ -106,12 +108,19 @@ def test_window_width_is_the_common_gap() -> None:
 
 
 def test_filter_query_parsing() -> None:
-    got = views.parse_filter_query('{anomalyScore} > 80 && {dimensions} icontains "host-1" && {measure} = cpu')
-    assert got == [Filter("anomalyScore", ">", "80"), Filter("dimensions", "contains", "host-1"),
-                   Filter("measure", "=", "cpu")]
+    got = views.parse_filter_query(
+        '{anomalyScore} > 80 && {dimensions} icontains "host-1" && {measure} = cpu'
+    )
+    assert got == [
+        Filter("anomalyScore", ">", "80"),
+        Filter("dimensions", "contains", "host-1"),
+        Filter("measure", "=", "cpu"),
+    ]
     day = views.parse_filter_query("{windowStart} datestartswith 2026-01-05")
-    assert day == [Filter("windowStart", ">=", dt.datetime(2026, 1, 5, tzinfo=dt.UTC)),
-                   Filter("windowStart", "<", dt.datetime(2026, 1, 6, tzinfo=dt.UTC))]
+    assert day == [
+        Filter("windowStart", ">=", dt.datetime(2026, 1, 5, tzinfo=dt.UTC)),
+        Filter("windowStart", "<", dt.datetime(2026, 1, 6, tzinfo=dt.UTC)),
+    ]
     assert views.parse_filter_query("") == []
     quoted = views.parse_filter_query(r'{dimensions} contains "a \"b\" ; DROP"')
     assert quoted == [Filter("dimensions", "contains", 'a "b" ; DROP')]
@@ -123,11 +132,19 @@ def test_filter_query_parsing() -> None:
 def test_row_ids_and_alert_links_round_trip() -> None:
     sid = "ab" * 32
     assert views.focus_from_row(views.row_id(sid, "2026-01-01 10:00:00")) == {
-        "series": sid, "time": "2026-01-01 10:00:00"}
+        "series": sid,
+        "time": "2026-01-01 10:00:00",
+    }
     assert views.focus_from_row("garbage") is None
     link = f"?detector=shop&series={sid}&from=2026-01-01+07%3A00%3A00&to=2026-01-01+12%3A00%3A00"
-    assert views.focus_from_url(link) == {"series": sid, "start": "2026-01-01 07:00:00",
-                                          "end": "2026-01-01 12:00:00"}
+    assert views.focus_from_url(link) == {
+        "series": sid,
+        "start": "2026-01-01 07:00:00",
+        "end": "2026-01-01 12:00:00",
+    }
     assert views.focus_from_url("?series=not-hex';--") is None
     assert views.focus_from_incident(f"{sid}@2026-01-01 08:00:00@2026-01-01 09:00:00") == {
-        "series": sid, "start": "2026-01-01 08:00:00", "end": "2026-01-01 09:00:00"}
+        "series": sid,
+        "start": "2026-01-01 08:00:00",
+        "end": "2026-01-01 09:00:00",
+    }

@@ -46,12 +46,21 @@ def written(tmp_path_factory: pytest.TempPathFactory) -> Path:
         if spec["spike"] is not None:
             values[spec["spike"]] = 900.0
             scores[spec["spike"]] = 95.0 - k
-        table = result_table(detector=spec["detector"], measure=spec["measure"], dimensions=spec["dimensions"],
-                             start_ms=T0, window_ms=HOUR, values=values, scores=scores,
-                             expected=[100.0 + k] * n, confidence=50.0 + k)
+        table = result_table(
+            detector=spec["detector"],
+            measure=spec["measure"],
+            dimensions=spec["dimensions"],
+            start_ms=T0,
+            window_ms=HOUR,
+            values=values,
+            scores=scores,
+            expected=[100.0 + k] * n,
+            confidence=50.0 + k,
+        )
         conf = pa.array([float(i + k) for i in range(n)])
-        table = table.set_column(table.schema.get_field_index("anomalyConfidenceScore"),
-                                 "anomalyConfidenceScore", conf)
+        table = table.set_column(
+            table.schema.get_field_index("anomalyConfidenceScore"), "anomalyConfidenceScore", conf
+        )
         for lo in range(0, n, 10):  # three flushes per series
             part = table.slice(lo, 10)
             sink.write(part, f"events.{k}", offset, offset + part.num_rows - 1)
@@ -81,8 +90,9 @@ def _in(row: dict[str, Any], start: dt.datetime | None, end: dt.datetime | None)
     return (start is None or t >= start) and (end is None or t < end)
 
 
-@pytest.mark.parametrize("period", [(None, None), (_utc(T0 + 10 * HOUR), None),
-                                    (_utc(T0 + 3 * HOUR), _utc(T0 + 26 * HOUR))])
+@pytest.mark.parametrize(
+    "period", [(None, None), (_utc(T0 + 10 * HOUR), None), (_utc(T0 + 3 * HOUR), _utc(T0 + 26 * HOUR))]
+)
 def test_kpis_equal_a_naive_count(data_dir: Path, period: tuple[Any, Any]) -> None:
     start, end = period
     rows = [r for r in _naive_rows(data_dir) if _in(r, start, end)]
@@ -96,7 +106,8 @@ def test_kpis_equal_a_naive_count(data_dir: Path, period: tuple[Any, Any]) -> No
     assert k["anomalies"] == sum(r["anomalyDecision"] for r in rows)
     assert k["data_points"] == sum(r["processedDataPoints"] for r in latest.values())
     assert k["mean_confidence"] == pytest.approx(
-        sum(r["anomalyConfidenceScore"] for r in latest.values()) / len(latest))
+        sum(r["anomalyConfidenceScore"] for r in latest.values()) / len(latest)
+    )
     assert k["newest_window"] == max(r["windowStart"] for r in rows)
     assert k["files"] == len(list((data_dir / "results").rglob("[!.]*.parquet")))
 
@@ -109,8 +120,10 @@ def test_top_series_orders_by_max_score_in_the_period(data_dir: Path) -> None:
         best[r["timeseriesId"]] = max(best.get(r["timeseriesId"], 0.0), r["anomalyScore"])
     expected = sorted(best.items(), key=lambda kv: (-kv[1], kv[0]))
     top = q.top_series(data_dir, start, None, limit=3)
-    assert list(zip(top.column("timeseriesId").to_pylist(), top.column("maxScore").to_pylist(), strict=True)) \
+    assert (
+        list(zip(top.column("timeseriesId").to_pylist(), top.column("maxScore").to_pylist(), strict=True))
         == expected[:3]
+    )
     only_shop = q.top_series(data_dir, start, None, limit=10, detector="shop", measure="quantity")
     assert set(only_shop.column("dimensions").to_pylist()) == {"product=item-A", "product=item-B"}
 
@@ -121,7 +134,9 @@ def test_search_is_literal_and_case_insensitive(data_dir: Path) -> None:
     # SQL and LIKE metacharacters are data: they find the one series whose value holds them
     evil = q.search_series(data_dir, "shop", None, EVIL, 10)
     assert evil.column("dimensions").to_pylist() == [f"product={EVIL}"]
-    assert q.search_series(data_dir, None, None, "%", 10).column("dimensions").to_pylist() == [f"product={EVIL}"]
+    assert q.search_series(data_dir, None, None, "%", 10).column("dimensions").to_pylist() == [
+        f"product={EVIL}"
+    ]
     assert q.search_series(data_dir, None, None, "'; DROP TABLE x; --", 10).num_rows == 0
     assert q.search_series(data_dir, "hosts", "cpu", "dc=eu", 10).num_rows == 1
     # the files are untouched and still answer
@@ -131,8 +146,10 @@ def test_search_is_literal_and_case_insensitive(data_dir: Path) -> None:
 def test_series_points_equal_the_rows_of_that_series(data_dir: Path) -> None:
     sid = q.search_series(data_dir, None, None, "item-A", 1).column("timeseriesId")[0].as_py()
     start, end = _utc(T0 + 18 * HOUR), _utc(T0 + 25 * HOUR)
-    want = sorted((r for r in _naive_rows(data_dir) if r["timeseriesId"] == sid and _in(r, start, end)),
-                  key=lambda r: r["windowStart"])
+    want = sorted(
+        (r for r in _naive_rows(data_dir) if r["timeseriesId"] == sid and _in(r, start, end)),
+        key=lambda r: r["windowStart"],
+    )
     got = q.series_points(data_dir, sid, start, end, detector="shop")
     assert got.column("windowStart").to_pylist() == [r["windowStart"] for r in want]
     assert got.column("aggregatedMeasureValue").to_pylist() == [r["aggregatedMeasureValue"] for r in want]
@@ -149,8 +166,9 @@ def test_anomalies_newest_first_filtered_and_sorted(data_dir: Path) -> None:
     assert by_score.column("anomalyScore").to_pylist() == sorted(r["anomalyScore"] for r in rows)
     high = q.anomalies(data_dir, filters=[q.Filter("anomalyScore", ">=", "94")])
     newest_first = sorted(rows, key=lambda r: r["windowStart"], reverse=True)
-    assert high.column("anomalyScore").to_pylist() == [r["anomalyScore"] for r in newest_first
-                                                       if r["anomalyScore"] >= 94]
+    assert high.column("anomalyScore").to_pylist() == [
+        r["anomalyScore"] for r in newest_first if r["anomalyScore"] >= 94
+    ]
     dims = q.anomalies(data_dir, filters=[q.Filter("dimensions", "contains", "DC=EU")])
     assert dims.column("dimensions").to_pylist() == ["dc=eu, host=h1"]
     assert q.anomalies(data_dir, filters=[q.Filter("measure", "=", EVIL)]).num_rows == 0
@@ -160,14 +178,17 @@ def test_anomalies_newest_first_filtered_and_sorted(data_dir: Path) -> None:
     assert q.anomalies(data_dir, limit=2).num_rows == 2
 
 
-@pytest.mark.parametrize("bad", [
-    q.Filter("anomalyScore", ">", "abc"),
-    q.Filter("anomalyScore", ">", "nan"),
-    q.Filter("anomalyScore", "contains", "9"),
-    q.Filter("measure", ">", "a"),
-    q.Filter("anomalyScore; DROP TABLE results", "=", "1"),
-    q.Filter("windowStart", "=", "yesterday"),
-])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        q.Filter("anomalyScore", ">", "abc"),
+        q.Filter("anomalyScore", ">", "nan"),
+        q.Filter("anomalyScore", "contains", "9"),
+        q.Filter("measure", ">", "a"),
+        q.Filter("anomalyScore; DROP TABLE results", "=", "1"),
+        q.Filter("windowStart", "=", "yesterday"),
+    ],
+)
 def test_malformed_filters_are_refused_with_a_message(data_dir: Path, bad: q.Filter) -> None:
     with pytest.raises(q.QueryInputError) as info:
         q.anomalies(data_dir, filters=[bad])
@@ -195,8 +216,9 @@ def test_hidden_and_foreign_files_are_not_read(data_dir: Path) -> None:
 
 def test_summary_cache_sees_a_new_file(data_dir: Path) -> None:
     before = q.kpis(data_dir)["windows"]
-    more = result_table(detector="shop", measure="quantity", start_ms=T0 + 40 * HOUR, window_ms=HOUR,
-                        values=[1.0, 2.0, 3.0])
+    more = result_table(
+        detector="shop", measure="quantity", start_ms=T0 + 40 * HOUR, window_ms=HOUR, values=[1.0, 2.0, 3.0]
+    )
     ParquetSink(data_dir).write(more, "events.9", 0, 2)
     assert q.kpis(data_dir)["windows"] == before + 3
     assert q.newest_window(data_dir) == _utc(T0 + 42 * HOUR)
@@ -219,8 +241,10 @@ def test_missing_or_empty_results_give_empty_frames(tmp_path: Path) -> None:
 def test_run_sql_has_a_results_view_and_reports_errors(data_dir: Path) -> None:
     naive = _naive_rows(data_dir)
     out = q.run_sql(data_dir, "SELECT detector, count(*) AS n FROM results GROUP BY 1 ORDER BY 1")
-    assert out.to_pylist() == [{"detector": "hosts", "n": sum(r["detectorName"] == "hosts" for r in naive)},
-                               {"detector": "shop", "n": sum(r["detectorName"] == "shop" for r in naive)}]
+    assert out.to_pylist() == [
+        {"detector": "hosts", "n": sum(r["detectorName"] == "hosts" for r in naive)},
+        {"detector": "shop", "n": sum(r["detectorName"] == "shop" for r in naive)},
+    ]
     with pytest.raises(q.QueryError):
         q.run_sql(data_dir, "SELECT nope FROM results")
     # a user's SET stays in that call's own database
@@ -239,8 +263,14 @@ def test_incidents_come_from_the_real_alerts_outbox(tmp_path: Path) -> None:
 
     values = [10.0] * 8 + [500.0] + [10.0] * 3
     scores = [5.0] * 8 + [97.0] + [5.0] * 3
-    table = result_table(detector="shop", dimensions={"product": "item-A"}, start_ms=T0, window_ms=HOUR,
-                         values=values, scores=scores)
+    table = result_table(
+        detector="shop",
+        dimensions={"product": "item-A"},
+        start_ms=T0,
+        window_ms=HOUR,
+        values=values,
+        scores=scores,
+    )
     hooks = AlertsConfig(webhooks=(WebhookConfig(url="http://127.0.0.1:9/never-delivered"),))
     with AlertService({"shop": hooks}, state_dir_for(tmp_path)) as service:  # not started: no delivery
         service.observe(table, now=1_800_000_000.0)
@@ -267,9 +297,11 @@ def test_worker_lag_from_status_files_and_metrics(tmp_path: Path) -> None:
     os.utime(stale, (old, old))
     assert q.worker_lag(tmp_path) == {"messages": 150.0, "seconds": 1.5, "workers": 2}
 
-    body = (b"# TYPE cutstream_consumer_lag gauge\n"
-            b'cutstream_consumer_lag{topic="t",partition="0"} 7\n'
-            b'cutstream_consumer_lag{topic="t",partition="1"} 5\n')
+    body = (
+        b"# TYPE cutstream_consumer_lag gauge\n"
+        b'cutstream_consumer_lag{topic="t",partition="0"} 7\n'
+        b'cutstream_consumer_lag{topic="t",partition="1"} 5\n'
+    )
 
     def app(environ: Any, start_response: Any) -> list[bytes]:
         start_response("200 OK", [("Content-Type", "text/plain")])
