@@ -15,15 +15,31 @@ from streams.config import DetectorSpec, MeasureSpec
 from streams.parse import EventParser, ParsedEvent, parse_event
 
 SPEC = DetectorSpec(
-    name="fuzz", topic="t", dimensions=("product", "region"),
-    measures=(MeasureSpec(field="q"), MeasureSpec(field="p", aggregation="max"),
-              MeasureSpec(field="n", aggregation="count")),
+    name="fuzz",
+    topic="t",
+    dimensions=("product", "region"),
+    measures=(
+        MeasureSpec(field="q"),
+        MeasureSpec(field="p", aggregation="max"),
+        MeasureSpec(field="n", aggregation="count"),
+    ),
 )
 SPEC_NO_COUNT = DetectorSpec(
-    name="fuzz2", topic="t", dimensions=("product",), measures=(MeasureSpec(field="q", aggregation="avg"),),
+    name="fuzz2",
+    topic="t",
+    dimensions=("product",),
+    measures=(MeasureSpec(field="q", aggregation="avg"),),
 )
-FIXED = {"empty", "invalid_json", "not_an_object", "missing_timestamp", "bad_timestamp", "missing_dimension",
-         "bad_dimension", "missing_measure"}
+FIXED = {
+    "empty",
+    "invalid_json",
+    "not_an_object",
+    "missing_timestamp",
+    "bad_timestamp",
+    "missing_dimension",
+    "bad_dimension",
+    "missing_measure",
+}
 
 
 def _known(reason: str) -> bool:
@@ -57,12 +73,18 @@ def _check(spec: DetectorSpec, raws: list[bytes | None]) -> None:
 
 
 json_scalars = st.one_of(
-    st.none(), st.booleans(), st.integers(-(2**70), 2**70), st.floats(allow_nan=True, allow_infinity=True),
-    st.text(max_size=8), st.sampled_from([10**400, -(10**400), 1e308, 2**63, -(2**63) - 1]),
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**70), 2**70),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=8),
+    st.sampled_from([10**400, -(10**400), 1e308, 2**63, -(2**63) - 1]),
 )
-json_values = st.recursive(json_scalars, lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=3), c,
-                                                                                              max_size=3),
-                           max_leaves=6)
+json_values = st.recursive(
+    json_scalars,
+    lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=3), c, max_size=3),
+    max_leaves=6,
+)
 
 
 @st.composite
@@ -95,17 +117,19 @@ def events(draw: st.DrawFn) -> bytes | None:
     if kind == 1:
         return json.dumps(draw(json_values)).encode()
     obj: dict[str, object] = {}
-    for key, strategy in (("timestamp", timestamps()),
-                          ("product", st.text(max_size=5) | json_values),
-                          ("region", st.sampled_from(["eu", "us", 7, True, 1.5]) | json_values),
-                          ("q", st.floats(allow_nan=True, allow_infinity=True) | st.integers(-5, 5) | json_values),
-                          ("p", st.integers(-(2**80), 2**80) | json_values),
-                          ("extra", json_values)):
+    for key, strategy in (
+        ("timestamp", timestamps()),
+        ("product", st.text(max_size=5) | json_values),
+        ("region", st.sampled_from(["eu", "us", 7, True, 1.5]) | json_values),
+        ("q", st.floats(allow_nan=True, allow_infinity=True) | st.integers(-5, 5) | json_values),
+        ("p", st.integers(-(2**80), 2**80) | json_values),
+        ("extra", json_values),
+    ):
         if draw(st.integers(0, 9)) > 0:  # each field is sometimes absent
             obj[key] = draw(strategy)
     text = json.dumps(obj)  # NaN and Infinity become (invalid JSON) literals
     if draw(st.integers(0, 15)) == 0:
-        text = text.replace("{", "{ \"q\": 1, ", 1)  # a duplicate key
+        text = text.replace("{", '{ "q": 1, ', 1)  # a duplicate key
     return text.encode()
 
 
@@ -129,5 +153,6 @@ def test_structured_fuzz_agrees_with_the_reference(raws: list[bytes | None], dat
 @given(st.lists(timestamps(), min_size=2, max_size=20))
 def test_uniform_and_mixed_timestamp_batches(stamps: list[object]) -> None:
     raws: list[bytes | None] = [
-        json.dumps({"timestamp": t, "product": "a", "region": "b", "q": 1}).encode() for t in stamps]
+        json.dumps({"timestamp": t, "product": "a", "region": "b", "q": 1}).encode() for t in stamps
+    ]
     _check(SPEC, raws)

@@ -26,7 +26,11 @@ FIELDS = {"sum": "s", "avg": "a", "count": "c", "min": "lo", "max": "hi"}
 
 def _spec(window_ms: int, lateness_ms: int) -> DetectorSpec:
     return DetectorSpec(
-        name="prop", topic="t", dimensions=("k",), window_ms=window_ms, allowed_lateness_ms=lateness_ms,
+        name="prop",
+        topic="t",
+        dimensions=("k",),
+        window_ms=window_ms,
+        allowed_lateness_ms=lateness_ms,
         measures=tuple(MeasureSpec(field=FIELDS[a], aggregation=a, missing="zero") for a in AGGS),
     )
 
@@ -61,8 +65,10 @@ def test_windows_match_the_per_event_reference(
     events: list[tuple[int, int, int]], window_ms: int, lateness_ms: int, cuts: list[int]
 ) -> None:
     spec = _spec(window_ms, lateness_ms)
-    raws = [json.dumps({"timestamp": t, "k": f"k{s}", **{f: v for f in FIELDS.values()}}).encode()
-            for s, t, v in events]
+    raws = [
+        json.dumps({"timestamp": t, "k": f"k{s}", **{f: v for f in FIELDS.values()}}).encode()
+        for s, t, v in events
+    ]
     # the reference: one event at a time
     watermark = None
     acc: dict[tuple[str, int], list[int]] = defaultdict(list)
@@ -91,8 +97,14 @@ def test_windows_match_the_per_event_reference(
         late += [start + i for i, reason in rejects if reason == "late"]
         accepted += len(batch) - len(rejects)
         closed = ws.advance()
-        for dims, measure, w0, value, missing in zip(closed.dims, closed.measure, closed.window_start_ms.tolist(),
-                                                     closed.value.tolist(), closed.missing.tolist(), strict=True):
+        for dims, measure, w0, value, missing in zip(
+            closed.dims,
+            closed.measure,
+            closed.window_start_ms.tolist(),
+            closed.value.tolist(),
+            closed.missing.tolist(),
+            strict=True,
+        ):
             key = (dims[0][1], measure, w0 // window_ms)
             assert key not in emitted, f"window emitted twice: {key}"
             emitted[key] = (value, missing)
@@ -126,10 +138,14 @@ def test_windows_match_the_per_event_reference(
 
 @settings(max_examples=25, deadline=None)
 @given(events=events_strategy(), lateness_ms=st.integers(0, 400), split=st.integers(1, 149))
-def test_a_checkpoint_changes_nothing(events: list[tuple[int, int, int]], lateness_ms: int, split: int) -> None:
+def test_a_checkpoint_changes_nothing(
+    events: list[tuple[int, int, int]], lateness_ms: int, split: int
+) -> None:
     spec = _spec(100, lateness_ms)
-    raws = [json.dumps({"timestamp": t, "k": f"k{s}", "s": v, "a": v, "lo": v, "hi": v}).encode()
-            for s, t, v in events]
+    raws = [
+        json.dumps({"timestamp": t, "k": f"k{s}", "s": v, "a": v, "lo": v, "hi": v}).encode()
+        for s, t, v in events
+    ]
     split = min(split, len(raws))
 
     def rows(restore: bool) -> list[tuple[object, ...]]:
@@ -139,8 +155,15 @@ def test_a_checkpoint_changes_nothing(events: list[tuple[int, int, int]], latene
         for part in (raws[:split], raws[split:]):
             ws.add(parser.parse(part))
             closed = ws.advance()
-            out += list(zip(closed.keys, closed.window_start_ms.tolist(), closed.value.tolist(),
-                            closed.missing.tolist(), strict=True))
+            out += list(
+                zip(
+                    closed.keys,
+                    closed.window_start_ms.tolist(),
+                    closed.value.tolist(),
+                    closed.missing.tolist(),
+                    strict=True,
+                )
+            )
             if restore:
                 parser = EventParser(spec)
                 ws = WindowState.from_state(spec, json.loads(json.dumps(ws.to_state())), parser.registry)

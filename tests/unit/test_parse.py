@@ -40,11 +40,13 @@ def _ev(**fields: object) -> bytes:
 
 def test_columns_of_valid_events() -> None:
     parser = EventParser(_spec())
-    batch = parser.parse([
-        _ev(timestamp="2026-03-01T12:00:00.250Z", product="A", region="eu", quantity=3, price=1.5),
-        _ev(timestamp=1_767_225_600_123, product="B", region="us", quantity=2.5, price=4),
-        _ev(timestamp="2026-03-01T13:00:00+02:00", product="A", region="eu", quantity=1, price=2),
-    ])
+    batch = parser.parse(
+        [
+            _ev(timestamp="2026-03-01T12:00:00.250Z", product="A", region="eu", quantity=3, price=1.5),
+            _ev(timestamp=1_767_225_600_123, product="B", region="us", quantity=2.5, price=4),
+            _ev(timestamp="2026-03-01T13:00:00+02:00", product="A", region="eu", quantity=1, price=2),
+        ]
+    )
     assert batch.size == 3
     assert batch.index.tolist() == [0, 1, 2]
     assert batch.rejects == []
@@ -65,24 +67,28 @@ def test_columns_of_valid_events() -> None:
 
 def test_naive_iso_is_utc_and_sub_millisecond_digits_are_truncated() -> None:
     parser = EventParser(_spec(dimensions=()))
-    batch = parser.parse([
-        _ev(timestamp="2026-03-01 12:00:00", quantity=1),
-        _ev(timestamp="2026-03-01T12:00:00.123987654", quantity=1),
-        _ev(timestamp=1_000.9, quantity=1),
-    ])
+    batch = parser.parse(
+        [
+            _ev(timestamp="2026-03-01 12:00:00", quantity=1),
+            _ev(timestamp="2026-03-01T12:00:00.123987654", quantity=1),
+            _ev(timestamp=1_000.9, quantity=1),
+        ]
+    )
     base = _ms(datetime(2026, 3, 1, 12, tzinfo=UTC))
     assert batch.timestamp_ms.tolist() == [base, base + 123, 1000]
 
 
 def test_dimension_values_are_stringified_and_share_a_series() -> None:
     parser = EventParser(_spec(dimensions=("store",), measures=(MeasureSpec(field="q"),)))
-    batch = parser.parse([
-        _ev(timestamp=0, store=12, q=1),
-        _ev(timestamp=0, store="12", q=1),
-        _ev(timestamp=0, store=True, q=1),
-        _ev(timestamp=0, store=1.5, q=1),
-        _ev(timestamp=0, store=1, q=1),
-    ])
+    batch = parser.parse(
+        [
+            _ev(timestamp=0, store=12, q=1),
+            _ev(timestamp=0, store="12", q=1),
+            _ev(timestamp=0, store=True, q=1),
+            _ev(timestamp=0, store=1.5, q=1),
+            _ev(timestamp=0, store=1, q=1),
+        ]
+    )
     dims = [parser.registry.dims(int(c)) for c in batch.combo]
     assert dims == [("12",), ("12",), ("true",), ("1.5",), ("1",)]
     assert batch.combo[0] == batch.combo[1]
@@ -105,10 +111,14 @@ def test_dimension_values_are_stringified_and_share_a_series() -> None:
         (b'{"product": "A", "region": "r", "quantity": 1}', "missing_timestamp"),
         (b'{"timestamp": null, "product": "A", "region": "r", "quantity": 1}', "missing_timestamp"),
         (b'{"timestamp": "yesterday", "product": "A", "region": "r", "quantity": 1}', "bad_timestamp"),
-        (b'{"timestamp": "2026-13-01T00:00:00Z", "product": "A", "region": "r", "quantity": 1}',
-         "bad_timestamp"),
-        (b'{"timestamp": "2026-02-29T00:00:00Z", "product": "A", "region": "r", "quantity": 1}',
-         "bad_timestamp"),
+        (
+            b'{"timestamp": "2026-13-01T00:00:00Z", "product": "A", "region": "r", "quantity": 1}',
+            "bad_timestamp",
+        ),
+        (
+            b'{"timestamp": "2026-02-29T00:00:00Z", "product": "A", "region": "r", "quantity": 1}',
+            "bad_timestamp",
+        ),
         (b'{"timestamp": true, "product": "A", "region": "r", "quantity": 1}', "bad_timestamp"),
         (b'{"timestamp": 1e300, "product": "A", "region": "r", "quantity": 1}', "bad_timestamp"),
         (b'{"timestamp": [1], "product": "A", "region": "r", "quantity": 1}', "bad_timestamp"),
@@ -137,10 +147,12 @@ def test_reject_reasons(raw: bytes | None, reason: str) -> None:
 
 def test_absent_measure_is_not_a_reject_and_is_counted() -> None:
     parser = EventParser(_spec())
-    batch = parser.parse([
-        _ev(timestamp=1, product="A", region="r", quantity=2),
-        _ev(timestamp=1, product="A", region="r", price=3.0, quantity=None),
-    ])
+    batch = parser.parse(
+        [
+            _ev(timestamp=1, product="A", region="r", quantity=2),
+            _ev(timestamp=1, product="A", region="r", price=3.0, quantity=None),
+        ]
+    )
     assert batch.rejects == []
     assert batch.present.tolist() == [[True, False], [False, True]]
     assert batch.values.tolist() == [[2.0, 0.0], [0.0, 3.0]]
@@ -150,17 +162,22 @@ def test_absent_measure_is_not_a_reject_and_is_counted() -> None:
 
 def test_count_measure_needs_no_field() -> None:
     spec = _spec(measures=(MeasureSpec(field="events", aggregation="count"),))
-    batch = EventParser(spec).parse([
-        _ev(timestamp=1, product="A", region="r"),
-        _ev(timestamp=2, product="A", region="r", events="ignored"),
-    ])
+    batch = EventParser(spec).parse(
+        [
+            _ev(timestamp=1, product="A", region="r"),
+            _ev(timestamp=2, product="A", region="r", events="ignored"),
+        ]
+    )
     assert batch.rejects == []
     assert batch.values.tolist() == [[1.0], [1.0]]
 
 
 def test_unknown_and_nested_fields_are_ignored_and_odd_field_names_work() -> None:
     spec = DetectorSpec(
-        name="d", topic="t", timestamp_field="event time", dimensions=("class",),
+        name="d",
+        topic="t",
+        timestamp_field="event time",
+        dimensions=("class",),
         measures=(MeasureSpec(field="x-y", aggregation="max"),),
     )
     raw = b'{"event time": 10, "class": "c", "x-y": 4, "extra": {"deep": [1, {"a": null}]}, "n": "s"}'
@@ -211,13 +228,25 @@ def test_batch_rows_equal_the_reference_parser() -> None:
     assert parser.registry.dims(int(batch.combo[4])) == ("B", "r")  # the last duplicate key wins
 
 
-@pytest.mark.parametrize("texts", [
-    ["2026-01-01T00:00:00Z", "2026-06-30T23:59:59Z", "2024-02-29T12:00:00Z"],
-    ["2026-01-01T00:00:00.123+05:30", "1969-12-31T23:59:59.999-00:30", "0001-01-01T00:00:00.000+00:00"],
-    ["2026-01-01 00:00:00.1", "2026-01-01 00:00:00.12", "2026-01-01T00:00:00.123456789"],
-    ["2026-01-01T00:00:00Z", "2026-01-01T00:00:00+0100", "2026-01-01", "x", "2025-02-29T00:00:00Z",
-     "2026-01-01T24:00:00Z", "2026-01-01T00:00:00\x00Z", "2026-01-01T00:00:00.Z", "９９９９-01-01T00:00:00Z"],
-])
+@pytest.mark.parametrize(
+    "texts",
+    [
+        ["2026-01-01T00:00:00Z", "2026-06-30T23:59:59Z", "2024-02-29T12:00:00Z"],
+        ["2026-01-01T00:00:00.123+05:30", "1969-12-31T23:59:59.999-00:30", "0001-01-01T00:00:00.000+00:00"],
+        ["2026-01-01 00:00:00.1", "2026-01-01 00:00:00.12", "2026-01-01T00:00:00.123456789"],
+        [
+            "2026-01-01T00:00:00Z",
+            "2026-01-01T00:00:00+0100",
+            "2026-01-01",
+            "x",
+            "2025-02-29T00:00:00Z",
+            "2026-01-01T24:00:00Z",
+            "2026-01-01T00:00:00\x00Z",
+            "2026-01-01T00:00:00.Z",
+            "９９９９-01-01T00:00:00Z",
+        ],
+    ],
+)
 def test_vectorized_timestamps_agree_with_fromisoformat(texts: list[str]) -> None:
     ms, ok = iso_to_ms_many(texts)
     for t, m, good in zip(texts, ms.tolist(), ok.tolist(), strict=True):

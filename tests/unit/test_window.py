@@ -18,8 +18,11 @@ W = 1000  # window_ms of the tests
 
 def _spec(**kw: Any) -> DetectorSpec:
     base: dict[str, Any] = {
-        "name": "shop", "topic": "orders", "dimensions": ("product",),
-        "measures": (MeasureSpec(field="q"),), "window_ms": W,
+        "name": "shop",
+        "topic": "orders",
+        "dimensions": ("product",),
+        "measures": (MeasureSpec(field="q"),),
+        "window_ms": W,
     }
     base.update(kw)
     return DetectorSpec(**base)
@@ -37,14 +40,19 @@ def _setup(spec: DetectorSpec) -> tuple[EventParser, WindowState]:
 def _rows(closed: ClosedWindows) -> list[tuple[str, str, int, float, bool]]:
     return [
         (dims[0][1] if dims else "", m, int(s), float(v), bool(miss))
-        for dims, m, s, v, miss in zip(closed.dims, closed.measure, closed.window_start_ms, closed.value,
-                                       closed.missing, strict=True)
+        for dims, m, s, v, miss in zip(
+            closed.dims, closed.measure, closed.window_start_ms, closed.value, closed.missing, strict=True
+        )
     ]
 
 
 def test_aggregations_per_window() -> None:
-    spec = _spec(measures=(*(MeasureSpec(field=f, aggregation=f) for f in ("sum", "avg", "min", "max")),
-                           MeasureSpec(field="n", aggregation="count")))
+    spec = _spec(
+        measures=(
+            *(MeasureSpec(field=f, aggregation=f) for f in ("sum", "avg", "min", "max")),
+            MeasureSpec(field="n", aggregation="count"),
+        )
+    )
     parser, ws = _setup(spec)
     vals = [3.0, -1.0, 10.0, 4.0]
     ws.add(parser.parse([_ev(100 + i, sum=v, avg=v, min=v, max=v) for i, v in enumerate(vals)]))
@@ -57,9 +65,13 @@ def test_aggregations_per_window() -> None:
 
 
 def test_missing_window_policies() -> None:
-    spec = _spec(measures=(MeasureSpec(field="z", aggregation="sum"),
-                           MeasureSpec(field="c", aggregation="avg"),
-                           MeasureSpec(field="s", aggregation="max", missing="skip")))
+    spec = _spec(
+        measures=(
+            MeasureSpec(field="z", aggregation="sum"),
+            MeasureSpec(field="c", aggregation="avg"),
+            MeasureSpec(field="s", aggregation="max", missing="skip"),
+        )
+    )
     parser, ws = _setup(spec)
     ws.add(parser.parse([_ev(10, z=5, c=7, s=1), _ev(3010, z=1, c=2, s=2), _ev(5000, z=0, c=0, s=0)]))
     rows = _rows(ws.advance())
@@ -182,12 +194,20 @@ def test_missing_run_is_capped() -> None:
 
 
 def test_state_round_trip_continues_like_an_uninterrupted_run() -> None:
-    spec = _spec(dimensions=("product",), allowed_lateness_ms=700, measures=(
-        MeasureSpec(field="q"), MeasureSpec(field="a", aggregation="avg"),
-        MeasureSpec(field="m", aggregation="min")))
+    spec = _spec(
+        dimensions=("product",),
+        allowed_lateness_ms=700,
+        measures=(
+            MeasureSpec(field="q"),
+            MeasureSpec(field="a", aggregation="avg"),
+            MeasureSpec(field="m", aggregation="min"),
+        ),
+    )
     rng = np.random.default_rng(1)
-    raws = [_ev(int(t), f"p{rng.integers(4)}", q=1.0, a=float(i % 7), m=float(i % 5))
-            for i, t in enumerate(np.cumsum(rng.integers(0, 90, 600)) - rng.integers(0, 500, 600))]
+    raws = [
+        _ev(int(t), f"p{rng.integers(4)}", q=1.0, a=float(i % 7), m=float(i % 5))
+        for i, t in enumerate(np.cumsum(rng.integers(0, 90, 600)) - rng.integers(0, 500, 600))
+    ]
 
     def run(split: int | None) -> list[tuple[str, str, int, float, bool]]:
         parser, ws = _setup(spec)
@@ -198,7 +218,7 @@ def test_state_round_trip_continues_like_an_uninterrupted_run() -> None:
                 parser = EventParser(spec)  # a new process: new codes
                 parser.parse([_ev(0, "unrelated", q=1)])
                 ws = WindowState.from_state(spec, state, parser.registry)
-            ws.add(parser.parse(raws[a:a + 50]))
+            ws.add(parser.parse(raws[a : a + 50]))
             rows += _rows(ws.advance())
         return rows
 
