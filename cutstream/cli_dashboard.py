@@ -74,7 +74,7 @@ def dashboard(
         )
     if not (root / "results").is_dir():
         logger.warning("no results yet data_dir=%s (the page fills in when a worker writes some)", root)
-    app = create_app(root, refresh_ms=refresh_ms, auth=token, metrics_urls=metrics_urls)
+    app = create_app(root, refresh_ms=refresh_ms, auth=token, metrics_urls=metrics_urls, warm_up=True)
     click.echo(
         f"cutstream dashboard on http://{host}:{port}/ over {root}" + (" (token required)" if token else ""),
         err=True,

@@ -83,8 +83,23 @@ def install_auth(server: flask.Flask, token: str) -> None:
         return response
 
 
+def _warm_up(data_dir: Path) -> None:
+    """Compute the default first page once, so that the first visitor finds the caches warm."""
+    import sinks.query as q
+    from dashboard import views
+
+    try:
+        views.first_page(data_dir, views.DEFAULT_PERIOD)
+    except q.QueryError as exc:
+        logger.warning("dashboard warm-up failed data_dir=%s error=%s", data_dir, exc)
+
+
 def create_app(
-    data_dir: Path | str, refresh_ms: int = 5000, auth: str | None = None, metrics_urls: tuple[str, ...] = ()
+    data_dir: Path | str,
+    refresh_ms: int = 5000,
+    auth: str | None = None,
+    metrics_urls: tuple[str, ...] = (),
+    warm_up: bool = False,
 ) -> Dash:
     """The dashboard over ``<data_dir>/results`` (read through sinks.query only).
 
@@ -93,6 +108,7 @@ def create_app(
         refresh_ms: live refresh interval of the page.
         auth: an access token; None = no authentication (loopback use only).
         metrics_urls: the workers' Prometheus endpoints, for the lag KPI (optional).
+        warm_up: compute the default first page in a background thread now (the command does).
     """
     if refresh_ms < 250:
         raise ValueError("refresh_ms must be at least 250")
@@ -107,4 +123,10 @@ def create_app(
 
     if auth:
         install_auth(server, auth)
+    if warm_up:
+        import threading
+
+        threading.Thread(
+            target=_warm_up, args=(Path(data_dir),), name="dashboard-warm-up", daemon=True
+        ).start()
     return app
