@@ -6,7 +6,6 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import plotly.graph_objects as go
 from dash import Dash, Input, Output, State, ctx, no_update
 
 import sinks.query as q
@@ -91,17 +90,30 @@ def register(app: Dash, data_dir: Path, metrics_urls: tuple[str, ...] = ()) -> N
 
     @app.callback(
         Output("chart", "figure"),
+        Output("chart-key", "data"),
         Input("series", "value"),
         Input("period", "value"),
         Input("focus", "data"),
         Input("tick", "n_intervals"),
+        State("chart-key", "data"),
     )
-    def refresh_chart(series: str | None, period: str, focus: dict[str, Any] | None, _tick: int) -> go.Figure:
+    def refresh_chart(
+        series: str | None, period: str, focus: dict[str, Any] | None, _tick: int, drawn: str | None
+    ) -> tuple[Any, Any]:
+        if ctx.triggered_id != "tick" and series and drawn:
+            # the first page draws the default series before the picker names it: no redraw then
+            default = views.chart_key(None, period, focus)
+            if drawn in (views.chart_key(series, period, focus), default + series):
+                return no_update, views.chart_key(series, period, focus)
         try:
-            return views.chart(data_dir, period, series, focus)
+            fig = views.chart(data_dir, period, series, focus)
         except q.QueryError as exc:
             logger.warning("chart query failed series=%s error=%s", series, exc)
-            return figures.empty_figure(f"Cannot read the results: {exc}")
+            return figures.empty_figure(f"Cannot read the results: {exc}"), None
+        key = views.chart_key(series, period, focus)
+        if not series and fig.layout.uirevision:
+            key += str(fig.layout.uirevision)  # the default series it drew
+        return fig, key
 
     @app.callback(
         Output("anomalies", "data"),

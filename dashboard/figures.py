@@ -94,28 +94,47 @@ def expected_band(
     return expected - half, expected + half
 
 
+_TEMPLATE_NAME = "plotly_white"
+_template_cache: dict[str, Any] = {}
+
+
+def _template() -> dict[str, Any]:
+    """The expanded plotly_white template (a figure built without validation must carry it whole)."""
+    if not _template_cache:
+        import plotly.io as pio
+
+        _template_cache.update(pio.templates[_TEMPLATE_NAME].to_plotly_json())
+    return _template_cache
+
+
+def _figure(data: list[dict[str, Any]], layout: dict[str, Any]) -> go.Figure:
+    # The traces and layout below are fixed, tested shapes: skipping plotly's property validation
+    # saves ~80 ms a chart (a third of a series switch) and changes nothing in the JSON.
+    return go.Figure(data=data, layout={"template": _template(), **layout}, _validate=False)
+
+
 def empty_figure(message: str) -> go.Figure:
     """A blank chart that says why it is blank."""
-    fig = go.Figure()
-    fig.update_layout(
-        template="plotly_white",
-        height=460,
-        margin={"l": 60, "r": 60, "t": 40, "b": 40},
-        xaxis={"visible": False},
-        yaxis={"visible": False},
-        annotations=[
-            {
-                "text": message,
-                "xref": "paper",
-                "yref": "paper",
-                "x": 0.5,
-                "y": 0.5,
-                "showarrow": False,
-                "font": {"size": 15, "color": "#666"},
-            }
-        ],
+    return _figure(
+        [],
+        {
+            "height": 460,
+            "margin": {"l": 60, "r": 60, "t": 40, "b": 40},
+            "xaxis": {"visible": False},
+            "yaxis": {"visible": False},
+            "annotations": [
+                {
+                    "text": message,
+                    "xref": "paper",
+                    "yref": "paper",
+                    "x": 0.5,
+                    "y": 0.5,
+                    "showarrow": False,
+                    "font": {"size": 15, "color": "#666"},
+                }
+            ],
+        },
     )
-    return fig
 
 
 def series_figure(
@@ -143,90 +162,89 @@ def series_figure(
     flagged = np.asarray(points.column("anomalyDecision").to_numpy(zero_copy_only=False)) == 1
     low, high = expected_band(value, expected, exclude=flagged)
     x_arr = np.array(x, dtype=object)
-
-    fig = go.Figure()
-    fig.add_trace(
-        go.Scatter(
-            x=x,
-            y=low,
-            name=BAND_LOW,
-            mode="lines",
-            line={"width": 0},
-            hoverinfo="skip",
-            showlegend=False,
-            legendgroup="band",
-        )
-    )
-    fig.add_trace(
-        go.Scatter(
-            x=x,
-            y=high,
-            name=BAND_HIGH,
-            mode="lines",
-            line={"width": 0},
-            fill="tonexty",
-            fillcolor=_COLORS["band"],
-            hoverinfo="skip",
-            legendgroup="band",
-        )
-    )
-    fig.add_trace(
-        go.Scatter(
-            x=x,
-            y=expected,
-            name=EXPECTED,
-            mode="lines",
-            line={"color": _COLORS["expected"], "dash": "dash", "width": 1.5},
-        )
-    )
-    fig.add_trace(
-        go.Scatter(x=x, y=value, name=VALUE, mode="lines", line={"color": _COLORS["value"], "width": 2})
-    )
-    fig.add_trace(
-        go.Scatter(
-            x=x,
-            y=score,
-            name=SCORE,
-            mode="lines",
-            yaxis="y2",
-            line={"color": _COLORS["score"], "width": 1},
-            opacity=0.8,
-        )
-    )
-    fig.add_trace(
-        go.Scatter(
-            x=x,
-            y=threshold,
-            name=THRESHOLD,
-            mode="lines",
-            yaxis="y2",
-            line={"color": _COLORS["threshold"], "dash": "dot", "width": 1.5},
-        )
-    )
-    fig.add_trace(
-        go.Scatter(
-            x=x_arr[flagged].tolist(),
-            y=value[flagged],
-            name=ANOMALY,
-            mode="markers",
-            marker={"color": _COLORS["anomaly"], "size": 11, "symbol": "x", "line": {"width": 1}},
-            customdata=score[flagged],
-            hovertemplate="%{x}<br>value %{y:.4g}<br>score %{customdata:.1f}<extra>anomaly</extra>",
-        )
-    )
-    xaxis: dict[str, Any] = {"title": None, "showgrid": True}
+    line = "lines"
+    data: list[dict[str, Any]] = [
+        {
+            "type": "scatter",
+            "x": x,
+            "y": low,
+            "name": BAND_LOW,
+            "mode": line,
+            "line": {"width": 0},
+            "hoverinfo": "skip",
+            "showlegend": False,
+            "legendgroup": "band",
+        },
+        {
+            "type": "scatter",
+            "x": x,
+            "y": high,
+            "name": BAND_HIGH,
+            "mode": line,
+            "line": {"width": 0},
+            "fill": "tonexty",
+            "fillcolor": _COLORS["band"],
+            "hoverinfo": "skip",
+            "legendgroup": "band",
+        },
+        {
+            "type": "scatter",
+            "x": x,
+            "y": expected,
+            "name": EXPECTED,
+            "mode": line,
+            "line": {"color": _COLORS["expected"], "dash": "dash", "width": 1.5},
+        },
+        {
+            "type": "scatter",
+            "x": x,
+            "y": value,
+            "name": VALUE,
+            "mode": line,
+            "line": {"color": _COLORS["value"], "width": 2},
+        },
+        {
+            "type": "scatter",
+            "x": x,
+            "y": score,
+            "name": SCORE,
+            "mode": line,
+            "yaxis": "y2",
+            "line": {"color": _COLORS["score"], "width": 1},
+            "opacity": 0.8,
+        },
+        {
+            "type": "scatter",
+            "x": x,
+            "y": threshold,
+            "name": THRESHOLD,
+            "mode": line,
+            "yaxis": "y2",
+            "line": {"color": _COLORS["threshold"], "dash": "dot", "width": 1.5},
+        },
+        {
+            "type": "scatter",
+            "x": x_arr[flagged].tolist(),
+            "y": value[flagged],
+            "name": ANOMALY,
+            "mode": "markers",
+            "marker": {"color": _COLORS["anomaly"], "size": 11, "symbol": "x", "line": {"width": 1}},
+            "customdata": score[flagged],
+            "hovertemplate": "%{x}<br>value %{y:.4g}<br>score %{customdata:.1f}<extra>anomaly</extra>",
+        },
+    ]
+    xaxis: dict[str, Any] = {"showgrid": True, "type": "date"}
     if focus is not None:
         xaxis["range"] = [focus[0].strftime(TIME_FORMAT), focus[1].strftime(TIME_FORMAT)]
-    fig.update_layout(
-        template="plotly_white",
-        height=460,
-        title={"text": title, "x": 0.01, "font": {"size": 14}},
-        margin={"l": 60, "r": 60, "t": 50, "b": 40},
-        hovermode="x unified",
-        legend={"orientation": "h", "y": -0.12},
-        xaxis=xaxis,
-        yaxis={"title": {"text": "value"}},
-        yaxis2={
+    layout: dict[str, Any] = {
+        "height": 460,
+        "title": {"text": title, "x": 0.01, "font": {"size": 14}},
+        "margin": {"l": 60, "r": 60, "t": 50, "b": 40},
+        "hovermode": "x unified",
+        "legend": {"orientation": "h", "y": -0.12},
+        "xaxis": xaxis,
+        "yaxis": {"title": {"text": "value"}},
+        "yaxis2": {
             "title": {"text": "anomaly score"},
             "overlaying": "y",
             "side": "right",
@@ -234,9 +252,10 @@ def series_figure(
             "tickvals": [0, 20, 40, 60, 80, 100],
             "showgrid": False,
         },
-        uirevision=revision or None,
-    )
-    return fig
+    }
+    if revision:
+        layout["uirevision"] = revision
+    return _figure(data, layout)
 
 
 def window_width(points: pa.Table) -> dt.timedelta | None:

@@ -45,6 +45,7 @@ def build_layout(refresh_ms: int) -> html.Div:
             dcc.Location(id="url", refresh=False),
             dcc.Interval(id="tick", interval=refresh_ms, n_intervals=0),
             dcc.Store(id="focus", data=None),
+            dcc.Store(id="chart-key", data=None),
             html.Div(
                 [
                     html.H2("cutstream", style={"margin": "0 12px 0 0"}),

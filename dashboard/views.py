@@ -156,6 +156,13 @@ def series_options(
     return options
 
 
+def chart_key(series_id: str | None, period: str | None, focus: dict[str, Any] | None) -> str:
+    """What a drawn chart shows; a new selection equal to it needs no redraw."""
+    import json
+
+    return json.dumps([series_id, period or DEFAULT_PERIOD, focus], sort_keys=True)
+
+
 def default_series(options: list[dict[str, str]]) -> str | None:
     """The series shown before the user picks one: the top one."""
     return options[0]["value"] if options else None
@@ -164,10 +171,17 @@ def default_series(options: list[dict[str, str]]) -> str | None:
 def chart(
     data_dir: Path | str, period: str | None, series_id: str | None, focus: dict[str, Any] | None
 ) -> go.Figure:
-    """The chart of one series over the period, zoomed around ``focus["time"]`` when it is this series'."""
-    if not series_id:
-        return figures.empty_figure("Pick a series (top series by anomaly score are listed first)")
+    """The chart of one series over the period, zoomed around ``focus["time"]`` when it is this series'.
+
+    With no series picked yet it draws the default one (the top series), so the first page's chart
+    needs no second round trip.
+    """
     p = resolve_period(data_dir, period)
+    if not series_id:
+        top = q.top_series(data_dir, p.start, p.end, 1)
+        if top.num_rows == 0:
+            return figures.empty_figure("No results yet: the page fills in when a worker writes some")
+        series_id = str(top.column("timeseriesId")[0].as_py())
     info = q.series_info(data_dir, series_id, p.start, p.end) or q.series_info(data_dir, series_id)
     detector = info["detectorName"] if info else None
     span = _focus_span(focus, series_id)
@@ -424,7 +438,7 @@ def first_page(
     kpis = timed("kpis", kpi_values, data_dir, period, metrics_urls)
     options = timed("top series", series_options, data_dir, period, None, None, None, None)
     rows, message = timed("anomaly table", anomaly_rows, data_dir, period, None, None)
-    fig = timed("chart", chart, data_dir, period, default_series(options), None)
+    fig = timed("chart", chart, data_dir, period, None, None)
     return {
         "kpis": kpis,
         "series_options": options,

@@ -281,8 +281,11 @@ def _served(root: Path, series: list[str], repeats: int, http: bool, browser: bo
             with httpx.Client(base_url=url, timeout=30) as client:
                 for i in range(repeats):
                     body = {
-                        "output": "chart.figure",
-                        "outputs": {"id": "chart", "property": "figure"},
+                        "output": "..chart.figure...chart-key.data..",
+                        "outputs": [
+                            {"id": "chart", "property": "figure"},
+                            {"id": "chart-key", "property": "data"},
+                        ],
                         "inputs": [
                             {"id": "series", "property": "value", "value": series[(i + 1) % len(series)]},
                             {"id": "period", "property": "value", "value": "24h"},
@@ -290,7 +293,7 @@ def _served(root: Path, series: list[str], repeats: int, http: bool, browser: bo
                             {"id": "tick", "property": "n_intervals", "value": 0},
                         ],
                         "changedPropIds": ["series.value"],
-                        "state": [],
+                        "state": [{"id": "chart-key", "property": "data", "value": None}],
                     }
                     t0 = time.perf_counter()
                     r = client.post("/_dash-update-component", json=body)
