@@ -54,6 +54,8 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MS = timedelta(milliseconds=1)
 #: Longest timestamp string the vectorized parser looks at (longer ones go to datetime.fromisoformat).
 _VEC_MAX_LEN = 40
+#: Largest dense table of dimension-code combinations (entries; int64): 32 MB.
+_DENSE_COMBOS = 1 << 22
 
 
 def bad_measure(field_name: str) -> str:
@@ -331,6 +333,8 @@ def iso_to_ms_many(texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
     out = np.zeros(n, dtype=np.int64)
     if n == 0:
         return out, np.zeros(0, dtype=bool)
+    if not all(type(t) is str for t in texts):
+        return out, np.zeros(n, dtype=bool)
     fixed = _iso_fixed_layout(texts)
     if fixed is not None:
         return fixed
@@ -454,7 +458,16 @@ class EventParser:
         )
         self._decode = msgspec.json.Decoder(struct).decode
         self._get_ts = attrgetter(self._ts_attr)
-        self._get_dims = attrgetter(*self._dim_attrs) if self._dim_attrs else None
+        self._dim_getters = [attrgetter(a) for a in self._dim_attrs]
+        # per dimension: decoded value → code, canonical text → code, code → canonical text
+        self._dim_alias: list[dict[object, int]] = [{} for _ in self._dim_attrs]
+        self._dim_text_codes: list[dict[str, int]] = [{} for _ in self._dim_attrs]
+        self._dim_texts: list[list[str]] = [[] for _ in self._dim_attrs]
+        # dimension codes → combination code: a dense table while small, and always this dict
+        self._known: dict[tuple[int, ...], int] = {}
+        self._table: np.ndarray | None = None
+        if 16 ** len(self._dim_attrs) <= _DENSE_COMBOS:
+            self._table = np.full((16,) * len(self._dim_attrs), -1, dtype=np.int64)
         self._get_measure = [None if a is None else attrgetter(a) for a in self._measure_attrs]
         self._has_value_measure = any(a is not None for a in self._measure_attrs)
 
@@ -552,16 +565,19 @@ class EventParser:
     def _timestamps(self, events: list[Any]) -> tuple[np.ndarray, np.ndarray]:
         raw = list(map(self._get_ts, events))
         n = len(raw)
-        kinds = set(map(type, raw))
-        if kinds == {str}:
-            ms, ok = iso_to_ms_many(raw)
-            if not ok.all():  # unusual spellings: the reference parser, timestamp only
+        if type(raw[0]) is str:
+            try:
+                ms, ok = _iso_fixed_layout(raw) or iso_to_ms_many(raw)
+            except TypeError:  # not all strings: the join refused
+                ms, ok = np.zeros(n, dtype=np.int64), np.zeros(n, dtype=bool)
+            if not ok.all():  # unusual spellings or types: the reference, timestamp only
                 for i in np.flatnonzero(~ok).tolist():
-                    v = iso_to_ms(raw[i])
+                    v = timestamp_to_ms(raw[i])
                     if v is not None:
                         ms[i] = v
                         ok[i] = True
             return ms, ok
+        kinds = set(map(type, raw))
         if kinds == {int}:
             try:
                 ms = np.array(raw, dtype=np.int64)
@@ -579,33 +595,76 @@ class EventParser:
         return ms, ok
 
     def _combos(self, events: list[Any], slow: np.ndarray) -> np.ndarray:
+        """Combination codes of the rows: one dict lookup per dimension, then one table lookup.
+
+        Each dimension maps its decoded values to small codes (a dict of fresh strings is twice as
+        fast as a dict of tuples); the codes index a dense table of combinations while the product
+        of the dimensions' cardinalities stays small, a dict of code tuples beyond.
+        """
         n = len(events)
-        if self._get_dims is None:
+        if not self._dim_getters:
             if len(self.registry) == 0:
                 self.registry.combo_for(())
             return np.zeros(n, dtype=np.int64)
-        keys = list(map(self._get_dims, events))
-        alias = self.registry.alias
-        codes = list(map(alias.get, keys))
-        if None in codes:
-            single = len(self._dim_attrs) == 1
-            unknown = np.flatnonzero(np.equal(np.array(codes, dtype=object), None))
-            for i in unknown.tolist():
-                key = keys[i]
-                code = alias.get(key)  # registered by an earlier row of this batch
+        codes = np.empty((len(self._dim_getters), n), dtype=np.int64)
+        for d, get in enumerate(self._dim_getters):
+            col = list(map(get, events))
+            raw_codes = self._dim_alias[d]
+            c = list(map(raw_codes.get, col))
+            if None in c:
+                for i in np.flatnonzero(np.equal(np.array(c, dtype=object), None)).tolist():
+                    raw = col[i]
+                    code = raw_codes.get(raw)  # registered by an earlier row of this batch
+                    if code is None:
+                        text = dimension_text(raw)
+                        if text is None:  # missing or not a scalar: the reference decides
+                            slow[i] = True
+                            c[i] = 0
+                            continue
+                        code = self._dim_code(d, text)
+                        if type(raw) is str or type(raw) is int:
+                            # str and int keys cannot collide in a dict (1.0 == 1 and True == 1 could)
+                            raw_codes[raw] = code
+                    c[i] = code
+            codes[d] = c
+        return self._combo_lookup(codes, slow)
+
+    def _dim_code(self, d: int, text: str) -> int:
+        code = self._dim_text_codes[d].get(text)
+        if code is None:
+            code = len(self._dim_texts[d])
+            self._dim_text_codes[d][text] = code
+            self._dim_texts[d].append(text)
+        return code
+
+    def _combo_lookup(self, codes: np.ndarray, slow: np.ndarray) -> np.ndarray:
+        sizes = [len(t) for t in self._dim_texts]
+        if self._table is not None and any(s > c for s, c in zip(sizes, self._table.shape, strict=True)):
+            caps = tuple(max(16, 2 * s) for s in sizes)
+            self._table = None
+            if math.prod(caps) <= _DENSE_COMBOS:
+                self._table = np.full(caps, -1, dtype=np.int64)
+                if self._known:
+                    known = np.array(list(self._known), dtype=np.int64).T
+                    self._table[tuple(known)] = list(self._known.values())
+        if self._table is not None:
+            combo = self._table[tuple(codes)]
+        else:
+            combo = np.array(list(map(self._known.get, zip(*codes.tolist(), strict=True))), dtype=object)
+            combo = np.where(np.equal(combo, None), -1, combo).astype(np.int64)
+        unknown = (combo < 0) & ~slow
+        if unknown.any():
+            for i in np.flatnonzero(unknown).tolist():
+                key = tuple(codes[:, i].tolist())
+                code = self._known.get(key)
                 if code is None:
-                    parts = (key,) if single else key
-                    texts = tuple(map(dimension_text, parts))
-                    if slow[i] or None in texts:
-                        slow[i] = True
-                        codes[i] = -1
-                        continue
-                    code = self.registry.combo_for(texts)  # type: ignore[arg-type]
-                    if all(type(p) is str or type(p) is int for p in parts):
-                        # str and int keys cannot collide in a dict (1.0 == 1 and True == 1 could)
-                        alias[key] = code
-                codes[i] = code
-        return np.array(codes, dtype=np.int64)
+                    texts = tuple(self._dim_texts[d][k] for d, k in enumerate(key))
+                    code = self.registry.combo_for(texts)
+                    self._known[key] = code
+                    if self._table is not None:
+                        self._table[key] = code
+                combo[i] = code
+        return combo
 
     def _measures(self, events: list[Any], slow: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         n = len(events)

@@ -43,9 +43,6 @@ class SeriesRegistry:
         self._pairs: list[tuple[tuple[str, str], ...]] = []
         self._tsid: list[str] = []
         self._sort_key = np.zeros(1024, dtype=np.int64)
-        #: raw decoded dimension value(s) → combo code, filled by the parser (str/int values only,
-        #: whose equality in a dict cannot confuse two different canonical strings).
-        self.alias: dict[object, int] = {}
 
     def __len__(self) -> int:
         """Number of combinations registered."""

@@ -270,3 +270,31 @@ def test_parsed_columns_have_the_documented_dtypes() -> None:
     assert batch.index.dtype == np.int64
     assert batch.values.dtype == np.float64 and batch.values.shape == (1, 2)
     assert batch.present.dtype == np.bool_
+
+
+@pytest.mark.parametrize("dense_limit", [1 << 22, 64])
+def test_many_dimension_values_across_batches(monkeypatch: pytest.MonkeyPatch, dense_limit: int) -> None:
+    import streams.parse as parse_module
+
+    monkeypatch.setattr(parse_module, "_DENSE_COMBOS", dense_limit)  # 64: the dict of code tuples
+    spec = _spec(dimensions=("a", "b", "c"), measures=(MeasureSpec(field="q"),))
+    parser = EventParser(spec)
+    rng = np.random.default_rng(3)
+    for size in (5, 50, 400):
+        raws = [
+            _ev(
+                timestamp=1,
+                a=f"a{rng.integers(size)}",
+                b=int(rng.integers(size)),
+                c=str(rng.integers(3)),
+                q=1,
+            )
+            for _ in range(300)
+        ]
+        batch = parser.parse(raws)
+        assert batch.rejects == []
+        for row, raw in enumerate(raws):
+            ref = parse_event(raw, spec)
+            assert isinstance(ref, ParsedEvent)
+            assert parser.registry.dims(int(batch.combo[row])) == ref.dims
+    assert len(parser.registry) == len({parser.registry.dims(i) for i in range(len(parser.registry))})
