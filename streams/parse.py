@@ -27,7 +27,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from operator import attrgetter
-from typing import Any
+from typing import Any, cast
 
 import msgspec
 import numpy as np
@@ -227,7 +227,8 @@ def _digits(mat: np.ndarray, a: int, b: int) -> tuple[np.ndarray, np.ndarray]:
     """Columns a..b-1 of a code-point matrix as one decimal number per row, and where all are digits."""
     cols = mat[:, a:b].astype(np.int64) - 48
     ok = ((cols >= 0) & (cols <= 9)).all(axis=1)
-    return cols @ _POW10[10 - (b - a) :], ok
+    value: np.ndarray = cols @ _POW10[10 - (b - a) :]
+    return value, np.asarray(ok)
 
 
 def _days_from_civil(y: np.ndarray, m: np.ndarray, d: np.ndarray) -> np.ndarray:
@@ -238,7 +239,8 @@ def _days_from_civil(y: np.ndarray, m: np.ndarray, d: np.ndarray) -> np.ndarray:
     mp = np.where(m > 2, m - 3, m + 9)
     doy = (153 * mp + 2) // 5 + d - 1
     doe = yoe * 365 + yoe // 4 - yoe // 100 + doy
-    return era * 146097 + doe - 719468
+    days: np.ndarray = era * 146097 + doe - 719468
+    return days
 
 
 _MONTH_DAYS = np.array([0, 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31], dtype=np.int64)
@@ -296,7 +298,7 @@ def _iso_fixed_layout(texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray] | N
     dt = digits.T.astype(np.int64)  # one contiguous row per character position
 
     def num(*cols: int) -> np.ndarray:
-        v = dt[cols[0]]
+        v: np.ndarray = dt[cols[0]]
         for c in cols[1:]:
             v = v * 10 + dt[c]
         return v
@@ -484,7 +486,7 @@ class EventParser:
         self.counters["events"] += n
         if n == 0:
             return self._empty(0)
-        msgs = values
+        msgs = cast("Sequence[bytes]", values)
         if None in values:  # a tombstone / null value; cheap C scan when there is none
             msgs = [b"" if v is None else v for v in values]
         try:
@@ -580,11 +582,11 @@ class EventParser:
         kinds = set(map(type, raw))
         if kinds == {int}:
             try:
-                ms = np.array(raw, dtype=np.int64)
+                ints = np.array(raw, dtype=np.int64)
             except OverflowError:
-                ms = None
-            if ms is not None:
-                return ms, (ms >= MIN_TIMESTAMP_MS) & (ms < MAX_TIMESTAMP_MS)
+                pass  # beyond int64: the per-value path says bad_timestamp
+            else:
+                return ints, (ints >= MIN_TIMESTAMP_MS) & (ints < MAX_TIMESTAMP_MS)
         ms = np.zeros(n, dtype=np.int64)
         ok = np.zeros(n, dtype=bool)
         for i, v in enumerate(raw):
@@ -612,7 +614,7 @@ class EventParser:
             raw_codes = self._dim_alias[d]
             c = list(map(raw_codes.get, col))
             if None in c:
-                for i in np.flatnonzero(np.equal(np.array(c, dtype=object), None)).tolist():
+                for i in [i for i, code in enumerate(c) if code is None]:
                     raw = col[i]
                     code = raw_codes.get(raw)  # registered by an earlier row of this batch
                     if code is None:
@@ -626,7 +628,7 @@ class EventParser:
                             # str and int keys cannot collide in a dict (1.0 == 1 and True == 1 could)
                             raw_codes[raw] = code
                     c[i] = code
-            codes[d] = c
+            codes[d] = np.asarray(c, dtype=np.int64)
         return self._combo_lookup(codes, slow)
 
     def _dim_code(self, d: int, text: str) -> int:
@@ -647,11 +649,12 @@ class EventParser:
                 if self._known:
                     known = np.array(list(self._known), dtype=np.int64).T
                     self._table[tuple(known)] = list(self._known.values())
+        combo: np.ndarray
         if self._table is not None:
             combo = self._table[tuple(codes)]
         else:
-            combo = np.array(list(map(self._known.get, zip(*codes.tolist(), strict=True))), dtype=object)
-            combo = np.where(np.equal(combo, None), -1, combo).astype(np.int64)
+            get = self._known.get
+            combo = np.array([get(k, -1) for k in zip(*codes.tolist(), strict=True)], dtype=np.int64)
         unknown = (combo < 0) & ~slow
         if unknown.any():
             for i in np.flatnonzero(unknown).tolist():

@@ -108,4 +108,5 @@ class SeriesRegistry:
 
     def sort_keys(self, series: np.ndarray) -> np.ndarray:
         """int64 keys (from the timeseriesId hash) that order series stably across restarts."""
-        return self._sort_key[series]
+        keys: np.ndarray = self._sort_key[series]
+        return keys

@@ -122,12 +122,17 @@ class ClosedWindows:
             raise WindowStateError("cannot concatenate closed windows of different registries")
         if len(parts) == 1:
             return parts[0]
+
+        def cat(name: str) -> np.ndarray:
+            return np.concatenate([getattr(p, name) for p in parts])
+
         return cls(
-            *(
-                np.concatenate([getattr(p, name) for p in parts])
-                for name in ("series", "window_start_ms", "window_end_ms", "value", "missing")
-            ),
-            registry=registry,
+            cat("series"),
+            cat("window_start_ms"),
+            cat("window_end_ms"),
+            cat("value"),
+            cat("missing"),
+            registry,
         )
 
     def groups(self) -> list[slice]:
