@@ -43,6 +43,8 @@ def register(app: Dash, data_dir: Path, metrics_urls: tuple[str, ...] = ()) -> N
     @app.callback(
         Output("series", "options"),
         Output("series", "value"),
+        Output("chart", "figure", allow_duplicate=True),
+        Output("chart-key", "data", allow_duplicate=True),
         Input("detector", "value"),
         Input("measure", "value"),
         Input("series", "search_value"),
@@ -50,6 +52,7 @@ def register(app: Dash, data_dir: Path, metrics_urls: tuple[str, ...] = ()) -> N
         Input("period", "value"),
         Input("tick", "n_intervals"),
         State("url", "search"),
+        prevent_initial_call="initial_duplicate",
     )
     def refresh_series(
         detector: str | None,
@@ -59,13 +62,26 @@ def register(app: Dash, data_dir: Path, metrics_urls: tuple[str, ...] = ()) -> N
         period: str,
         _tick: int,
         url_search: str | None,
-    ) -> tuple[list[dict[str, str]], Any]:
+    ) -> tuple[list[dict[str, str]], Any, Any, Any]:
         if selected:
-            return views.series_options(data_dir, period, detector, measure, search, selected), no_update
+            options = views.series_options(data_dir, period, detector, measure, search, selected)
+            return options, no_update, no_update, no_update
         linked = views.focus_from_url(url_search)  # an alert's link names the series to open
-        pick = linked["series"] if linked else None
-        options = views.series_options(data_dir, period, detector, measure, search, pick)
-        return options, pick or views.default_series(options)
+        if linked:
+            options = views.series_options(data_dir, period, detector, measure, search, linked["series"])
+            return options, linked["series"], no_update, no_update
+        options = views.series_options(data_dir, period, detector, measure, search, None)
+        pick = views.default_series(options)
+        if pick is None:
+            return options, no_update, no_update, no_update
+        # the default series' chart comes with it: the chart callback then finds it drawn
+        # (saves the round trip that would wait for this callback's series value)
+        try:
+            fig = views.chart(data_dir, period, pick, None)
+        except q.QueryError as exc:
+            logger.warning("chart query failed series=%s error=%s", pick, exc)
+            return options, pick, no_update, no_update
+        return options, pick, fig, views.chart_key(pick, period, None)
 
     @app.callback(
         Output("series", "value", allow_duplicate=True),
