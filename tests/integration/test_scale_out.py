@@ -28,6 +28,20 @@ COMPARED = [
 ]  # fmt: skip
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _warm_kernels() -> None:
+    """Compile the engine's numba kernels here first: the workers then load them from numba's on-disk
+    cache instead of each compiling them (which, on a cold cache, takes longer than the waits below)."""
+    import numpy as np
+
+    from detector.config import ForestConfig, ModelConfig
+    from detector.detector import Detector
+
+    d = Detector(ModelConfig(forest=ForestConfig(n_trees=4, sample_size=8, shingle_size=2, seed=1)))
+    n = 40
+    d.process_many(["warm"] * n, np.arange(n, dtype=np.float64), np.arange(n, dtype=np.int64) * 1000)
+
+
 def _complete(data_dir: Path, expected: int) -> Any:
     table = read_results(data_dir)
     return table if table is not None and table.num_rows >= expected else None
@@ -67,7 +81,7 @@ def test_three_workers_in_one_group_equal_one_worker(
         produce(bootstrap, topic, events)
         three = wait_for(
             lambda: _complete(shared, expected),
-            timeout_s=90,
+            timeout_s=120,
             message="the 3-worker run to write every result\n" + "\n".join(w.log_tail(1500) for w in workers),
         )
         statuses = [wait_for(w.read_status, timeout_s=10) for w in workers]
@@ -89,7 +103,7 @@ def test_three_workers_in_one_group_equal_one_worker(
     try:
         one = wait_for(
             lambda: _complete(single_dir, expected),
-            timeout_s=90,
+            timeout_s=120,
             message="the single-worker run\n" + one_worker.log_tail(),
         )
         assert one_worker.terminate() == 0, one_worker.log_tail()
