@@ -317,3 +317,25 @@ def test_worker_lag_from_status_files_and_metrics(tmp_path: Path) -> None:
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_series_absent_from_the_newest_flush_keep_their_identity(tmp_path: Path) -> None:
+    sink = ParquetSink(tmp_path)
+    quiet = result_table(
+        detector="d", dimensions={"k": "quiet"}, start_ms=T0, window_ms=HOUR, values=[1.0, 2.0]
+    )
+    busy = result_table(
+        detector="d", dimensions={"k": "busy"}, start_ms=T0, window_ms=HOUR, values=[1.0, 2.0]
+    )
+    sink.write(pa.concat_tables([quiet, busy]), "src.0", 0, 3)
+    later = result_table(
+        detector="d", dimensions={"k": "busy"}, start_ms=T0 + 2 * HOUR, window_ms=HOUR, values=[5.0]
+    )
+    sink.write(later, "src.0", 4, 4)  # the newest file of that source holds only "busy"
+    summary = q.series_summary(tmp_path)
+    got = dict(
+        zip(summary.column("dimensions").to_pylist(), summary.column("windows").to_pylist(), strict=True)
+    )
+    assert got == {"k=quiet": 2, "k=busy": 3}
+    assert set(summary.column("detectorName").to_pylist()) == {"d"}
+    assert q.search_series(tmp_path, "d", None, "quiet", 5).num_rows == 1
