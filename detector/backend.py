@@ -9,6 +9,8 @@ a missing one raises :class:`~detector.errors.BackendUnavailable` naming the ext
 from __future__ import annotations
 
 import logging
+import mmap
+import sys
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
@@ -20,6 +22,9 @@ from detector.errors import BackendUnavailable
 logger = logging.getLogger(__name__)
 
 BACKENDS = ("cpu", "gpu", "auto")
+_LAZY_BYTES = 16 << 20
+# Python < 3.13 does not export it; the value is Linux's (elsewhere: 0, a plain lazy mapping).
+_MAP_NORESERVE = getattr(mmap, "MAP_NORESERVE", 0x4000 if sys.platform.startswith("linux") else 0)
 
 _GPU_HINT = "install the GPU extra (pip install 'cutstream[gpu]', plus numba-cuda) on a machine with CUDA"
 
@@ -28,7 +33,7 @@ _GPU_HINT = "install the GPU extra (pip install 'cutstream[gpu]', plus numba-cud
 class Backend:
     """An array namespace and the name of the kernels that run on it."""
 
-    name: str  # "cpu" or "gpu"
+    name: str  # "cpu", "gpu" or "cudasim" (tests: the GPU kernels in numba's simulator)
     xp: ModuleType
 
     def to_numpy(self, a: Any) -> np.ndarray[Any, Any]:
@@ -36,6 +41,23 @@ class Backend:
         if self.name == "gpu":
             return self.xp.asnumpy(a)  # type: ignore[no-any-return]
         return np.asarray(a)
+
+    def zeros(self, shape: tuple[int, ...], dtype: Any) -> Any:
+        """A zero-filled array whose memory is committed only where it is written.
+
+        On the host, large arrays come from an anonymous ``MAP_NORESERVE`` mapping: the kernel
+        hands out zero pages on first touch and does not count untouched pages against the
+        overcommit limit, so a forest with room for 100,000 series (26 GB at the default
+        config) is created in milliseconds and costs memory only as its series fill.
+        """
+        if self.name == "gpu":
+            return self.xp.zeros(shape, dtype=dtype)
+        nbytes = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+        if nbytes < _LAZY_BYTES:
+            return np.zeros(shape, dtype=dtype)
+        flags = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | _MAP_NORESERVE
+        buf = mmap.mmap(-1, nbytes, flags=flags)
+        return np.frombuffer(buf, dtype=dtype).reshape(shape)
 
     def asarray(self, a: Any, dtype: Any = None) -> Any:
         """Move a host array to this backend."""
@@ -66,6 +88,13 @@ def get_backend(name: str) -> Backend:
         return Backend("cpu", np)
     if name == "gpu":
         return _gpu()
+    if name == "cudasim":
+        # Testing only: the GPU kernels on host arrays through numba's CUDA simulator (very slow).
+        from numba import config
+
+        if not config.ENABLE_CUDASIM:
+            raise BackendUnavailable("backend 'cudasim' needs NUMBA_ENABLE_CUDASIM=1 in the environment")
+        return Backend("cudasim", np)
     if name == "auto":
         try:
             return _gpu()

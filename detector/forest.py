@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from detector import kernels
 from detector.backend import Backend, get_backend
 from detector.config import ForestConfig
 from detector.errors import DetectorError, StateVersionError
@@ -75,20 +76,24 @@ class Forest:
         self._N = config.sample_size
         self._K = config.shingle_size
         self._M = self._N - 1
-        self._box_dtype = np.uint8 if self._N <= 256 else np.uint16
+        self._R, self._box_dtype, self._bo = kernels.record_layout(self._K, self._N)
         self._seed = np.uint64(config.seed)
         self._capacity = 0
         self._a: dict[str, Any] = {}
+        self._v: dict[str, Any] = {}
         self._active = np.zeros(0, dtype=bool)
         self._free: list[int] = []
         self._next = 0
         self._next_uid = 0
         self._allocate(capacity)
         self._gpu: Any = None
-        if self._backend.name == "gpu":
+        #: Walk all trees in lockstep before each step (see kernels_cpu.prewalk); pays off once the
+        #: forest no longer fits in cache.
+        self._prefetch = True
+        if self._backend.name in ("gpu", "cudasim"):
             from detector import kernels_cuda
 
-            self._gpu = kernels_cuda.GpuKernels(self._N, self._K, self._T)
+            self._gpu = kernels_cuda.GpuKernels(self._N, self._K, self._T, self._bo)
         logger.info("forest created backend=%s n_trees=%d sample_size=%d shingle_size=%d capacity=%d",
                     self._backend.name, self._T, self._N, self._K, capacity)
 
@@ -113,22 +118,18 @@ class Forest:
             "root": ((g,), np.int16),
             "free_head": ((g,), np.int16),
             "n_alloc": ((g,), np.int16),
-            "left": ((g, M), np.int16),
-            "right": ((g, M), np.int16),
-            "cut_dim": ((g, M), np.uint8),
-            "cut_value": ((g, M), np.float32),
-            "mass": ((g, M), np.uint16),
-            "box_lo": ((g, M, K), self._box_dtype),
-            "box_hi": ((g, M, K), self._box_dtype),
+            "nodes": ((g, M, self._R // 4), np.uint32),  # packed records, see detector.kernels
         }
 
     def _allocate(self, capacity: int) -> None:
-        xp = self._backend.xp
-        new = {name: xp.zeros(shape, dtype=dt) for name, (shape, dt) in self._shapes(capacity).items()}
+        new = {name: self._backend.zeros(shape, dt) for name, (shape, dt) in self._shapes(capacity).items()}
         if self._capacity:
             for name, old in self._a.items():
                 new[name][: old.shape[0]] = old
         self._a = new
+        nodes = new["nodes"]
+        self._v = {"n16": nodes.view(np.int16), "u16": nodes.view(np.uint16),
+                   "f32": nodes.view(np.float32), "box": nodes.view(self._box_dtype)}
         active = np.zeros(capacity, dtype=bool)
         active[: self._active.shape[0]] = self._active
         self._active = active
@@ -239,7 +240,7 @@ class Forest:
         if n == 0:
             return ForestOutput(np.zeros(0), np.zeros(0))
         if self._gpu is not None:
-            score, expected = self._gpu.update(self._a, self._seed, slots, vals)
+            score, expected = self._gpu.update(self._a, self._v, self._seed, slots, vals, self._backend.xp)
             return ForestOutput(score, expected)
         from detector import kernels_cpu
 
@@ -249,13 +250,13 @@ class Forest:
         starts = np.concatenate(([0], starts, [n])).astype(np.int64)
         out_score = np.empty(n, np.float64)
         out_expected = np.empty(n, np.float64)
-        a = self._a
+        a, v = self._a, self._v
         kernels_cpu.update_batch(
-            order, starts, vals, self._seed, self._T, self._N, self._K, a["uid"],
-            a["tail"], a["n_values"], a["n_points"], a["offset"], a["newpt"], a["plan"],
-            a["points"], a["rep"], a["count"],
-            a["left"], a["right"], a["cut_dim"], a["cut_value"], a["mass"], a["box_lo"], a["box_hi"],
-            a["root"], a["free_head"], a["n_alloc"], out_score, out_expected, ss,
+            order, starts, ss, vals, self._seed, self._T, self._N, self._K, self._bo,
+            kernels.expect_stride(self._T), a["uid"], a["tail"], a["n_values"], a["n_points"],
+            a["offset"], a["newpt"], a["plan"], a["points"], a["rep"], a["count"],
+            v["n16"], v["u16"], v["f32"], v["box"], a["root"], a["free_head"], a["n_alloc"],
+            out_score, out_expected, self._prefetch,
         )
         return ForestOutput(out_score, out_expected)
 
@@ -282,8 +283,8 @@ class Forest:
             state[name] = b.to_numpy(a[name][s]).copy()
         for name in ("root", "free_head", "n_alloc"):
             state[name] = b.to_numpy(a[name][g0:g0 + self._T]).copy()
-        for name in ("left", "right", "cut_dim", "cut_value", "mass", "box_lo", "box_hi"):
-            state[name] = b.to_numpy(a[name][g0:g0 + self._T, :used]).copy()
+        state.update(_decode_nodes(b.to_numpy(a["nodes"][g0:g0 + self._T, :used]), self._K,
+                                   self._box_dtype, self._bo))
         return state
 
     def from_state(self, state: dict[str, Any]) -> int:
@@ -310,14 +311,45 @@ class Forest:
             a[name][slot] = b.asarray(np.asarray(state[name], dtype=a[name].dtype))
         for name in ("root", "free_head", "n_alloc"):
             a[name][g0:g0 + self._T] = b.asarray(np.asarray(state[name], dtype=a[name].dtype))
-        for name in ("left", "right", "cut_dim", "cut_value", "mass", "box_lo", "box_hi"):
-            arr = np.asarray(state[name], dtype=a[name].dtype)
-            a[name][g0:g0 + self._T, : arr.shape[1]] = b.asarray(arr)
+        nodes = _encode_nodes(state, self._T, self._R, self._K, self._box_dtype, self._bo)
+        a["nodes"][g0:g0 + self._T, : nodes.shape[1]] = b.asarray(nodes)
         return slot
 
 
-_TREE_NAMES = frozenset(("root", "free_head", "n_alloc", "left", "right", "cut_dim", "cut_value", "mass",
-                         "box_lo", "box_hi"))
+_TREE_NAMES = frozenset(("root", "free_head", "n_alloc", "nodes"))
+_NODE_FIELDS = ("left", "right", "mass_left", "mass_right", "cut_dim", "cut_value", "box_lo", "box_hi")
+
+
+def _decode_nodes(nodes: np.ndarray[Any, Any], k: int, box_dtype: Any, bo: int) -> dict[str, Any]:
+    """Packed records uint32[T, M, R/4] -> named arrays (the state format is layout-free)."""
+    n16, u16 = nodes.view(np.int16), nodes.view(np.uint16)
+    box = nodes.view(box_dtype)
+    ml, mr = u16[..., 2].astype(np.int64), u16[..., 3].astype(np.int64)
+    return {
+        "left": n16[..., 0].copy(), "right": n16[..., 1].copy(),
+        "mass_left": (ml & 0x1FFF).astype(np.uint16), "mass_right": (mr & 0x1FFF).astype(np.uint16),
+        "cut_dim": ((ml >> 13) | ((mr >> 13) << 3)).astype(np.uint8),
+        "cut_value": nodes.view(np.float32)[..., 2].copy(),
+        "box_lo": box[..., bo:bo + k].copy(), "box_hi": box[..., bo + k:bo + 2 * k].copy(),
+    }
+
+
+def _encode_nodes(
+    state: dict[str, Any], t: int, r: int, k: int, box_dtype: Any, bo: int
+) -> np.ndarray[Any, Any]:
+    used = np.asarray(state["left"]).shape[1]
+    nodes = np.zeros((t, used, r // 4), dtype=np.uint32)
+    n16, u16 = nodes.view(np.int16), nodes.view(np.uint16)
+    box = nodes.view(box_dtype)
+    n16[..., 0] = state["left"]
+    n16[..., 1] = state["right"]
+    cd = np.asarray(state["cut_dim"], dtype=np.int64)
+    u16[..., 2] = np.asarray(state["mass_left"], dtype=np.int64) | ((cd & 7) << 13)
+    u16[..., 3] = np.asarray(state["mass_right"], dtype=np.int64) | ((cd >> 3) << 13)
+    nodes.view(np.float32)[..., 2] = state["cut_value"]
+    box[..., bo:bo + k] = state["box_lo"]
+    box[..., bo + k:bo + 2 * k] = state["box_hi"]
+    return nodes
 
 
 def check_state(state: dict[str, Any]) -> None:
@@ -369,8 +401,9 @@ def check_state(state: dict[str, Any]) -> None:
             box_hi = pts[np.asarray(state["box_hi"][t, m], dtype=np.int64), np.arange(pts.shape[1])]
             if not (np.array_equal(box_lo, lo) and np.array_equal(box_hi, hi)):
                 raise DetectorError(f"tree {t} node {m}: box {box_lo}..{box_hi} != leaves' {lo}..{hi}")
-            if int(state["mass"][t, m]) != m_l + m_r:
-                raise DetectorError(f"tree {t} node {m}: mass {int(state['mass'][t, m])} != {m_l + m_r}")
+            if (int(state["mass_left"][t, m]), int(state["mass_right"][t, m])) != (m_l, m_r):
+                raise DetectorError(f"tree {t} node {m}: masses {int(state['mass_left'][t, m])}, "
+                                    f"{int(state['mass_right'][t, m])} != leaves' {m_l}, {m_r}")
             d, c = int(state["cut_dim"][t, m]), state["cut_value"][t, m]
             if not (hi_l[d] <= c < lo_r[d]):
                 raise DetectorError(f"tree {t} node {m}: cut {c} on dim {d} does not separate its children")

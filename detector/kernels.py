@@ -9,16 +9,24 @@ Array layout (S series slots, T trees per series, G = S*T trees, M = N-1 interna
 N = sample_size point slots per series, K = shingle_size dimensions):
 
 * ``pts[S, N, K]`` float32: the point store, the last N shingles of each series (offset-subtracted).
-* ``rep[S, N]`` uint16: for each point slot, the slot of the leaf that holds its point (duplicates
+* ``rep[S, N]`` uint16: for each point slot, the slot of the leaf that holds its point (equal points
   share one leaf, as in rrcf); ``cnt[S, N]`` uint16: the number of points in the leaf at a rep slot.
-* ``left/right[G, M]`` int16 child references: ``ref > 0`` is internal node ``ref-1``, ``ref < 0`` is
-  the leaf of point slot ``-ref-1``, ``0`` is nothing. All-zero arrays are an empty forest, so a
-  million series can be allocated lazily (``zeros``) without touching a byte.
-* ``cdim[G, M]`` uint8, ``cval[G, M]`` float32: the cut (a point goes left when ``x[cdim] <= cval``).
-* ``mass[G, M]`` uint16: points below the node (duplicates counted).
-* ``lo/hi[G, M, K]`` uint8 (N <= 256) or uint16: the bounding box, cached as the point SLOT that
-  holds the minimum / maximum in each dimension (read through ``pts``): 2K bytes instead of 8K.
-* ``root[G]``, ``nfree[G]`` (free-list head + 1, threaded through ``left``), ``nalloc[G]`` int16.
+* ``nodes[G, M, R]``: one packed record of R = align4(12 + 2*K*B) bytes per internal node (B = 1
+  byte when N <= 256, else 2), read through four views of the same buffer so that a node visit
+  touches one or two cache lines instead of one per field:
+
+  ====================  ==========================================================================
+  ``n16[g, m, 0|1]``    left / right child: ``ref > 0`` is internal node ``ref-1``, ``ref < 0`` the
+                        leaf of point slot ``-ref-1``, ``0`` nothing (all-zero arrays are an empty
+                        forest, so series are allocated lazily with ``zeros``)
+  ``u16[g, m, 2|3]``    mass (points, duplicates counted) of the left / right subtree in the low
+                        13 bits; the cut dimension in the top 3 bits of each (6 bits, K <= 64)
+  ``f32[g, m, 2]``      the cut value: a point goes left when ``x[cut_dim] <= cut``
+  ``box[g, m, bo+d]``   the bounding box, cached as the point SLOT holding the minimum (``bo+d``) /
+                        maximum (``bo+K+d``) of each dimension, read through ``pts``: 2K bytes
+                        instead of 8K (``bo`` = 12 / B)
+  ====================  ==========================================================================
+* ``root[G]``, ``nfree[G]`` (free-list head + 1, threaded through the left child), ``nalloc[G]`` int16.
 """
 
 from __future__ import annotations
@@ -37,10 +45,15 @@ _SH27 = np.uint64(27)
 _SH31 = np.uint64(31)
 _SH11 = np.uint64(11)
 _INV53 = 1.0 / 9007199254740992.0
+_MASS_BITS = 0x1FFF
+#: The expected value is the median of this many trees' imputations (spread evenly over the forest):
+#: it is a side output, and imputing in all trees would cost a fifth of the step.
+EXPECTED_VALUE_TREES = 10
 
 #: Names of the functions compiled as device functions, in no particular order.
 DEVICE_FUNCTIONS = (
-    "mix64", "tree_key", "uniform", "ref_mass", "alloc_node", "free_node", "link",
+    "mix64", "tree_key", "uniform", "node_mass", "node_cdim", "subtree_mass", "alloc_node", "free_node",
+    "link",
     "tree_insert", "tree_delete", "tree_expect", "series_shingle", "series_plan_delete",
     "series_place",
 )
@@ -66,261 +79,265 @@ def uniform(key, point, depth):  # type: ignore[no-untyped-def]
 
 
 # ----------------------------------------------------------------------------------------------
-# One tree
+# One tree. A node is one packed record (see the module docstring); these read and write it.
 
 
-def ref_mass(g, si, ref, mass, cnt):  # type: ignore[no-untyped-def]
+def node_mass(u16, g, m, side):  # type: ignore[no-untyped-def]
+    return np.int64(u16[g, m, 2 + side]) & _MASS_BITS
+
+
+def node_cdim(u16, g, m):  # type: ignore[no-untyped-def]
+    return (np.int64(u16[g, m, 2]) >> 13) | ((np.int64(u16[g, m, 3]) >> 13) << 3)
+
+
+def subtree_mass(g, si, ref, u16, cnt):  # type: ignore[no-untyped-def]
     if ref > 0:
-        return np.int64(mass[g, ref - 1])
+        return node_mass(u16, g, ref - 1, 0) + node_mass(u16, g, ref - 1, 1)
     return np.int64(cnt[si, -ref - 1])
 
 
-def alloc_node(g, left, nfree, nalloc):  # type: ignore[no-untyped-def]
+def alloc_node(g, n16, nfree, nalloc):  # type: ignore[no-untyped-def]
     h = np.int64(nfree[g])
     if h > 0:
         n = h - 1
-        nfree[g] = left[g, n]
+        nfree[g] = n16[g, n, 0]
         return n
     n = np.int64(nalloc[g])
     nalloc[g] = n + 1
     return n
 
 
-def free_node(g, n, left, nfree):  # type: ignore[no-untyped-def]
-    left[g, n] = nfree[g]
+def free_node(g, n, n16, nfree):  # type: ignore[no-untyped-def]
+    n16[g, n, 0] = nfree[g]
     nfree[g] = n + 1
 
 
-def link(g, parent, side, ref, left, right, root):  # type: ignore[no-untyped-def]
+def link(g, parent, side, ref, n16, root):  # type: ignore[no-untyped-def]
     if parent < 0:
         root[g] = ref
-    elif side == 0:
-        left[g, parent] = ref
     else:
-        right[g, parent] = ref
+        n16[g, parent, side] = ref
 
 
-def tree_insert(g, si, s, dup, key, point, K, left, right, cdim, cval, mass, lo, hi,  # type: ignore[no-untyped-def]
+def tree_insert(g, si, s, dup, key, point, K, bo, n16, u16, f32, box,  # type: ignore[no-untyped-def]
                 root, nfree, nalloc, pts, cnt):
     """Insert point slot ``s`` into tree ``g`` and return its CoDisp (rrcf's definition).
 
     ``dup``: the point equals the point of leaf ``s`` already in the tree (its count was raised by
     the caller); the walk only adds mass on the way down. Otherwise a new leaf is made where the
     random cut of rrcf's ``insert_point`` first separates the point from a node's box. The
-    collusive displacement max over ancestors of mass(sibling)/mass(node) is gathered on the way
-    down, so no parent pointers or path are needed.
+    collusive displacement, max over ancestors of mass(sibling)/mass(node), is gathered on the way
+    down (each node holds its children's masses), so no parent pointers or path are needed.
     """
     ref = np.int64(root[g])
     if ref == 0:
         root[g] = -(s + 1)
         return 0.0
     parent = np.int64(-1)
-    pside = 0
+    pside = np.int64(0)
     best = 0.0
     depth = 0
     while True:
         if ref < 0 and dup:
             return best
+        outside = False
+        m = np.int64(-1)
         if not dup:
-            # Span of the node's box joined with the point (rrcf's bbox_hat), then one uniform cut.
+            # Span of the node's box joined with the point (rrcf's bbox_hat). A point inside the
+            # box cannot be cut off there (rrcf's cut lands in the box and it descends), so the
+            # draw is made only where the point sticks out; draws are indexed by depth, so a
+            # skipped draw changes no other.
             if ref > 0:
                 m = ref - 1
-            else:
-                m = -1
             total = 0.0
             for d in range(K):
                 x = np.float64(pts[si, s, d])
                 if m >= 0:
-                    a = np.float64(pts[si, lo[g, m, d], d])
-                    b = np.float64(pts[si, hi[g, m, d], d])
+                    a = np.float64(pts[si, box[g, m, bo + d], d])
+                    b = np.float64(pts[si, box[g, m, bo + K + d], d])
                 else:
                     a = np.float64(pts[si, -ref - 1, d])
                     b = a
-                total += max(b, x) - min(a, x)
+                if x < a:
+                    total += b - x
+                    outside = True
+                elif x > b:
+                    total += x - a
+                    outside = True
+                else:
+                    total += b - a
+        if outside:
             r = uniform(key, point, depth) * total
             acc = 0.0
-            j = -1
+            j = np.int64(-1)
             cut = 0.0
             for d in range(K):
                 x = np.float64(pts[si, s, d])
                 if m >= 0:
-                    a = np.float64(pts[si, lo[g, m, d], d])
-                    b = np.float64(pts[si, hi[g, m, d], d])
+                    a = np.float64(pts[si, box[g, m, bo + d], d])
+                    b = np.float64(pts[si, box[g, m, bo + K + d], d])
                 else:
                     a = np.float64(pts[si, -ref - 1, d])
                     b = a
-                lo_u = min(a, x)
-                span = max(b, x) - lo_u
+                if x < a:
+                    lo_u = x
+                    span = b - x
+                elif x > b:
+                    lo_u = a
+                    span = x - a
+                else:
+                    lo_u = a
+                    span = b - a
                 if span > 0.0:
                     acc += span
                     j = d
                     cut = lo_u + acc - r
                     if acc >= r:
                         break
-            x = pts[si, s, j]
+            x32 = pts[si, s, j]
             if m >= 0:
-                a32 = pts[si, lo[g, m, j], j]
-                b32 = pts[si, hi[g, m, j], j]
+                a32 = pts[si, box[g, m, bo + j], j]
+                b32 = pts[si, box[g, m, bo + K + j], j]
             else:
                 a32 = pts[si, -ref - 1, j]
                 b32 = a32
             sep = 0
             c32 = np.float32(cut)
-            if x < a32 and (m < 0 or cut < a32):
+            if x32 < a32 and (m < 0 or cut < a32):
                 sep = 1  # the new leaf goes left of the node
-                if c32 >= a32 or c32 < x:
-                    c32 = x
-            elif x > b32 and (m < 0 or cut >= b32):
+                if c32 >= a32 or c32 < x32:
+                    c32 = x32
+            elif x32 > b32 and (m < 0 or cut >= b32):
                 sep = 2
-                if c32 >= x or c32 < b32:
+                if c32 >= x32 or c32 < b32:
                     c32 = b32
             if sep > 0:
-                n = alloc_node(g, left, nfree, nalloc)
-                cdim[g, n] = j
-                cval[g, n] = c32
+                n = alloc_node(g, n16, nfree, nalloc)
+                mref = subtree_mass(g, si, ref, u16, cnt)
+                f32[g, n, 2] = c32
                 if sep == 1:
-                    left[g, n] = -(s + 1)
-                    right[g, n] = ref
+                    n16[g, n, 0] = -(s + 1)
+                    n16[g, n, 1] = ref
+                    u16[g, n, 2] = 1 | ((j & 7) << 13)
+                    u16[g, n, 3] = mref | ((j >> 3) << 13)
                 else:
-                    left[g, n] = ref
-                    right[g, n] = -(s + 1)
-                mref = ref_mass(g, si, ref, mass, cnt)
-                mass[g, n] = mref + 1
+                    n16[g, n, 0] = ref
+                    n16[g, n, 1] = -(s + 1)
+                    u16[g, n, 2] = mref | ((j & 7) << 13)
+                    u16[g, n, 3] = 1 | ((j >> 3) << 13)
                 for d in range(K):
                     if m >= 0:
-                        la = np.int64(lo[g, m, d])
-                        hb = np.int64(hi[g, m, d])
+                        la = np.int64(box[g, m, bo + d])
+                        hb = np.int64(box[g, m, bo + K + d])
                     else:
                         la = -ref - 1
                         hb = la
                     xd = pts[si, s, d]
                     if xd < pts[si, la, d]:
-                        lo[g, n, d] = s
+                        box[g, n, bo + d] = s
                     else:
-                        lo[g, n, d] = la
+                        box[g, n, bo + d] = la
                     if xd > pts[si, hb, d]:
-                        hi[g, n, d] = s
+                        box[g, n, bo + K + d] = s
                     else:
-                        hi[g, n, d] = hb
-                link(g, parent, pside, n + 1, left, right, root)
-                return max(best, np.float64(mref))
-        # The cut fell inside the node's box: follow the node's own cut.
+                        box[g, n, bo + K + d] = hb
+                link(g, parent, pside, n + 1, n16, root)
+                if mref > best:
+                    best = np.float64(mref)
+                return best
+        # The point stays inside this node's subtree: follow the node's own cut.
         m = ref - 1
-        if pts[si, s, cdim[g, m]] <= cval[g, m]:
-            child = np.int64(left[g, m])
-            sib = np.int64(right[g, m])
-            side = 0
+        if pts[si, s, node_cdim(u16, g, m)] <= f32[g, m, 2]:
+            side = np.int64(0)
         else:
-            child = np.int64(right[g, m])
-            sib = np.int64(left[g, m])
-            side = 1
-        if dup and child < 0:
-            mchild = np.int64(cnt[si, -child - 1])  # already raised by the caller
-        else:
-            mchild = ref_mass(g, si, child, mass, cnt) + 1
-        ratio = np.float64(ref_mass(g, si, sib, mass, cnt)) / np.float64(mchild)
-        if ratio > best:
-            best = ratio
-        mass[g, m] = mass[g, m] + 1
-        if not dup:
+            side = np.int64(1)
+        msib = np.float64(node_mass(u16, g, m, 1 - side))
+        mnode = np.float64(node_mass(u16, g, m, side) + 1)
+        if msib > best * mnode:
+            best = msib / mnode
+        u16[g, m, 2 + side] = u16[g, m, 2 + side] + 1
+        if outside:
             for d in range(K):
                 xd = pts[si, s, d]
-                if xd < pts[si, lo[g, m, d], d]:
-                    lo[g, m, d] = s
-                if xd > pts[si, hi[g, m, d], d]:
-                    hi[g, m, d] = s
+                if xd < pts[si, box[g, m, bo + d], d]:
+                    box[g, m, bo + d] = s
+                if xd > pts[si, box[g, m, bo + K + d], d]:
+                    box[g, m, bo + K + d] = s
         parent = m
         pside = side
-        ref = child
+        ref = np.int64(n16[g, m, side])
         depth += 1
 
 
-def tree_delete(g, si, r, newrep, full, K, left, right, cdim, cval, mass, lo, hi,  # type: ignore[no-untyped-def]
+def tree_delete(g, si, r, newrep, full, K, bo, n16, u16, f32, box,  # type: ignore[no-untyped-def]
                 root, nfree, pts, path):
     """Remove one point of leaf ``r`` from tree ``g``.
 
     ``full``: the leaf goes (its count was 1): its parent is spliced out and freed, and the boxes
     of the ancestors that referenced ``r`` are rebuilt bottom-up from their children (``path``
-    holds the root-to-leaf walk; it needs N entries in the worst case). Otherwise only the masses
-    drop, and when ``newrep >= 0`` the leaf is renamed to that slot (its point is leaving the
-    store while duplicates stay).
+    holds the root-to-leaf walk; N entries suffice). Otherwise only the masses drop, and when
+    ``newrep >= 0`` the leaf is renamed to that slot (its point leaves the store while equal
+    points stay).
     """
     ref = np.int64(root[g])
     parent = np.int64(-1)
-    pside = 0
+    pside = np.int64(0)
     gparent = np.int64(-1)
-    gpside = 0
+    gpside = np.int64(0)
     depth = 0
     while ref > 0:
         m = ref - 1
+        if pts[si, r, node_cdim(u16, g, m)] <= f32[g, m, 2]:
+            side = np.int64(0)
+        else:
+            side = np.int64(1)
+        u16[g, m, 2 + side] = u16[g, m, 2 + side] - 1
         if full:
             path[depth] = m
-        else:
-            mass[g, m] = mass[g, m] - 1
-            if newrep >= 0:
-                for d in range(K):
-                    if lo[g, m, d] == r:
-                        lo[g, m, d] = newrep
-                    if hi[g, m, d] == r:
-                        hi[g, m, d] = newrep
+        elif newrep >= 0:
+            for d in range(K):
+                if box[g, m, bo + d] == r:
+                    box[g, m, bo + d] = newrep
+                if box[g, m, bo + K + d] == r:
+                    box[g, m, bo + K + d] = newrep
         depth += 1
         gparent = parent
         gpside = pside
         parent = m
-        if pts[si, r, cdim[g, m]] <= cval[g, m]:
-            ref = np.int64(left[g, m])
-            pside = 0
-        else:
-            ref = np.int64(right[g, m])
-            pside = 1
+        pside = side
+        ref = np.int64(n16[g, m, side])
     if not full:
         if newrep >= 0:
-            link(g, parent, pside, -(newrep + 1), left, right, root)
+            link(g, parent, pside, -(newrep + 1), n16, root)
         return
     if parent < 0:
         root[g] = 0
         return
-    if pside == 0:
-        sib = right[g, parent]
-    else:
-        sib = left[g, parent]
-    link(g, gparent, gpside, sib, left, right, root)
-    free_node(g, parent, left, nfree)
+    sib = n16[g, parent, 1 - pside]
+    link(g, gparent, gpside, sib, n16, root)
+    free_node(g, parent, n16, nfree)
     for i in range(depth - 2, -1, -1):
         a = np.int64(path[i])
-        mass[g, a] = mass[g, a] - 1
-        cl = np.int64(left[g, a])
-        cr = np.int64(right[g, a])
-        for d in range(K):
-            if lo[g, a, d] == r:
+        cl = np.int64(n16[g, a, 0])
+        cr = np.int64(n16[g, a, 1])
+        for e in range(2 * K):
+            if box[g, a, bo + e] == r:
+                d = e % K
                 if cl > 0:
-                    sl = np.int64(lo[g, cl - 1, d])
+                    sl = np.int64(box[g, cl - 1, bo + e])
                 else:
                     sl = -cl - 1
                 if cr > 0:
-                    sr = np.int64(lo[g, cr - 1, d])
+                    sr = np.int64(box[g, cr - 1, bo + e])
                 else:
                     sr = -cr - 1
-                if pts[si, sl, d] <= pts[si, sr, d]:
-                    lo[g, a, d] = sl
+                if (e < K) == (pts[si, sl, d] <= pts[si, sr, d]):
+                    box[g, a, bo + e] = sl
                 else:
-                    lo[g, a, d] = sr
-            if hi[g, a, d] == r:
-                if cl > 0:
-                    sl = np.int64(hi[g, cl - 1, d])
-                else:
-                    sl = -cl - 1
-                if cr > 0:
-                    sr = np.int64(hi[g, cr - 1, d])
-                else:
-                    sr = -cr - 1
-                if pts[si, sl, d] >= pts[si, sr, d]:
-                    hi[g, a, d] = sl
-                else:
-                    hi[g, a, d] = sr
+                    box[g, a, bo + e] = sr
 
 
-def tree_expect(g, si, s, K, left, right, cdim, cval, mass, pts, cnt, root):  # type: ignore[no-untyped-def]
+def tree_expect(g, si, s, K, n16, u16, f32, pts, root):  # type: ignore[no-untyped-def]
     """Tree ``g``'s imputation of the newest coordinate of point slot ``s`` (not yet inserted).
 
     Walks down following the point's first K-1 coordinates; at a cut on the newest coordinate
@@ -331,18 +348,16 @@ def tree_expect(g, si, s, K, left, right, cdim, cval, mass, pts, cnt, root):  # 
         return np.float64(pts[si, s, K - 1])
     while ref > 0:
         m = ref - 1
-        dd = cdim[g, m]
-        if dd == K - 1:
-            cl = np.int64(left[g, m])
-            cr = np.int64(right[g, m])
-            if ref_mass(g, si, cl, mass, cnt) >= ref_mass(g, si, cr, mass, cnt):
-                ref = cl
+        cd = node_cdim(u16, g, m)
+        if cd == K - 1:
+            if node_mass(u16, g, m, 0) >= node_mass(u16, g, m, 1):
+                ref = np.int64(n16[g, m, 0])
             else:
-                ref = cr
-        elif pts[si, s, dd] <= cval[g, m]:
-            ref = np.int64(left[g, m])
+                ref = np.int64(n16[g, m, 1])
+        elif pts[si, s, cd] <= f32[g, m, 2]:
+            ref = np.int64(n16[g, m, 0])
         else:
-            ref = np.int64(right[g, m])
+            ref = np.int64(n16[g, m, 1])
     return np.float64(pts[si, -ref - 1, K - 1])
 
 
@@ -442,6 +457,19 @@ def series_place(si, N, K, npts, rep, cnt, pts, newpt, plan):  # type: ignore[no
         plan[si, 3] = slot
         plan[si, 4] = 0
     npts[si] = p + 1
+
+
+def record_layout(K: int, N: int) -> tuple[int, Any, int]:
+    """(bytes per node record, box slot dtype, box offset in box units) for shingle K, window N."""
+    box_dtype = np.uint8 if N <= 256 else np.uint16
+    b = np.dtype(box_dtype).itemsize
+    size = 12 + 2 * K * b
+    return (size + 3) // 4 * 4, box_dtype, 12 // b
+
+
+def expect_stride(T: int) -> int:
+    """Every how many trees the expected value is imputed (about 10 trees; see tree_expect)."""
+    return max(1, T // EXPECTED_VALUE_TREES)
 
 
 def compile_namespace(jit: Callable[[Callable[..., Any]], Any]) -> dict[str, Any]:

@@ -2,20 +2,22 @@
 
 The driver runs ``prange`` over the distinct series of a batch (series are independent); inside a
 series its points go in time order, and for each point every tree is updated in turn: delete the
-oldest point, impute the newest coordinate, insert and score the new point.
+oldest point, impute the newest coordinate (every ``expect_stride`` trees), insert and score the
+new point.
 """
 
 from __future__ import annotations
-
-from typing import Any
 
 import numba
 import numpy as np
 
 from detector import kernels
 
+# inline="always": numba inlines at its IR level, which removes the per-call reference counting
+# of a dozen array arguments (measured: 3.8 -> 2.5 us per tree step before the other changes).
 _K = kernels.compile_namespace(numba.njit(cache=True, nogil=True, inline="always"))
 
+node_cdim = _K["node_cdim"]
 tree_insert = _K["tree_insert"]
 tree_delete = _K["tree_delete"]
 tree_expect = _K["tree_expect"]
@@ -25,21 +27,64 @@ series_plan_delete = _K["series_plan_delete"]
 series_place = _K["series_place"]
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def prewalk(si, T, r, K, bo, n16, u16, f32, box, pts, newpt, root, refs):  # type: ignore[no-untyped-def]
+    """Touch the nodes the step will visit, all trees in lockstep, before doing the work.
+
+    A tree walk is a chain of dependent loads, and at thousands of series the trees are not in
+    cache: walking the T trees one level at a time keeps T independent loads in flight instead of
+    one, so the real passes that follow find their nodes in cache. Walks the path of the leaving
+    point (``r``, or none when ``r < 0``) and of the new point (``newpt[si]``).
+    """
+    g0 = si * T
+    for t in range(T):
+        refs[t] = root[g0 + t]
+        refs[T + t] = root[g0 + t]
+    if r < 0:
+        for t in range(T):
+            refs[t] = 0
+    busy = True
+    last = 0
+    while busy:
+        busy = False
+        for t in range(T):
+            ref = np.int64(refs[t])
+            if ref > 0:
+                m = ref - 1
+                last += box[g0 + t, m, bo + 2 * K - 1]  # the record's far end may be on the next line
+                if pts[si, r, node_cdim(u16, g0 + t, m)] <= f32[g0 + t, m, 2]:
+                    refs[t] = n16[g0 + t, m, 0]
+                else:
+                    refs[t] = n16[g0 + t, m, 1]
+                busy = True
+            ref = np.int64(refs[T + t])
+            if ref > 0:
+                m = ref - 1
+                last += box[g0 + t, m, bo + 2 * K - 1]
+                if newpt[si, node_cdim(u16, g0 + t, m)] <= f32[g0 + t, m, 2]:
+                    refs[T + t] = n16[g0 + t, m, 0]
+                else:
+                    refs[T + t] = n16[g0 + t, m, 1]
+                busy = True
+    return last
+
+
 @numba.njit(cache=True, parallel=True, nogil=True)
-def update_batch(order, starts, values, seed, T, N, K, uid,  # type: ignore[no-untyped-def]
-                 tail, nvals, npts, offset, newpt, plan, pts, rep, cnt,
-                 left, right, cdim, cval, mass, lo, hi, root, nfree, nalloc,
-                 out_score, out_expected, slots_sorted):
-    """Process a batch: ``order[starts[i]:starts[i+1]]`` are the input rows of series ``i``.
+def update_batch(order, starts, slots_sorted, values, seed, T, N, K, bo, estride,  # type: ignore[no-untyped-def]
+                 uid, tail, nvals, npts, offset, newpt, plan, pts, rep, cnt,
+                 n16, u16, f32, box, root, nfree, nalloc, out_score, out_expected, prefetch):
+    """Process a batch: ``order[starts[i]:starts[i+1]]`` are the input rows of the i-th series.
 
     ``slots_sorted[starts[i]]`` is that series' slot. Writes ``out_score``/``out_expected`` at
     the input rows.
     """
     nser = starts.shape[0] - 1
+    ne = (T + estride - 1) // estride
     for ii in numba.prange(nser):
         si = slots_sorted[starts[ii]]
         path = np.empty(N, np.int16)
-        ev = np.empty(T, np.float64)
+        ev = np.empty(ne, np.float64)
+        refs = np.empty(2 * T, np.int64)
         for k in range(starts[ii], starts[ii + 1]):
             row = order[k]
             value = values[row]
@@ -50,31 +95,29 @@ def update_batch(order, starts, values, seed, T, N, K, uid,  # type: ignore[no-u
             point = npts[si]
             series_plan_delete(si, N, npts, rep, cnt, plan)
             r = plan[si, 0]
+            if prefetch:
+                refs[0] = prewalk(si, T, r, K, bo, n16, u16, f32, box, pts, newpt, root, refs)
             if r >= 0:
                 newrep = plan[si, 1]
                 full = plan[si, 2] == 1
                 for t in range(T):
-                    tree_delete(si * T + t, si, r, newrep, full, K, left, right, cdim, cval, mass,
-                                lo, hi, root, nfree, pts, path)
+                    tree_delete(si * T + t, si, r, newrep, full, K, bo, n16, u16, f32, box,
+                                root, nfree, pts, path)
             series_place(si, N, K, npts, rep, cnt, pts, newpt, plan)
             s = plan[si, 3]
             dup = plan[si, 4] == 1
             score = 0.0
             for t in range(T):
                 g = si * T + t
-                ev[t] = tree_expect(g, si, s, K, left, right, cdim, cval, mass, pts, cnt, root)
+                if t % estride == 0:
+                    ev[t // estride] = tree_expect(g, si, s, K, n16, u16, f32, pts, root)
                 key = tree_key(seed, uid[si], t)
-                score += tree_insert(g, si, s, dup, key, point, K, left, right, cdim, cval, mass,
-                                     lo, hi, root, nfree, nalloc, pts, cnt)
+                score += tree_insert(g, si, s, dup, key, point, K, bo, n16, u16, f32, box,
+                                     root, nfree, nalloc, pts, cnt)
             out_score[row] = score / T
             ev.sort()
-            if T % 2 == 1:
-                med = ev[T // 2]
+            if ne % 2 == 1:
+                med = ev[ne // 2]
             else:
-                med = 0.5 * (ev[T // 2 - 1] + ev[T // 2])
+                med = 0.5 * (ev[ne // 2 - 1] + ev[ne // 2])
             out_expected[row] = med + offset[si]
-
-
-def warm_up() -> Any:
-    """Nothing to do: compilation happens (or loads from the cache) at the first call."""
-    return None
