@@ -339,3 +339,35 @@ def test_series_absent_from_the_newest_flush_keep_their_identity(tmp_path: Path)
     assert got == {"k=quiet": 2, "k=busy": 3}
     assert set(summary.column("detectorName").to_pylist()) == {"d"}
     assert q.search_series(tmp_path, "d", None, "quiet", 5).num_rows == 1
+
+
+def test_cutstream_query_command(data_dir: Path) -> None:
+    from click.testing import CliRunner
+
+    from cutstream.cli import main
+
+    runner = CliRunner()
+    sql = "SELECT detector, count(*) AS n FROM results GROUP BY 1 ORDER BY 1"
+    as_json = runner.invoke(main, ["query", sql, "--data-dir", str(data_dir), "--format", "json"])
+    assert as_json.exit_code == 0, as_json.output
+    assert [json.loads(line) for line in as_json.output.splitlines()] == [
+        {"detector": "hosts", "n": 30},
+        {"detector": "shop", "n": 90},
+    ]
+    as_csv = runner.invoke(main, ["query", sql, "--data-dir", str(data_dir), "--format", "csv"])
+    assert as_csv.output.splitlines() == ['"detector","n"', '"hosts",30', '"shop",90']
+    as_table = runner.invoke(main, ["query", sql, "--data-dir", str(data_dir)])
+    assert "hosts" in as_table.output and "(2 rows)" in as_table.output
+    bad = runner.invoke(main, ["query", "SELECT nope FROM results", "--data-dir", str(data_dir)])
+    assert bad.exit_code == 1 and "nope" in bad.output and "Traceback" not in bad.output
+
+
+def test_dashboard_view_turns_a_malformed_filter_into_a_message(data_dir: Path) -> None:
+    from dashboard import views
+
+    rows, message = views.anomaly_rows(data_dir, "all", "{anomalyScore} contains lots", None)
+    assert rows == [] and message.startswith("Filter not applied") and "anomalyScore" in message
+    rows, message = views.anomaly_rows(
+        data_dir, "all", "{anomalyScore} >= 94", [{"column_id": "anomalyScore", "direction": "asc"}]
+    )
+    assert [r["anomalyScore"] for r in rows] == [94.0, 95.0] and message == ""
