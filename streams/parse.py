@@ -567,11 +567,17 @@ class EventParser:
     def _timestamps(self, events: list[Any]) -> tuple[np.ndarray, np.ndarray]:
         raw = list(map(self._get_ts, events))
         n = len(raw)
-        if type(raw[0]) is str:
+        texts = raw
+        if None in raw:  # absent timestamps, or rows that failed to decode: stand-ins keep the layout
+            first = next((v for v in raw if v is not None), None)
+            texts = [first if v is None else v for v in raw]
+        if type(texts[0]) is str:
             try:
-                ms, ok = _iso_fixed_layout(raw) or iso_to_ms_many(raw)
+                ms, ok = _iso_fixed_layout(texts) or iso_to_ms_many(texts)
             except TypeError:  # not all strings: the join refused
                 ms, ok = np.zeros(n, dtype=np.int64), np.zeros(n, dtype=bool)
+            if texts is not raw:
+                ok &= np.fromiter((v is not None for v in raw), dtype=bool, count=n)
             if not ok.all():  # unusual spellings or types: the reference, timestamp only
                 for i in np.flatnonzero(~ok).tolist():
                     v = timestamp_to_ms(raw[i])
