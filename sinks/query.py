@@ -11,9 +11,10 @@ ourselves gives partition pruning by period before DuckDB opens anything. The li
 passed to ``read_parquet`` as a bound parameter with ``hive_partitioning``.
 
 One in-memory DuckDB database per process holds the Parquet metadata cache; each call opens its own
-cursor on it and closes it. The per-series summary of a period (one scan; everything the first page
-needs except the chart and the anomaly table) is memoized on the exact set of files it read (name,
-size, modification time), so a live refresh that finds nothing new costs a directory listing.
+cursor on it and closes it. Answers (the per-series summary of a period: everything the first page
+needs except the chart and the anomaly table; a series' points; an anomaly table) are memoized on
+the exact set of files they read (name, size, modification time), so a live refresh that finds
+nothing new costs a directory listing, and a new or rewritten file makes them stale at once.
 """
 
 from __future__ import annotations
@@ -206,11 +207,20 @@ def _query(
 _CACHE_LOCK = threading.Lock()
 _SUMMARY_CACHE: OrderedDict[tuple[Any, ...], pa.Table] = OrderedDict()
 _NEWEST_CACHE: OrderedDict[tuple[Any, ...], dt.datetime | None] = OrderedDict()
-_SUMMARY_CACHE_SIZE = 16
+_RESULT_CACHE: OrderedDict[tuple[Any, ...], pa.Table] = OrderedDict()
+
+
+def _signature(files: Sequence[ListedFile]) -> tuple[tuple[str, int, int], ...]:
+    """What identifies the content of a set of files: a new or rewritten file changes it."""
+    return tuple((f.path, f.size, f.mtime_ns) for f in files)
+
+
 _INFLIGHT: dict[tuple[Any, ...], threading.Lock] = {}
 
 
-def _memo(cache: OrderedDict[tuple[Any, ...], Any], key: tuple[Any, ...], compute: Callable[[], Any]) -> Any:
+def _memo(
+    cache: OrderedDict[tuple[Any, ...], Any], key: tuple[Any, ...], compute: Callable[[], Any], size: int = 16
+) -> Any:
     """``cache[key]``, computing it once even when several callbacks ask at the same moment."""
     with _CACHE_LOCK:
         if key in cache:
@@ -224,7 +234,7 @@ def _memo(cache: OrderedDict[tuple[Any, ...], Any], key: tuple[Any, ...], comput
         value = compute()
         with _CACHE_LOCK:
             cache[key] = value
-            while len(cache) > _SUMMARY_CACHE_SIZE:
+            while len(cache) > size:
                 cache.popitem(last=False)
             _INFLIGHT.pop(key, None)
     return value
@@ -265,7 +275,7 @@ def newest_window(data_dir: Path | str, detector: str | None = None) -> dt.datet
         value = None if table is None else table.column("t")[0].as_py()
         return value.astimezone(dt.UTC) if value is not None else None
 
-    key = (str(data_dir), detector, tuple((f.path, f.size, f.mtime_ns) for f in recent()))
+    key = (str(data_dir), detector, _signature(recent()))
     result: dt.datetime | None = _memo(_NEWEST_CACHE, key, compute)
     return result
 
@@ -357,6 +367,7 @@ def clear_cache() -> None:
     with _CACHE_LOCK:
         _SUMMARY_CACHE.clear()
         _NEWEST_CACHE.clear()
+        _RESULT_CACHE.clear()
 
 
 def dimensions_text(dimension_list: pa.Array | pa.ChunkedArray) -> pa.Array:
@@ -383,7 +394,7 @@ def series_summary(
     files = result_files(data_dir, start, end, detector)
     if not files:
         return _SUMMARY_SCHEMA.empty_table()
-    key = (str(data_dir), lo, hi, detector, tuple((f.path, f.size, f.mtime_ns) for f in files))
+    key = (str(data_dir), lo, hi, detector, _signature(files))
 
     def compute() -> pa.Table:
         def listing() -> list[ListedFile]:
@@ -555,10 +566,22 @@ def series_points(
 ) -> pa.Table:
     """The results of one series in ``[start, end)``, oldest first (``detector`` prunes the files)."""
     lo, hi = _bounds(start, end)
-    table = _query(
-        data_dir, lambda: result_files(data_dir, start, end, detector), _POINTS_SQL, [timeseries_id, lo, hi]
-    )
-    return _POINTS_SCHEMA.empty_table() if table is None else table.cast(_POINTS_SCHEMA)
+    files = result_files(data_dir, start, end, detector)
+    if not files:
+        return _POINTS_SCHEMA.empty_table()
+
+    def compute() -> pa.Table:
+        table = _query(
+            data_dir,
+            lambda: result_files(data_dir, start, end, detector),
+            _POINTS_SQL,
+            [timeseries_id, lo, hi],
+        )
+        return _POINTS_SCHEMA.empty_table() if table is None else table.cast(_POINTS_SCHEMA)
+
+    key = ("points", str(data_dir), timeseries_id, lo, hi, detector, _signature(files))
+    points: pa.Table = _memo(_RESULT_CACHE, key, compute, size=64)
+    return points
 
 
 def series_info(
@@ -711,10 +734,19 @@ def anomalies(
         where="".join(f" AND {c}" for c in where),
         order=", ".join(order_sql),
     )
-    table = _query(
-        data_dir, lambda: result_files(data_dir, start, end, detector), sql, [lo, hi, *params, limit]
-    )
-    return _ANOMALIES_SCHEMA.empty_table() if table is None else table.cast(_ANOMALIES_SCHEMA)
+    files = result_files(data_dir, start, end, detector)
+    if not files:
+        return _ANOMALIES_SCHEMA.empty_table()
+
+    def compute() -> pa.Table:
+        table = _query(
+            data_dir, lambda: result_files(data_dir, start, end, detector), sql, [lo, hi, *params, limit]
+        )
+        return _ANOMALIES_SCHEMA.empty_table() if table is None else table.cast(_ANOMALIES_SCHEMA)
+
+    key = ("anomalies", str(data_dir), sql, lo, hi, tuple(params), limit, detector, _signature(files))
+    rows: pa.Table = _memo(_RESULT_CACHE, key, compute, size=64)
+    return rows
 
 
 # ---------------------------------------------------------------------------------------------------
