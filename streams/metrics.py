@@ -53,7 +53,10 @@ class MetricsConfig(BaseModel):
     )
     host: str = Field("127.0.0.1", description="listen address; 0.0.0.0 in a container")
     liveness_timeout_s: float = Field(
-        30.0, gt=0, description="/healthz fails once the worker loop has not ticked for this long"
+        120.0,
+        gt=0,
+        description="/healthz fails once the worker loop has not ticked for this long; long enough for the "
+        "first scoring step, which compiles the engine's kernels on a cold numba cache",
     )
 
 
@@ -73,7 +76,7 @@ class WorkerMetrics:
         self,
         registry: CollectorRegistry | None = None,
         *,
-        liveness_timeout_s: float = 30.0,
+        liveness_timeout_s: float = 120.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
@@ -192,7 +195,7 @@ class WorkerMetrics:
             self._ready_reason = "" if ready else (reason or "not ready")
         self._ready_gauge.set(1 if ready else 0)
         if changed:
-            logger.info("worker readiness changed ready=%s reason=%s", ready, reason or "-")
+            logger.info("worker readiness changed ready=%s reason=%s", ready, "-" if ready else reason or "-")
 
     # -- health --------------------------------------------------------------------------------
     def tick_age_s(self) -> float:
