@@ -58,6 +58,13 @@ from cutstream.cli import brokers_option, config_option, data_dir_option
     help="series each detector preallocates model memory for (grows beyond; avoids pauses while it grows)",
 )
 @click.option(
+    "--warm-start",
+    "warm_start",
+    multiple=True,
+    type=click.Path(exists=True, dir_okay=False),
+    help="models from `cutstream backfill --warm-start-out` (repeatable, one file per detector)",
+)
+@click.option(
     "--status-file",
     type=click.Path(dir_okay=False),
     default=None,
@@ -76,6 +83,7 @@ def worker(
     checkpoint_interval: float,
     checkpoint_events: int,
     series_capacity: int,
+    warm_start: tuple[str, ...],
     status_file: str | None,
     fault: str | None,
 ) -> None:
@@ -104,6 +112,7 @@ def worker(
             checkpoint_interval_s=checkpoint_interval,
             checkpoint_every_events=checkpoint_events,
             series_capacity=series_capacity,
+            warm_start=warm_start,
             status_file=status_file,
             fault=fault,
         )

@@ -88,6 +88,10 @@ class WorkerSettings(BaseModel):
     series_capacity: int = Field(
         1024, ge=1, description="series each detector's model arrays preallocate room for (they grow beyond)"
     )
+    warm_start: tuple[str, ...] = Field(
+        (),
+        description="model files from `cutstream backfill --warm-start-out`, loaded before the first event",
+    )
     status_file: str | None = Field(
         None, description="write counters and the assignment as JSON here about once a second"
     )

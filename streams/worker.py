@@ -270,6 +270,7 @@ class Worker:
         self.detectors = {
             spec.name: Detector(spec.model, backend=backend, capacity=cap) for spec in app.detectors
         }
+        self._load_warm_starts(self.settings.warm_start)
         self.store = CheckpointStore(Path(app.data_dir), app.group_id)
         self.sink = ParquetSink(Path(app.data_dir))
         self.alerts = self._make_alerts()
@@ -455,30 +456,30 @@ class Worker:
         return total
 
     def _score(self, name: str, items: list[tuple[_Partition, Any]], t0: float) -> int:
-        keys: list[str] = []
-        for part, closed in items:
-            tsids = list(closed.timeseries_id)
-            keys.extend(tsids)
+        """Score the windows that closed in this pass (all partitions) in one step; emit the results."""
+        closed = _Concat([c for _, c in items])
+        keys = closed.timeseries_id
+        offset = 0
+        for part, c in items:
+            n = len(c)
             owned = part.series.setdefault(name, {})
             me = (part.topic, part.partition)
-            for k in dict.fromkeys(tsids):
+            for k in dict.fromkeys(keys[offset : offset + n]):
                 if k not in owned:
                     owner = self._owner.setdefault(k, me)
                     if owner != me:
                         self._series_split(k, owner, me)
                     owned[k] = None
-        values = np.concatenate([np.asarray(c.value, dtype=np.float64) for _, c in items])
-        stamps = np.concatenate([np.asarray(c.window_start_ms, dtype=np.int64) for _, c in items])
-        missing = np.concatenate([np.asarray(c.missing, dtype=bool) for _, c in items])
-        scores = self.detectors[name].process_many(keys, values, stamps, missing)
-        cols = ResultColumns.of(name, _Concat([c for _, c in items]), scores)
+            offset += n
+        scores = self.detectors[name].process_many(keys, closed.value, closed.window_start_ms, closed.missing)
+        cols = ResultColumns.of(name, closed, scores)
+        self._produce_results(cols, t0)  # first: the results topic is the latency-critical sink
         table = cols.table()
         offset = 0
-        for part, closed in items:
-            n = len(closed)
+        for part, c in items:
+            n = len(c)
             part.pending.append(table.slice(offset, n))
             offset += n
-        self._produce_results(cols, t0)
         with self._lock:
             self._counters.windows_closed += len(keys)
         return len(keys)
@@ -494,27 +495,39 @@ class Worker:
         )
 
     def _produce_results(self, cols: ResultColumns, t0: float) -> None:
+        """Send the records to the results topic (key = timeseriesId); delivery is checked at flush."""
         topic = self.app.results_topic
         keys = cols.timeseries_id
         payloads = cols.json()
-        p = self._producer
+        produce = self._producer.produce
+        track = self._tracker
+        last = len(keys) - 1
         for i, (k, v) in enumerate(zip(keys, payloads, strict=True)):
-            cb = self._tracker if i < len(keys) - 1 else self._latency_cb(t0)
+            cb = track if i < last else self._latency_cb(t0, time.monotonic())
             try:
-                p.produce(topic, key=k.encode(), value=v, on_delivery=cb)
+                produce(topic, v, k, on_delivery=cb)
             except BufferError:
-                p.poll(1.0)
-                p.produce(topic, key=k.encode(), value=v, on_delivery=cb)
-        p.poll(0)
+                self._producer.poll(1.0)  # the local queue is full: let deliveries drain
+                produce(topic, v, k, on_delivery=cb)
+        self._producer.poll(0)
         with self._lock:
             self._counters.results_produced += len(keys)
 
-    def _latency_cb(self, t0: float) -> Callable[[Any, Any], None]:
+    def _latency_cb(self, t0: float, enqueued: float) -> Callable[[Any, Any], None]:
+        """Delivery report of a step's last record: window close (t0) → acknowledged by the broker.
+
+        ``msg.latency()`` is librdkafka's produce → acknowledgement time, so the figure does not
+        depend on when the loop gets round to serving delivery reports.
+        """
+
         def cb(err: Any, msg: Any) -> None:
-            self._tracker(err, msg)
+            track = self._tracker
+            track(err, msg)
             if err is None:
+                acked = msg.latency()
+                total = enqueued - t0 + (acked if acked is not None else time.monotonic() - enqueued)
                 with self._lock:
-                    self._latencies.append((time.monotonic() - t0) * 1000.0)
+                    self._latencies.append(total * 1000.0)
 
         return cb
 
@@ -774,6 +787,29 @@ class Worker:
         )
 
     # ------------------------------------------------------------------ misc
+
+    def _load_warm_starts(self, paths: Sequence[str]) -> None:
+        """Load models saved by ``cutstream backfill --warm-start-out`` (each file names its detector).
+
+        Warm models belong to no partition until their series' first window closes; a partition
+        restored from a checkpoint replaces them with its own (newer) state.
+        """
+        from streams.backfill import load_warm_start
+        from streams.checkpoint import CheckpointError, loads
+
+        specs = {spec.name: spec for spec in self.app.detectors}
+        for path in paths:
+            try:
+                ckpt = loads(Path(path).read_bytes())
+            except (OSError, CheckpointError) as exc:
+                raise StreamsError(f"cannot read the warm-start file {path}: {exc}") from exc
+            name = ckpt.topic.removeprefix("warm-start:")
+            if name not in specs:
+                raise StreamsError(
+                    f"{path} holds models of detector {name!r}, which the config does not name"
+                )
+            keys = self.detectors[name].from_state(load_warm_start(Path(path), specs[name]))
+            logger.info("warm start loaded detector=%s series=%d file=%s", name, len(keys), path)
 
     def _make_alerts(self) -> Any:
         hooks = {s.name: s.alerts for s in self.app.detectors if s.alerts.webhooks or s.alerts.emails}

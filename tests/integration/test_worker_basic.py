@@ -183,3 +183,42 @@ def test_worker_scores_windows_and_dead_letters_bad_input(bootstrap, topic_facto
     assert "timestamp" in reasons[BAD[1][1]]
     assert reasons[BAD[2][1]] != reasons[BAD[1][1]]
     assert sorted(counters.rejects) == sorted(set(reasons.values()))
+
+
+def test_worker_starts_from_warm_start_models(bootstrap, topic_factory, group_factory, tmp_path):
+    """Models saved by backfill are used from the first window: INFERENCE at once, warmStarted set."""
+    import numpy as np
+    from confluent_kafka import Producer
+
+    from detector.detector import Detector
+    from sinks.record import timeseries_id
+    from streams.backfill import save_warm_start
+    from streams.config import WorkerSettings
+    from streams.worker import Worker
+
+    topic = topic_factory("worker-warm", partitions=2)
+    app = _app(bootstrap, topic, group_factory(), tmp_path)
+    spec = app.detectors[0]
+    det = Detector(spec.model)
+    keys = [timeseries_id("shop", "value", {"host": h}) for h in ("a", "b")]
+    history = 10.0 + 2.0 * np.sin(np.arange(40) / 5.0)
+    for v in history:
+        det.process_many(keys, np.array([v, v]), np.zeros(2, dtype=np.int64))
+    warm = tmp_path / "warm.ckpt"
+    assert save_warm_start(det, spec, warm) == 2
+
+    p = Producer({"bootstrap.servers": bootstrap, "partitioner": "murmur2_random"})
+    for key, value in _events()[: 2 * 2 * 10]:  # ten windows of both series
+        p.produce(topic, key=key, value=value)
+    assert p.flush(10) == 0
+    worker = Worker(app, settings=WorkerSettings(warm_start=(str(warm),)))
+    counters = worker.run_until_idle(idle_s=3.0, timeout_s=60)
+    assert counters.results_written == 2 * 10
+
+    import pyarrow.dataset as ds
+
+    table = ds.dataset(tmp_path / "results", format="parquet", partitioning="hive").to_table()
+    assert table.num_rows == 20
+    assert set(table.column("modelStage").to_pylist()) == {"INFERENCE"}
+    assert all(table.column("warmStarted").to_pylist())
+    assert min(table.column("processedDataPoints").to_pylist()) == len(history) + 1
