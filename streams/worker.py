@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pyarrow as pa
 
+from detector.detector import Detector
 from sinks.parquet import ParquetSink
 from sinks.record import RESULT_SCHEMA, STAGE_INFERENCE, STAGE_LEARNING, format_period
 from streams.checkpoint import Checkpoint, CheckpointStore
@@ -52,12 +53,6 @@ if TYPE_CHECKING:
     from cutstream.config import AppConfig
 
 logger = logging.getLogger(__name__)
-
-try:  # TEMPORARY: a stand-in until detector/detector.py is committed
-    from detector.detector import Detector
-except ImportError:  # pragma: no cover
-    from streams._interim import Detector  # type: ignore[assignment,no-redef]
-
 
 def _now_ms() -> int:
     return int(time.time() * 1000)
