@@ -270,6 +270,58 @@ def end_to_end(
         consumer.close()
 
 
+def worker_loop(bootstrap: str, topic: str, n_events: int, timeout_s: float = 600) -> dict[str, Any]:
+    """``streams.worker.Worker`` on the topic (a fresh group): events/s from its first counted event.
+
+    The whole worker: consume, parse, windows, one Detector step per pass, result records to the
+    results topic (JSON) and to Parquet, dead letters, checkpoints and commits.
+    """
+    import tempfile
+    import threading
+    from pathlib import Path
+
+    from cutstream.config import AppConfig
+    from streams.config import WorkerSettings
+    from streams.worker import Worker
+
+    spec = bench_spec().model_copy(update={"topic": topic})
+    with tempfile.TemporaryDirectory(prefix="cutstream-bench-worker-") as data_dir:
+        app = AppConfig(
+            brokers=bootstrap,
+            data_dir=Path(data_dir),
+            results_topic=f"{topic}.results",
+            group_id=f"bench-worker-{uuid.uuid4().hex[:8]}",
+            detectors=(spec,),
+            kafka={"session.timeout.ms": "6000", "heartbeat.interval.ms": "1000"},
+        )
+        worker = Worker(app, settings=WorkerSettings(series_capacity=16_384))
+        stop = threading.Event()
+        thread = threading.Thread(target=worker.run, args=(stop,), name="bench-worker", daemon=True)
+        thread.start()
+        try:
+            t0 = n0 = None
+            deadline = time.monotonic() + timeout_s
+            while time.monotonic() < deadline and thread.is_alive():
+                n = worker.counters().events_in
+                now = time.perf_counter()
+                if n and t0 is None:
+                    t0, n0 = now, n
+                if n >= n_events:
+                    break
+                time.sleep(0.01)  # polling another thread's counter, not test synchronization
+            counters = worker.counters()
+        finally:
+            stop.set()
+            thread.join(120)
+    if t0 is None or n0 is None or counters.events_in < n_events:
+        return {"worker_error": f"the worker read {counters.events_in} of {n_events} events"}
+    return {
+        "worker_events_per_s": (n_events - n0) / (now - t0),
+        "worker_results_produced": counters.results_produced,
+        "worker_latency_ms_p99": counters.latency_ms_p99,
+    }
+
+
 def processing(events: Events) -> tuple[float, float, Pipeline]:
     """Bytes in memory → parse → window → score → records, in consume-sized batches, on one core."""
     pipe = Pipeline(bench_spec())
@@ -419,6 +471,7 @@ def run(
     """Every measurement of the section, in one run; returns the JSON-able result."""
     from streams.broker import EmbeddedBroker
 
+    load = [os.getloadavg()[0]]
     events = generate(n_events, n_series, n_windows)
     warm_up()
     # the machine is shared: every rate is the best of `repeats` runs
@@ -434,20 +487,32 @@ def run(
         topic = f"bench-ingest-{uuid.uuid4().hex[:8]}"
         create_topic(brokers, topic, partitions)
         produce_rate = produce(brokers, topic, events)
-        ceils, e2es = [], []
+        ceils, e2es, workers = [], [], []
         latencies: list[float] = []
-        for _ in range(repeats):  # alternate, so that a busy spell hurts both alike
+        worker: dict[str, Any] = {}
+        for _ in range(repeats):  # alternate, so that a busy spell hurts all alike
             ceils.append(ceiling(brokers, topic, partitions, n_events))
             rate, lat, pipe = end_to_end(brokers, topic, partitions, n_events)
             e2es.append(rate)
             latencies += lat
-        ceil, e2e = max(ceils), max(e2es)
+            run_w = worker_loop(brokers, topic, n_events)
+            if "worker_events_per_s" in run_w:
+                workers.append(run_w["worker_events_per_s"])
+                if run_w["worker_events_per_s"] >= max(workers):
+                    worker = run_w
+            elif not worker:
+                worker = run_w
+        ceil, stages = max(ceils), max(e2es)
+        # the issue's end to end: the worker's own loop when it runs, the stage loop otherwise
+        e2e = max(workers) if workers else stages
         faust = faust_rate(brokers, topic, partitions, min(faust_events, n_events), faust_seconds)
     finally:
         if broker is not None:
             broker.stop()
     f_rate = float(faust.get("faust_events_per_s") or 0.0)
+    load.append(os.getloadavg()[0])
     return {
+        "load_average": [round(x, 1) for x in load],
         "events": n_events,
         "series": n_series,
         "windows": n_windows,
@@ -456,11 +521,19 @@ def run(
         "produce_events_per_s": round(produce_rate),
         "ceiling_events_per_s": round(ceil),
         "events_per_s": round(e2e),
+        "events_per_s_from": "streams.worker.Worker" if workers else "stage loop",
+        "stage_loop_events_per_s": round(stages),
         "processing_events_per_s": round(proc_rate),
         "processing_cpu_events_per_s": round(proc_cpu_rate),
         **{k: (round(v) if isinstance(v, float) else v) for k, v in faust.items()},
         "ceiling_runs": [round(x) for x in ceils],
-        "end_to_end_runs": [round(x) for x in e2es],
+        "stage_loop_runs": [round(x) for x in e2es],
+        "worker_runs": [round(x) for x in workers],
+        **{
+            k: (round(v, 1) if isinstance(v, float) else v)
+            for k, v in worker.items()
+            if k != "worker_events_per_s"
+        },
         "e2e_over_ceiling": round(e2e / ceil, 3),
         "e2e_over_faust": round(e2e / f_rate, 1) if f_rate else None,
         "window_close_to_result_ms": {
@@ -559,33 +632,64 @@ def markdown_report(quick: bool) -> str:
         f"--faust-seconds {params['faust_seconds']:g} --repeats {params['repeats']}"
     )
     faust = r.get("faust_events_per_s") or 0
+    ceil = r["ceiling_events_per_s"]
+    worker_row = (
+        "**end to end, `streams.worker.Worker`**: consume → parse → windows → score → records to the "
+        "results topic and Parquet, dead letters, checkpoints",
+        r["events_per_s"],
+        f"{r['e2e_over_ceiling']:.2f}",
+    )
     rows = [
-        ("bare confluent `consume(10000)` loop (ceiling)", r["ceiling_events_per_s"], "1.00"),
+        ("bare confluent `consume(10000)` loop (ceiling)", ceil, "1.00"),
+        *([worker_row] if r["events_per_s_from"] != "stage loop" else []),
         (
-            "**end to end**: consume → parse → windows → score → result records",
-            r["events_per_s"],
-            f"{r['e2e_over_ceiling']:.2f}",
+            "stage loop: `consume(10000)` → parse → windows → score → result records (Arrow table)",
+            r["stage_loop_events_per_s"],
+            f"{r['stage_loop_events_per_s'] / ceil:.2f}",
         ),
-        ("processing alone, bytes in memory, one core (wall)", r["processing_events_per_s"], ""),
+        (
+            "processing alone: bytes in memory → … → records, one core, wall clock",
+            r["processing_events_per_s"],
+            "",
+        ),
         ("processing alone, per CPU-second", r["processing_cpu_events_per_s"], ""),
-        (f"faust-streaming 0.15.3 agent + tumbling table ({r.get('faust_events', 0)} events)", faust, ""),
+        (
+            f"faust-streaming 0.15.3: agent + tumbling table, per event "
+            f"({r.get('faust_events', 0):,} events)",
+            faust,
+            f"{faust / ceil:.3f}",
+        ),
         ("confluent producer (setup)", r["produce_events_per_s"], ""),
     ]
+    e2e_name = "the worker" if r["events_per_s_from"] != "stage loop" else "the stage loop"
+    load = r.get("load_average", [])
     lines = [
         f"Command: `{cmd}` (embedded broker on the same machine). {r['events']:,} events of "
         f"~{r['bytes_per_event']:.0f} bytes over {r['series']:,} series, {r['partitions']} partitions, "
-        f"{r['windows']} one-minute windows; {r['points_scored']:,} windows scored by the Detector "
-        f"(default model: 50 trees × 256 samples, shingle 4).",
+        f"{r['windows']} one-minute windows (+ a tail that closes the last); {r['points_scored']:,} windows "
+        f"scored by the Detector in the stage loop (default model: 50 trees × 256 samples, shingle 4). "
+        f"Each rate is "
+        f"the best of {params['repeats']} alternating runs; the machine was shared with other jobs (load "
+        f"average {', '.join(f'{x:.1f}' for x in load)} on 2 cores during the run), which disturbs "
+        f"wall-clock "
+        f"rates; the per-CPU-second figure is less affected.",
         "",
         "| pipeline | events/s | vs ceiling |",
         "|---|---:|---:|",
         *(f"| {name} | {rate:,} | {ratio} |" for name, rate, ratio in rows),
         "",
-        f"- end to end / ceiling = **{r['e2e_over_ceiling']:.2f}** (target ≥ 0.50); "
+        f"- end to end ({e2e_name}) / ceiling = **{r['e2e_over_ceiling']:.2f}** (target ≥ 0.50); "
         f"end to end / faust = **{r['e2e_over_faust']}x** (target ≥ 20x); "
-        f"processing alone = **{r['processing_events_per_s']:,}** events/s (target ≥ 500,000).",
-        f"- window close → result records built, {r['series']:,} series: p50 {lat['p50']} ms, "
-        f"p99 {lat['p99']} ms, max {lat['max']} ms over {lat['n']} partition-window closes.",
+        f"processing alone = **{r['processing_events_per_s']:,}** events/s wall, "
+        f"{r['processing_cpu_events_per_s']:,} per CPU-second (target ≥ 500,000).",
+        f"- window close → result records built (stage loop), {r['series']:,} series: p50 {lat['p50']} ms, "
+        f"p99 {lat['p99']} ms, max {lat['max']} ms over {lat['n']} partition-window closes"
+        + (
+            f"; the worker's window close → results acknowledged by the broker: p99 "
+            f"{r['worker_latency_ms_p99']:.0f} ms."
+            if r.get("worker_latency_ms_p99")
+            else "."
+        ),
     ]
     return "\n".join(lines) + "\n"
 
