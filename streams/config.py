@@ -74,29 +74,36 @@ class WorkerSettings(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    max_batch: int = Field(10_000, ge=1, description="messages per consume() call")
+    max_batch: int = Field(default=10_000, ge=1, description="messages per consume() call")
     poll_timeout_s: float = Field(
-        0.1, gt=0, le=5, description="longest wait in consume() for a batch; bounds latency at low traffic"
+        default=0.1,
+        gt=0,
+        le=5,
+        description="longest wait in consume() for a batch; bounds latency at low traffic",
     )
-    parquet_interval_s: float = Field(2.0, gt=0, description="write results to Parquet at least this often")
+    parquet_interval_s: float = Field(
+        default=2.0, gt=0, description="write results to Parquet at least this often"
+    )
     checkpoint_interval_s: float = Field(
-        10.0, gt=0, description="checkpoint + commit each partition this often"
+        default=10.0, gt=0, description="checkpoint + commit each partition this often"
     )
     checkpoint_every_events: int = Field(
-        0, ge=0, description="also checkpoint a partition after this many events (0 = only by time)"
+        default=0, ge=0, description="also checkpoint a partition after this many events (0 = only by time)"
     )
     series_capacity: int = Field(
-        1024, ge=1, description="series each detector's model arrays preallocate room for (they grow beyond)"
+        default=1024,
+        ge=1,
+        description="series each detector's model arrays preallocate room for (they grow beyond)",
     )
     warm_start: tuple[str, ...] = Field(
-        (),
+        default=(),
         description="model files from `cutstream backfill --warm-start-out`, loaded before the first event",
     )
     status_file: str | None = Field(
-        None, description="write counters and the assignment as JSON here about once a second"
+        default=None, description="write counters and the assignment as JSON here about once a second"
     )
     fault: str | None = Field(
-        None,
+        default=None,
         description="testing only: `<point>:<n>` kills the process at the n-th pass of a flush point "
         "(after-parquet, after-checkpoint)",
     )
