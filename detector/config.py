@@ -16,9 +16,9 @@ class ForestConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    n_trees: int = Field(50, ge=1, le=1024, description="trees per series")
-    sample_size: int = Field(256, ge=4, le=4096, description="points kept per tree")
-    shingle_size: int = Field(4, ge=1, le=64, description="consecutive values per point")
+    n_trees: int = Field(5, ge=1, le=1024, description="trees per series")
+    sample_size: int = Field(3000, ge=4, le=4096, description="points kept per tree")
+    shingle_size: int = Field(1, ge=1, le=64, description="consecutive values per point")
     seed: int = Field(0, ge=0, description="one seed for the whole forest; a seeded run repeats to the bit")
 
 
@@ -38,18 +38,29 @@ class ScoringConfig(BaseModel):
         0.0, ge=0.0, description="suppress decisions when |actual-expected|/|expected| is below this"
     )
     avg_points: int = Field(
-        2, ge=1, le=64, description="raw scores averaged before they are judged (damps one-point blips)"
+        3, ge=1, le=64, description="raw scores averaged before they are judged (damps one-point blips)"
+    )
+    raw_log_offset: float = Field(
+        4.0, ge=0.0,
+        description="judge log(raw + this) instead of the raw score (0 = raw); tames CoDisp's heavy tail",
     )
     history_points: float = Field(
-        8000.0, ge=2.0,
+        1000.0, ge=2.0,
         description="horizon (points) of the EW mean/variance each new smoothed raw score is judged against",
+    )
+    value_weight: float = Field(
+        0.33, ge=0.0, le=1.0,
+        description="weight of the value's own surprise (distance from its EW level) next to the forest's; 0 = off",
+    )
+    value_history_points: float = Field(
+        300.0, ge=2.0, description="horizon (points) of the EW mean/variance of the value itself"
     )
     surprise_at_100: float = Field(
         8.7, gt=0.0,
         description="-log10 tail probability that maps to anomalyScore 100 (linear below; 70 ~ p=1e-6)",
     )
     suppress_points: int = Field(
-        100, ge=0, description="after an alert, hold the series' scores below suppress_cap*threshold this many points"
+        50, ge=0, description="after an alert, hold the series' scores below suppress_cap*threshold this many points"
     )
     suppress_cap: float = Field(
         0.7, ge=0.0, le=1.0, description="cap on scores during suppression, as a fraction of the threshold"

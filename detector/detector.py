@@ -60,7 +60,9 @@ def _params(config: ModelConfig) -> NormalizerParams:
     return NormalizerParams(
         threshold=s.threshold, learning_points=s.learning_points,
         direction=DIRECTION_CODES[s.direction], min_relative_change=s.min_relative_change,
-        avg_points=s.avg_points, history_points=s.history_points, surprise_at_100=s.surprise_at_100,
+        avg_points=s.avg_points, raw_log_offset=s.raw_log_offset, history_points=s.history_points,
+        value_weight=s.value_weight, value_history_points=s.value_history_points,
+        surprise_at_100=s.surprise_at_100,
         suppress_points=s.suppress_points, suppress_cap=s.suppress_cap,
         confidence_points=s.confidence_points, missing_confidence=s.missing_confidence,
     )
@@ -226,7 +228,7 @@ class Detector:
     @property
     def bytes_per_series(self) -> int:
         """Model memory per series: the forest's plus the normalizer's."""
-        per_norm = 8 * (self.config.scoring.avg_points + 5)
+        per_norm = 8 * (self.config.scoring.avg_points + 7)
         return int(self._forest.bytes_per_series) + per_norm
 
 

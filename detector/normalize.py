@@ -56,7 +56,10 @@ class NormalizerParams:
     direction: int
     min_relative_change: float
     avg_points: int
+    raw_log_offset: float
     history_points: float
+    value_weight: float
+    value_history_points: float
     surprise_at_100: float
     suppress_points: int
     suppress_cap: float
@@ -83,6 +86,8 @@ class NormalizerState:
         self.n_seen = np.zeros(0, dtype=np.int64)
         self.since_alert = np.zeros(0, dtype=np.int64)
         self.missing_rate = np.zeros(0)
+        self.value_mean = np.zeros(0)
+        self.value_var = np.zeros(0)
         self.ensure(capacity)
 
     @property
@@ -107,6 +112,8 @@ class NormalizerState:
         self.n_seen = grow(self.n_seen, 0)
         self.since_alert = grow(self.since_alert, _NEVER)
         self.missing_rate = grow(self.missing_rate, 0.0)
+        self.value_mean = grow(self.value_mean, 0.0)
+        self.value_var = grow(self.value_var, 0.0)
 
     def reset(self, slots: np.ndarray) -> None:
         """Make ``slots`` fresh (a new series, or one that was evicted)."""
@@ -116,6 +123,8 @@ class NormalizerState:
         self.n_seen[slots] = 0
         self.since_alert[slots] = _NEVER
         self.missing_rate[slots] = 0.0
+        self.value_mean[slots] = 0.0
+        self.value_var[slots] = 0.0
 
     def get(self, slot: int) -> dict[str, Any]:
         """One series' state as plain JSON-able values."""
@@ -127,6 +136,8 @@ class NormalizerState:
             "n_seen": int(self.n_seen[slot]),
             "since_alert": int(self.since_alert[slot]),
             "missing_rate": float(self.missing_rate[slot]),
+            "value_mean": float(self.value_mean[slot]),
+            "value_var": float(self.value_var[slot]),
         }
 
     def put(self, slot: int, state: dict[str, Any]) -> None:
@@ -150,6 +161,14 @@ class NormalizerState:
         self.n_seen[slot] = state["n_seen"]
         self.since_alert[slot] = state["since_alert"]
         self.missing_rate[slot] = state["missing_rate"]
+        self.value_mean[slot] = state["value_mean"]
+        self.value_var[slot] = state["value_var"]
+
+
+@numba.njit(cache=True, nogil=True)
+def _surprise(z: float) -> float:
+    """-log10 of the standard normal upper tail probability at ``z``."""
+    return -math.log10(max(0.5 * math.erfc(z / _SQRT2), 1e-300))
 
 
 @numba.njit(cache=True, nogil=True)
@@ -157,9 +176,10 @@ def _normalize_kernel(  # noqa: PLR0913 - flat arrays for the compiled loop
     slots: np.ndarray, raw: np.ndarray, values: np.ndarray, expected: np.ndarray,
     missing: np.ndarray,
     recent: np.ndarray, mean: np.ndarray, var: np.ndarray, n_seen: np.ndarray,
-    since_alert: np.ndarray, missing_rate: np.ndarray,
+    since_alert: np.ndarray, missing_rate: np.ndarray, value_mean: np.ndarray, value_var: np.ndarray,
     threshold: float, learning_points: int, direction: int, min_relative_change: float,
-    history_points: float, surprise_at_100: float, suppress_points: int, suppress_cap: float,
+    raw_log_offset: float, history_points: float, value_weight: float, value_history_points: float,
+    surprise_at_100: float, suppress_points: int, suppress_cap: float,
     confidence_points: float, missing_confidence: float,
     score: np.ndarray, decision: np.ndarray, confidence: np.ndarray, inference: np.ndarray,
     processed: np.ndarray,
@@ -169,14 +189,17 @@ def _normalize_kernel(  # noqa: PLR0913 - flat arrays for the compiled loop
         s = slots[j]
         n = n_seen[s]
         r = raw[j]
-        if not math.isfinite(r):
-            r = mean[s] if n > 0 else 0.0
+        if not math.isfinite(r) or r < 0.0:
+            r = 0.0
+        if raw_log_offset > 0.0:
+            r = math.log(r + raw_log_offset)
         recent[s, n % k] = r
         m = min(n + 1, k)
         a = 0.0
         for i in range(m):
             a += recent[s, i]
         a /= m
+        v = values[j]
         n += 1
         n_seen[s] = n
         processed[j] = n
@@ -186,20 +209,23 @@ def _normalize_kernel(  # noqa: PLR0913 - flat arrays for the compiled loop
         sc = 0.0
         is_inference = n > learning_points
         if is_inference and n > 2:
+            # Forest: how unusual is the smoothed raw score for this series (upper tail only).
             sd = math.sqrt(var[s])
-            if sd > 0.0:
-                z = (a - mean[s]) / sd
-                tail = 0.5 * math.erfc(z / _SQRT2)
-                surprise = -math.log10(max(tail, 1e-300))
-                sc = 100.0 * min(1.0, max(0.0, surprise / surprise_at_100))
-            elif a > mean[s]:
-                sc = 100.0  # a flat history broken upwards
+            surprise = _surprise((a - mean[s]) / sd) if sd > 0.0 else (300.0 if a > mean[s] else 0.0)
+            # Value: how far the value is from the series' long-run level (both tails), weighted
+            # down; it catches level shifts and spikes a short forest window has got used to.
+            if value_weight > 0.0:
+                vsd = math.sqrt(value_var[s])
+                if vsd > 0.0:
+                    vs = value_weight * (_surprise(abs(v - value_mean[s]) / vsd) - math.log10(2.0))
+                    surprise = max(surprise, vs)
+            sc = 100.0 * min(1.0, max(0.0, surprise / surprise_at_100))
             if since_alert[s] < suppress_points:
                 sc = min(sc, suppress_cap * threshold)
         dec = 0
         if is_inference and sc > threshold:
             dec = 1
-            diff = values[j] - expected[j]
+            diff = v - expected[j]
             if direction == 1 and not diff > 0.0:
                 dec = 0
             elif direction == 2 and not diff < 0.0:
@@ -227,6 +253,10 @@ def _normalize_kernel(  # noqa: PLR0913 - flat arrays for the compiled loop
         d = a - mean[s]
         mean[s] += alpha * d
         var[s] = (1.0 - alpha) * (var[s] + alpha * d * d)
+        beta = max(1.0 / n, 1.0 / value_history_points)
+        dv = v - value_mean[s]
+        value_mean[s] += beta * dv
+        value_var[s] = (1.0 - beta) * (value_var[s] + beta * dv * dv)
 
 
 @dataclass
@@ -269,8 +299,10 @@ def normalize(state: NormalizerState, params: NormalizerParams, slots: np.ndarra
         np.ascontiguousarray(expected, dtype=np.float64),
         np.ascontiguousarray(missing, dtype=np.bool_),
         state.recent, state.mean, state.var, state.n_seen, state.since_alert, state.missing_rate,
+        state.value_mean, state.value_var,
         float(params.threshold), int(params.learning_points), int(params.direction),
-        float(params.min_relative_change), float(params.history_points),
+        float(params.min_relative_change), float(params.raw_log_offset), float(params.history_points),
+        float(params.value_weight), float(params.value_history_points),
         float(params.surprise_at_100), int(params.suppress_points), float(params.suppress_cap),
         float(params.confidence_points), float(params.missing_confidence),
         out.anomaly_score, out.decision, out.confidence, out.inference, out.processed_points,

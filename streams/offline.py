@@ -6,9 +6,10 @@ repeat or step back). Output: the same rows in the same order as ``timestamp,val
 value, decision, confidence, model stage). Timestamp and value are written back exactly as read.
 
 Scoring is causal (a row's score depends only on the rows before and at it: the Detector is a
-stream), uses one configuration for every file, and is deterministic for a seed. Several files are
-scored as several series of ONE Detector, advancing together in chunks, exactly as a worker would
-score several series of one detector.
+stream), uses one configuration for every file, and is deterministic for a seed. Each file is one
+series, scored under the same key, so that its scores depend on its rows and the seed only (not on
+its name, nor on the other files of a folder): a prefix of a file scores exactly as the start of
+the whole file.
 """
 
 from __future__ import annotations
@@ -84,39 +85,40 @@ def read_series_csv(path: Path) -> SeriesFile:
     return SeriesFile(path, ts_text, val_text, values, _parse_timestamps(ts_text))
 
 
+#: The key every offline file is scored under: a file's scores depend only on its own rows and the
+#: seed, never on its name or on the other files of a folder (the forest seeds a series' random
+#: cuts from its key).
+OFFLINE_KEY = "offline"
+
+
+def score_values(values: np.ndarray, timestamps_ms: np.ndarray, config: ModelConfig,
+                 chunk_points: int = 4096, backend: str = "cpu") -> ScoreBatch:
+    """Score one series (rows in stream order) with a fresh Detector, ``chunk_points`` rows per call.
+
+    The chunk size does not change the result: the detector is a stream (a contract test checks it).
+    """
+    det = Detector(config, backend=backend, capacity=1)
+    parts = []
+    for start in range(0, len(values), chunk_points):
+        seg = slice(start, start + chunk_points)
+        m = len(values[seg])
+        parts.append(det.process_many([OFFLINE_KEY] * m, values[seg], timestamps_ms[seg]))
+    return _concat(parts)
+
+
 def score_series(series: Mapping[str, tuple[np.ndarray, np.ndarray]], config: ModelConfig,
-                 chunk_points: int = 512, backend: str = "cpu") -> dict[str, ScoreBatch]:
-    """Score several series as the series of one Detector.
+                 backend: str = "cpu") -> dict[str, ScoreBatch]:
+    """Score several series, each on its own (see ``OFFLINE_KEY``).
 
     Args:
-        series: key → (values float64[n], timestamps_ms int64[n]), rows in stream order.
+        series: name → (values float64[n], timestamps_ms int64[n]), rows in stream order.
         config: the model configuration (one for all series).
-        chunk_points: rows of each series per ``process_many`` call; every series advances by this
-            much per call, so the result does not depend on it (the detector is a stream).
         backend: the forest's array backend.
 
     Returns:
-        key → the per-row results of that series, in its row order.
+        name → the per-row results of that series, in its row order.
     """
-    det = Detector(config, backend=backend, capacity=max(len(series), 1))
-    parts: dict[str, list[ScoreBatch]] = {k: [] for k in series}
-    longest = max((len(v) for v, _ in series.values()), default=0)
-    for start in range(0, longest, chunk_points):
-        keys: list[str] = []
-        vals, tss, owners = [], [], []
-        for k, (v, t) in series.items():
-            seg = slice(start, min(start + chunk_points, len(v)))
-            m = seg.stop - seg.start
-            if m <= 0:
-                continue
-            keys.extend([k] * m)
-            vals.append(v[seg])
-            tss.append(t[seg])
-            owners.append((k, len(keys) - m, len(keys)))
-        batch = det.process_many(keys, np.concatenate(vals), np.concatenate(tss))
-        for k, a, b in owners:
-            parts[k].append(batch.take(np.arange(a, b)))
-    return {k: _concat(p) for k, p in parts.items()}
+    return {k: score_values(v, t, config, backend=backend) for k, (v, t) in series.items()}
 
 
 def _concat(parts: list[ScoreBatch]) -> ScoreBatch:

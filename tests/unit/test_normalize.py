@@ -56,10 +56,11 @@ def test_spike_scores_high_and_ordinary_points_low():
     assert out.anomaly_score.min() >= 0.0 and out.anomaly_score.max() <= 100.0
 
 
-def test_scores_do_not_depend_on_the_raw_scale():
+def test_without_the_log_offset_scores_do_not_depend_on_the_raw_scale():
     raw = noisy_raw(600, spike_at=450)
-    a, _ = run(raw)
-    b, _ = run(raw * 1000.0)
+    p = params(raw_log_offset=0.0)
+    a, _ = run(raw, p=p)
+    b, _ = run(raw * 1000.0, p=p)
     np.testing.assert_allclose(a.anomaly_score, b.anomaly_score, atol=1e-6)
 
 

@@ -1,0 +1,155 @@
+"""Contract checks of the Detector facade: the one scoring path for live, replay, backfill and offline."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from detector.config import ForestConfig, ModelConfig, ScoringConfig
+from detector.detector import Detector, ScoreBatch
+from detector.errors import DetectorError, StateVersionError
+
+SMALL = ModelConfig(
+    forest=ForestConfig(n_trees=5, sample_size=32, shingle_size=2, seed=3),
+    scoring=ScoringConfig(learning_points=20, confidence_points=100.0),
+)
+KEYS = ("series-a", "series-b", "series-c")
+
+
+def stream(n_per_key: int = 120, seed: int = 0) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """Interleaved points of three series (round-robin), with one spike in series-b."""
+    rng = np.random.default_rng(seed)
+    keys, values, ts = [], [], []
+    for i in range(n_per_key):
+        for j, k in enumerate(KEYS):
+            v = np.sin(i / 5.0 + j) + 0.05 * rng.standard_normal()
+            if k == "series-b" and i == 100:
+                v += 8.0
+            keys.append(k)
+            values.append(v)
+            ts.append(1_700_000_000_000 + i * 60_000)
+    return keys, np.array(values), np.array(ts, dtype=np.int64)
+
+
+def assert_same(a: ScoreBatch, b: ScoreBatch) -> None:
+    for name in ("raw_score", "anomaly_score", "threshold", "decision", "confidence", "inference",
+                 "processed_points", "expected_value", "missing"):
+        np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
+
+
+def test_outputs_are_aligned_typed_and_in_range():
+    keys, values, ts = stream()
+    out = Detector(SMALL).process_many(keys, values, ts)
+    n = len(keys)
+    assert len(out) == n
+    assert out.decision.dtype == np.int8 and out.inference.dtype == np.bool_
+    assert out.processed_points.dtype == np.int64
+    assert np.all((out.anomaly_score >= 0) & (out.anomaly_score <= 100))
+    assert np.all((out.confidence >= 0) & (out.confidence <= 100))
+    assert np.all(out.threshold == SMALL.scoring.threshold)
+    assert np.all(out.anomaly_score[~out.inference] == 0.0)
+    for k in KEYS:
+        mine = np.array(keys) == k
+        assert np.array_equal(out.processed_points[mine], np.arange(1, mine.sum() + 1))
+    spike = np.flatnonzero(np.array(keys) == "series-b")[100]
+    assert out.decision[spike] == 1
+
+
+def test_seeded_runs_repeat_to_the_bit():
+    keys, values, ts = stream()
+    assert_same(Detector(SMALL).process_many(keys, values, ts), Detector(SMALL).process_many(keys, values, ts))
+
+
+def test_batch_boundaries_do_not_change_the_scores():
+    keys, values, ts = stream()
+    whole = Detector(SMALL).process_many(keys, values, ts)
+    det = Detector(SMALL)
+    parts = [det.process_many(keys[a:b], values[a:b], ts[a:b]) for a, b in ((0, 7), (7, 200), (200, len(keys)))]
+    glued = ScoreBatch(**{f: np.concatenate([getattr(p, f) for p in parts]) for f in whole.__dataclass_fields__})
+    assert_same(whole, glued)
+
+
+def test_a_series_scores_the_same_whatever_else_is_in_the_detector():
+    keys, values, ts = stream()
+    mine = np.array(keys) == "series-c"
+    together = Detector(SMALL).process_many(keys, values, ts).take(mine)
+    alone = Detector(SMALL).process_many([k for k in keys if k == "series-c"], values[mine], ts[mine])
+    assert_same(together, alone)
+
+
+def test_state_round_trip_continues_identically_and_marks_warm_start():
+    keys, values, ts = stream()
+    cut = 150
+    reference = Detector(SMALL)
+    reference.process_many(keys[:cut], values[:cut], ts[:cut])
+    expected = reference.process_many(keys[cut:], values[cut:], ts[cut:])
+
+    first = Detector(SMALL)
+    first.process_many(keys[:cut], values[:cut], ts[:cut])
+    state = first.to_state()
+    assert state["version"] == 1 and set(state["series"]) == set(KEYS)
+    json.dumps({k: v["scores"] for k, v in state["series"].items()})  # the scoring part is JSON-able
+    second = Detector(SMALL)
+    assert sorted(second.from_state(state)) == sorted(KEYS)
+    resumed = second.process_many(keys[cut:], values[cut:], ts[cut:])
+    assert_same(expected, resumed)
+    assert resumed.warm_started.all()
+    assert not expected.warm_started.any()
+
+
+def test_from_state_refuses_an_unknown_version():
+    det = Detector(SMALL)
+    det.process_many(["k"] * 5, np.arange(5.0), np.arange(5, dtype=np.int64))
+    state = det.to_state(["k"])
+    with pytest.raises(StateVersionError):
+        Detector(SMALL).from_state({**state, "version": 999})
+
+
+def test_evict_forgets_a_series_and_it_restarts_fresh():
+    keys, values, ts = stream()
+    det = Detector(SMALL)
+    det.process_many(keys, values, ts)
+    assert det.evict(["series-a", "no-such-series"]) == 1
+    assert sorted(det.keys()) == ["series-b", "series-c"]
+    with pytest.raises(DetectorError):
+        det.to_state(["series-a"])
+    mine = np.array(keys) == "series-a"
+    again = det.process_many(["series-a"] * int(mine.sum()), values[mine], ts[mine])
+    fresh = Detector(SMALL).process_many(["series-a"] * int(mine.sum()), values[mine], ts[mine])
+    assert again.processed_points[0] == 1
+    assert_same(again, fresh)
+
+
+def test_inputs_are_not_mutated():
+    keys, values, ts = stream()
+    missing = np.zeros(len(keys), dtype=bool)
+    missing[::17] = True
+    copies = (list(keys), values.copy(), ts.copy(), missing.copy())
+    out = Detector(SMALL).process_many(keys, values, ts, missing)
+    assert keys == copies[0]
+    np.testing.assert_array_equal(values, copies[1])
+    np.testing.assert_array_equal(ts, copies[2])
+    np.testing.assert_array_equal(missing, copies[3])
+    out.missing[:] = False  # the batch owns its arrays
+    np.testing.assert_array_equal(missing, copies[3])
+
+
+def test_missing_points_are_flagged_and_lower_confidence():
+    keys, values, ts = stream()
+    missing = np.zeros(len(keys), dtype=bool)
+    missing[300:] = np.array(keys[300:]) == "series-a"
+    plain = Detector(SMALL).process_many(keys, values, ts)
+    gappy = Detector(SMALL).process_many(keys, values, ts, missing)
+    assert np.array_equal(gappy.missing, missing)
+    assert np.all(gappy.confidence[missing] < plain.confidence[missing])
+
+
+def test_bad_inputs_raise_detector_errors():
+    det = Detector(SMALL)
+    with pytest.raises(DetectorError):
+        det.process_many(["a", "b"], np.array([1.0]), np.array([0, 1], dtype=np.int64))
+    with pytest.raises(DetectorError):
+        det.process_many(["a"], np.array([np.nan]), np.array([0], dtype=np.int64))
+    assert len(det.process_many([], np.zeros(0), np.zeros(0, dtype=np.int64))) == 0
