@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import base64
 import copy
 import importlib.resources
 import json
@@ -417,6 +418,9 @@ def test_kafka_runs_kraft_with_internal_and_host_listeners_and_init_creates_the_
     advertised = dict(item.split("://", 1) for item in env["KAFKA_ADVERTISED_LISTENERS"].split(","))
     assert advertised == {"INTERNAL": "kafka:29092", "HOST": "localhost:9092"}
     assert env["KAFKA_AUTO_CREATE_TOPICS_ENABLE"] == "false"
+    # `kafka-storage format` accepts only a URL-safe base64 UUID (16 bytes) as the cluster id
+    cluster_id = env["CLUSTER_ID"]
+    assert len(cluster_id) == 22 and len(base64.urlsafe_b64decode(cluster_id + "==")) == 16
     assert "healthcheck" in kafka
     init = model["services"]["kafka-init"]
     assert init["depends_on"] == {"kafka": {"condition": "service_healthy"}}
