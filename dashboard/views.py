@@ -98,22 +98,26 @@ def kpi_values(
         ("kpi-anomalies", "anomalies", _count(k["anomalies"]), period_label),
         ("kpi-confidence", "mean confidence", conf, "latest, per series"),
         ("kpi-freshness", "data freshness", fresh, newest_note),
-        (
-            "kpi-lag",
-            "worker lag",
-            "unknown" if lag is None else _lag_text(lag),
-            "" if lag is None else f"{lag['workers']} worker(s)",
-        ),
+        ("kpi-lag", "worker lag", *_lag_card(lag)),
     ]
 
 
-def _lag_text(lag: dict[str, Any]) -> str:
-    parts = []
+def _lag_card(lag: dict[str, Any] | None) -> tuple[str, str]:
+    """The lag card's value and note: consumer lag first, else the result latency."""
+    if lag is None:
+        return "unknown", "no worker status or --metrics-url"
+    notes = []
     if lag.get("messages") is not None:
-        parts.append(f"{int(lag['messages']):,} messages")
-    if lag.get("seconds") is not None:
-        parts.append(f"{float(lag['seconds']):.1f} s")
-    return ", ".join(parts) or "unknown"
+        value = f"{int(lag['messages']):,} msgs"
+        if lag.get("seconds") is not None:
+            notes.append(f"{float(lag['seconds']):.1f} s behind")
+    elif lag.get("seconds") is not None:
+        value = f"{float(lag['seconds']):.1f} s"
+    else:
+        value = f"{float(lag['latency_p99_s']):.2f} s"
+        notes.append("p99, window close → result")
+    notes.append(f"{lag['workers']} worker(s)")
+    return value, " · ".join(notes)
 
 
 def detector_options(data_dir: Path | str) -> list[dict[str, str]]:

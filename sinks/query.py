@@ -857,17 +857,23 @@ def _scrape_lag(url: str, timeout_s: float) -> float | None:
 def worker_lag(
     data_dir: Path | str, metrics_urls: Sequence[str] = (), timeout_s: float = 0.5
 ) -> dict[str, Any] | None:
-    """The workers' consumer lag when known, else None.
+    """The workers' lag when known, else None.
 
     Two sources, both optional: the workers' Prometheus endpoints (``metrics_urls``; the gauge
     ``cutstream_consumer_lag``, messages, summed over partitions and workers), and status files
-    ``<data_dir>/status/*.json`` with keys ``lag_messages`` and/or ``lag_seconds`` (files older than
-    ``STATUS_MAX_AGE_S`` are ignored). Returns ``{"messages", "seconds", "workers"}``.
+    ``<data_dir>/status/*.json`` (files older than ``STATUS_MAX_AGE_S`` are ignored) with keys
+    ``lag_messages`` and/or ``lag_seconds``, or a worker's own status file (``cutstream worker
+    --status-file <data_dir>/status/NAME.json``), whose ``latency_ms_p99`` (window closed → result
+    written) is kept as ``latency_p99_s``.
+
+    Returns:
+        ``{"messages", "seconds", "latency_p99_s", "workers"}`` (None for what no source gave).
     """
     import json
 
     messages: list[float] = []
     seconds: list[float] = []
+    latency: list[float] = []
     workers = 0
     for url in metrics_urls:
         lag = _scrape_lag(url, timeout_s)
@@ -889,18 +895,22 @@ def worker_lag(
         if not isinstance(doc, dict):
             continue
         found = False
-        if isinstance(doc.get("lag_messages"), int | float):
-            messages.append(float(doc["lag_messages"]))
-            found = True
-        if isinstance(doc.get("lag_seconds"), int | float):
-            seconds.append(float(doc["lag_seconds"]))
-            found = True
+        for key, into, scale in (
+            ("lag_messages", messages, 1.0),
+            ("lag_seconds", seconds, 1.0),
+            ("latency_ms_p99", latency, 0.001),
+        ):
+            value = doc.get(key)
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                into.append(float(value) * scale)
+                found = True
         workers += found
-    if not messages and not seconds:
+    if not (messages or seconds or latency):
         return None
     return {
         "messages": sum(messages) if messages else None,
         "seconds": max(seconds) if seconds else None,
+        "latency_p99_s": max(latency) if latency else None,
         "workers": workers,
     }
 

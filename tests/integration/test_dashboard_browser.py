@@ -78,7 +78,7 @@ def _worker_run(bootstrap: str, topic: str, group: str, data_dir: Path, webhook:
     from cutstream.config import AppConfig
     from detector.config import ForestConfig, ModelConfig, ScoringConfig
     from sinks.config import AlertsConfig, WebhookConfig
-    from streams.config import DetectorSpec, MeasureSpec
+    from streams.config import DetectorSpec, MeasureSpec, WorkerSettings
     from streams.worker import Worker
 
     p = Producer({"bootstrap.servers": bootstrap, "partitioner": "murmur2_random"})
@@ -107,7 +107,10 @@ def _worker_run(bootstrap: str, topic: str, group: str, data_dir: Path, webhook:
         results_topic=f"{topic}.results",
         detectors=(spec,),
     )
-    counters = Worker(app).run_until_idle(idle_s=3.0, timeout_s=90)
+    status = data_dir / "status" / "worker-1.json"  # where the dashboard looks for workers' status
+    status.parent.mkdir(parents=True, exist_ok=True)
+    worker = Worker(app, settings=WorkerSettings(status_file=str(status)))
+    counters = worker.run_until_idle(idle_s=3.0, timeout_s=90)
     # the newest window of a series may stay open (no later event closes it): at least all others
     assert counters.results_written >= len(HOSTS) * (N_WINDOWS - 1)
 
@@ -227,6 +230,9 @@ def test_dashboard_shows_the_workers_spike(results_dir: Path, browser: Any) -> N
         page.goto(url)
         # the page loads: KPIs filled, a chart drawn, the table filled
         page.wait_for_function(f"() => document.querySelector('#kpi-series')?.textContent === '{len(HOSTS)}'")
+        # the worker's status file gives its result latency (it ran moments ago)
+        assert (page.text_content("#kpi-lag") or "").endswith(" s")
+        assert "window close → result" in (page.text_content("#kpis") or "")
         written = query.kpis(results_dir)["windows"]
         assert page.text_content("#kpi-points") == f"{written:,}"
         page.wait_for_function(f"() => {{ const g = ({_FIGURE})(); return g && g.data.length >= 7; }}")

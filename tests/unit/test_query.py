@@ -295,7 +295,10 @@ def test_worker_lag_from_status_files_and_metrics(tmp_path: Path) -> None:
     stale.write_text(json.dumps({"lag_messages": 10_000}))
     old = stale.stat().st_mtime - 3600
     os.utime(stale, (old, old))
-    assert q.worker_lag(tmp_path) == {"messages": 150.0, "seconds": 1.5, "workers": 2}
+    assert q.worker_lag(tmp_path) == {"messages": 150.0, "seconds": 1.5, "latency_p99_s": None, "workers": 2}
+    # a worker's own status file (cutstream worker --status-file) gives its result latency
+    (status / "w4.json").write_text(json.dumps({"pid": 1, "events_in": 10, "latency_ms_p99": 250.0}))
+    assert q.worker_lag(tmp_path) == {"messages": 150.0, "seconds": 1.5, "latency_p99_s": 0.25, "workers": 3}
 
     body = (
         b"# TYPE cutstream_consumer_lag gauge\n"
@@ -313,7 +316,7 @@ def test_worker_lag_from_status_files_and_metrics(tmp_path: Path) -> None:
     try:
         url = f"http://127.0.0.1:{server.server_port}/metrics"
         lag = q.worker_lag(tmp_path / "nothing", [url, "http://127.0.0.1:1/metrics"])
-        assert lag == {"messages": 12.0, "seconds": None, "workers": 1}
+        assert lag == {"messages": 12.0, "seconds": None, "latency_p99_s": None, "workers": 1}
     finally:
         server.shutdown()
         server.server_close()
