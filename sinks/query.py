@@ -143,7 +143,10 @@ def _database() -> duckdb.DuckDBPyConnection:
 
 @contextmanager
 def _cursor() -> Iterator[duckdb.DuckDBPyConnection]:
-    cur = _database().cursor()
+    """A connection of its own on the shared database (callbacks run on several threads)."""
+    db = _database()
+    with _DB_LOCK:  # cursors are created one at a time; each is then used by one thread only
+        cur = db.cursor()
     try:
         cur.execute("SET TimeZone = 'UTC'")
         yield cur
