@@ -237,7 +237,11 @@ def measure(
 
 
 def _served(root: Path, series: list[str], repeats: int, http: bool, browser: bool) -> dict[str, Any]:
-    """Against `cutstream dashboard` in a subprocess (waitress): callback round trips and a real browser."""
+    """Against `cutstream dashboard` in a subprocess (waitress): callback round trips and a real browser.
+
+    The HTTP round trips ask for series from the end of the top list, the browser picks from its
+    start: every measured switch is a series the server has not drawn yet (nothing memoized).
+    """
     import os
     import socket
     import subprocess
@@ -290,7 +294,7 @@ def _served(root: Path, series: list[str], repeats: int, http: bool, browser: bo
                             {"id": "chart-key", "property": "data"},
                         ],
                         "inputs": [
-                            {"id": "series", "property": "value", "value": series[(i + 1) % len(series)]},
+                            {"id": "series", "property": "value", "value": series[-(i % len(series)) - 1]},
                             {"id": "period", "property": "value", "value": "24h"},
                             {"id": "focus", "property": "data", "value": None},
                             {"id": "tick", "property": "n_intervals", "value": 0},
