@@ -7,6 +7,9 @@ every partition assigned, disjoint. Then the whole stream is produced as fast as
 consumed and every window closed. Throughput = events / that time. The status files are written
 about once a second, so a run should last well over 10 s for the figure to be good to a few percent.
 
+Before the clock starts, each worker scores a few windows of a second, warm-up detector, so that
+process start-up (numba loading the cached kernels, first allocations) is not measured; each
+worker runs with ``NUMBA_NUM_THREADS=1`` (one core per worker, as docs/deployment.md advises).
 The broker, the producer and the workers share the machine. With 2 workers on 2 cores, the ratio
 also shows what the broker and the producer take from the cores.
 """
@@ -50,24 +53,26 @@ def build_stream(n_series: int, n_windows: int, per_window: int) -> list[tuple[b
 
 
 def _write_config(path: Path, topic: str, group: str, n_trees: int, sample_size: int) -> Path:
+    """Two detectors of one model: the measured one, and one on ``<topic>-warm`` for the warm-up."""
     import yaml
+
+    def detector(name: str, topic: str) -> dict[str, Any]:
+        return {
+            "name": name,
+            "topic": topic,
+            "timestamp_field": "ts",
+            "dimensions": ["host"],
+            "measures": [{"field": "value", "aggregation": "sum"}],
+            "window_ms": WINDOW_MS,
+            "idle_timeout_ms": 0,
+            "model": {"forest": {"n_trees": n_trees, "sample_size": sample_size, "shingle_size": 4}},
+        }
 
     cfg = {
         "group_id": group,
         "results_topic": f"{topic}.results",
         "kafka": dict(FAST_GROUP),
-        "detectors": [
-            {
-                "name": "scaleout",
-                "topic": topic,
-                "timestamp_field": "ts",
-                "dimensions": ["host"],
-                "measures": [{"field": "value", "aggregation": "sum"}],
-                "window_ms": WINDOW_MS,
-                "idle_timeout_ms": 0,
-                "model": {"forest": {"n_trees": n_trees, "sample_size": sample_size, "shingle_size": 4}},
-            }
-        ],
+        "detectors": [detector("scaleout", topic), detector("warmup", f"{topic}-warm")],
     }
     path.write_text(yaml.safe_dump(cfg))
     return path
@@ -79,6 +84,15 @@ def _status(path: Path, pid: int) -> dict[str, Any] | None:
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) and data.get("pid") == pid else None
+
+
+def _cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds of a live process so far (Linux /proc), None elsewhere."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return round((int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"), 2)
 
 
 def _tails(run_dir: Path, n: int = 1500) -> str:
@@ -105,7 +119,10 @@ def run_once(
     tag = uuid.uuid4().hex[:8]
     topic = f"scaleout-{n_workers}-{tag}"
     admin = AdminClient({"bootstrap.servers": bootstrap})
-    admin.create_topics([NewTopic(topic, num_partitions=PARTITIONS, replication_factor=1)])[topic].result(20)
+    for name in (topic, f"{topic}-warm"):
+        admin.create_topics([NewTopic(name, num_partitions=PARTITIONS, replication_factor=1)])[name].result(
+            20
+        )
     run_dir = workdir / f"{n_workers}w-{tag}"
     run_dir.mkdir(parents=True)
     cfg = _write_config(run_dir / "config.yaml", topic, f"scaleout-{tag}", n_trees, sample_size)
@@ -129,7 +146,7 @@ def run_once(
             sts = statuses()
             if all(s and s.get("assigned") for s in sts):
                 parts = [a for s in sts if s for a in s["assigned"]]
-                if len(parts) == PARTITIONS == len(set(parts)):
+                if len(parts) == 2 * PARTITIONS == len(set(parts)):
                     break
             if time.monotonic() > deadline or any(p.poll() is not None for p, _, _ in procs):
                 raise click.ClickException(
@@ -141,6 +158,23 @@ def run_once(
             {"bootstrap.servers": bootstrap, "partitioner": "murmur2_random", "linger.ms": 20,
              "queue.buffering.max.messages": 1_000_000}
         )  # fmt: skip
+        # warm-up, off the clock: every worker scores a few windows of the warm-up detector, so that
+        # process start-up (numba loading its cached kernels, first allocations) is not measured
+        for key, value in build_stream(96, 6, 1):
+            producer.produce(f"{topic}-warm", key=key, value=value)
+        producer.flush(30)
+        deadline = time.monotonic() + 300
+        while True:
+            sts = statuses()
+            if all(s and s["windows_closed"] > 0 for s in sts):
+                break
+            if time.monotonic() > deadline or any(p.poll() is not None for p, _, _ in procs):
+                raise click.ClickException(f"the {n_workers} workers did not warm up\n{_tails(run_dir)}")
+            time.sleep(0.1)  # polling child processes' status files
+        per_worker0 = [s["events_in"] for s in sts if s]
+        events0 = sum(per_worker0)
+        windows0 = sum(s["windows_closed"] for s in sts if s)
+        cpu0 = [_cpu_seconds(p.pid) or 0.0 for p, _, _ in procs]
         t0 = time.perf_counter()
         for key, value in stream:
             while True:
@@ -155,15 +189,16 @@ def run_once(
         while True:
             sts = statuses()
             if all(sts):
-                events = sum(s["events_in"] for s in sts if s)
-                windows = sum(s["windows_closed"] for s in sts if s)
+                events = sum(s["events_in"] for s in sts if s) - events0
+                windows = sum(s["windows_closed"] for s in sts if s) - windows0
                 if events >= len(stream) and windows >= expected_windows:
                     break
             if time.monotonic() > deadline or any(p.poll() is not None for p, _, _ in procs):
                 raise click.ClickException(f"the {n_workers}-worker run did not finish\n{_tails(run_dir)}")
             time.sleep(0.05)  # polling child processes' status files
         elapsed = time.perf_counter() - t0
-        per_worker = [s["events_in"] for s in sts if s]
+        per_worker = [s["events_in"] - e0 for s, e0 in zip(sts, per_worker0, strict=True) if s]
+        cpu = [round((_cpu_seconds(p.pid) or 0.0) - c0, 2) for (p, _, _), c0 in zip(procs, cpu0, strict=True)]
     finally:
         for p, _, _ in procs:
             if p.poll() is None:
@@ -175,7 +210,7 @@ def run_once(
                 p.kill()
                 p.wait(10)
             log.close()
-        admin.delete_topics([topic])
+        admin.delete_topics([topic, f"{topic}-warm"])
     return {
         "workers": n_workers,
         "events": len(stream),
@@ -185,6 +220,7 @@ def run_once(
         "events_per_s": round(len(stream) / elapsed),
         "windows_per_s": round(expected_windows / elapsed),
         "events_per_worker": per_worker,
+        "worker_cpu_seconds": cpu,
     }
 
 
