@@ -17,9 +17,12 @@ logger = logging.getLogger(__name__)
 def register(app: Dash, data_dir: Path, metrics_urls: tuple[str, ...] = ()) -> None:
     """Attach every callback of the page to ``app``, reading results from ``data_dir``."""
 
-    @app.callback(Output("tick", "disabled"), Input("live", "value"))
-    def toggle_live(live: list[str] | None) -> bool:
-        return "live" not in (live or [])
+    # the live switch needs no data: it runs in the browser (no round trip)
+    app.clientside_callback(
+        "function (live) { return !(live || []).includes('live'); }",
+        Output("tick", "disabled"),
+        Input("live", "value"),
+    )
 
     @app.callback(
         Output("kpis", "children"),
