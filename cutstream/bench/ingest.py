@@ -4,10 +4,13 @@ One run, one JSON line, on one topic of ~100-byte JSON events over ``--series`` 
 
 - ``ceiling_events_per_s``: the fastest bare confluent ``consume(10000)`` loop, doing nothing with
   the messages (what the client and the broker can deliver on this machine);
-- ``events_per_s``: end to end, the same consume loop feeding the worker's stages per partition:
-  :class:`streams.parse.EventParser` → :class:`streams.window.WindowState` → one
+- ``events_per_s``: end to end, :class:`streams.worker.Worker` itself on the topic (a fresh
+  group): consume, parse, windows, one ``Detector.process_many`` per pass, result records to the
+  results topic and to Parquet, dead letters, checkpoints and commits;
+- ``stage_loop_events_per_s``: the same consume loop as the ceiling feeding the worker's stages
+  per partition: :class:`streams.parse.EventParser` → :class:`streams.window.WindowState` → one
   ``Detector.process_many`` per consumed batch for every window that closed →
-  ``streams.worker.build_results`` (the result records, RESULT_SCHEMA);
+  ``streams.worker.build_results`` (the result records, RESULT_SCHEMA), without the sinks;
 - ``processing_events_per_s``: the same stages on bytes already in memory, pinned to one core
   (also as ``processing_cpu_events_per_s``, per CPU-second, which a busy shared machine disturbs less);
 - ``faust_events_per_s``: the idiomatic faust-streaming implementation of the job (an agent that
@@ -621,6 +624,11 @@ def ingest(
 COMMANDS = [ingest]
 
 
+def _model_text() -> str:
+    f = bench_spec().model.forest
+    return f"{f.n_trees} trees × {f.sample_size} samples, shingle {f.shingle_size}"
+
+
 def markdown_report(quick: bool) -> str:
     """The BENCHMARKS.md block for this section."""
     params = QUICK if quick else FULL
@@ -667,7 +675,7 @@ def markdown_report(quick: bool) -> str:
         f"Command: `{cmd}` (embedded broker on the same machine). {r['events']:,} events of "
         f"~{r['bytes_per_event']:.0f} bytes over {r['series']:,} series, {r['partitions']} partitions, "
         f"{r['windows']} one-minute windows (+ a tail that closes the last); {r['points_scored']:,} windows "
-        f"scored by the Detector in the stage loop (default model: 50 trees × 256 samples, shingle 4). "
+        f"scored by the Detector in the stage loop (default model: {_model_text()}). "
         f"Each rate is "
         f"the best of {params['repeats']} alternating runs; the machine was shared with other jobs (load "
         f"average {', '.join(f'{x:.1f}' for x in load)} on 2 cores during the run), which disturbs "

@@ -298,3 +298,42 @@ def test_many_dimension_values_across_batches(monkeypatch: pytest.MonkeyPatch, d
             assert isinstance(ref, ParsedEvent)
             assert parser.registry.dims(int(batch.combo[row])) == ref.dims
     assert len(parser.registry) == len({parser.registry.dims(i) for i in range(len(parser.registry))})
+
+
+def test_clean_batches_take_the_arrow_path_with_the_same_result() -> None:
+    spec = _spec()
+    raws: list[bytes | None] = [
+        _ev(
+            timestamp=f"2026-03-01T12:{i % 60:02d}:00.{i % 1000:03d}Z",
+            product=f"p{i % 9}",
+            region="eu",
+            quantity=i,
+            **({"price": i / 4} if i % 3 else {}),
+        )
+        for i in range(300)
+    ]
+    raws[7] = _ev(timestamp="2026-03-01", product="x", region="eu", quantity=1)  # the reference's ISO
+    fast, plain = EventParser(spec, arrow_min_batch=1), EventParser(spec, arrow_min_batch=10**9)
+    a, b = fast.parse(raws), plain.parse(raws)
+    assert fast.counters["batches_arrow"] == 1 and plain.counters["batches_msgspec"] == 1
+    assert a.rejects == b.rejects == []
+    assert (a.timestamp_ms == b.timestamp_ms).all()
+    assert [fast.registry.dims(int(c)) for c in a.combo] == [plain.registry.dims(int(c)) for c in b.combo]
+    assert (a.values == b.values).all() and (a.present == b.present).all()
+    # numeric timestamps use the other schema
+    c = fast.parse([_ev(timestamp=1_000 + i, product="p", region="r", quantity=1) for i in range(10)])
+    assert fast.counters["batches_arrow"] == 2
+    assert c.timestamp_ms.tolist() == list(range(1_000, 1_010))
+
+
+def test_a_bad_message_sends_the_batch_to_msgspec_and_backs_off() -> None:
+    parser = EventParser(_spec(), arrow_min_batch=1)
+    good = _ev(timestamp=5, product="A", region="r", quantity=1)
+    batch = parser.parse([good, b'{"timestamp": 5, "product": "A", "region": "r", "quantity": "7"}', good])
+    assert batch.rejects == [(1, "bad_measure:quantity")]
+    assert parser.counters["batches_msgspec"] == 1
+    for _ in range(2):  # skipped for two batches, then tried again
+        parser.parse([good])
+    assert parser.counters["batches_arrow"] == 0
+    parser.parse([good])
+    assert parser.counters["batches_arrow"] == 1
