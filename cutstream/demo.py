@@ -182,6 +182,7 @@ def demo(
     """Run the whole pipeline on one machine: broker, generator, worker, Parquet, dashboard."""
     from cutstream.config import load_config
     from streams.broker import EmbeddedBroker
+    from streams.config import WorkerSettings
     from streams.worker import Worker
 
     spec = SCENARIOS[scenario]
@@ -203,7 +204,9 @@ def demo(
             kafka=DEMO_GROUP_SETTINGS,
         )
         _create_topics(bootstrap, {spec["topic"]: 4, f"{spec['topic']}.dlq": 1, app.results_topic: 4}, {})
-        worker = Worker(app, backend=backend)
+        (data_dir / "status").mkdir(exist_ok=True)
+        settings = WorkerSettings(status_file=str(data_dir / "status" / "demo-worker.json"))
+        worker = Worker(app, backend=backend, settings=settings)
         threads.append(threading.Thread(target=worker.run, args=(stop,), name="worker", daemon=True))
         threads.append(
             threading.Thread(
