@@ -38,14 +38,14 @@ class ScoringConfig(BaseModel):
         0.0, ge=0.0, description="suppress decisions when |actual-expected|/|expected| is below this"
     )
     avg_points: int = Field(
-        3, ge=1, le=64, description="raw scores averaged before they are judged (damps one-point blips)"
+        5, ge=1, le=64, description="raw scores averaged before they are judged (damps one-point blips)"
     )
     raw_log_offset: float = Field(
-        4.0, ge=0.0,
+        2.0, ge=0.0,
         description="judge log(raw + this) instead of the raw score (0 = raw); tames CoDisp's heavy tail",
     )
     history_points: float = Field(
-        1000.0, ge=2.0,
+        3000.0, ge=2.0,
         description="horizon (points) of the EW mean/variance each new smoothed raw score is judged against",
     )
     value_weight: float = Field(
@@ -53,14 +53,14 @@ class ScoringConfig(BaseModel):
         description="weight of the value's own surprise (distance from its EW level) next to the forest's; 0 = off",
     )
     value_history_points: float = Field(
-        300.0, ge=2.0, description="horizon (points) of the EW mean/variance of the value itself"
+        200.0, ge=2.0, description="horizon (points) of the EW mean/variance of the value itself"
     )
     surprise_at_100: float = Field(
         8.7, gt=0.0,
         description="-log10 tail probability that maps to anomalyScore 100 (linear below; 70 ~ p=1e-6)",
     )
     suppress_points: int = Field(
-        50, ge=0, description="after an alert, hold the series' scores below suppress_cap*threshold this many points"
+        75, ge=0, description="after an alert, hold the series' scores below suppress_cap*threshold this many points"
     )
     suppress_cap: float = Field(
         0.7, ge=0.0, le=1.0, description="cap on scores during suppression, as a fraction of the threshold"
