@@ -94,6 +94,7 @@ def test_short_nab_run_scores_above_a_floor(nab_dir: Path):
     scores, raw, _ = score_cutstream(files)
     assert all(s.shape == f.values.shape for s, f in zip(scores, files, strict=True))
     res = score_corpus(files, scores)
-    baseline = score_corpus(files, [r / (1.0 + r) for r in raw])
-    assert res["standard"].score >= 50.0
-    assert res["standard"].score > baseline["standard"].score
+    # 64.6 with the default configuration (seed 0) when this floor was set; 5 files, 8 windows.
+    assert res["standard"].score >= 55.0
+    assert res["standard"].tp >= 5
+    assert all(np.all(r >= 0) for r in raw)
