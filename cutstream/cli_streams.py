@@ -65,6 +65,20 @@ from cutstream.cli import brokers_option, config_option, data_dir_option
     help="models from `cutstream backfill --warm-start-out` (repeatable, one file per detector)",
 )
 @click.option(
+    "--metrics-port",
+    type=int,
+    default=None,
+    envvar="CUTSTREAM_METRICS_PORT",
+    help="serve /metrics, /healthz and /readyz on this port (0 = any free port; unset = no server)",
+)
+@click.option(
+    "--metrics-host",
+    default="127.0.0.1",
+    show_default=True,
+    envvar="CUTSTREAM_METRICS_HOST",
+    help="address of the metrics server (0.0.0.0 in a container)",
+)
+@click.option(
     "--status-file",
     type=click.Path(dir_okay=False),
     default=None,
@@ -84,6 +98,8 @@ def worker(
     checkpoint_events: int,
     series_capacity: int,
     warm_start: tuple[str, ...],
+    metrics_port: int | None,
+    metrics_host: str,
     status_file: str | None,
     fault: str | None,
 ) -> None:
@@ -99,6 +115,7 @@ def worker(
     from cutstream.config import load_config
     from streams.config import WorkerSettings
     from streams.errors import StreamsError
+    from streams.metrics import MetricsConfig
     from streams.worker import Worker
 
     if config_path is None:
@@ -116,7 +133,8 @@ def worker(
             status_file=status_file,
             fault=fault,
         )
-        w = Worker(app, backend=backend, settings=settings)
+        metrics = MetricsConfig(port=metrics_port, host=metrics_host)
+        w = Worker(app, backend=backend, settings=settings, metrics=metrics)
     except StreamsError as exc:
         raise click.ClickException(str(exc)) from exc
     stop = threading.Event()

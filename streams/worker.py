@@ -47,6 +47,7 @@ from streams.checkpoint import Checkpoint, CheckpointStore
 from streams.config import DetectorSpec, WorkerSettings
 from streams.errors import StreamsError
 from streams.kafka import DeadLetterProducer, DeliveryTracker, consumer_config, producer_config
+from streams.metrics import MetricsConfig, WorkerMetrics
 from streams.parse import EventParser
 from streams.window import WindowState
 
@@ -245,6 +246,7 @@ class WorkerCounters:
     assigned: list[str] = field(default_factory=list)
     latency_ms_p50: float | None = None
     latency_ms_p99: float | None = None
+    lag_messages: int | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -261,7 +263,13 @@ class Worker:
         >>> Worker(load_config(Path("detectors.yaml"))).run(stop)
     """
 
-    def __init__(self, app: AppConfig, backend: str = "cpu", settings: WorkerSettings | None = None) -> None:
+    def __init__(
+        self,
+        app: AppConfig,
+        backend: str = "cpu",
+        settings: WorkerSettings | None = None,
+        metrics: MetricsConfig | None = None,
+    ) -> None:
         if not app.detectors:
             raise StreamsError("the config names no detectors: add a `detectors:` list to the config file")
         self.app = app
@@ -293,10 +301,14 @@ class Worker:
         self._fault = self._parse_fault(self.settings.fault)
         self._fault_passes: dict[str, int] = collections.Counter()
         self._last_status = 0.0
+        self._metrics_config = metrics
+        self.metrics = WorkerMetrics(liveness_timeout_s=metrics.liveness_timeout_s if metrics else 30.0)
+        self._metrics_server: Any = None
         self._failed = False
         self._ckpt_pool = ThreadPoolExecutor(1, thread_name_prefix="cutstream-checkpoint")
         self._inflight: collections.deque[tuple[str, int, int, Future[Path]]] = collections.deque()
         self._last_activity = time.monotonic()
+        self._last_pass_closed = 0
 
     # ------------------------------------------------------------------ public API
 
@@ -315,7 +327,8 @@ class Worker:
         self._run(stop.is_set)
 
     def run_until_idle(self, idle_s: float = 3.0, timeout_s: float = 120.0) -> WorkerCounters:
-        """Process until no event arrived for ``idle_s`` (after at least one), then checkpoint and stop.
+        """Process until no event arrived for ``idle_s`` (after at least one) and the last pass closed
+        no window; then checkpoint and stop.
 
         Meant for tests and scripted runs over a finite stream. Pick ``idle_s`` longer than the
         detectors' ``idle_timeout_ms`` for the last windows to close by the idle rule (which
@@ -329,7 +342,7 @@ class Worker:
                 return True
             with self._lock:
                 seen = self._counters.events_in > 0
-            return seen and now - self._last_activity > idle_s
+            return seen and now - self._last_activity > idle_s and not self._last_pass_closed
 
         self._run(done)
         return self.counters()
@@ -348,12 +361,24 @@ class Worker:
         password = self.app.kafka_password.get_secret_value() if self.app.kafka_password else None
         # a producer-wide delivery callback: cheaper than one per message
         self._producer = Producer(
-            {**producer_config(self.bootstrap, self.app.kafka, password), "on_delivery": self._tracker}
+            {
+                **producer_config(self.bootstrap, self.app.kafka, password),
+                "on_delivery": self._tracker,
+                "error_cb": self._on_kafka_error,
+            }
         )
         self._dlq = DeadLetterProducer(self._producer, self._tracker)
         self._consumer = Consumer(
-            consumer_config(self.bootstrap, self.app.group_id, self.app.kafka, password)
+            {
+                **consumer_config(self.bootstrap, self.app.group_id, self.app.kafka, password),
+                "error_cb": self._on_kafka_error,
+            }
         )
+        cfg = self._metrics_config
+        if cfg is not None and cfg.port is not None:
+            self._metrics_server = self.metrics.serve(cfg.port, cfg.host)
+            logger.info("metrics served url=%s", self._metrics_server.url)
+        self.metrics.set_ready(False, "waiting for a partition assignment")
         if self.alerts is not None:
             self.alerts.start()
         topics = sorted(self.specs_by_topic)
@@ -385,11 +410,12 @@ class Worker:
         self._producer.poll(0)  # serve the delivery reports of the last pass before the next one
         if msgs:
             self._ingest(msgs)
-        self._advance(t0)
+        self._last_pass_closed = self._advance(t0)
         self._producer.poll(0)
         self._maybe_flush()
         self._drain_checkpoints(block=False)
-        self._write_status()
+        self.metrics.tick()
+        self._report()
         if msgs:
             self._last_activity = time.monotonic()
 
@@ -434,6 +460,9 @@ class Worker:
             self._counters.events_in += n_in
             for reason, k in rejects.items():
                 self._counters.rejects[reason] = self._counters.rejects.get(reason, 0) + k
+        self.metrics.events_in(n_in)
+        for reason, k in rejects.items():
+            self.metrics.dead_lettered(reason, k)
 
     @staticmethod
     def _window_add(windows: Any, parsed: Any, wall_ms: int) -> list[tuple[int, str]]:
@@ -514,17 +543,18 @@ class Worker:
             for i in range(n - 1):
                 produce(topic, payloads[i], keys[i])
             i = n - 1
-            produce(topic, payloads[i], keys[i], on_delivery=self._latency_cb(t0, time.monotonic()))
+            produce(topic, payloads[i], keys[i], on_delivery=self._latency_cb(t0, time.monotonic(), n))
         except BufferError:
             self._produce_slowly(topic, keys[i:], payloads[i:], t0)
         self._producer.poll(0)
+        self.metrics.scored(n)
         with self._lock:
             self._counters.results_produced += len(keys)
 
     def _produce_slowly(self, topic: str, keys: Sequence[str], payloads: Sequence[bytes], t0: float) -> None:
         """The local queue is full: produce the rest, letting deliveries drain when it fills."""
         for i, (k, v) in enumerate(zip(keys, payloads, strict=True)):
-            cb = self._latency_cb(t0, time.monotonic()) if i == len(keys) - 1 else None
+            cb = self._latency_cb(t0, time.monotonic(), len(keys)) if i == len(keys) - 1 else None
             while True:
                 try:
                     if cb is None:
@@ -535,7 +565,7 @@ class Worker:
                 except BufferError:
                     self._producer.poll(0.1)
 
-    def _latency_cb(self, t0: float, enqueued: float) -> Callable[[Any, Any], None]:
+    def _latency_cb(self, t0: float, enqueued: float, n: int) -> Callable[[Any, Any], None]:
         """Delivery report of a step's last record: window close (t0) → acknowledged by the broker.
 
         ``msg.latency()`` is librdkafka's produce → acknowledgement time, so the figure does not
@@ -550,6 +580,7 @@ class Worker:
                 total = enqueued - t0 + (acked if acked is not None else time.monotonic() - enqueued)
                 with self._lock:
                     self._latencies.append(total * 1000.0)
+                self.metrics.window_closed(total, n)
 
         return cb
 
@@ -735,6 +766,7 @@ class Worker:
 
     def _drop(self, part: _Partition) -> None:
         self._parts.pop((part.topic, part.partition), None)
+        self.metrics.forget_partitions([(part.topic, part.partition)])
         me = (part.topic, part.partition)
         for name, keys in part.series.items():
             self.detectors[name].evict(list(keys))
@@ -745,7 +777,17 @@ class Worker:
     def _set_assigned(self) -> None:
         with self._lock:
             self._counters.assigned = sorted(f"{t}-{p}" for t, p in self._parts)
-        self._write_status(force=True)
+        self.metrics.set_ready(bool(self._parts), "no partitions assigned")
+        self._report(force=True)
+
+    def _on_kafka_error(self, err: Any) -> None:
+        """librdkafka's error callback (transport errors, all brokers down, ...): count and log."""
+        kind = str(err.name()).lower().lstrip("_")
+        self.metrics.broker_error(kind)
+        if err.fatal():
+            logger.error("fatal Kafka client error kind=%s error=%s", kind, err)
+        else:
+            logger.warning("Kafka client error kind=%s error=%s", kind, err)
 
     def _new_partition(self, topic: str, partition: int) -> _Partition:
         return _Partition(
@@ -858,12 +900,16 @@ class Worker:
             logger.warning("fault injection: SIGKILL at point=%s pass=%d", point, self._fault_passes[point])
             os.kill(os.getpid(), signal.SIGKILL)
 
-    def _write_status(self, force: bool = False) -> None:
-        path = self.settings.status_file
+    def _report(self, force: bool = False) -> None:
+        """About once a second: lag, series and alert gauges, and the status file."""
         now = time.monotonic()
-        if path is None or (not force and now - self._last_status < 1.0):
+        if not force and now - self._last_status < 1.0:
             return
         self._last_status = now
+        self._update_gauges()
+        path = self.settings.status_file
+        if path is None:
+            return
         data = {
             "pid": os.getpid(),
             "group": self.app.group_id,
@@ -875,6 +921,33 @@ class Worker:
             json.dump(data, f)
         os.replace(tmp, path)
 
+    def _update_gauges(self) -> None:
+        from confluent_kafka import KafkaException, TopicPartition
+
+        total: int | None = None
+        if self._consumer is not None:
+            for part in self._parts.values():
+                if part.next_offset is None:
+                    continue
+                try:  # the fetch-cached high watermark: never a ListOffsets round trip
+                    _low, high = self._consumer.get_watermark_offsets(
+                        TopicPartition(part.topic, part.partition), cached=True
+                    )
+                except KafkaException:
+                    continue
+                if high is None or high < 0:
+                    continue
+                lag = max(int(high) - part.next_offset, 0)
+                self.metrics.lag(part.partition, lag, part.topic)
+                total = lag + (total or 0)
+        with self._lock:
+            self._counters.lag_messages = total
+        n_series = sum(len(d) for d in self.detectors.values())
+        self.metrics.series_tracked(n_series)
+        self.metrics.model_bytes(sum(len(d) * d.bytes_per_series for d in self.detectors.values()))
+        if self.alerts is not None:
+            self.metrics.alerts(self.alerts.sent_total, self.alerts.pending_count())
+
     def _shutdown(self, clean: bool) -> None:
         self._failed = not clean
         try:
@@ -882,13 +955,17 @@ class Worker:
                 if clean:
                     self._parts.clear()  # already checkpointed: the revoke on close has nothing to do
                 self._consumer.close()
+                self._consumer = None
             self._ckpt_pool.shutdown(wait=True)
             if self._producer is not None and clean:
                 self._producer.flush(10.0)
-            self._write_status(force=True)
+            self._report(force=True)
         finally:
             if self.alerts is not None:
                 self.alerts.stop()
+            self.metrics.set_ready(False, "stopped")
+            if self._metrics_server is not None:
+                self._metrics_server.close()
             if self._broker is not None:
                 self._broker.stop()
             logger.info("worker stopped group=%s clean=%s", self.app.group_id, clean)

@@ -97,7 +97,7 @@ def test_sigkill_at_random_points_keeps_parquet_exactly_once(
                 lambda w=w, target=target: (
                     len(result_files(data)) >= target or _complete(data, expected) or not w.alive()
                 ),
-                timeout_s=45,
+                timeout_s=120,
                 message=f"run {i} to write {target} files\n{w.log_tail()}",
             )
             assert w.alive(), w.log_tail()
@@ -106,7 +106,7 @@ def test_sigkill_at_random_points_keeps_parquet_exactly_once(
             # the worker kills itself at the fault point (or finishes the stream first: then we kill it)
             wait_for(
                 lambda w=w: not w.alive() or _complete(data, expected),
-                timeout_s=45,
+                timeout_s=120,
                 message=f"run {i} to reach {kind}\n{w.log_tail()}",
             )
             if w.alive():
@@ -114,7 +114,7 @@ def test_sigkill_at_random_points_keeps_parquet_exactly_once(
             else:
                 assert w.wait(5) == -signal.SIGKILL, w.log_tail()
     final = WorkerProc(cfg, bootstrap, data, tmp_path / "final.log", *FAST_FLUSH)
-    wait_for(lambda: _complete(data, expected), timeout_s=45, message=f"the final run\n{final.log_tail()}")
+    wait_for(lambda: _complete(data, expected), timeout_s=90, message=f"the final run\n{final.log_tail()}")
     status = wait_for(lambda: (s := final.read_status()) and s["windows_closed"] > 0 and s, timeout_s=10)
     assert final.terminate() == 0, final.log_tail()
 
@@ -138,7 +138,7 @@ def test_sigkill_at_random_points_keeps_parquet_exactly_once(
         brokers=bootstrap,
         data_dir=clean_dir,
     )
-    counters = Worker(app).run_until_idle(idle_s=2.0, timeout_s=60)
+    counters = Worker(app).run_until_idle(idle_s=2.0, timeout_s=240)
     assert counters.results_written == expected
     clean_rows = keyed_rows(read_results(clean_dir), COMPARED)
     assert killed_rows.keys() == clean_rows.keys()

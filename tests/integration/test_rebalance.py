@@ -44,7 +44,7 @@ def test_survivor_takes_over_a_killed_workers_partitions(bootstrap, topic_factor
         first_half = stream.n_series * (half - 1)
         wait_for(
             lambda: (t := read_results(data)) is not None and t.num_rows >= first_half,
-            timeout_s=30,
+            timeout_s=120,
             message="the first half of the stream in Parquet",
         )
         victim, survivor = (a, b) if len(_assigned(a)) >= len(_assigned(b)) else (b, a)
@@ -61,7 +61,7 @@ def test_survivor_takes_over_a_killed_workers_partitions(bootstrap, topic_factor
         expected = stream.n_series * (stream.n_windows - 1)  # no idle timeout: the last window stays open
         wait_for(
             lambda: (t := read_results(data)) is not None and t.num_rows >= expected,
-            timeout_s=30,
+            timeout_s=60,
             message=f"every window in Parquet\n{survivor.log_tail()}",
         )
         assert survivor.terminate() == 0, survivor.log_tail()

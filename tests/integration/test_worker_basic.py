@@ -106,13 +106,21 @@ def test_worker_scores_windows_and_dead_letters_bad_input(bootstrap, topic_facto
 
     app = _app(bootstrap, topic, group_factory(), tmp_path)
     worker = Worker(app)
-    counters = worker.run_until_idle(idle_s=3.0, timeout_s=60)
+    counters = worker.run_until_idle(idle_s=3.0, timeout_s=240)
 
     assert counters.events_in == len(stream)
     assert sum(counters.rejects.values()) == 3
     assert counters.windows_closed == 2 * N_WINDOWS
     assert counters.results_written == 2 * N_WINDOWS
     assert counters.checkpoints >= 1 and counters.commits >= 1
+    # the Prometheus metrics count the same things
+    reg = worker.metrics.registry
+    assert reg.get_sample_value("cutstream_events_total") == len(stream)
+    assert reg.get_sample_value("cutstream_windows_closed_total") == 2 * N_WINDOWS
+    assert (
+        sum(reg.get_sample_value("cutstream_dead_lettered_total", {"reason": r}) for r in counters.rejects)
+        == 3
+    )
 
     # ---- the results topic: one record per (series, window), every field present and typed
     msgs = _read_all(bootstrap, app.results_topic, 2 * N_WINDOWS)
@@ -212,7 +220,7 @@ def test_worker_starts_from_warm_start_models(bootstrap, topic_factory, group_fa
         p.produce(topic, key=key, value=value)
     assert p.flush(10) == 0
     worker = Worker(app, settings=WorkerSettings(warm_start=(str(warm),)))
-    counters = worker.run_until_idle(idle_s=3.0, timeout_s=60)
+    counters = worker.run_until_idle(idle_s=3.0, timeout_s=240)
     assert counters.results_written == 2 * 10
 
     import pyarrow.dataset as ds
