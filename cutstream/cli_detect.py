@@ -9,13 +9,29 @@ import click
 
 @click.command()
 @click.argument("input_path", metavar="INPUT", type=click.Path(exists=True, path_type=Path))
-@click.option("--output", "output_path", required=True, type=click.Path(path_type=Path),
-              help="output CSV (or folder, when INPUT is a folder)")
-@click.option("--seed", type=int, default=0, show_default=True, help="the forest's seed (runs repeat to the bit)")
-@click.option("--threshold", type=click.FloatRange(0, 100), default=None,
-              help="anomalyDecision threshold (default: the model default, 70)")
-@click.option("--backend", type=click.Choice(["cpu", "gpu"]), default="cpu", show_default=True,
-              help="array backend of the detector (gpu needs the cutstream[gpu] extra)")
+@click.option(
+    "--output",
+    "output_path",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="output CSV (or folder, when INPUT is a folder)",
+)
+@click.option(
+    "--seed", type=int, default=0, show_default=True, help="the forest's seed (runs repeat to the bit)"
+)
+@click.option(
+    "--threshold",
+    type=click.FloatRange(0, 100),
+    default=None,
+    help="anomalyDecision threshold (default: the model default, 70)",
+)
+@click.option(
+    "--backend",
+    type=click.Choice(["cpu", "gpu"]),
+    default="cpu",
+    show_default=True,
+    help="array backend of the detector (gpu needs the cutstream[gpu] extra)",
+)
 def score(input_path: Path, output_path: Path, seed: int, threshold: float | None, backend: str) -> None:
     """Score INPUT (a `timestamp,value` CSV, or a folder of them) with the worker's detector.
 
@@ -29,10 +45,14 @@ def score(input_path: Path, output_path: Path, seed: int, threshold: float | Non
     from streams.offline import score_paths
 
     defaults = ModelConfig()
-    scoring = defaults.scoring if threshold is None else ScoringConfig(
-        **{**defaults.scoring.model_dump(), "threshold": threshold})
-    config = ModelConfig(forest=ForestConfig(**{**defaults.forest.model_dump(), "seed": seed}),
-                         scoring=scoring)
+    scoring = (
+        defaults.scoring
+        if threshold is None
+        else ScoringConfig(**{**defaults.scoring.model_dump(), "threshold": threshold})
+    )
+    config = ModelConfig(
+        forest=ForestConfig(**{**defaults.forest.model_dump(), "seed": seed}), scoring=scoring
+    )
     try:
         written = score_paths(input_path, output_path, config, backend=backend)
     except (StreamsError, DetectorError) as exc:

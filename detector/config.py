@@ -16,10 +16,12 @@ class ForestConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    n_trees: int = Field(5, ge=1, le=1024, description="trees per series")
-    sample_size: int = Field(3000, ge=4, le=4096, description="points kept per tree")
-    shingle_size: int = Field(1, ge=1, le=64, description="consecutive values per point")
-    seed: int = Field(0, ge=0, description="one seed for the whole forest; a seeded run repeats to the bit")
+    n_trees: int = Field(default=5, ge=1, le=1024, description="trees per series")
+    sample_size: int = Field(default=3000, ge=4, le=4096, description="points kept per tree")
+    shingle_size: int = Field(default=1, ge=1, le=64, description="consecutive values per point")
+    seed: int = Field(
+        default=0, ge=0, description="one seed for the whole forest; a seeded run repeats to the bit"
+    )
 
 
 class ScoringConfig(BaseModel):
@@ -27,49 +29,68 @@ class ScoringConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    threshold: float = Field(70.0, ge=0.0, le=100.0, description="anomalyDecision = 1 when anomalyScore > this")
+    threshold: float = Field(
+        default=70.0, ge=0.0, le=100.0, description="anomalyDecision = 1 when anomalyScore > this"
+    )
     learning_points: int = Field(
-        64, ge=1, description="points a series' model must process before it leaves LEARNING"
+        default=64, ge=1, description="points a series' model must process before it leaves LEARNING"
     )
     direction: Literal["both", "up", "down"] = Field(
-        "both", description="report spikes only (up), dips only (down) or both"
+        default="both", description="report spikes only (up), dips only (down) or both"
     )
     min_relative_change: float = Field(
-        0.0, ge=0.0, description="suppress decisions when |actual-expected|/|expected| is below this"
+        default=0.0, ge=0.0, description="suppress decisions when |actual-expected|/|expected| is below this"
     )
     avg_points: int = Field(
-        5, ge=1, le=64, description="raw scores averaged before they are judged (damps one-point blips)"
+        default=5,
+        ge=1,
+        le=64,
+        description="raw scores averaged before they are judged (damps one-point blips)",
     )
     raw_log_offset: float = Field(
-        2.0, ge=0.0,
+        default=2.0,
+        ge=0.0,
         description="judge log(raw + this) instead of the raw score (0 = raw); tames CoDisp's heavy tail",
     )
     history_points: float = Field(
-        3000.0, ge=2.0,
+        default=3000.0,
+        ge=2.0,
         description="horizon (points) of the EW mean/variance each new smoothed raw score is judged against",
     )
     value_weight: float = Field(
-        0.33, ge=0.0, le=1.0,
-        description="weight of the value's own surprise (distance from its EW level) next to the forest's; 0 = off",
+        default=0.33,
+        ge=0.0,
+        le=1.0,
+        description="weight of the value's own surprise (distance from its EW level) next to the "
+        "forest's; 0 = off",
     )
     value_history_points: float = Field(
-        200.0, ge=2.0, description="horizon (points) of the EW mean/variance of the value itself"
+        default=200.0, ge=2.0, description="horizon (points) of the EW mean/variance of the value itself"
     )
     surprise_at_100: float = Field(
-        8.7, gt=0.0,
+        default=8.7,
+        gt=0.0,
         description="-log10 tail probability that maps to anomalyScore 100 (linear below; 70 ~ p=1e-6)",
     )
     suppress_points: int = Field(
-        75, ge=0, description="after an alert, hold the series' scores below suppress_cap*threshold this many points"
+        default=75,
+        ge=0,
+        description="after an alert, hold the series' scores below suppress_cap*threshold this many points",
     )
     suppress_cap: float = Field(
-        0.7, ge=0.0, le=1.0, description="cap on scores during suppression, as a fraction of the threshold"
+        default=0.7,
+        ge=0.0,
+        le=1.0,
+        description="cap on scores during suppression, as a fraction of the threshold",
     )
     confidence_points: float = Field(
-        1000.0, gt=0.0, description="points after which the model's confidence stops growing"
+        default=1000.0, gt=0.0, description="points after which the model's confidence stops growing"
     )
     missing_confidence: float = Field(
-        0.5, ge=0.0, le=1.0, description="confidence factor for a point that is a filled-in missing window"
+        default=0.5,
+        ge=0.0,
+        le=1.0,
+        description="confidence factor for a point that is a filled-in missing window",
     )
 
 

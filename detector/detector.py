@@ -58,13 +58,20 @@ class ScoreBatch:
 def _params(config: ModelConfig) -> NormalizerParams:
     s = config.scoring
     return NormalizerParams(
-        threshold=s.threshold, learning_points=s.learning_points,
-        direction=DIRECTION_CODES[s.direction], min_relative_change=s.min_relative_change,
-        avg_points=s.avg_points, raw_log_offset=s.raw_log_offset, history_points=s.history_points,
-        value_weight=s.value_weight, value_history_points=s.value_history_points,
+        threshold=s.threshold,
+        learning_points=s.learning_points,
+        direction=DIRECTION_CODES[s.direction],
+        min_relative_change=s.min_relative_change,
+        avg_points=s.avg_points,
+        raw_log_offset=s.raw_log_offset,
+        history_points=s.history_points,
+        value_weight=s.value_weight,
+        value_history_points=s.value_history_points,
         surprise_at_100=s.surprise_at_100,
-        suppress_points=s.suppress_points, suppress_cap=s.suppress_cap,
-        confidence_points=s.confidence_points, missing_confidence=s.missing_confidence,
+        suppress_points=s.suppress_points,
+        suppress_cap=s.suppress_cap,
+        confidence_points=s.confidence_points,
+        missing_confidence=s.missing_confidence,
     )
 
 
@@ -121,8 +128,13 @@ class Detector:
         return uniq_slots[inverse.reshape(-1)]
 
     # ------------------------------------------------------------------------------------------
-    def process_many(self, keys: Sequence[str], values: np.ndarray, timestamps_ms: np.ndarray,
-                     missing: np.ndarray | None = None) -> ScoreBatch:
+    def process_many(
+        self,
+        keys: Sequence[str],
+        values: np.ndarray,
+        timestamps_ms: np.ndarray,
+        missing: np.ndarray | None = None,
+    ) -> ScoreBatch:
         """Update and score a batch of points, in input order (a key may repeat, in time order).
 
         Args:
@@ -140,8 +152,11 @@ class Detector:
         n = len(keys)
         vals = np.array(values, dtype=np.float64, copy=True).reshape(-1)
         ts = np.asarray(timestamps_ms).reshape(-1)
-        miss = (np.zeros(n, dtype=np.bool_) if missing is None
-                else np.array(missing, dtype=np.bool_, copy=True).reshape(-1))
+        miss = (
+            np.zeros(n, dtype=np.bool_)
+            if missing is None
+            else np.array(missing, dtype=np.bool_, copy=True).reshape(-1)
+        )
         if not (vals.shape[0] == ts.shape[0] == miss.shape[0] == n):
             raise DetectorError(
                 f"process_many needs aligned inputs: {n} keys, {vals.shape[0]} values, "
@@ -234,15 +249,23 @@ class Detector:
 
 def _uids(keys: Sequence[str]) -> np.ndarray:
     """Stable uint64 identities of keys (they seed each series' random cuts, whatever its slot)."""
-    return np.array([int.from_bytes(hashlib.sha256(k.encode("utf-8")).digest()[:8], "little") for k in keys],
-                    dtype=np.uint64)
+    return np.array(
+        [int.from_bytes(hashlib.sha256(k.encode("utf-8")).digest()[:8], "little") for k in keys],
+        dtype=np.uint64,
+    )
 
 
 def _empty_batch() -> ScoreBatch:
     f = np.zeros(0)
     return ScoreBatch(
-        raw_score=f, anomaly_score=f.copy(), threshold=f.copy(), decision=np.zeros(0, dtype=np.int8),
-        confidence=f.copy(), inference=np.zeros(0, dtype=np.bool_),
-        processed_points=np.zeros(0, dtype=np.int64), expected_value=f.copy(),
-        missing=np.zeros(0, dtype=np.bool_), warm_started=np.zeros(0, dtype=np.bool_),
+        raw_score=f,
+        anomaly_score=f.copy(),
+        threshold=f.copy(),
+        decision=np.zeros(0, dtype=np.int8),
+        confidence=f.copy(),
+        inference=np.zeros(0, dtype=np.bool_),
+        processed_points=np.zeros(0, dtype=np.int64),
+        expected_value=f.copy(),
+        missing=np.zeros(0, dtype=np.bool_),
+        warm_started=np.zeros(0, dtype=np.bool_),
     )

@@ -172,16 +172,37 @@ def _surprise(z: float) -> float:
 
 
 @numba.njit(cache=True, nogil=True)
-def _normalize_kernel(  # noqa: PLR0913 - flat arrays for the compiled loop
-    slots: np.ndarray, raw: np.ndarray, values: np.ndarray, expected: np.ndarray,
+def _normalize_kernel(
+    slots: np.ndarray,
+    raw: np.ndarray,
+    values: np.ndarray,
+    expected: np.ndarray,
     missing: np.ndarray,
-    recent: np.ndarray, mean: np.ndarray, var: np.ndarray, n_seen: np.ndarray,
-    since_alert: np.ndarray, missing_rate: np.ndarray, value_mean: np.ndarray, value_var: np.ndarray,
-    threshold: float, learning_points: int, direction: int, min_relative_change: float,
-    raw_log_offset: float, history_points: float, value_weight: float, value_history_points: float,
-    surprise_at_100: float, suppress_points: int, suppress_cap: float,
-    confidence_points: float, missing_confidence: float,
-    score: np.ndarray, decision: np.ndarray, confidence: np.ndarray, inference: np.ndarray,
+    recent: np.ndarray,
+    mean: np.ndarray,
+    var: np.ndarray,
+    n_seen: np.ndarray,
+    since_alert: np.ndarray,
+    missing_rate: np.ndarray,
+    value_mean: np.ndarray,
+    value_var: np.ndarray,
+    threshold: float,
+    learning_points: int,
+    direction: int,
+    min_relative_change: float,
+    raw_log_offset: float,
+    history_points: float,
+    value_weight: float,
+    value_history_points: float,
+    surprise_at_100: float,
+    suppress_points: int,
+    suppress_cap: float,
+    confidence_points: float,
+    missing_confidence: float,
+    score: np.ndarray,
+    decision: np.ndarray,
+    confidence: np.ndarray,
+    inference: np.ndarray,
     processed: np.ndarray,
 ) -> None:
     k = recent.shape[1]
@@ -270,8 +291,15 @@ class NormalizedBatch:
     processed_points: np.ndarray  # int64[n]
 
 
-def normalize(state: NormalizerState, params: NormalizerParams, slots: np.ndarray, raw: np.ndarray,
-              values: np.ndarray, expected: np.ndarray, missing: np.ndarray) -> NormalizedBatch:
+def normalize(
+    state: NormalizerState,
+    params: NormalizerParams,
+    slots: np.ndarray,
+    raw: np.ndarray,
+    values: np.ndarray,
+    expected: np.ndarray,
+    missing: np.ndarray,
+) -> NormalizedBatch:
     """Score a batch of points in input order, advancing each series' normalizer state.
 
     Args:
@@ -288,23 +316,45 @@ def normalize(state: NormalizerState, params: NormalizerParams, slots: np.ndarra
     """
     n = slots.shape[0]
     out = NormalizedBatch(
-        anomaly_score=np.zeros(n), decision=np.zeros(n, dtype=np.int8), confidence=np.zeros(n),
-        inference=np.zeros(n, dtype=np.bool_), processed_points=np.zeros(n, dtype=np.int64),
+        anomaly_score=np.zeros(n),
+        decision=np.zeros(n, dtype=np.int8),
+        confidence=np.zeros(n),
+        inference=np.zeros(n, dtype=np.bool_),
+        processed_points=np.zeros(n, dtype=np.int64),
     )
     if n == 0:
         return out
     _normalize_kernel(
-        np.ascontiguousarray(slots, dtype=np.int64), np.ascontiguousarray(raw, dtype=np.float64),
+        np.ascontiguousarray(slots, dtype=np.int64),
+        np.ascontiguousarray(raw, dtype=np.float64),
         np.ascontiguousarray(values, dtype=np.float64),
         np.ascontiguousarray(expected, dtype=np.float64),
         np.ascontiguousarray(missing, dtype=np.bool_),
-        state.recent, state.mean, state.var, state.n_seen, state.since_alert, state.missing_rate,
-        state.value_mean, state.value_var,
-        float(params.threshold), int(params.learning_points), int(params.direction),
-        float(params.min_relative_change), float(params.raw_log_offset), float(params.history_points),
-        float(params.value_weight), float(params.value_history_points),
-        float(params.surprise_at_100), int(params.suppress_points), float(params.suppress_cap),
-        float(params.confidence_points), float(params.missing_confidence),
-        out.anomaly_score, out.decision, out.confidence, out.inference, out.processed_points,
+        state.recent,
+        state.mean,
+        state.var,
+        state.n_seen,
+        state.since_alert,
+        state.missing_rate,
+        state.value_mean,
+        state.value_var,
+        float(params.threshold),
+        int(params.learning_points),
+        int(params.direction),
+        float(params.min_relative_change),
+        float(params.raw_log_offset),
+        float(params.history_points),
+        float(params.value_weight),
+        float(params.value_history_points),
+        float(params.surprise_at_100),
+        int(params.suppress_points),
+        float(params.suppress_cap),
+        float(params.confidence_points),
+        float(params.missing_confidence),
+        out.anomaly_score,
+        out.decision,
+        out.confidence,
+        out.inference,
+        out.processed_points,
     )
     return out

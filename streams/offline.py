@@ -91,8 +91,13 @@ def read_series_csv(path: Path) -> SeriesFile:
 OFFLINE_KEY = "offline"
 
 
-def score_values(values: np.ndarray, timestamps_ms: np.ndarray, config: ModelConfig,
-                 chunk_points: int = 4096, backend: str = "cpu") -> ScoreBatch:
+def score_values(
+    values: np.ndarray,
+    timestamps_ms: np.ndarray,
+    config: ModelConfig,
+    chunk_points: int = 4096,
+    backend: str = "cpu",
+) -> ScoreBatch:
     """Score one series (rows in stream order) with a fresh Detector, ``chunk_points`` rows per call.
 
     The chunk size does not change the result: the detector is a stream (a contract test checks it).
@@ -106,8 +111,9 @@ def score_values(values: np.ndarray, timestamps_ms: np.ndarray, config: ModelCon
     return _concat(parts)
 
 
-def score_series(series: Mapping[str, tuple[np.ndarray, np.ndarray]], config: ModelConfig,
-                 backend: str = "cpu") -> dict[str, ScoreBatch]:
+def score_series(
+    series: Mapping[str, tuple[np.ndarray, np.ndarray]], config: ModelConfig, backend: str = "cpu"
+) -> dict[str, ScoreBatch]:
     """Score several series, each on its own (see ``OFFLINE_KEY``).
 
     Args:
@@ -126,8 +132,9 @@ def _concat(parts: list[ScoreBatch]) -> ScoreBatch:
 
     if not parts:
         return ScoreBatch(**{f.name: np.zeros(0) for f in fields(ScoreBatch)})
-    return ScoreBatch(**{f.name: np.concatenate([getattr(p, f.name) for p in parts])
-                         for f in fields(ScoreBatch)})
+    return ScoreBatch(
+        **{f.name: np.concatenate([getattr(p, f.name) for p in parts]) for f in fields(ScoreBatch)}
+    )
 
 
 def write_scores_csv(path: Path, src: SeriesFile, result: ScoreBatch) -> None:
@@ -138,17 +145,24 @@ def write_scores_csv(path: Path, src: SeriesFile, result: ScoreBatch) -> None:
         w = csv.writer(fh, lineterminator="\n")
         w.writerow(["timestamp", "value", "anomaly_score", *EXTRA_COLUMNS])
         for i in range(len(src.timestamp_text)):
-            w.writerow([
-                src.timestamp_text[i], src.value_text[i],
-                f"{result.anomaly_score[i] / 100.0:.6f}", f"{result.raw_score[i]:.6g}",
-                f"{result.expected_value[i]:.6g}", int(result.decision[i]),
-                f"{result.confidence[i]:.2f}", "INFERENCE" if result.inference[i] else "LEARNING",
-            ])
+            w.writerow(
+                [
+                    src.timestamp_text[i],
+                    src.value_text[i],
+                    f"{result.anomaly_score[i] / 100.0:.6f}",
+                    f"{result.raw_score[i]:.6g}",
+                    f"{result.expected_value[i]:.6g}",
+                    int(result.decision[i]),
+                    f"{result.confidence[i]:.2f}",
+                    "INFERENCE" if result.inference[i] else "LEARNING",
+                ]
+            )
     tmp.replace(path)
 
 
-def score_paths(input_path: Path, output_path: Path, config: ModelConfig | None = None,
-                backend: str = "cpu") -> list[Path]:
+def score_paths(
+    input_path: Path, output_path: Path, config: ModelConfig | None = None, backend: str = "cpu"
+) -> list[Path]:
     """Score one CSV (output: a file) or every ``*.csv`` under a folder (output: a folder, same layout).
 
     Returns:
@@ -164,8 +178,9 @@ def score_paths(input_path: Path, output_path: Path, config: ModelConfig | None 
         raise OfflineInputError(f"{input_path}: no CSV files to score")
     files = [read_series_csv(p) for p in sources]
     keys = [str(p) for p in sources]
-    results = score_series({k: (f.values, f.timestamps_ms) for k, f in zip(keys, files, strict=True)},
-                           config, backend=backend)
+    results = score_series(
+        {k: (f.values, f.timestamps_ms) for k, f in zip(keys, files, strict=True)}, config, backend=backend
+    )
     for k, f, target in zip(keys, files, targets, strict=True):
         write_scores_csv(target, f, results[k])
         logger.info("scored path=%s rows=%d output=%s", f.path, len(f.values), target)

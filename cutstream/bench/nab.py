@@ -55,34 +55,47 @@ class Row:
     seconds: float | None
 
 
-def score_cutstream(files: Sequence[DataFile], seed: int = 0) -> tuple[list[np.ndarray], list[np.ndarray], float]:
+def score_cutstream(
+    files: Sequence[DataFile], seed: int = 0
+) -> tuple[list[np.ndarray], list[np.ndarray], float]:
     """Score every file with the default configuration; returns (scores 0–1, raw scores, seconds)."""
     from detector.config import ForestConfig, ModelConfig
     from streams.offline import score_series
 
     defaults = ModelConfig()
-    config = ModelConfig(forest=ForestConfig(**{**defaults.forest.model_dump(), "seed": seed}),
-                         scoring=defaults.scoring)
+    config = ModelConfig(
+        forest=ForestConfig(**{**defaults.forest.model_dump(), "seed": seed}), scoring=defaults.scoring
+    )
     series = {f.name: (f.values, _timestamps_ms(f)) for f in files}
     t0 = time.perf_counter()
     out = score_series(series, config)
     seconds = time.perf_counter() - t0
-    return ([out[f.name].anomaly_score / 100.0 for f in files],
-            [out[f.name].raw_score for f in files], seconds)
+    return (
+        [out[f.name].anomaly_score / 100.0 for f in files],
+        [out[f.name].raw_score for f in files],
+        seconds,
+    )
 
 
-def score_krcf(files: Sequence[DataFile], shingle_size: int = 1, n_trees: int = 100,
-               seed: int = 0) -> tuple[list[np.ndarray], float]:
+def score_krcf(
+    files: Sequence[DataFile], shingle_size: int = 1, n_trees: int = 100, seed: int = 0
+) -> tuple[list[np.ndarray], float]:
     """krcf's raw score / 8 clipped to [0, 1] (score, then update, point by point)."""
     import krcf
 
     t0 = time.perf_counter()
     scores = []
     for f in files:
-        forest = krcf.RandomCutForest({
-            "dimensions": 1, "shingle_size": shingle_size, "num_trees": n_trees, "sample_size": 256,
-            "random_seed": seed, "internal_shingling": True,
-        })
+        forest = krcf.RandomCutForest(
+            {
+                "dimensions": 1,
+                "shingle_size": shingle_size,
+                "num_trees": n_trees,
+                "sample_size": 256,
+                "random_seed": seed,
+                "internal_shingling": True,
+            }
+        )
         out = np.zeros(len(f.values))
         for i, v in enumerate(f.values.tolist()):
             out[i] = forest.score([v])
@@ -107,19 +120,25 @@ class Spread:
         def fmt(xs: list[float]) -> str:
             return f"mean {np.mean(xs):.1f}, min {min(xs):.1f}, max {max(xs):.1f}"
 
-        return (f"Seeds 0–{self.seeds - 1}, standard profile: cutstream {fmt(self.scores)}; "
-                f"raw forest score {fmt(self.raw_scores)}.")
+        return (
+            f"Seeds 0–{self.seeds - 1}, standard profile: cutstream {fmt(self.scores)}; "
+            f"raw forest score {fmt(self.raw_scores)}."
+        )
 
 
-def run(nab_dir: Path, quick: bool = False, baseline: bool = True,
-        seeds: int = 1) -> tuple[list[Row], int, int, Spread | None]:
+def run(
+    nab_dir: Path, quick: bool = False, baseline: bool = True, seeds: int = 1
+) -> tuple[list[Row], int, int, Spread | None]:
     """Score the corpus; returns (rows, files, windows, spread over ``seeds`` seeds or None)."""
     files = load_corpus(nab_dir, QUICK_FILES if quick else None)
     ours, raw, seconds = score_cutstream(files)
     rows = [
         Row("cutstream (default config, normalized)", score_corpus(files, ours), seconds),
-        Row("cutstream raw forest score (no normalization)",
-            score_corpus(files, [r / (1.0 + r) for r in raw]), None),
+        Row(
+            "cutstream raw forest score (no normalization)",
+            score_corpus(files, [r / (1.0 + r) for r in raw]),
+            None,
+        ),
     ]
     spread = None
     if seeds > 1:
@@ -142,7 +161,8 @@ def run(nab_dir: Path, quick: bool = False, baseline: bool = True,
 def table(rows: Sequence[Row], quick: bool) -> str:
     """The markdown table of ``rows`` plus the published reference lines."""
     lines = [
-        "| detector | standard | reward low FP | reward low FN | threshold (std) | TP / FP / FN (std) | seconds |",
+        "| detector | standard | reward low FP | reward low FN | threshold (std) "
+        "| TP / FP / FN (std) | seconds |",
         "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
@@ -166,17 +186,23 @@ def markdown_report(quick: bool) -> str:
         return f"(skipped: {nab_dir} is not present)"
     seeds = 1 if quick else 5
     rows, n_files, n_windows, spread = run(nab_dir, quick=quick, seeds=seeds)
-    cmd = "python -m cutstream.bench.nab --nab-dir ../shared/nab" + (" --quick" if quick else f" --seeds {seeds}")
+    cmd = "python -m cutstream.bench.nab --nab-dir ../shared/nab" + (
+        " --quick" if quick else f" --seeds {seeds}"
+    )
     extra = f"\n{spread.line()}\n" if spread else ""
-    return (f"Command: `{cmd}` (`make nab` runs it with one seed). Corpus: {n_files} files, "
-            f"{n_windows} windows (NAB dev subset). Scores are NAB-normalized (100 = perfect, 0 = null "
-            f"detector), one threshold per profile optimized over the corpus; the first row is the "
-            f"default configuration (seed 0); `seconds` = wall time of scoring all files."
-            f"\n\n{table(rows, quick)}\n{extra}")
+    return (
+        f"Command: `{cmd}` (`make nab` runs it with one seed). Corpus: {n_files} files, "
+        f"{n_windows} windows (NAB dev subset). Scores are NAB-normalized (100 = perfect, 0 = null "
+        f"detector), one threshold per profile optimized over the corpus; the first row is the "
+        f"default configuration (seed 0); `seconds` = wall time of scoring all files."
+        f"\n\n{table(rows, quick)}\n{extra}"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--nab-dir", type=Path, default=DEFAULT_NAB_DIR)
     parser.add_argument("--quick", action="store_true", help=f"only {len(QUICK_FILES)} files")
     parser.add_argument("--no-baseline", action="store_true", help="skip the krcf baseline")
@@ -185,8 +211,9 @@ def main(argv: list[str] | None = None) -> int:
     if not (args.nab_dir / "data").is_dir():
         print(f"{args.nab_dir} has no data/ folder: nothing to score", file=sys.stderr)
         return 2
-    rows, n_files, n_windows, spread = run(args.nab_dir, quick=args.quick, baseline=not args.no_baseline,
-                                           seeds=args.seeds)
+    rows, n_files, n_windows, spread = run(
+        args.nab_dir, quick=args.quick, baseline=not args.no_baseline, seeds=args.seeds
+    )
     print(f"NAB: {n_files} files, {n_windows} windows, profiles: {', '.join(PROFILES)}")
     print(table(rows, args.quick))
     if spread:
@@ -195,15 +222,25 @@ def main(argv: list[str] | None = None) -> int:
 
 
 @click.command("nab")
-@click.option("--nab-dir", type=click.Path(file_okay=False, path_type=Path), default=DEFAULT_NAB_DIR,
-              show_default=True, help="the NAB copy (data/ and labels/)")
+@click.option(
+    "--nab-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=DEFAULT_NAB_DIR,
+    show_default=True,
+    help="the NAB copy (data/ and labels/)",
+)
 @click.option("--quick", is_flag=True, help=f"only {len(QUICK_FILES)} files")
 @click.option("--no-baseline", is_flag=True, help="skip the krcf baseline")
-@click.option("--seeds", type=int, default=1, show_default=True, help="also report the spread over this many seeds")
+@click.option(
+    "--seeds", type=int, default=1, show_default=True, help="also report the spread over this many seeds"
+)
 def nab_command(nab_dir: Path, quick: bool, no_baseline: bool, seeds: int) -> None:
     """Score the NAB dev subset and print the NAB scores (standard, low FP, low FN)."""
-    argv = (["--nab-dir", str(nab_dir), "--seeds", str(seeds)] + (["--quick"] if quick else [])
-            + (["--no-baseline"] if no_baseline else []))
+    argv = (
+        ["--nab-dir", str(nab_dir), "--seeds", str(seeds)]
+        + (["--quick"] if quick else [])
+        + (["--no-baseline"] if no_baseline else [])
+    )
     raise SystemExit(main(argv))
 
 

@@ -160,8 +160,9 @@ def file_sweep(f: DataFile, weights: Mapping[str, float]) -> FileSweep:
     return FileSweep(sweep, window_id, scorable, len(f.windows))
 
 
-def _events(sweeps: Sequence[FileSweep], scores: Sequence[np.ndarray],
-            weights: Mapping[str, float]) -> tuple[np.ndarray, np.ndarray, float, np.ndarray, np.ndarray]:
+def _events(
+    sweeps: Sequence[FileSweep], scores: Sequence[np.ndarray], weights: Mapping[str, float]
+) -> tuple[np.ndarray, np.ndarray, float, np.ndarray, np.ndarray]:
     """Score changes as the threshold falls past each row: (scores, deltas, base, is_tp, is_fp)."""
     all_s, all_d, all_tp, all_fp = [], [], [], []
     base = 0.0
@@ -184,12 +185,18 @@ def _events(sweeps: Sequence[FileSweep], scores: Sequence[np.ndarray],
         all_d.append(delta)
         all_tp.append(first_in_window)
         all_fp.append(wid < 0)
-    return (np.concatenate(all_s), np.concatenate(all_d), base,
-            np.concatenate(all_tp), np.concatenate(all_fp))
+    return (
+        np.concatenate(all_s),
+        np.concatenate(all_d),
+        base,
+        np.concatenate(all_tp),
+        np.concatenate(all_fp),
+    )
 
 
-def sweep_thresholds(sweeps: Sequence[FileSweep], scores: Sequence[np.ndarray],
-                     weights: Mapping[str, float]) -> tuple[np.ndarray, np.ndarray]:
+def sweep_thresholds(
+    sweeps: Sequence[FileSweep], scores: Sequence[np.ndarray], weights: Mapping[str, float]
+) -> tuple[np.ndarray, np.ndarray]:
     """The corpus raw score at every candidate threshold, highest threshold first.
 
     Returns:
@@ -206,7 +213,9 @@ def sweep_thresholds(sweeps: Sequence[FileSweep], scores: Sequence[np.ndarray],
     return thresholds, raws
 
 
-def counts_at(sweeps: Sequence[FileSweep], scores: Sequence[np.ndarray], threshold: float) -> tuple[int, int, int]:
+def counts_at(
+    sweeps: Sequence[FileSweep], scores: Sequence[np.ndarray], threshold: float
+) -> tuple[int, int, int]:
     """Windows detected (TP), detections outside windows (FP) and windows missed (FN) at a threshold."""
     tp = fp = fn = 0
     for fs, sc in zip(sweeps, scores, strict=True):
@@ -220,8 +229,9 @@ def counts_at(sweeps: Sequence[FileSweep], scores: Sequence[np.ndarray], thresho
     return tp, fp, fn
 
 
-def score_corpus(files: Sequence[DataFile], scores: Sequence[np.ndarray],
-                 profiles: Sequence[str] = tuple(PROFILES)) -> dict[str, ProfileResult]:
+def score_corpus(
+    files: Sequence[DataFile], scores: Sequence[np.ndarray], profiles: Sequence[str] = tuple(PROFILES)
+) -> dict[str, ProfileResult]:
     """NAB-normalized scores of ``scores`` (one array in [0, 1] per file) for each profile."""
     out = {}
     n_windows = sum(len(f.windows) for f in files)
@@ -236,8 +246,14 @@ def score_corpus(files: Sequence[DataFile], scores: Sequence[np.ndarray],
         raw = float(raws[best])
         tp, fp, fn = counts_at(sweeps, scores, float(thresholds[best]))
         out[name] = ProfileResult(
-            profile=name, threshold=float(thresholds[best]), raw=raw, raw_null=raw_null,
-            raw_perfect=raw_perfect, score=100.0 * (raw - raw_null) / (raw_perfect - raw_null),
-            tp=tp, fp=fp, fn=fn,
+            profile=name,
+            threshold=float(thresholds[best]),
+            raw=raw,
+            raw_null=raw_null,
+            raw_perfect=raw_perfect,
+            score=100.0 * (raw - raw_null) / (raw_perfect - raw_null),
+            tp=tp,
+            fp=fp,
+            fn=fn,
         )
     return out

@@ -34,8 +34,17 @@ def stream(n_per_key: int = 120, seed: int = 0) -> tuple[list[str], np.ndarray, 
 
 
 def assert_same(a: ScoreBatch, b: ScoreBatch) -> None:
-    for name in ("raw_score", "anomaly_score", "threshold", "decision", "confidence", "inference",
-                 "processed_points", "expected_value", "missing"):
+    for name in (
+        "raw_score",
+        "anomaly_score",
+        "threshold",
+        "decision",
+        "confidence",
+        "inference",
+        "processed_points",
+        "expected_value",
+        "missing",
+    ):
         np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
 
 
@@ -59,15 +68,21 @@ def test_outputs_are_aligned_typed_and_in_range():
 
 def test_seeded_runs_repeat_to_the_bit():
     keys, values, ts = stream()
-    assert_same(Detector(SMALL).process_many(keys, values, ts), Detector(SMALL).process_many(keys, values, ts))
+    assert_same(
+        Detector(SMALL).process_many(keys, values, ts), Detector(SMALL).process_many(keys, values, ts)
+    )
 
 
 def test_batch_boundaries_do_not_change_the_scores():
     keys, values, ts = stream()
     whole = Detector(SMALL).process_many(keys, values, ts)
     det = Detector(SMALL)
-    parts = [det.process_many(keys[a:b], values[a:b], ts[a:b]) for a, b in ((0, 7), (7, 200), (200, len(keys)))]
-    glued = ScoreBatch(**{f: np.concatenate([getattr(p, f) for p in parts]) for f in whole.__dataclass_fields__})
+    parts = [
+        det.process_many(keys[a:b], values[a:b], ts[a:b]) for a, b in ((0, 7), (7, 200), (200, len(keys)))
+    ]
+    glued = ScoreBatch(
+        **{f: np.concatenate([getattr(p, f) for p in parts]) for f in whole.__dataclass_fields__}
+    )
     assert_same(whole, glued)
 
 

@@ -9,7 +9,13 @@ import numpy as np
 import pytest
 
 from cutstream.bench.nab_scorer import (
-    PROFILES, DataFile, file_sweep, load_corpus, probationary_length, scaled_sigmoid, score_corpus,
+    PROFILES,
+    DataFile,
+    file_sweep,
+    load_corpus,
+    probationary_length,
+    scaled_sigmoid,
+    score_corpus,
 )
 
 
@@ -75,7 +81,6 @@ def test_false_positives_cost_the_profile_weight_and_only_after_probation():
 
 
 def test_the_threshold_is_optimized_over_the_corpus():
-    a, b = FILES
     sa, sb = np.zeros(1000), np.zeros(1200)
     sa[400] = 0.9
     sb[300], sb[800] = 0.8, 0.6

@@ -92,6 +92,8 @@ def test_a_folder_is_scored_file_by_file_with_the_same_results(scored, tmp_path)
 
 def test_bad_input_is_a_clear_error(tmp_path):
     (tmp_path / "bad.csv").write_text("time,val\n1,2\n")
-    result = CliRunner().invoke(main, ["score", str(tmp_path / "bad.csv"), "--output", str(tmp_path / "o.csv")])
+    result = CliRunner().invoke(
+        main, ["score", str(tmp_path / "bad.csv"), "--output", str(tmp_path / "o.csv")]
+    )
     assert result.exit_code != 0
     assert "timestamp,value" in result.output

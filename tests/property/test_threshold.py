@@ -22,8 +22,9 @@ def decisions(raw: np.ndarray, threshold: float, suppress_points: int, direction
     p = replace(BASE, threshold=threshold, suppress_points=suppress_points, direction=direction)
     n = raw.shape[0]
     values = np.sin(np.arange(n, dtype=float))
-    out = normalize(NormalizerState(p.avg_points), p, np.zeros(n, np.int64), raw, values,
-                    np.zeros(n), np.zeros(n, bool))
+    out = normalize(
+        NormalizerState(p.avg_points), p, np.zeros(n, np.int64), raw, values, np.zeros(n), np.zeros(n, bool)
+    )
     return out.decision.astype(bool)
 
 

@@ -7,9 +7,8 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from detector.config import ScoringConfig
+from detector.config import ModelConfig, ScoringConfig
 from detector.detector import _params
-from detector.config import ModelConfig
 from detector.errors import StateVersionError
 from detector.normalize import NormalizerState, normalize
 
