@@ -95,6 +95,11 @@ class WorkerSettings(BaseModel):
         ge=1,
         description="series each detector's model arrays preallocate room for (they grow beyond)",
     )
+    embedded_partitions: int = Field(
+        default=4,
+        ge=1,
+        description="partitions of the events topics created on a worker-started embedded broker",
+    )
     warm_start: tuple[str, ...] = Field(
         default=(),
         description="model files from `cutstream backfill --warm-start-out`, loaded before the first event",

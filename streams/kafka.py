@@ -9,7 +9,7 @@ security settings reach every client unchanged. Consumer-only keys are kept away
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from streams.errors import StreamsError
@@ -84,6 +84,8 @@ def consumer_config(
         "auto.offset.reset": "earliest",
         "enable.partition.eof": False,
         "fetch.wait.max.ms": 100,  # bounds the wait for a batch when traffic is low
+        # a subscribed topic that is created after the worker started is seen within 10 s
+        "topic.metadata.refresh.interval.ms": 10_000,
         **DEFAULT_GROUP_TIMING,
     }
     cfg.update(
@@ -113,6 +115,39 @@ def producer_config(
         }
     )
     return cfg
+
+
+def ensure_topics(
+    bootstrap: str,
+    topics: Sequence[str],
+    partitions: int,
+    passthrough: Mapping[str, str] | None = None,
+    password: str | None = None,
+) -> list[str]:
+    """Create the topics that do not exist yet (``partitions`` each); return the ones created."""
+    from confluent_kafka import KafkaException
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    cfg = {
+        k: v
+        for k, v in base_config(bootstrap, passthrough, password).items()
+        if not k.startswith(_CONSUMER_ONLY_PREFIXES + _PRODUCER_ONLY_PREFIXES)
+    }
+    admin = AdminClient(cfg)
+    existing = set(admin.list_topics(timeout=10).topics)
+    missing = [t for t in topics if t not in existing]
+    if not missing:
+        return []
+    futures = admin.create_topics(
+        [NewTopic(t, num_partitions=partitions, replication_factor=1) for t in missing]
+    )
+    for topic, fut in futures.items():
+        try:
+            fut.result(timeout=10)
+        except KafkaException as exc:
+            raise StreamsError(f"cannot create topic {topic}: {exc}") from exc
+        logger.info("topic created topic=%s partitions=%d", topic, partitions)
+    return missing
 
 
 def dlq_topic(topic: str) -> str:

@@ -46,7 +46,7 @@ from sinks.record import RESULT_SCHEMA, STAGE_INFERENCE, STAGE_LEARNING, format_
 from streams.checkpoint import Checkpoint, CheckpointStore
 from streams.config import DetectorSpec, WorkerSettings
 from streams.errors import StreamsError
-from streams.kafka import DeadLetterProducer, DeliveryTracker, consumer_config, producer_config
+from streams.kafka import DeadLetterProducer, DeliveryTracker, consumer_config, ensure_topics, producer_config
 from streams.metrics import MetricsConfig, WorkerMetrics
 from streams.parse import EventParser
 from streams.window import WindowState
@@ -358,6 +358,8 @@ class Worker:
             self._broker = EmbeddedBroker().start()
             self.bootstrap = self._broker.bootstrap
             logger.info("no brokers configured: started the embedded broker bootstrap=%s", self.bootstrap)
+            # a fresh in-memory broker has no topics: create the detectors' (producers may start later)
+            ensure_topics(self.bootstrap, sorted(self.specs_by_topic), self.settings.embedded_partitions)
         password = self.app.kafka_password.get_secret_value() if self.app.kafka_password else None
         # a producer-wide delivery callback: cheaper than one per message
         self._producer = Producer(
