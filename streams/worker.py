@@ -24,6 +24,7 @@ The recovery protocol (docs/ARCHITECTURE.md, "Stream processing"):
 from __future__ import annotations
 
 import collections
+import dataclasses
 import functools
 import json
 import logging
@@ -491,8 +492,41 @@ class Worker:
                     part.dirty = True
         total = 0
         for name, items in per_spec.items():
-            total += self._score(name, items, t0)
+            items = [(part, self._finite(part, closed)) for part, closed in items]
+            items = [(part, closed) for part, closed in items if len(closed)]
+            if items:
+                total += self._score(name, items, t0)
         return total
+
+    def _finite(self, part: _Partition, closed: Any) -> Any:
+        """Drop windows whose aggregate is not finite (a sum that overflowed): they cannot be scored.
+
+        Each event was finite (the parser checks); only an aggregate can overflow. Such windows get
+        no result; they are counted (``rejects["non_finite_window"]``) and logged, and the worker
+        goes on instead of failing on the same input after every restart.
+        """
+        ok = np.isfinite(np.asarray(closed.value, dtype=np.float64))
+        if ok.all():
+            return closed
+        n_bad = int((~ok).sum())
+        logger.warning(
+            "windows with a non-finite aggregate skipped topic=%s partition=%d count=%d",
+            part.topic,
+            part.partition,
+            n_bad,
+        )
+        with self._lock:
+            self._counters.rejects["non_finite_window"] = (
+                self._counters.rejects.get("non_finite_window", 0) + n_bad
+            )
+        return dataclasses.replace(
+            closed,
+            series=closed.series[ok],
+            window_start_ms=closed.window_start_ms[ok],
+            window_end_ms=closed.window_end_ms[ok],
+            value=closed.value[ok],
+            missing=closed.missing[ok],
+        )
 
     def _score(self, name: str, items: list[tuple[_Partition, Any]], t0: float) -> int:
         """Score the windows that closed in this pass (all partitions) in one step; emit the results."""
