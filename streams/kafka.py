@@ -126,7 +126,7 @@ def ensure_topics(
 ) -> list[str]:
     """Create the topics that do not exist yet (``partitions`` each); return the ones created."""
     from confluent_kafka import KafkaException
-    from confluent_kafka.admin import AdminClient, NewTopic
+    from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
     cfg = {
         k: v
