@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 
 from streams.config import DetectorSpec
 from streams.errors import StreamsError
@@ -99,6 +100,14 @@ class ClosedWindows:
         """The measure field of each row."""
         names = self.registry.measures
         return [names[m] for m in self.measure_index.tolist()]
+
+    def timeseries_id_array(self) -> pa.Array:
+        """:attr:`timeseries_id` as an Arrow string array (for the result table)."""
+        return self.registry.timeseries_id_array(self.series)
+
+    def dimension_list_array(self) -> pa.Array:
+        """:attr:`dimension_lists` as an Arrow array of RESULT_SCHEMA's ``dimensionList`` type."""
+        return self.registry.dimension_list_array(self.combo)
 
     @property
     def dimension_lists(self) -> list[list[dict[str, str]]]:

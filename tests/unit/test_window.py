@@ -253,3 +253,19 @@ def test_concat_of_partitions() -> None:
     both = ClosedWindows.concat([a.advance(), b.advance()])
     assert [d[0][1] for d in both.dims] == ["A", "B"]
     assert both.value.tolist() == [1.0, 2.0]
+
+
+def test_arrow_columns_of_closed_windows() -> None:
+    import pyarrow as pa
+
+    from sinks.record import RESULT_SCHEMA
+
+    spec = _spec(measures=(MeasureSpec(field="q"), MeasureSpec(field="n", aggregation="count")))
+    parser, ws = _setup(spec)
+    ws.add(parser.parse([_ev(10, p, q=1) for p in "BAC"] + [_ev(1500, "D", q=1)]))
+    first = ws.advance()
+    ws.add(parser.parse([_ev(2500, p, q=1) for p in "EA"]))
+    for closed in (first, ws.advance()):
+        assert closed.timeseries_id_array().to_pylist() == closed.timeseries_id
+        expected = pa.array(closed.dimension_lists, RESULT_SCHEMA.field("dimensionList").type)
+        assert closed.dimension_list_array().equals(expected)
