@@ -12,7 +12,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import wait_for
 from tests.integration.worker_procs import Stream, WorkerProc, keyed_rows, produce, read_results, write_config
@@ -47,6 +49,16 @@ def _complete(data_dir: Path, expected: int) -> Any:
     return table if table is not None and table.num_rows >= expected else None
 
 
+def _metric(port: int, name: str) -> float:
+    """One unlabelled sample from a worker's /metrics endpoint."""
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and not sample.labels:
+                return float(sample.value)
+    raise AssertionError(f"{name} is not exported on port {port}")
+
+
 def _assignments(workers: list[WorkerProc]) -> list[set[str]] | None:
     statuses = [w.read_status() for w in workers]
     if any(s is None for s in statuses):
@@ -67,7 +79,13 @@ def test_three_workers_in_one_group_equal_one_worker(
     group = group_factory()
     cfg = write_config(tmp_path / "three.yaml", topic, group, f"{topic}.results3")
     shared = tmp_path / "three"  # one data_dir for the group, as on a shared volume
-    workers = [WorkerProc(cfg, bootstrap, shared, tmp_path / f"w{i}.log") for i in range(3)]
+    from streams.broker import free_port
+
+    ports = [free_port() for _ in range(3)]  # each worker serves its own /metrics, /healthz, /readyz
+    workers = [
+        WorkerProc(cfg, bootstrap, shared, tmp_path / f"w{i}.log", "--metrics-port", str(port))
+        for i, port in enumerate(ports)
+    ]
     try:
 
         def stable() -> bool:
@@ -85,6 +103,12 @@ def test_three_workers_in_one_group_equal_one_worker(
             message="the 3-worker run to write every result\n" + "\n".join(w.log_tail(1500) for w in workers),
         )
         statuses = [wait_for(w.read_status, timeout_s=10) for w in workers]
+        # operators see the same from outside: every worker is ready and counts its share
+        for port in ports:
+            assert httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=5).status_code == 200
+        events_seen = [_metric(port, "cutstream_events_total") for port in ports]
+        assert all(n > 0 for n in events_seen) and sum(events_seen) >= len(events), events_seen
+        assert sum(_metric(port, "cutstream_scores_total") for port in ports) >= expected
         for w in workers:
             assert w.terminate() == 0, w.log_tail()
     finally:
