@@ -83,6 +83,11 @@ class ScoringConfig(BaseModel):
         le=1.0,
         description="cap on scores during suppression, as a fraction of the threshold",
     )
+    expected_value: Literal["auto", "forest", "time_of_day"] = Field(
+        default="auto",
+        description="expectedValue source: the forest's imputation from the previous shingle values, "
+        "the series' time-of-day profile (EW mean per UTC hour), or auto = forest unless shingle_size is 1",
+    )
     confidence_points: float = Field(
         default=1000.0, gt=0.0, description="points after which the model's confidence stops growing"
     )

@@ -26,7 +26,13 @@ import numpy as np
 from detector.config import ModelConfig
 from detector.errors import DetectorError, StateVersionError
 from detector.forest import Forest
-from detector.normalize import DIRECTION_CODES, NormalizerParams, NormalizerState, normalize
+from detector.normalize import (
+    DIRECTION_CODES,
+    NormalizerParams,
+    NormalizerState,
+    normalize,
+    profile_expected,
+)
 
 #: Version of the dict written by ``Detector.to_state``.
 STATE_VERSION = 1
@@ -92,6 +98,8 @@ class Detector:
         self.backend = backend
         self._forest = Forest(config.forest, capacity=capacity, backend=backend)
         self._params = _params(config)
+        source = config.scoring.expected_value
+        self._use_profile = source == "time_of_day" or (source == "auto" and config.forest.shingle_size == 1)
         self._norm = NormalizerState(config.scoring.avg_points, capacity=min(capacity, 1024))
         self._slots: dict[str, int] = {}
         self._warm = np.zeros(self._norm.capacity, dtype=np.bool_)
@@ -140,7 +148,8 @@ class Detector:
         Args:
             keys: n timeseriesIds.
             values: float64[n] the points' values (missing windows already filled by the caller).
-            timestamps_ms: int64[n] event times (epoch ms); carried for the caller, not read here.
+            timestamps_ms: int64[n] event times (epoch ms); they place a point in its series'
+                time-of-day profile (the expected value without shingle context).
             missing: bool[n] the point is a filled-in missing window (default: none).
 
         Returns:
@@ -174,8 +183,14 @@ class Detector:
         # must stay aligned in time (see docs/ARCHITECTURE.md, "Missing windows").
         out = self._forest.update(slots, vals)
         raw = np.asarray(out.raw_score, dtype=np.float64).reshape(-1)
-        expected = np.asarray(out.expected, dtype=np.float64).reshape(-1)
-        expected = np.where(np.isfinite(expected), expected, vals)
+        if self._use_profile:
+            # The profile learns every point, before normalize (which reads the expectation).
+            expected = profile_expected(
+                self._norm, slots, vals, ts.astype(np.int64), self.config.scoring.value_history_points, 100.0
+            )
+        else:
+            expected = np.asarray(out.expected, dtype=np.float64).reshape(-1)
+            expected = np.where(np.isfinite(expected), expected, vals)
         norm = normalize(self._norm, self._params, slots, raw, vals, expected, miss)
         return ScoreBatch(
             raw_score=raw,
@@ -243,7 +258,7 @@ class Detector:
     @property
     def bytes_per_series(self) -> int:
         """Model memory per series: the forest's plus the normalizer's."""
-        per_norm = 8 * (self.config.scoring.avg_points + 7)
+        per_norm = 8 * (self.config.scoring.avg_points + 9 + 2 * 24)
         return int(self._forest.bytes_per_series) + per_norm
 
 

@@ -46,6 +46,12 @@ _SQRT2 = math.sqrt(2.0)
 
 DIRECTION_CODES = {"both": 0, "up": 1, "down": 2}
 
+#: Buckets of the time-of-day profile behind ``expectedValue`` without shingle context (hours).
+TOD_BUCKETS = 24
+_MS_PER_DAY = 86_400_000
+#: Samples a time-of-day bucket needs before it is trusted over the plain EW level.
+_TOD_MIN_COUNT = 3.0
+
 
 @dataclass(frozen=True)
 class NormalizerParams:
@@ -88,6 +94,10 @@ class NormalizerState:
         self.missing_rate = np.zeros(0)
         self.value_mean = np.zeros(0)
         self.value_var = np.zeros(0)
+        self.tod_mean = np.zeros((0, TOD_BUCKETS))
+        self.tod_count = np.zeros((0, TOD_BUCKETS))
+        self.level = np.zeros(0)
+        self.level_n = np.zeros(0, dtype=np.int64)
         self.ensure(capacity)
 
     @property
@@ -114,6 +124,10 @@ class NormalizerState:
         self.missing_rate = grow(self.missing_rate, 0.0)
         self.value_mean = grow(self.value_mean, 0.0)
         self.value_var = grow(self.value_var, 0.0)
+        self.tod_mean = grow(self.tod_mean, 0.0)
+        self.tod_count = grow(self.tod_count, 0.0)
+        self.level = grow(self.level, 0.0)
+        self.level_n = grow(self.level_n, 0)
 
     def reset(self, slots: np.ndarray) -> None:
         """Make ``slots`` fresh (a new series, or one that was evicted)."""
@@ -125,6 +139,10 @@ class NormalizerState:
         self.missing_rate[slots] = 0.0
         self.value_mean[slots] = 0.0
         self.value_var[slots] = 0.0
+        self.tod_mean[slots] = 0.0
+        self.tod_count[slots] = 0.0
+        self.level[slots] = 0.0
+        self.level_n[slots] = 0
 
     def get(self, slot: int) -> dict[str, Any]:
         """One series' state as plain JSON-able values."""
@@ -138,6 +156,10 @@ class NormalizerState:
             "missing_rate": float(self.missing_rate[slot]),
             "value_mean": float(self.value_mean[slot]),
             "value_var": float(self.value_var[slot]),
+            "tod_mean": [float(x) for x in self.tod_mean[slot]],
+            "tod_count": [float(x) for x in self.tod_count[slot]],
+            "level": float(self.level[slot]),
+            "level_n": int(self.level_n[slot]),
         }
 
     def put(self, slot: int, state: dict[str, Any]) -> None:
@@ -163,6 +185,11 @@ class NormalizerState:
         self.missing_rate[slot] = state["missing_rate"]
         self.value_mean[slot] = state["value_mean"]
         self.value_var[slot] = state["value_var"]
+        if "tod_mean" in state:  # absent in the first states written: the profile starts fresh
+            self.tod_mean[slot] = np.asarray(state["tod_mean"], dtype=np.float64)
+            self.tod_count[slot] = np.asarray(state["tod_count"], dtype=np.float64)
+            self.level[slot] = state["level"]
+            self.level_n[slot] = state["level_n"]
 
 
 @numba.njit(cache=True, nogil=True)
@@ -278,6 +305,71 @@ def _normalize_kernel(
         dv = v - value_mean[s]
         value_mean[s] += beta * dv
         value_var[s] = (1.0 - beta) * (value_var[s] + beta * dv * dv)
+
+
+@numba.njit(cache=True, nogil=True)
+def _profile_kernel(
+    slots: np.ndarray,
+    values: np.ndarray,
+    timestamps_ms: np.ndarray,
+    tod_mean: np.ndarray,
+    tod_count: np.ndarray,
+    level: np.ndarray,
+    level_n: np.ndarray,
+    level_points: float,
+    bucket_points: float,
+    expected: np.ndarray,
+) -> None:
+    for j in range(slots.shape[0]):
+        s = slots[j]
+        v = values[j]
+        b = ((timestamps_ms[j] % _MS_PER_DAY) + _MS_PER_DAY) % _MS_PER_DAY * TOD_BUCKETS // _MS_PER_DAY
+        if tod_count[s, b] >= _TOD_MIN_COUNT:
+            expected[j] = tod_mean[s, b]
+        elif level_n[s] > 0:
+            expected[j] = level[s]
+        else:
+            expected[j] = v
+        c = tod_count[s, b] + 1.0
+        tod_count[s, b] = c
+        tod_mean[s, b] += max(1.0 / c, 1.0 / bucket_points) * (v - tod_mean[s, b])
+        level_n[s] += 1
+        level[s] += max(1.0 / level_n[s], 1.0 / level_points) * (v - level[s])
+
+
+def profile_expected(
+    state: NormalizerState,
+    slots: np.ndarray,
+    values: np.ndarray,
+    timestamps_ms: np.ndarray,
+    level_points: float,
+    bucket_points: float,
+) -> np.ndarray:
+    """The expected value of each point from its series' time-of-day profile, then learn the point.
+
+    Each series keeps the EW mean of its values per hour of the day (UTC) and an EW level; a point's
+    expectation is its hour's mean once that hour has 3 samples, else the level. This serves as
+    ``expectedValue`` when the forest has no context to impute from (shingle size 1).
+
+    Returns:
+        float64[n], aligned with the input; the state is advanced in place, in input order.
+    """
+    n = slots.shape[0]
+    out = np.empty(n)
+    if n:
+        _profile_kernel(
+            np.ascontiguousarray(slots, dtype=np.int64),
+            np.ascontiguousarray(values, dtype=np.float64),
+            np.ascontiguousarray(timestamps_ms, dtype=np.int64),
+            state.tod_mean,
+            state.tod_count,
+            state.level,
+            state.level_n,
+            float(level_points),
+            float(bucket_points),
+            out,
+        )
+    return out
 
 
 @dataclass

@@ -147,3 +147,22 @@ def test_state_with_another_version_is_refused():
         state.put(0, {**saved, "version": 99})
     with pytest.raises(StateVersionError):
         NormalizerState(3).put(0, saved)
+
+
+def test_time_of_day_profile_expects_each_hour_its_own_level():
+    from detector.normalize import profile_expected
+
+    hours = np.arange(24 * 10)  # ten days, hourly
+    ts = hours * 3_600_000
+    values = np.where(hours % 24 < 12, 10.0, 50.0)  # a day/night cycle
+    state = NormalizerState(2)
+    exp = profile_expected(state, np.zeros(len(hours), np.int64), values, ts, 200.0, 100.0)
+    assert exp[0] == values[0]  # nothing learned yet: the value itself
+    assert 10.0 < exp[30] < 50.0  # day 2: hour 6 has 1 sample, the EW level stands in
+    np.testing.assert_allclose(exp[24 * 3 :], values[24 * 3 :])  # from day 4 on: the hour's own level
+    restored = NormalizerState(2)
+    restored.put(0, state.get(0))
+    nxt = profile_expected(
+        restored, np.zeros(1, np.int64), np.array([10.0]), np.array([ts[-1] + 3_600_000]), 200.0, 100.0
+    )
+    assert nxt[0] == pytest.approx(10.0)  # hour 0 of day 11, restored from the saved state
