@@ -85,6 +85,7 @@ class ResultColumns:
     scores: Any
     stage: list[str]
     missing: np.ndarray
+    arrow: tuple[pa.Array, pa.Array] | None = None  # (timeseriesId, dimensionList), when cheap
 
     def __len__(self) -> int:
         return len(self.timeseries_id)
@@ -110,6 +111,7 @@ class ResultColumns:
             scores=scores,
             stage=np.where(inference, STAGE_INFERENCE, STAGE_LEARNING).tolist(),
             missing=np.asarray(closed.missing, dtype=bool),
+            arrow=_arrow_columns(closed),
         )
 
     def table(self) -> pa.Table:
@@ -119,8 +121,10 @@ class ResultColumns:
         columns = {
             "detectorName": pa.array([self.detector_name] * len(self), pa.string()),
             "measure": pa.array(self.measure, pa.string()),
-            "timeseriesId": pa.array(self.timeseries_id, pa.string()),
-            "dimensionList": pa.array(self.dimension_lists, RESULT_SCHEMA.field("dimensionList").type),
+            "timeseriesId": self.arrow[0] if self.arrow else pa.array(self.timeseries_id, pa.string()),
+            "dimensionList": self.arrow[1]
+            if self.arrow
+            else pa.array(self.dimension_lists, RESULT_SCHEMA.field("dimensionList").type),
             "aggregatedMeasureValue": pa.array(self.value, from_pandas=True),
             "detectionPeriodStartTime": pa.array(self.period_start, pa.string()),
             "detectionPeriodEndTime": pa.array(self.period_end, pa.string()),
@@ -166,6 +170,16 @@ class ResultColumns:
         # one JSON object per line (strings never hold a raw newline); non-finite floats become null
         lines = msgspec.json.Encoder().encode_lines(list(map(_json_record(), *cols)))
         return lines.split(b"\n")[:-1]
+
+
+def _arrow_columns(closed: Any) -> tuple[pa.Array, pa.Array] | None:
+    """timeseriesId and dimensionList as Arrow arrays where the windows offer them cheaply."""
+    if hasattr(closed, "arrow_columns"):
+        cols: tuple[pa.Array, pa.Array] | None = closed.arrow_columns()
+        return cols
+    if hasattr(closed, "timeseries_id_array") and hasattr(closed, "dimension_list_array"):
+        return closed.timeseries_id_array(), closed.dimension_list_array()
+    return None
 
 
 @functools.cache
@@ -1011,6 +1025,7 @@ class _Concat:
     """Several ClosedWindows viewed as one (only what build_results reads)."""
 
     def __init__(self, parts: Sequence[Any]) -> None:
+        self._parts = parts
         self.timeseries_id = [k for c in parts for k in c.timeseries_id]
         self.measure = [m for c in parts for m in c.measure]
         self.dimension_lists = [d for c in parts for d in c.dimension_lists]
@@ -1021,6 +1036,15 @@ class _Concat:
 
     def __len__(self) -> int:
         return len(self.timeseries_id)
+
+    def arrow_columns(self) -> tuple[pa.Array, pa.Array] | None:
+        """timeseriesId and dimensionList as Arrow arrays, taken from the registries' cached copies."""
+        if not all(hasattr(c, "timeseries_id_array") for c in self._parts):
+            return None
+        return (
+            pa.concat_arrays([c.timeseries_id_array() for c in self._parts]),
+            pa.concat_arrays([c.dimension_list_array() for c in self._parts]),
+        )
 
 
 def _restore_windows(spec: DetectorSpec, state: dict[str, Any], registry: Any) -> WindowState:
