@@ -57,6 +57,9 @@ class Backend:
             return np.zeros(shape, dtype=dtype)
         flags = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | _MAP_NORESERVE
         buf = mmap.mmap(-1, nbytes, flags=flags)
+        if hasattr(mmap, "MADV_HUGEPAGE"):
+            # Tree walks jump between nodes: 2 MB pages keep the TLB from missing on every one.
+            buf.madvise(mmap.MADV_HUGEPAGE)
         return np.frombuffer(buf, dtype=dtype).reshape(shape)
 
     def asarray(self, a: Any, dtype: Any = None) -> Any:

@@ -38,41 +38,67 @@ def prewalk(si, T, r, K, bo, n16, u16, f32, box, pts, newpt, root, refs):  # typ
     """
     g0 = si * T
     for t in range(T):
-        refs[t] = root[g0 + t]
+        refs[t] = root[g0 + t] if r >= 0 else 0
         refs[T + t] = root[g0 + t]
-    if r < 0:
-        for t in range(T):
-            refs[t] = 0
+    rr = max(r, 0)
     busy = True
     last = 0
+    # Branch-free inner loop (selects, no jumps): a mispredicted branch would squash the loads
+    # issued after it, and those loads in flight are the whole point.
     while busy:
         busy = False
         for t in range(T):
+            g = g0 + t
             ref = np.int64(refs[t])
-            if ref > 0:
-                m = ref - 1
-                last += box[g0 + t, m, bo + 2 * K - 1]  # the record's far end may be on the next line
-                if pts[si, r, node_cdim(u16, g0 + t, m)] <= f32[g0 + t, m, 2]:
-                    refs[t] = n16[g0 + t, m, 0]
-                else:
-                    refs[t] = n16[g0 + t, m, 1]
-                busy = True
+            act = ref > 0
+            m = max(ref - 1, 0)
+            last += box[g, m, bo + 2 * K - 1]  # the record's far end may be on the next line
+            side = np.int64(pts[si, rr, node_cdim(u16, g, m)] > f32[g, m, 2])
+            refs[t] = n16[g, m, side] if act else ref
+            busy |= act
             ref = np.int64(refs[T + t])
-            if ref > 0:
-                m = ref - 1
-                last += box[g0 + t, m, bo + 2 * K - 1]
-                if newpt[si, node_cdim(u16, g0 + t, m)] <= f32[g0 + t, m, 2]:
-                    refs[T + t] = n16[g0 + t, m, 0]
-                else:
-                    refs[T + t] = n16[g0 + t, m, 1]
-                busy = True
+            act = ref > 0
+            m = max(ref - 1, 0)
+            last += box[g, m, bo + 2 * K - 1]
+            side = np.int64(newpt[si, node_cdim(u16, g, m)] > f32[g, m, 2])
+            refs[T + t] = n16[g, m, side] if act else ref
+            busy |= act
     return last
 
 
 @numba.njit(cache=True, parallel=True, nogil=True)
-def update_batch(order, starts, slots_sorted, values, seed, T, N, K, bo, estride,  # type: ignore[no-untyped-def]
-                 uid, tail, nvals, npts, offset, newpt, plan, pts, rep, cnt,
-                 n16, u16, f32, box, root, nfree, nalloc, out_score, out_expected, prefetch):
+def update_batch(
+    order,
+    starts,
+    slots_sorted,
+    values,
+    seed,
+    T,
+    N,
+    K,
+    bo,
+    estride,  # type: ignore[no-untyped-def]
+    uid,
+    tail,
+    nvals,
+    npts,
+    offset,
+    newpt,
+    plan,
+    pts,
+    rep,
+    cnt,
+    n16,
+    u16,
+    f32,
+    box,
+    root,
+    nfree,
+    nalloc,
+    out_score,
+    out_expected,
+    prefetch,
+):
     """Process a batch: ``order[starts[i]:starts[i+1]]`` are the input rows of the i-th series.
 
     ``slots_sorted[starts[i]]`` is that series' slot. Writes ``out_score``/``out_expected`` at
@@ -101,8 +127,9 @@ def update_batch(order, starts, slots_sorted, values, seed, T, N, K, bo, estride
                 newrep = plan[si, 1]
                 full = plan[si, 2] == 1
                 for t in range(T):
-                    tree_delete(si * T + t, si, r, newrep, full, K, bo, n16, u16, f32, box,
-                                root, nfree, pts, path)
+                    tree_delete(
+                        si * T + t, si, r, newrep, full, K, bo, n16, u16, f32, box, root, nfree, pts, path
+                    )
             series_place(si, N, K, npts, rep, cnt, pts, newpt, plan)
             s = plan[si, 3]
             dup = plan[si, 4] == 1
@@ -112,8 +139,9 @@ def update_batch(order, starts, slots_sorted, values, seed, T, N, K, bo, estride
                 if t % estride == 0:
                     ev[t // estride] = tree_expect(g, si, s, K, n16, u16, f32, pts, root)
                 key = tree_key(seed, uid[si], t)
-                score += tree_insert(g, si, s, dup, key, point, K, bo, n16, u16, f32, box,
-                                     root, nfree, nalloc, pts, cnt)
+                score += tree_insert(
+                    g, si, s, dup, key, point, K, bo, n16, u16, f32, box, root, nfree, nalloc, pts, cnt
+                )
             out_score[row] = score / T
             ev.sort()
             if ne % 2 == 1:
