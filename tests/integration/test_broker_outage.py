@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pyarrow as pa
 import pytest
 import yaml
@@ -128,7 +129,20 @@ def test_workers_survive_a_30s_broker_outage_and_resume(tmp_path: Path, group_fa
     fresh = stream.events(100, 300)
     data = tmp_path / "data"
     fast = ["--poll-timeout", "0.05", "--parquet-interval", "0.2", "--checkpoint-interval", "1"]
-    workers = [WorkerProc(cfg, bootstrap, data, tmp_path / f"w{i}.log", *fast) for i in range(2)]
+    ports = [free_port() for _ in range(2)]  # each worker's /metrics, /healthz, /readyz
+    workers = [
+        WorkerProc(cfg, bootstrap, data, tmp_path / f"w{i}.log", *fast, "--metrics-port", str(port))
+        for i, port in enumerate(ports)
+    ]
+
+    def probe(path: str) -> list[int | None]:
+        codes: list[int | None] = []
+        for port in ports:
+            try:
+                codes.append(httpx.get(f"http://127.0.0.1:{port}{path}", timeout=5).status_code)
+            except httpx.TransportError:
+                codes.append(None)
+        return codes
 
     def wait(condition: Any, timeout_s: float, what: str) -> Any:
         try:
@@ -176,6 +190,9 @@ def test_workers_survive_a_30s_broker_outage_and_resume(tmp_path: Path, group_fa
             workers
         )
         assert _results_from(data, fresh_start_ms) >= expected_fresh
+        # and the operators' view agrees: alive, and ready again
+        assert probe("/healthz") == [200, 200]
+        wait(lambda: probe("/readyz") == [200, 200], 30, "the workers to report ready again")
         for w in workers:
             assert w.terminate() == 0, w.log_tail()
     finally:
