@@ -37,7 +37,7 @@ DOCKERFILE = ROOT / "deploy" / "Dockerfile"
 OVERLAYS = (DEV, MANAGED)
 
 #: What an operator must export (no value of these is in any file): the dashboard token always ...
-OPERATOR_ENV = {"CUTSTREAM_DASHBOARD_TOKEN": "from-the-environment-too"}
+OPERATOR_ENV = {"CUTSTREAM_DASHBOARD_TOKEN": "from-the-environment-too", "SMTP_PASSWORD": "dev-smtp"}
 #: ... and the managed cluster's address and SASL credentials with the managed-Kafka overlay.
 MANAGED_ENV = {
     **OPERATOR_ENV,
@@ -326,6 +326,9 @@ def test_no_password_value_in_deploy_configs(path: Path) -> None:
     for key, value in keys(load_raw(path)):
         if SECRET_NAME.search(key) and key.isupper():
             continue  # environment variables: checked above
+        if key.endswith("_env"):  # password_env / secret_env: the NAME of an environment variable
+            assert isinstance(value, str) and re.fullmatch(r"[A-Z_][A-Z0-9_]*", value), (key, value)
+            continue
         if SECRET_NAME.search(key):
             pytest.fail(
                 f"{path.name}: {key!r} holds a secret in a file ({value!r}); pass it from the environment"
@@ -409,7 +412,26 @@ def test_gpu_worker_profile_uses_the_nvidia_runtime_and_the_gpu_extra() -> None:
     assert "gpu" in extras
 
 
-def test_kafka_runs_kraft_with_internal_and_host_listeners_and_init_creates_the_topics() -> None:
+def test_dev_overlay_mails_mailpit_with_a_password_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from cutstream.config import load_config
+
+    env = {k: v for k, v in OPERATOR_ENV.items() if k != "SMTP_PASSWORD"}
+    with pytest.raises(InterpolationError, match="SMTP_PASSWORD"):
+        compose_config(COMPOSE, DEV, env=env)
+    model = compose_config(COMPOSE, DEV)
+    assert model["services"]["worker"]["environment"]["SMTP_PASSWORD"] == OPERATOR_ENV["SMTP_PASSWORD"]
+    assert "mailpit" in model["services"]["worker"]["depends_on"]
+    monkeypatch.setenv("SMTP_PASSWORD", OPERATOR_ENV["SMTP_PASSWORD"])
+    (email,) = load_config(ROOT / "deploy" / "detectors.dev.yaml").detectors[0].alerts.emails
+    assert (email.host, email.port, email.starttls) == ("mailpit", 1025, False)
+    assert email.password is not None and email.password.get_secret_value() == OPERATOR_ENV["SMTP_PASSWORD"]
+
+
+def test_kafka_runs_kraft_with_internal_and_host_listeners_and_init_creates_the_topics(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     model = compose_config(COMPOSE)
     kafka = model["services"]["kafka"]
     env = kafka["environment"]
@@ -430,6 +452,7 @@ def test_kafka_runs_kraft_with_internal_and_host_listeners_and_init_creates_the_
 
     from cutstream.config import load_config
 
+    monkeypatch.setenv("SMTP_PASSWORD", OPERATOR_ENV["SMTP_PASSWORD"])  # read by detectors.dev.yaml
     topics = set(init["environment"]["TOPICS"].split())
     for cfg_path in (ROOT / "deploy" / "detectors.example.yaml", ROOT / "deploy" / "detectors.dev.yaml"):
         app = load_config(cfg_path)
