@@ -63,15 +63,19 @@ class JsonFormatter(logging.Formatter):
 
 
 def setup_logging(level: int, fmt: str = "text", stream: TextIO | None = None) -> None:
-    """Configure the root logger once (entry points only): ``fmt`` is ``text`` or ``json``."""
+    """Configure the root logger once (entry points only): ``fmt`` is ``text`` or ``json``.
+
+    Like ``logging.basicConfig``, it leaves a root logger that already has handlers alone (a test
+    runner's capture, an embedding application's own setup).
+    """
     if fmt not in LOG_FORMATS:
         raise ValueError(
             f"unknown log format {fmt!r}: use one of {', '.join(LOG_FORMATS)} (CUTSTREAM_LOG_FORMAT)"
         )
+    root = logging.getLogger()
+    if root.handlers:
+        return
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(TEXT_FORMAT))
-    root = logging.getLogger()
-    for old in list(root.handlers):
-        root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level)

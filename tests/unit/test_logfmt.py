@@ -23,7 +23,10 @@ def test_json_lines_on_the_root_logger() -> None:
     saved_handlers, saved_level = list(root.handlers), root.level
     out = io.StringIO()
     try:
+        for h in saved_handlers:  # an entry point starts with a bare root logger
+            root.removeHandler(h)
         setup_logging(logging.INFO, "json", stream=out)
+        setup_logging(logging.DEBUG, "text", stream=io.StringIO())  # configured already: no effect
         log = logging.getLogger("streams.worker")
         log.info("assigned topic=%s partition=%d", "events", 7)
         log.debug("not shown at INFO")
