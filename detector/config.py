@@ -83,6 +83,17 @@ class ScoringConfig(BaseModel):
         le=1.0,
         description="cap on scores during suppression, as a fraction of the threshold",
     )
+    suppress_break_sigma: float = Field(
+        default=8.0,
+        ge=0.0,
+        description="during suppression, a value this many standard deviations from the series' "
+        "long-run level is still reported (a new spike, not an echo); 0 = suppress everything",
+    )
+    spike_weight: float = Field(
+        default=0.0,
+        ge=0.0,
+        description="weight of the newest raw score alone (a lone spike) beside the smoothed score; 0 = off",
+    )
     expected_value: Literal["auto", "forest", "time_of_day"] = Field(
         default="auto",
         description="expectedValue source: the forest's imputation from the previous shingle values, "

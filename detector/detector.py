@@ -51,7 +51,7 @@ class ScoreBatch:
     processed_points: np.ndarray  # int64: points this series' model has processed, this one included
     expected_value: np.ndarray  # float64: the model's expected value for the point
     missing: np.ndarray  # bool: the point is a filled-in missing window
-    warm_started: np.ndarray  # bool: the series' model was restored from saved state
+    warm_started: np.ndarray  # bool: the series' model was bootstrapped from history (warm start)
 
     def __len__(self) -> int:
         return int(self.raw_score.shape[0])
@@ -76,6 +76,8 @@ def _params(config: ModelConfig) -> NormalizerParams:
         surprise_at_100=s.surprise_at_100,
         suppress_points=s.suppress_points,
         suppress_cap=s.suppress_cap,
+        suppress_break_sigma=s.suppress_break_sigma,
+        spike_weight=s.spike_weight,
         confidence_points=s.confidence_points,
         missing_confidence=s.missing_confidence,
     )
@@ -218,11 +220,16 @@ class Detector:
             if k not in self._slots:
                 raise DetectorError(f"no model for series {k!r}; it was never scored or was evicted")
             s = self._slots[k]
-            series[k] = {"forest": self._forest.to_state(s), "scores": self._norm.get(s)}
+            series[k] = {"forest": self._forest.to_state(s), "scores": self._norm.get(s),
+                         "warm_started": bool(self._warm[s])}
         return {"version": STATE_VERSION, "config": self.config.model_dump(mode="json"), "series": series}
 
-    def from_state(self, state: dict[str, Any]) -> list[str]:
+    def from_state(self, state: dict[str, Any], *, warm_start: bool = False) -> list[str]:
         """Restore the series in ``state`` (replacing models of the same keys); returns their keys.
+
+        A restored series keeps the ``warm_started`` mark it was saved with (a checkpoint restore is
+        not a warm start); ``warm_start=True`` marks every restored series as bootstrapped from
+        history (``cutstream worker --warm-start``).
 
         Raises:
             StateVersionError: a state version this code cannot read.
@@ -240,7 +247,7 @@ class Detector:
             self._ensure(slot + 1)
             self._norm.reset(np.array([slot]))
             self._norm.put(slot, entry["scores"])
-            self._warm[slot] = True
+            self._warm[slot] = warm_start or bool(entry.get("warm_started", False))
             self._slots[k] = slot
             restored.append(k)
         return restored

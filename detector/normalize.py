@@ -71,6 +71,8 @@ class NormalizerParams:
     suppress_cap: float
     confidence_points: float
     missing_confidence: float
+    suppress_break_sigma: float = 0.0
+    spike_weight: float = 0.0
 
 
 class NormalizerState:
@@ -226,6 +228,8 @@ def _normalize_kernel(
     suppress_cap: float,
     confidence_points: float,
     missing_confidence: float,
+    suppress_break_sigma: float,
+    spike_weight: float,
     score: np.ndarray,
     decision: np.ndarray,
     confidence: np.ndarray,
@@ -260,15 +264,23 @@ def _normalize_kernel(
             # Forest: how unusual is the smoothed raw score for this series (upper tail only).
             sd = math.sqrt(var[s])
             surprise = _surprise((a - mean[s]) / sd) if sd > 0.0 else (300.0 if a > mean[s] else 0.0)
+            # Spike: the newest raw score alone, against the smoothed scores' moments widened by
+            # the smoothing (a lone spike is diluted k-fold in the average above).
+            if spike_weight > 0.0 and sd > 0.0:
+                surprise = max(surprise, spike_weight * _surprise((r - mean[s]) / (sd * math.sqrt(k))))
             # Value: how far the value is from the series' long-run level (both tails), weighted
             # down; it catches level shifts and spikes a short forest window has got used to.
-            if value_weight > 0.0:
-                vsd = math.sqrt(value_var[s])
-                if vsd > 0.0:
-                    vs = value_weight * (_surprise(abs(v - value_mean[s]) / vsd) - math.log10(2.0))
-                    surprise = max(surprise, vs)
+            z = 0.0
+            vsd = math.sqrt(value_var[s])
+            if vsd > 0.0:
+                z = abs(v - value_mean[s]) / vsd
+                if value_weight > 0.0:
+                    surprise = max(surprise, value_weight * (_surprise(z) - math.log10(2.0)))
             sc = 100.0 * min(1.0, max(0.0, surprise / surprise_at_100))
-            if since_alert[s] < suppress_points:
+            # During suppression only a value far outside the series' range breaks through: a new
+            # spike is reported, the echoes of the last one are not.
+            breaks = suppress_break_sigma > 0.0 and z >= suppress_break_sigma
+            if since_alert[s] < suppress_points and not breaks:
                 sc = min(sc, suppress_cap * threshold)
         dec = 0
         if is_inference and sc > threshold:
@@ -443,6 +455,8 @@ def normalize(
         float(params.suppress_cap),
         float(params.confidence_points),
         float(params.missing_confidence),
+        float(params.suppress_break_sigma),
+        float(params.spike_weight),
         out.anomaly_score,
         out.decision,
         out.confidence,

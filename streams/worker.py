@@ -922,7 +922,7 @@ class Worker:
                 raise StreamsError(
                     f"{path} holds models of detector {name!r}, which the config does not name"
                 )
-            keys = self.detectors[name].from_state(load_warm_start(Path(path), specs[name]))
+            keys = self.detectors[name].from_state(load_warm_start(Path(path), specs[name]), warm_start=True)
             logger.info("warm start loaded detector=%s series=%d file=%s", name, len(keys), path)
 
     def _make_alerts(self) -> Any:

@@ -110,8 +110,14 @@ def test_state_round_trip_continues_identically_and_marks_warm_start():
     assert sorted(second.from_state(state)) == sorted(KEYS)
     resumed = second.process_many(keys[cut:], values[cut:], ts[cut:])
     assert_same(expected, resumed)
-    assert resumed.warm_started.all()
+    assert not resumed.warm_started.any()  # a checkpoint restore is not a warm start
     assert not expected.warm_started.any()
+    warm = Detector(SMALL)
+    warm.from_state(state, warm_start=True)
+    assert warm.process_many(keys[cut:], values[cut:], ts[cut:]).warm_started.all()
+    again = Detector(SMALL)
+    again.from_state(warm.to_state())  # the mark travels with the state
+    assert again.process_many(keys[-1:], values[-1:], ts[-1:] + 60_000).warm_started.all()
 
 
 def test_from_state_refuses_an_unknown_version():

@@ -83,7 +83,7 @@ def test_warm_start_file_restores_the_models(tmp_path: Path) -> None:
     path = tmp_path / "warm.json"
     assert save_warm_start(det, SPEC, path) == 2
     fresh = Detector(SPEC.model)
-    fresh.from_state(load_warm_start(path, SPEC))
+    fresh.from_state(load_warm_start(path, SPEC), warm_start=True)
     keys = sorted(det.keys())
     assert sorted(fresh.keys()) == keys
     nxt = np.array([12.0, 31.0])
