@@ -130,7 +130,7 @@ def backfill(
 def save_warm_start(det: Detector, spec: DetectorSpec, path: Path) -> int:
     """Write every series' model for ``cutstream worker --warm-start``; returns the series count.
 
-    The file is a checkpoint (`streams.checkpoint` format: JSON header, arrays in an npz blob, a
+    The file is a checkpoint (`streams.checkpoint` format: JSON header, raw array bytes, a
     CRC, never unpickled) that belongs to no partition.
     """
     from streams.checkpoint import Checkpoint, dumps
