@@ -115,7 +115,10 @@ def _krcf_forest(seed: int, trees: int, sample_size: int, shingle: int) -> Any:
 def bench_krcf(series: int, points: int, warmup: int, trees: int = 50, sample_size: int = 256,
                shingle: int = 4) -> dict[str, Any]:
     """krcf 0.4.0 (AWS RCF in Rust), score + update per point; ``series`` forests interleaved."""
+    import resource
+
     data = seasonal(series, warmup + points, 1)
+    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     forests = [_krcf_forest(i, trees, sample_size, shingle) for i in range(series)]
     for i in range(warmup):
         for s, f in enumerate(forests):
@@ -129,7 +132,9 @@ def bench_krcf(series: int, points: int, warmup: int, trees: int = 50, sample_si
             f.score(x)
             f.update(x)
     wall = time.perf_counter() - t0
-    return {"series": series, "points": points, "points_per_s": series * points / wall}
+    grown_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0  # peak growth: a lower bound
+    return {"series": series, "points": points, "points_per_s": series * points / wall,
+            "rss_bytes_per_series": grown_kb * 1024 // series}
 
 
 def bench_rrcf(points: int, trees: int, sample_size: int, shingle: int) -> dict[str, Any]:
@@ -239,7 +244,8 @@ def markdown_report(quick: bool) -> str:
         "|---|---:|",
         f"| single-series latency per point, p50 / p99 | {lat['latency_ms_p50']:.3f} ms / "
         f"{lat['latency_ms_p99']:.3f} ms |",
-        f"| bytes per series (state + step scratch) | {ours['bytes_per_series']:,} |",
+        f"| bytes per series (state + step scratch) | {ours['bytes_per_series']:,} "
+        f"(krcf: ~{many['rss_bytes_per_series']:,} of resident memory) |",
         f"| create 100,000 series (allocate + add_series) | {create['create_s'] * 1e3:.1f} ms |",
         f"| CPU seconds / wall seconds in the S=1000 run | {ours['cpu_s']:.2f} / {ours['wall_s']:.2f} |",
         "",
