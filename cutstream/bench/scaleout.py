@@ -244,6 +244,7 @@ def measure(
     stream = build_stream(n_series, n_windows, per_window)
     expected_windows = n_series * (n_windows - 1)  # no idle timeout: the last window stays open
     runs: dict[int, list[dict[str, Any]]] = {n: [] for n in workers}
+    load_before = round(os.getloadavg()[0], 2)
     with EmbeddedBroker() as broker, tempfile.TemporaryDirectory(prefix="cutstream-scaleout-") as tmp:
         warm = build_stream(20, 10, per_window)
         run_once(broker.bootstrap, warm, 20 * 9, 1, Path(tmp), n_trees, sample_size, threads_per_worker)
@@ -267,6 +268,7 @@ def measure(
         "partitions": PARTITIONS,
         "threads_per_worker": threads_per_worker,
         "cpus": os.cpu_count(),
+        "load_before": load_before,
         "repeat": repeat,
         "events_per_s": {str(n): medians[n] for n in workers},
         "speedup": {str(n): round(medians[n] / base, 2) for n in workers},
@@ -337,6 +339,12 @@ def render(r: dict[str, Any]) -> str:
             f"| {n} | {r['events_per_s'][n]:,.0f} | {windows_per_s:,.0f} | {r['speedup'][n]:.2f}× "
             f"| {seconds} | {cpu} |"
         )
+    if "load_before" in r:
+        lines += [
+            "",
+            f"The 1-minute load average before the runs was {r['load_before']}. Other processes on the "
+            "machine take cores from the workers and the broker, and the ratio shows that too.",
+        ]
     if "2" in r["speedup"]:
         lines += [
             "",
