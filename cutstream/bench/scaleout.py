@@ -52,7 +52,12 @@ def build_stream(n_series: int, n_windows: int, per_window: int) -> list[tuple[b
     return out
 
 
-def _write_config(path: Path, topic: str, group: str, n_trees: int, sample_size: int) -> Path:
+def _forest(n_trees: int | None, sample_size: int | None) -> dict[str, int]:
+    """The forest settings given on the command line; the rest are the detector's defaults."""
+    return {k: v for k, v in (("n_trees", n_trees), ("sample_size", sample_size)) if v is not None}
+
+
+def _write_config(path: Path, topic: str, group: str, n_trees: int | None, sample_size: int | None) -> Path:
     """Two detectors of one model: the measured one, and one on ``<topic>-warm`` for the warm-up."""
     import yaml
 
@@ -65,7 +70,7 @@ def _write_config(path: Path, topic: str, group: str, n_trees: int, sample_size:
             "measures": [{"field": "value", "aggregation": "sum"}],
             "window_ms": WINDOW_MS,
             "idle_timeout_ms": 0,
-            "model": {"forest": {"n_trees": n_trees, "sample_size": sample_size, "shingle_size": 4}},
+            "model": {"forest": _forest(n_trees, sample_size)},
         }
 
     cfg = {
@@ -107,8 +112,8 @@ def run_once(
     expected_windows: int,
     n_workers: int,
     workdir: Path,
-    n_trees: int,
-    sample_size: int,
+    n_trees: int | None,
+    sample_size: int | None,
     threads_per_worker: int = 1,
     timeout_s: float = 600.0,
 ) -> dict[str, Any]:
@@ -230,8 +235,8 @@ def measure(
     per_window: int,
     workers: list[int],
     repeat: int,
-    n_trees: int,
-    sample_size: int,
+    n_trees: int | None,
+    sample_size: int | None,
     threads_per_worker: int = 1,
 ) -> dict[str, Any]:
     """Run each worker count ``repeat`` times (interleaved) on one embedded broker; medians per count.
@@ -264,7 +269,7 @@ def measure(
         "windows_per_series": n_windows,
         "events_per_window": per_window,
         "events": len(stream),
-        "model": {"n_trees": n_trees, "sample_size": sample_size},
+        "model": _model_text(n_trees, sample_size),
         "partitions": PARTITIONS,
         "threads_per_worker": threads_per_worker,
         "cpus": os.cpu_count(),
@@ -282,8 +287,10 @@ def measure(
 @click.option("--per-window", type=int, default=2, show_default=True, help="events per series per window")
 @click.option("--workers", default="1,2", show_default=True, help="worker counts to compare, comma-separated")
 @click.option("--repeat", type=int, default=3, show_default=True, help="runs per worker count (median)")
-@click.option("--n-trees", type=int, default=50, show_default=True)
-@click.option("--sample-size", type=int, default=256, show_default=True)
+@click.option("--n-trees", type=int, default=None, help="trees per series (default: the detector's default)")
+@click.option(
+    "--sample-size", type=int, default=None, help="points per tree (default: the detector's default)"
+)
 @click.option(
     "--threads-per-worker", type=int, default=1, show_default=True,
     help="NUMBA_NUM_THREADS of each worker (1 = one core per worker, the deployment guidance)",
@@ -294,8 +301,8 @@ def scaleout(
     per_window: int,
     workers: str,
     repeat: int,
-    n_trees: int,
-    sample_size: int,
+    n_trees: int | None,
+    sample_size: int | None,
     threads_per_worker: int,
 ) -> None:
     """Throughput of 1 vs N worker processes in one group (embedded broker, 12 partitions)."""
@@ -311,6 +318,14 @@ FULL = {"n_series": 4_000, "n_windows": 60, "per_window": 2, "repeat": 3}
 QUICK = {"n_series": 300, "n_windows": 20, "per_window": 2, "repeat": 1}
 
 
+def _model_text(n_trees: int | None, sample_size: int | None) -> str:
+    from detector.config import ForestConfig
+
+    f = ForestConfig(**_forest(n_trees, sample_size))
+    default = "the default model" if not _forest(n_trees, sample_size) else "the model"
+    return f"{default}: {f.n_trees} trees × {f.sample_size} samples, shingle {f.shingle_size}"
+
+
 def render(r: dict[str, Any]) -> str:
     """Markdown for one :func:`measure` result: the command, a table per worker count, the ratio."""
     counts = list(r["events_per_s"])
@@ -319,8 +334,8 @@ def render(r: dict[str, Any]) -> str:
         f"--per-window {r['events_per_window']} --workers {','.join(counts)} --repeat {r['repeat']}"
     )
     lines = [
-        f"Command: `{cmd}`. The embedded broker, {PARTITIONS} partitions, the default model (50 trees × "
-        f"256 samples, shingle 4). {r['events']:,} events: {r['series']:,} series × "
+        f"Command: `{cmd}`. The embedded broker, {PARTITIONS} partitions, {r['model']}. "
+        f"{r['events']:,} events: {r['series']:,} series × "
         f"{r['windows_per_series']} one-second windows × {r['events_per_window']} events. Each worker is "
         f"a `cutstream worker` process with {r['threads_per_worker']} numba thread. The clock runs from "
         "the first produced event until every event is consumed and every window is scored. The table "
@@ -358,5 +373,5 @@ def render(r: dict[str, Any]) -> str:
 def markdown_report(quick: bool) -> str:
     """The BENCHMARKS.md section on this machine: 1 vs 2 workers, the ratio, and every run."""
     size = QUICK if quick else FULL
-    r = measure(size["n_series"], size["n_windows"], size["per_window"], [1, 2], size["repeat"], 50, 256)
+    r = measure(size["n_series"], size["n_windows"], size["per_window"], [1, 2], size["repeat"], None, None)
     return render(r)
