@@ -37,8 +37,18 @@ STATE_VERSION = 1
 STATE_KIND = "cutstream.forest"
 
 _SERIES_STATE = ("uid", "n_values", "n_points", "offset", "tail", "points", "rep", "count")
-_TREE_STATE = ("root", "free_head", "n_alloc", "left", "right", "cut_dim", "cut_value", "mass",
-               "box_lo", "box_hi")
+_TREE_STATE = (
+    "root",
+    "free_head",
+    "n_alloc",
+    "left",
+    "right",
+    "cut_dim",
+    "cut_value",
+    "mass",
+    "box_lo",
+    "box_hi",
+)
 
 
 @dataclass(frozen=True)
@@ -94,8 +104,14 @@ class Forest:
             from detector import kernels_cuda
 
             self._gpu = kernels_cuda.GpuKernels(self._N, self._K, self._T, self._bo)
-        logger.info("forest created backend=%s n_trees=%d sample_size=%d shingle_size=%d capacity=%d",
-                    self._backend.name, self._T, self._N, self._K, capacity)
+        logger.info(
+            "forest created backend=%s n_trees=%d sample_size=%d shingle_size=%d capacity=%d",
+            self._backend.name,
+            self._T,
+            self._N,
+            self._K,
+            capacity,
+        )
 
     # ------------------------------------------------------------------ layout
 
@@ -128,8 +144,12 @@ class Forest:
                 new[name][: old.shape[0]] = old
         self._a = new
         nodes = new["nodes"]
-        self._v = {"n16": nodes.view(np.int16), "u16": nodes.view(np.uint16),
-                   "f32": nodes.view(np.float32), "box": nodes.view(self._box_dtype)}
+        self._v = {
+            "n16": nodes.view(np.int16),
+            "u16": nodes.view(np.uint16),
+            "f32": nodes.view(np.float32),
+            "box": nodes.view(self._box_dtype),
+        }
         active = np.zeros(capacity, dtype=bool)
         active[: self._active.shape[0]] = self._active
         self._active = active
@@ -142,7 +162,7 @@ class Forest:
 
     @property
     def backend(self) -> str:
-        """"cpu" or "gpu": where the state lives and the kernels run."""
+        """ "cpu" or "gpu": where the state lives and the kernels run."""
         return self._backend.name
 
     @property
@@ -153,8 +173,14 @@ class Forest:
     @property
     def bytes_per_series(self) -> int:
         """Bytes of state (and step scratch) per series slot at this config."""
-        return int(sum(int(np.prod(shape[1:], dtype=np.int64)) * (self._T if name in _TREE_NAMES else 1)
-                       * np.dtype(dt).itemsize for name, (shape, dt) in self._shapes(1).items()))
+        return int(
+            sum(
+                int(np.prod(shape[1:], dtype=np.int64))
+                * (self._T if name in _TREE_NAMES else 1)
+                * np.dtype(dt).itemsize
+                for name, (shape, dt) in self._shapes(1).items()
+            )
+        )
 
     # ------------------------------------------------------------------ series
 
@@ -175,8 +201,9 @@ class Forest:
         fresh = n - len(reuse)
         if self._next + fresh > self._capacity:
             self._allocate(max(2 * self._capacity, self._next + fresh))
-        slots = np.concatenate([np.asarray(reuse, dtype=np.int64),
-                                np.arange(self._next, self._next + fresh, dtype=np.int64)])
+        slots = np.concatenate(
+            [np.asarray(reuse, dtype=np.int64), np.arange(self._next, self._next + fresh, dtype=np.int64)]
+        )
         self._next += fresh
         if uids is None:
             uid_arr = np.arange(self._next_uid, self._next_uid + n, dtype=np.uint64)
@@ -252,11 +279,36 @@ class Forest:
         out_expected = np.empty(n, np.float64)
         a, v = self._a, self._v
         kernels_cpu.update_batch(
-            order, starts, ss, vals, self._seed, self._T, self._N, self._K, self._bo,
-            kernels.expect_stride(self._T), a["uid"], a["tail"], a["n_values"], a["n_points"],
-            a["offset"], a["newpt"], a["plan"], a["points"], a["rep"], a["count"],
-            v["n16"], v["u16"], v["f32"], v["box"], a["root"], a["free_head"], a["n_alloc"],
-            out_score, out_expected, self._prefetch,
+            order,
+            starts,
+            ss,
+            vals,
+            self._seed,
+            self._T,
+            self._N,
+            self._K,
+            self._bo,
+            kernels.expect_stride(self._T),
+            a["uid"],
+            a["tail"],
+            a["n_values"],
+            a["n_points"],
+            a["offset"],
+            a["newpt"],
+            a["plan"],
+            a["points"],
+            a["rep"],
+            a["count"],
+            v["n16"],
+            v["u16"],
+            v["f32"],
+            v["box"],
+            a["root"],
+            a["free_head"],
+            a["n_alloc"],
+            out_score,
+            out_expected,
+            self._prefetch,
         )
         return ForestOutput(out_score, out_expected)
 
@@ -268,12 +320,16 @@ class Forest:
         b = self._backend
         a = self._a
         g0 = s * self._T
-        used = int(b.to_numpy(a["n_alloc"][g0:g0 + self._T]).max(initial=0))
+        used = int(b.to_numpy(a["n_alloc"][g0 : g0 + self._T]).max(initial=0))
         state: dict[str, Any] = {
             "kind": STATE_KIND,
             "version": STATE_VERSION,
-            "config": {"n_trees": self._T, "sample_size": self._N, "shingle_size": self._K,
-                       "seed": int(self._seed)},
+            "config": {
+                "n_trees": self._T,
+                "sample_size": self._N,
+                "shingle_size": self._K,
+                "seed": int(self._seed),
+            },
             "uid": int(b.to_numpy(a["uid"][s])),
             "n_values": int(b.to_numpy(a["n_values"][s])),
             "n_points": int(b.to_numpy(a["n_points"][s])),
@@ -282,9 +338,12 @@ class Forest:
         for name in ("tail", "points", "rep", "count"):
             state[name] = b.to_numpy(a[name][s]).copy()
         for name in ("root", "free_head", "n_alloc"):
-            state[name] = b.to_numpy(a[name][g0:g0 + self._T]).copy()
-        state.update(_decode_nodes(b.to_numpy(a["nodes"][g0:g0 + self._T, :used]), self._K,
-                                   self._box_dtype, self._bo))
+            state[name] = b.to_numpy(a[name][g0 : g0 + self._T]).copy()
+        state.update(
+            _decode_nodes(
+                b.to_numpy(a["nodes"][g0 : g0 + self._T, :used]), self._K, self._box_dtype, self._bo
+            )
+        )
         return state
 
     def from_state(self, state: dict[str, Any]) -> int:
@@ -295,7 +354,8 @@ class Forest:
         if version != STATE_VERSION:
             raise StateVersionError(
                 f"forest state version {version} is not readable by this version "
-                f"(reads {STATE_VERSION}); rebuild the model from history")
+                f"(reads {STATE_VERSION}); rebuild the model from history"
+            )
         cfg = {k: int(v) for k, v in dict(state["config"]).items()}
         mine = {"n_trees": self._T, "sample_size": self._N, "shingle_size": self._K, "seed": int(self._seed)}
         if cfg != mine:
@@ -310,9 +370,9 @@ class Forest:
         for name in ("tail", "points", "rep", "count"):
             a[name][slot] = b.asarray(np.asarray(state[name], dtype=a[name].dtype))
         for name in ("root", "free_head", "n_alloc"):
-            a[name][g0:g0 + self._T] = b.asarray(np.asarray(state[name], dtype=a[name].dtype))
+            a[name][g0 : g0 + self._T] = b.asarray(np.asarray(state[name], dtype=a[name].dtype))
         nodes = _encode_nodes(state, self._T, self._R, self._K, self._box_dtype, self._bo)
-        a["nodes"][g0:g0 + self._T, : nodes.shape[1]] = b.asarray(nodes)
+        a["nodes"][g0 : g0 + self._T, : nodes.shape[1]] = b.asarray(nodes)
         return slot
 
 
@@ -326,11 +386,14 @@ def _decode_nodes(nodes: np.ndarray[Any, Any], k: int, box_dtype: Any, bo: int) 
     box = nodes.view(box_dtype)
     ml, mr = u16[..., 2].astype(np.int64), u16[..., 3].astype(np.int64)
     return {
-        "left": n16[..., 0].copy(), "right": n16[..., 1].copy(),
-        "mass_left": (ml & 0x1FFF).astype(np.uint16), "mass_right": (mr & 0x1FFF).astype(np.uint16),
+        "left": n16[..., 0].copy(),
+        "right": n16[..., 1].copy(),
+        "mass_left": (ml & 0x1FFF).astype(np.uint16),
+        "mass_right": (mr & 0x1FFF).astype(np.uint16),
         "cut_dim": ((ml >> 13) | ((mr >> 13) << 3)).astype(np.uint8),
         "cut_value": nodes.view(np.float32)[..., 2].copy(),
-        "box_lo": box[..., bo:bo + k].copy(), "box_hi": box[..., bo + k:bo + 2 * k].copy(),
+        "box_lo": box[..., bo : bo + k].copy(),
+        "box_hi": box[..., bo + k : bo + 2 * k].copy(),
     }
 
 
@@ -347,8 +410,8 @@ def _encode_nodes(
     u16[..., 2] = np.asarray(state["mass_left"], dtype=np.int64) | ((cd & 7) << 13)
     u16[..., 3] = np.asarray(state["mass_right"], dtype=np.int64) | ((cd >> 3) << 13)
     nodes.view(np.float32)[..., 2] = state["cut_value"]
-    box[..., bo:bo + k] = state["box_lo"]
-    box[..., bo + k:bo + 2 * k] = state["box_hi"]
+    box[..., bo : bo + k] = state["box_lo"]
+    box[..., bo + k : bo + 2 * k] = state["box_hi"]
     return nodes
 
 
@@ -385,8 +448,9 @@ def check_state(state: dict[str, Any]) -> None:
             continue
         leaves: list[int] = []
 
-        def walk(ref: int, t: int = t, leaves: list[int] = leaves) -> tuple[np.ndarray[Any, Any],
-                                                                              np.ndarray[Any, Any], int]:
+        def walk(
+            ref: int, t: int = t, leaves: list[int] = leaves
+        ) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any], int]:
             if ref < 0:
                 slot = -ref - 1
                 leaves.append(slot)
@@ -402,8 +466,10 @@ def check_state(state: dict[str, Any]) -> None:
             if not (np.array_equal(box_lo, lo) and np.array_equal(box_hi, hi)):
                 raise DetectorError(f"tree {t} node {m}: box {box_lo}..{box_hi} != leaves' {lo}..{hi}")
             if (int(state["mass_left"][t, m]), int(state["mass_right"][t, m])) != (m_l, m_r):
-                raise DetectorError(f"tree {t} node {m}: masses {int(state['mass_left'][t, m])}, "
-                                    f"{int(state['mass_right'][t, m])} != leaves' {m_l}, {m_r}")
+                raise DetectorError(
+                    f"tree {t} node {m}: masses {int(state['mass_left'][t, m])}, "
+                    f"{int(state['mass_right'][t, m])} != leaves' {m_l}, {m_r}"
+                )
             d, c = int(state["cut_dim"][t, m]), state["cut_value"][t, m]
             if not (hi_l[d] <= c < lo_r[d]):
                 raise DetectorError(f"tree {t} node {m}: cut {c} on dim {d} does not separate its children")

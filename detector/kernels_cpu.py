@@ -130,7 +130,7 @@ def update_batch(
                     tree_delete(
                         si * T + t, si, r, newrep, full, K, bo, n16, u16, f32, box, root, nfree, pts, path
                     )
-            series_place(si, N, K, npts, rep, cnt, pts, newpt, plan)
+            series_place(si, N, K, T, npts, rep, cnt, pts, newpt, plan, n16, u16, f32, root)
             s = plan[si, 3]
             dup = plan[si, 4] == 1
             score = 0.0

@@ -67,18 +67,50 @@ class GpuKernels:
                     r = plan[si, 0]
                     if r >= 0:
                         path = cuda.local.array(NPATH, int16)
-                        tree_delete(si * T + t, si, r, plan[si, 1], plan[si, 2] == 1, K, bo,
-                                    n16, u16, f32, box, root, nfree, pts, path)
+                        tree_delete(
+                            si * T + t,
+                            si,
+                            r,
+                            plan[si, 1],
+                            plan[si, 2] == 1,
+                            K,
+                            bo,
+                            n16,
+                            u16,
+                            f32,
+                            box,
+                            root,
+                            nfree,
+                            pts,
+                            path,
+                        )
 
         @cuda.jit
-        def k_place(sids, full, npts, rep, cnt, pts, newpt, plan):  # type: ignore[no-untyped-def]
+        def k_place(sids, full, npts, rep, cnt, pts, newpt, plan, n16, u16, f32, root):  # type: ignore[no-untyped-def]
             i = cuda.grid(1)
             if i < sids.shape[0] and full[i]:
-                series_place(sids[i], N, K, npts, rep, cnt, pts, newpt, plan)
+                series_place(sids[i], N, K, T, npts, rep, cnt, pts, newpt, plan, n16, u16, f32, root)
 
         @cuda.jit
-        def k_insert(sids, full, point, seed, uid, plan, n16, u16, f32, box, root, nfree, nalloc,  # type: ignore[no-untyped-def]
-                     pts, cnt, sc, ev):
+        def k_insert(
+            sids,
+            full,
+            point,
+            seed,
+            uid,
+            plan,
+            n16,
+            u16,
+            f32,
+            box,
+            root,
+            nfree,
+            nalloc,  # type: ignore[no-untyped-def]
+            pts,
+            cnt,
+            sc,
+            ev,
+        ):
             i = cuda.grid(1)
             if i < sids.shape[0] * T:
                 j = i // T
@@ -90,8 +122,25 @@ class GpuKernels:
                     if t % estride == 0:
                         ev[j, t // estride] = tree_expect(g, si, s, K, n16, u16, f32, pts, root)
                     key = tree_key(seed, uid[si], t)
-                    sc[j, t] = tree_insert(g, si, s, plan[si, 4] == 1, key, point[j], K, bo,
-                                           n16, u16, f32, box, root, nfree, nalloc, pts, cnt)
+                    sc[j, t] = tree_insert(
+                        g,
+                        si,
+                        s,
+                        plan[si, 4] == 1,
+                        key,
+                        point[j],
+                        K,
+                        bo,
+                        n16,
+                        u16,
+                        f32,
+                        box,
+                        root,
+                        nfree,
+                        nalloc,
+                        pts,
+                        cnt,
+                    )
 
         @cuda.jit
         def k_reduce(sids, full, vals, offset, sc, ev, out_score, out_expected):  # type: ignore[no-untyped-def]
@@ -121,8 +170,15 @@ class GpuKernels:
 
         self._k = (k_begin, k_delete, k_place, k_insert, k_reduce)
 
-    def update(self, a: dict[str, Any], v: dict[str, Any], seed: np.uint64, slots: np.ndarray[Any, Any],
-               vals: np.ndarray[Any, Any], xp: Any) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
+    def update(
+        self,
+        a: dict[str, Any],
+        v: dict[str, Any],
+        seed: np.uint64,
+        slots: np.ndarray[Any, Any],
+        vals: np.ndarray[Any, Any],
+        xp: Any,
+    ) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
         """One batch on the device; returns host arrays (raw_score, expected) aligned with the rows."""
         k_begin, k_delete, k_place, k_insert, k_reduce = self._k
         host = {}
@@ -131,8 +187,12 @@ class GpuKernels:
             host = a
             a = {name: cuda.to_device(arr) for name, arr in a.items()}
             nodes = a["nodes"]
-            v = {"n16": nodes.view(np.int16), "u16": nodes.view(np.uint16), "f32": nodes.view(np.float32),
-                 "box": nodes.view(v["box"].dtype)}
+            v = {
+                "n16": nodes.view(np.int16),
+                "u16": nodes.view(np.uint16),
+                "f32": nodes.view(np.float32),
+                "box": nodes.view(v["box"].dtype),
+            }
         n = slots.shape[0]
         order = np.argsort(slots, kind="stable")
         ss = slots[order]
@@ -155,15 +215,65 @@ class GpuKernels:
             oex = xp.empty(m, dtype=np.float64)
             g1 = (m + _BLOCK - 1) // _BLOCK
             gt = (m * T + _BLOCK - 1) // _BLOCK
-            k_begin[g1, _BLOCK](sids, dvals, full, a["tail"], a["n_values"], a["offset"], a["newpt"],
-                                a["n_points"], a["rep"], a["count"], a["plan"], point)
-            k_delete[gt, _BLOCK](sids, full, a["plan"], v["n16"], v["u16"], v["f32"], v["box"],
-                                 a["root"], a["free_head"], a["points"])
-            k_place[g1, _BLOCK](sids, full, a["n_points"], a["rep"], a["count"], a["points"], a["newpt"],
-                                a["plan"])
-            k_insert[gt, _BLOCK](sids, full, point, seed, a["uid"], a["plan"], v["n16"], v["u16"], v["f32"],
-                                 v["box"], a["root"], a["free_head"], a["n_alloc"], a["points"], a["count"],
-                                 sc, ev)
+            k_begin[g1, _BLOCK](
+                sids,
+                dvals,
+                full,
+                a["tail"],
+                a["n_values"],
+                a["offset"],
+                a["newpt"],
+                a["n_points"],
+                a["rep"],
+                a["count"],
+                a["plan"],
+                point,
+            )
+            k_delete[gt, _BLOCK](
+                sids,
+                full,
+                a["plan"],
+                v["n16"],
+                v["u16"],
+                v["f32"],
+                v["box"],
+                a["root"],
+                a["free_head"],
+                a["points"],
+            )
+            k_place[g1, _BLOCK](
+                sids,
+                full,
+                a["n_points"],
+                a["rep"],
+                a["count"],
+                a["points"],
+                a["newpt"],
+                a["plan"],
+                v["n16"],
+                v["u16"],
+                v["f32"],
+                a["root"],
+            )
+            k_insert[gt, _BLOCK](
+                sids,
+                full,
+                point,
+                seed,
+                a["uid"],
+                a["plan"],
+                v["n16"],
+                v["u16"],
+                v["f32"],
+                v["box"],
+                a["root"],
+                a["free_head"],
+                a["n_alloc"],
+                a["points"],
+                a["count"],
+                sc,
+                ev,
+            )
             k_reduce[g1, _BLOCK](sids, full, dvals, a["offset"], sc, ev, osc, oex)
             out_score[rows] = _host(osc)
             out_expected[rows] = _host(oex)

@@ -31,8 +31,16 @@ def seasonal(n_series: int, n_points: int, seed: int = 0) -> np.ndarray[Any, Any
     return level + amp * np.sin(2 * np.pi * t / 50 + phase) + rng.normal(0, 1, (n_points, n_series))
 
 
-def bench_engine(series: int, points: int, trees: int, sample_size: int, shingle: int, backend: str,
-                 seed: int = 0, warmup: int | None = None) -> dict[str, Any]:
+def bench_engine(
+    series: int,
+    points: int,
+    trees: int,
+    sample_size: int,
+    shingle: int,
+    backend: str,
+    seed: int = 0,
+    warmup: int | None = None,
+) -> dict[str, Any]:
     """Time our forest tick by tick: each step is one value for every series.
 
     The first ``warmup`` ticks (default: enough to fill the window) are not timed, so the figure
@@ -59,10 +67,19 @@ def bench_engine(series: int, points: int, trees: int, sample_size: int, shingle
     cpu = time.process_time() - c0
     sc = np.concatenate(scores)
     return {
-        "bench": "engine", "backend": forest.backend, "series": series, "points": points,
-        "trees": trees, "sample_size": sample_size, "shingle": shingle, "warmup_ticks": warm,
-        "points_per_s": series * points / wall, "cpu_s": cpu, "wall_s": wall,
-        "bytes_per_series": forest.bytes_per_series, "create_s": create_s,
+        "bench": "engine",
+        "backend": forest.backend,
+        "series": series,
+        "points": points,
+        "trees": trees,
+        "sample_size": sample_size,
+        "shingle": shingle,
+        "warmup_ticks": warm,
+        "points_per_s": series * points / wall,
+        "cpu_s": cpu,
+        "wall_s": wall,
+        "bytes_per_series": forest.bytes_per_series,
+        "create_s": create_s,
         "score_quantiles": {str(q): float(np.quantile(sc, q)) for q in (0.1, 0.5, 0.9, 0.99)},
     }
 
@@ -80,7 +97,7 @@ def bench_latency(
     for x in data[: sample_size + shingle]:
         forest.update(slot, np.array([x]))
     lat = []
-    for x in data[sample_size + shingle:]:
+    for x in data[sample_size + shingle :]:
         t0 = time.perf_counter()
         forest.update(slot, np.array([x]))
         lat.append(time.perf_counter() - t0)
@@ -89,12 +106,12 @@ def bench_latency(
 
 
 def bench_create(series: int = 100_000) -> dict[str, Any]:
-    """Seconds to allocate a forest and add ``series`` series at the default config."""
+    """Seconds to allocate a forest and add ``series`` series (T=50, N=256, K=4)."""
     from detector.config import ForestConfig
     from detector.forest import Forest
 
     t0 = time.perf_counter()
-    forest = Forest(ForestConfig(), capacity=series)
+    forest = Forest(ForestConfig(n_trees=50, sample_size=256, shingle_size=4), capacity=series)
     forest.add_series(series)
     dt = time.perf_counter() - t0
     del forest
@@ -105,15 +122,23 @@ def bench_create(series: int = 100_000) -> dict[str, Any]:
 def _krcf_forest(seed: int, trees: int, sample_size: int, shingle: int) -> Any:
     from krcf import RandomCutForest
 
-    return RandomCutForest({
-        "dimensions": 1, "shingle_size": shingle, "num_trees": trees, "sample_size": sample_size,
-        "random_seed": seed, "internal_shingling": True, "output_after": 1,
-        "parallel_execution_enabled": False,
-    })
+    return RandomCutForest(
+        {
+            "dimensions": 1,
+            "shingle_size": shingle,
+            "num_trees": trees,
+            "sample_size": sample_size,
+            "random_seed": seed,
+            "internal_shingling": True,
+            "output_after": 1,
+            "parallel_execution_enabled": False,
+        }
+    )
 
 
-def bench_krcf(series: int, points: int, warmup: int, trees: int = 50, sample_size: int = 256,
-               shingle: int = 4) -> dict[str, Any]:
+def bench_krcf(
+    series: int, points: int, warmup: int, trees: int = 50, sample_size: int = 256, shingle: int = 4
+) -> dict[str, Any]:
     """krcf 0.4.0 (AWS RCF in Rust), score + update per point; ``series`` forests interleaved."""
     import resource
 
@@ -133,8 +158,12 @@ def bench_krcf(series: int, points: int, warmup: int, trees: int = 50, sample_si
             f.update(x)
     wall = time.perf_counter() - t0
     grown_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0  # peak growth: a lower bound
-    return {"series": series, "points": points, "points_per_s": series * points / wall,
-            "rss_bytes_per_series": grown_kb * 1024 // series}
+    return {
+        "series": series,
+        "points": points,
+        "points_per_s": series * points / wall,
+        "rss_bytes_per_series": grown_kb * 1024 // series,
+    }
 
 
 def bench_rrcf(points: int, trees: int, sample_size: int, shingle: int) -> dict[str, Any]:
@@ -159,8 +188,9 @@ def bench_rrcf(points: int, trees: int, sample_size: int, shingle: int) -> dict[
     return {"points": timed, "points_per_s": timed / wall}
 
 
-def compare_backends(series: int, ticks: int, trees: int = 50, sample_size: int = 256,
-                     shingle: int = 4) -> dict[str, Any]:
+def compare_backends(
+    series: int, ticks: int, trees: int = 50, sample_size: int = 256, shingle: int = 4
+) -> dict[str, Any]:
     """Score the same seasonal input (with injected spikes) on the CPU and the GPU; compare.
 
     Returns the fraction of bit-identical scores, the largest difference, both sets of quantiles
@@ -184,7 +214,9 @@ def compare_backends(series: int, ticks: int, trees: int = 50, sample_size: int 
     a, b = out["cpu"][sample_size:].ravel(), out["gpu"][sample_size:].ravel()
     qs = (0.5, 0.9, 0.99, 0.999)
     return {
-        "series": series, "ticks": ticks, "identical_fraction": float(np.mean(out["cpu"] == out["gpu"])),
+        "series": series,
+        "ticks": ticks,
+        "identical_fraction": float(np.mean(out["cpu"] == out["gpu"])),
         "max_abs_diff": float(np.max(np.abs(out["cpu"] - out["gpu"]))),
         "cpu_quantiles": [float(np.quantile(a, q)) for q in qs],
         "gpu_quantiles": [float(np.quantile(b, q)) for q in qs],
@@ -202,8 +234,16 @@ def compare_backends(series: int, ticks: int, trees: int = 50, sample_size: int 
 @click.option("--backend", type=click.Choice(["cpu", "gpu", "auto"]), default="cpu", show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--warmup", type=int, default=None, help="untimed ticks first (default: fill the window)")
-def engine_command(series: int, points: int, trees: int, sample_size: int, shingle: int, backend: str,
-                   seed: int, warmup: int | None) -> None:
+def engine_command(
+    series: int,
+    points: int,
+    trees: int,
+    sample_size: int,
+    shingle: int,
+    backend: str,
+    seed: int,
+    warmup: int | None,
+) -> None:
     """Throughput of the batched forest on synthetic seasonal series (one JSON line)."""
     click.echo(json.dumps(bench_engine(series, points, trees, sample_size, shingle, backend, seed, warmup)))
 
@@ -226,8 +266,11 @@ def markdown_report(quick: bool) -> str:
     r2 = ours["points_per_s"] / many["points_per_s"]
     r3 = ours["points_per_s"] / rr["points_per_s"]
     rows = [
-        (f"cutstream engine, S=1000 tick by tick (numba, {numba.get_num_threads()} threads)",
-         f"{ours['points_per_s']:,.0f}", "1.00"),
+        (
+            f"cutstream engine, S=1000 tick by tick (numba, {numba.get_num_threads()} threads)",
+            f"{ours['points_per_s']:,.0f}",
+            "1.00",
+        ),
         ("krcf 0.4.0, one series (its best case)", f"{single['points_per_s']:,.0f}", f"{r1:.2f}"),
         ("krcf 0.4.0, 1000 interleaved series", f"{many['points_per_s']:,.0f}", f"{r2:.2f}"),
         ("rrcf 0.4.4, one series", f"{rr['points_per_s']:,.1f}", f"{r3:,.0f}"),

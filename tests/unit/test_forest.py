@@ -43,7 +43,7 @@ def test_a_repeated_slot_is_the_same_as_its_values_one_call_at_a_time() -> None:
     single = Forest(SMALL, capacity=2)
     slots2 = single.add_series(2)
     for i in range(120):
-        o = single.update(slots2[i % 2:i % 2 + 1], vals[i:i + 1])
+        o = single.update(slots2[i % 2 : i % 2 + 1], vals[i : i + 1])
         assert o.raw_score[0] == out.raw_score[i]
         assert o.expected[0] == out.expected[i]
 
@@ -66,8 +66,9 @@ def test_a_series_scores_the_same_whatever_its_slot_when_given_a_uid() -> None:
     b = Forest(SMALL, capacity=8)
     sb = b.add_series(1, uids=np.array([123], dtype=np.uint64))
     assert sa[0] != sb[0]
-    assert np.array_equal(a.update(np.repeat(sa, 50), values).raw_score,
-                          b.update(np.repeat(sb, 50), values).raw_score)
+    assert np.array_equal(
+        a.update(np.repeat(sa, 50), values).raw_score, b.update(np.repeat(sb, 50), values).raw_score
+    )
 
 
 def test_growing_capacity_keeps_every_series_state() -> None:
@@ -101,12 +102,15 @@ def test_removed_series_are_cleared_and_their_slots_reused() -> None:
     assert int(np.abs(state["root"]).sum()) == 0 and int(state["count"].sum()) == 0
 
 
-@pytest.mark.parametrize("values", [
-    np.full(60, 7.0),  # a flat line: every point equal, one leaf with a count
-    np.tile([0.0, 0.0, 1.0, 0.0], 15),  # a few repeating shingles
-    1e7 + np.round(_seasonal(60)),  # large values: stored relative to the first one
-    1e12 + _seasonal(60),  # beyond float32's precision without the offset
-])
+@pytest.mark.parametrize(
+    "values",
+    [
+        np.full(60, 7.0),  # a flat line: every point equal, one leaf with a count
+        np.tile([0.0, 0.0, 1.0, 0.0], 15),  # a few repeating shingles
+        1e7 + np.round(_seasonal(60)),  # large values: stored relative to the first one
+        1e12 + _seasonal(60),  # beyond float32's precision without the offset
+    ],
+)
 def test_duplicates_and_large_values_keep_the_trees_valid(values: np.ndarray) -> None:
     forest = Forest(ForestConfig(n_trees=3, sample_size=8, shingle_size=2, seed=1), capacity=1)
     slot = forest.add_series(1)
@@ -148,13 +152,16 @@ def test_bad_input_is_refused_with_a_clear_error() -> None:
     assert out.raw_score.shape == (0,)
 
 
-def test_memory_per_series_at_the_default_config_is_under_300_kb() -> None:
-    forest = Forest(ForestConfig(), capacity=1)
+@pytest.mark.parametrize(
+    "config", [ForestConfig(n_trees=50, sample_size=256, shingle_size=4), ForestConfig()]
+)
+def test_memory_per_series_is_under_300_kb(config: ForestConfig) -> None:
+    forest = Forest(config, capacity=1)
     assert forest.bytes_per_series <= 300_000
 
 
 def test_a_forest_for_100000_series_is_allocated_lazily() -> None:
-    forest = Forest(ForestConfig(), capacity=100_000)
+    forest = Forest(ForestConfig(n_trees=50, sample_size=256, shingle_size=4), capacity=100_000)
     slots = forest.add_series(100_000)
     assert slots.shape == (100_000,) and forest.n_series == 100_000
     out = forest.update(slots[-3:], np.array([1.0, 2.0, 3.0]))
