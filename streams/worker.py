@@ -256,6 +256,7 @@ class WorkerCounters:
     checkpoints: int = 0
     commits: int = 0
     commit_failures: int = 0
+    checkpoints_postponed: int = 0
     restores: int = 0
     series_split: int = 0
     assigned: list[str] = field(default_factory=list)
@@ -698,7 +699,8 @@ class Worker:
         if part.next_offset is None:
             return
         self._write_parquet(part)
-        self._flush_producer()
+        if not self._flush_producer():
+            return  # retried at the next checkpoint interval; the last checkpoint stays the truth
         ckpt = Checkpoint(
             topic=part.topic,
             partition=part.partition,
@@ -748,14 +750,25 @@ class Worker:
         with self._lock:
             self._counters.commits += 1
 
-    def _flush_producer(self) -> None:
-        left = self._producer.flush(30.0)
-        if left:
-            raise StreamsError(
-                f"{left} results or dead letters were not delivered within 30 s; "
-                "is the broker reachable? not checkpointing past them"
-            )
+    def _flush_producer(self, timeout_s: float = 30.0) -> bool:
+        """Wait for the results and dead letters in flight; False if some are still undelivered.
+
+        Undelivered messages stay queued in librdkafka, which retries them until
+        ``message.timeout.ms``; the caller then skips the checkpoint (nothing is committed past
+        them) and tries again later, so a broker outage delays checkpoints instead of stopping the
+        worker. A delivery that failed for good still raises.
+        """
+        left = self._producer.flush(timeout_s)
         self._tracker.raise_if_failed("result/dead-letter")
+        if left:
+            logger.warning(
+                "results not delivered yet, checkpoint postponed undelivered=%d waited_s=%.0f "
+                "(is the broker reachable?)", left, timeout_s,
+            )
+            with self._lock:
+                self._counters.checkpoints_postponed += 1
+            return False
+        return True
 
     def _checkpoint_all(self) -> None:
         for part in list(self._parts.values()):

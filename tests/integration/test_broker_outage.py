@@ -100,13 +100,6 @@ def _results_from(data_dir: Path, first_window_ms: int) -> int:
     return sum(1 for s in starts if s >= first_window_ms)
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="streams.worker exits when results stay undelivered for 30 s (_flush_producer raises "
-    "StreamsError) instead of keeping the partition un-checkpointed and retrying; whether results are "
-    "in flight when the broker stops is a matter of timing, so this fails often, not always. Remove "
-    "this marker once the worker waits out an outage",
-)
 def test_workers_survive_a_30s_broker_outage_and_resume(tmp_path: Path, group_factory: Any) -> None:
     from streams.broker import EmbeddedBroker, free_port
 
