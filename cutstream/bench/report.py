@@ -21,6 +21,7 @@ SECTIONS: dict[str, str] = {
     "engine": "cutstream.bench.engine",
     "nab": "cutstream.bench.nab",
     "ingest": "cutstream.bench.ingest",
+    "backfill": "cutstream.bench.backfill",
     "dashboard": "cutstream.bench.dashboard",
     "scaleout": "cutstream.bench.scaleout",
 }
