@@ -10,8 +10,36 @@ from __future__ import annotations
 
 import numba
 import numpy as np
+from llvmlite import ir
+from numba.core import cgutils, types
+from numba.extending import intrinsic
 
 from detector import kernels
+
+
+@intrinsic
+def prefetch(typingctx, arr, i, j, k):  # type: ignore[no-untyped-def]
+    """Hint the CPU to load the cache line of ``arr[i, j, k]`` (LLVM's prefetch, read, keep)."""
+    sig = types.void(arr, i, j, k)
+
+    def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
+        aryty = signature.args[0]
+        ary = context.make_array(aryty)(context, builder, args[0])
+        inds = [
+            context.cast(builder, v, t, types.intp) for v, t in zip(args[1:], signature.args[1:], strict=True)
+        ]
+        ptr = cgutils.get_item_pointer(context, builder, aryty, ary, inds)
+        i8p = ir.IntType(8).as_pointer()
+        i32 = ir.IntType(32)
+        fnty = ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32])
+        fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.prefetch.p0")
+        builder.call(
+            fn, [builder.bitcast(ptr, i8p), ir.Constant(i32, 0), ir.Constant(i32, 3), ir.Constant(i32, 1)]
+        )
+        return context.get_dummy_value()
+
+    return sig, codegen
+
 
 # inline="always": numba inlines at its IR level, which removes the per-call reference counting
 # of a dozen array arguments (measured: 3.8 -> 2.5 us per tree step before the other changes).
@@ -40,6 +68,8 @@ def prewalk(si, T, r, K, bo, n16, u16, f32, box, pts, newpt, root, refs):  # typ
     for t in range(T):
         refs[t] = root[g0 + t] if r >= 0 else 0
         refs[T + t] = root[g0 + t]
+        top = max(np.int64(root[g0 + t]) - 1, 0)
+        prefetch(n16, g0 + t, top, 0)
     rr = max(r, 0)
     busy = True
     last = 0
@@ -54,15 +84,25 @@ def prewalk(si, T, r, K, bo, n16, u16, f32, box, pts, newpt, root, refs):  # typ
             m = max(ref - 1, 0)
             last += box[g, m, bo + 2 * K - 1]  # the record's far end may be on the next line
             side = np.int64(pts[si, rr, node_cdim(u16, g, m)] > f32[g, m, 2])
-            refs[t] = n16[g, m, side] if act else ref
+            nxt = np.int64(n16[g, m, side]) if act else ref
+            refs[t] = nxt
             busy |= act
+            # Ask for the next node now; the loop comes back to this walk only after the other
+            # trees' steps, by when the line has arrived: many misses in flight, not one.
+            nm = max(nxt - 1, 0)
+            prefetch(n16, g, nm, 0)
+            prefetch(box, g, nm, bo + 2 * K - 1)
             ref = np.int64(refs[T + t])
             act = ref > 0
             m = max(ref - 1, 0)
             last += box[g, m, bo + 2 * K - 1]
             side = np.int64(newpt[si, node_cdim(u16, g, m)] > f32[g, m, 2])
-            refs[T + t] = n16[g, m, side] if act else ref
+            nxt = np.int64(n16[g, m, side]) if act else ref
+            refs[T + t] = nxt
             busy |= act
+            nm = max(nxt - 1, 0)
+            prefetch(n16, g, nm, 0)
+            prefetch(box, g, nm, bo + 2 * K - 1)
     return last
 
 
