@@ -278,7 +278,12 @@ class Forest:
         out_score = np.empty(n, np.float64)
         out_expected = np.empty(n, np.float64)
         a, v = self._a, self._v
-        kernels_cpu.update_batch(
+        driver = (
+            kernels_cpu.update_batch
+            if starts.shape[0] - 1 >= kernels_cpu.PARALLEL_MIN_SERIES
+            else kernels_cpu.update_batch_serial
+        )
+        driver(
             order,
             starts,
             ss,

@@ -180,3 +180,16 @@ def test_backend_auto_falls_back_to_the_cpu_with_a_log_line(caplog: pytest.LogCa
     assert "falling back to cpu" in caplog.text
     with pytest.raises(BackendUnavailable, match="unknown backend"):
         Forest(SMALL, backend="tpu")
+
+
+def test_the_threaded_driver_gives_the_same_scores_as_the_serial_one() -> None:
+    """20 series in a batch run on numba threads; each one alone runs on the calling thread."""
+    values = np.stack([_seasonal(40, i) for i in range(20)], axis=1)
+    batched = Forest(SMALL, capacity=20)
+    slots = batched.add_series(20)
+    many = np.stack([batched.update(slots, values[i]).raw_score for i in range(40)])
+    for k in (0, 7, 19):
+        alone = Forest(SMALL, capacity=1)
+        alone.add_series(1, uids=np.array([k], dtype=np.uint64))
+        one = alone.update(np.zeros(40, np.int64), values[:, k]).raw_score
+        assert np.array_equal(one, many[:, k])
