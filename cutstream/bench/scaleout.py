@@ -314,7 +314,7 @@ def scaleout(
 COMMANDS = [scaleout]
 
 #: The sizes `make bench` uses, and a quick smoke run.
-FULL = {"n_series": 4_000, "n_windows": 60, "per_window": 2, "repeat": 3}
+FULL = {"n_series": 8_000, "n_windows": 80, "per_window": 2, "repeat": 3}
 QUICK = {"n_series": 300, "n_windows": 20, "per_window": 2, "repeat": 1}
 
 
