@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="smaller sizes (a smoke run)")
     parser.add_argument("--file", type=Path, default=Path("BENCHMARKS.md"))
     args = parser.parse_args(argv)
-    text = args.file.read_text()
+    replace_block(args.file.read_text(), "engine", "")  # fail early on a file without the markers
     failed = []
     for name, module in SECTIONS.items():
         if args.only is not None and name not in args.only:
@@ -59,7 +59,8 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
             failed.append(name)
             continue
-        text = replace_block(text, name, f"Machine: {machine_line()}\n\n{body}")
+        # re-read: another section (or person) may have changed the file while this one ran
+        text = replace_block(args.file.read_text(), name, f"Machine: {machine_line()}\n\n{body}")
         args.file.write_text(text)
     if failed:
         print(f"failed sections: {failed}", file=sys.stderr)
