@@ -291,6 +291,8 @@ def markdown_report(quick: bool) -> str:
         f"(krcf: ~{many['rss_bytes_per_series']:,} of resident memory) |",
         f"| create 100,000 series (allocate + add_series) | {create['create_s'] * 1e3:.1f} ms |",
         f"| CPU seconds / wall seconds in the S=1000 run | {ours['cpu_s']:.2f} / {ours['wall_s']:.2f} |",
+        f"| ours per CPU-second at S=1000 (what one free core gives) | "
+        f"{ours['series'] * ours['points'] / ours['cpu_s']:,.0f} points |",
         "",
         "The machine is shared with other jobs while this runs; all rows come from the same run, so the "
         "ratios compare like with like. krcf runs score then update per point, single-threaded "
