@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -42,16 +43,21 @@ def _report_bad(bad: list, limit: int = 20) -> None:
         click.echo(f"  ... and {len(bad) - limit} more", err=True)
 
 
+def _history_options(f: Callable[..., None]) -> Callable[..., None]:
+    """PATH, --config and --detector: which history, read how."""
+    f = click.option("--detector", default=None, help="which detector of the config (when it has several)")(f)
+    f = click.option(
+        "--config",
+        "config_path",
+        required=True,
+        type=click.Path(exists=True, dir_okay=False, path_type=Path),
+        help="detector config: the timestamp, dimension and measure columns, windows and model",
+    )(f)
+    return click.argument("path", type=click.Path(exists=True, path_type=Path))(f)
+
+
 @click.command()
-@click.argument("path", type=click.Path(exists=True, path_type=Path))
-@click.option(
-    "--config",
-    "config_path",
-    required=True,
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="detector config: which columns are the timestamp, dimensions and measures",
-)
-@click.option("--detector", default=None, help="the detector to replay for (when the config has several)")
+@_history_options
 @click.option("--topic", default=None, help="target topic (default: the detector's topic)")
 @click.option("--brokers", default=None, envvar="CUTSTREAM_BROKERS", help="Kafka bootstrap servers")
 @click.option("--speed", type=float, default=None, help="N x real time, keeping the gaps between events")
@@ -108,15 +114,7 @@ def replay(
 
 
 @click.command()
-@click.argument("path", type=click.Path(exists=True, path_type=Path))
-@click.option(
-    "--config",
-    "config_path",
-    required=True,
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="detector config: columns, windows and model",
-)
-@click.option("--detector", default=None, help="the detector to run (when the config has several)")
+@_history_options
 @click.option(
     "--data-dir",
     type=click.Path(file_okay=False, path_type=Path),

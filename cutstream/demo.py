@@ -52,20 +52,6 @@ DEFAULT_SPEED = {"bookstore": 2.0, "hosts": 1.0}
 DEMO_GROUP_SETTINGS = {"session.timeout.ms": "6000", "heartbeat.interval.ms": "1000"}
 
 
-def _create_topics(bootstrap: str, names: dict[str, int], extra: dict[str, str]) -> None:
-    from confluent_kafka.admin import AdminClient, NewTopic
-
-    admin = AdminClient({"bootstrap.servers": bootstrap, **extra})
-    existing = set(admin.list_topics(timeout=10).topics)
-    new = [NewTopic(n, num_partitions=p, replication_factor=1) for n, p in names.items() if n not in existing]
-    for name, fut in admin.create_topics(new).items() if new else ():
-        try:
-            fut.result(10)
-        except Exception as exc:
-            if "TOPIC_ALREADY_EXISTS" not in str(exc):
-                raise click.ClickException(f"cannot create topic {name}: {exc}") from exc
-
-
 def _start_dashboard(data_dir: Path, port: int) -> subprocess.Popen[bytes]:
     from streams.broker import _die_with_parent
 
@@ -139,7 +125,7 @@ def _summary(data_dir: Path) -> str:
             "SELECT count(*) AS results, coalesce(sum(anomalyDecision), 0) AS anomalies, "
             "count(DISTINCT timeseriesId) AS series FROM results",
         ).to_pylist()[0]
-    except Exception as exc:  # noqa: BLE001 - the summary is informative only
+    except Exception as exc:
         return f"(no summary: {exc})"
     return f"{row['results']} results for {row['series']} series, {int(row['anomalies'])} anomalies"
 
@@ -186,6 +172,7 @@ def demo(
     from cutstream.config import load_config
     from streams.broker import EmbeddedBroker
     from streams.config import WorkerSettings
+    from streams.kafka import ensure_topics
     from streams.worker import Worker
 
     spec = SCENARIOS[scenario]
@@ -206,7 +193,8 @@ def demo(
             group_id=f"cutstream-demo-{scenario}",
             kafka=DEMO_GROUP_SETTINGS,
         )
-        _create_topics(bootstrap, {spec["topic"]: 4, f"{spec['topic']}.dlq": 1, app.results_topic: 4}, {})
+        ensure_topics(bootstrap, [spec["topic"], app.results_topic], partitions=4)
+        ensure_topics(bootstrap, [f"{spec['topic']}.dlq"], partitions=1)
         (data_dir / "status").mkdir(exist_ok=True)
         settings = WorkerSettings(status_file=str(data_dir / "status" / "demo-worker.json"))
         worker = Worker(app, backend=backend, settings=settings)
