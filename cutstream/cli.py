@@ -18,15 +18,30 @@ logger = logging.getLogger("cutstream")
 
 
 def _setup_logging(verbose: int) -> None:
+    """Text logs by default; JSON lines with ``CUTSTREAM_LOG_FORMAT=json`` (key=value pairs become fields)."""
+    import os
+
+    from cutstream.logfmt import setup_logging
+
     level = logging.WARNING - 10 * verbose if verbose else logging.INFO
-    logging.basicConfig(
-        level=level,
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-    )
+    setup_logging(level, os.environ.get("CUTSTREAM_LOG_FORMAT", "text"))
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Group(click.Group):
+    """Turns the packages' own errors (bad config, unreachable broker, ...) into one clear line."""
+
+    def invoke(self, ctx: click.Context) -> object:
+        from detector.errors import DetectorError
+        from sinks.errors import SinkError
+        from streams.errors import StreamsError
+
+        try:
+            return super().invoke(ctx)
+        except (StreamsError, SinkError, DetectorError) as exc:
+            raise click.ClickException(str(exc)) from exc
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="cutstream")
 @click.option("-v", "--verbose", count=True, help="more log output (-vv for debug)")
 def main(verbose: int) -> None:

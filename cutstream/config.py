@@ -5,6 +5,7 @@ Built once by the command line and passed down; never at import time.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +51,12 @@ def load_config(path: Path | None, **overrides: Any) -> AppConfig:
         if not isinstance(loaded, dict):
             raise ConfigError(f"config file {path} must hold a mapping at the top level")
         data.update(loaded)
+    # Precedence: command-line overrides > CUTSTREAM_* environment > the file > defaults.
+    # (pydantic-settings ranks constructor arguments above the environment, so the file's values
+    # are dropped where the environment names the same setting.)
+    for name in AppConfig.model_fields:
+        if f"{AppConfig.model_config.get('env_prefix', '')}{name}".upper() in {k.upper() for k in os.environ}:
+            data.pop(name, None)
     data.update({k: v for k, v in overrides.items() if v is not None})
     try:
         return AppConfig(**data)

@@ -318,7 +318,7 @@ class Worker:
         self._fault_passes: dict[str, int] = collections.Counter()
         self._last_status = 0.0
         self._metrics_config = metrics
-        self.metrics = WorkerMetrics(liveness_timeout_s=metrics.liveness_timeout_s if metrics else 30.0)
+        self.metrics = WorkerMetrics(liveness_timeout_s=(metrics or MetricsConfig()).liveness_timeout_s)
         self._metrics_server: Any = None
         self._failed = False
         self._ckpt_pool = ThreadPoolExecutor(1, thread_name_prefix="cutstream-checkpoint")
