@@ -7,7 +7,6 @@ command never pays for a part it does not use.
 from __future__ import annotations
 
 import logging
-import sys
 from pathlib import Path
 
 import click
