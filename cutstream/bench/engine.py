@@ -188,6 +188,47 @@ def bench_rrcf(points: int, trees: int, sample_size: int, shingle: int) -> dict[
     return {"points": timed, "points_per_s": timed / wall}
 
 
+def bench_walk_floor(
+    series: int, ticks: int, trees: int = 50, sample_size: int = 256, shingle: int = 4
+) -> dict[str, Any]:
+    """The memory traffic of a step alone: the delete and insert paths of every tree, walked.
+
+    Builds a steady-state forest, then times ``kernels_cpu.prewalk`` (both paths of all trees of
+    a series in lockstep, with prefetch, nothing computed or written) over every series, per tick.
+    A step cannot run faster than this; the gap to the real step is the work done per level.
+    """
+    import numba
+
+    from detector import kernels_cpu
+    from detector.config import ForestConfig
+    from detector.forest import Forest
+
+    @numba.njit(parallel=True, nogil=True)
+    def walks(n, T, K, bo, n16, u16, f32, box, pts, newpt, root, npts, N):  # type: ignore[no-untyped-def]
+        tot = 0
+        for si in numba.prange(n):
+            refs = np.empty(2 * T, np.int64)
+            for d in range(K):  # a point of the store stands in for the next one
+                newpt[si, d] = pts[si, (npts[si] - 1) % N, d]
+            tot += kernels_cpu.prewalk(si, T, npts[si] % N, K, bo, n16, u16, f32, box, pts, newpt, root, refs)
+        return tot
+
+    cfg = ForestConfig(n_trees=trees, sample_size=sample_size, shingle_size=shingle, seed=0)
+    forest = Forest(cfg, capacity=series)
+    slots = forest.add_series(series)
+    data = seasonal(series, sample_size + shingle, 0)
+    for row in data:
+        forest.update(slots, row)
+    a, v = forest._a, forest._v
+    args = (series, trees, shingle, forest._bo, v["n16"], v["u16"], v["f32"], v["box"])
+    args2 = (a["points"], a["newpt"], a["root"], a["n_points"], sample_size)
+    walks(*args, *args2)
+    t0 = time.perf_counter()
+    for _ in range(ticks):
+        walks(*args, *args2)
+    return {"points_per_s": series * ticks / (time.perf_counter() - t0)}
+
+
 def compare_backends(
     series: int, ticks: int, trees: int = 50, sample_size: int = 256, shingle: int = 4
 ) -> dict[str, Any]:
@@ -262,6 +303,7 @@ def markdown_report(quick: bool) -> str:
     rr = bench_rrcf(10 if quick else 50, 50, 256, 4)
     lat = bench_latency(points=100 if quick else 300)
     create = bench_create(100_000)
+    floor = bench_walk_floor(1000, ticks)
     r1 = ours["points_per_s"] / single["points_per_s"]
     r2 = ours["points_per_s"] / many["points_per_s"]
     r3 = ours["points_per_s"] / rr["points_per_s"]
@@ -290,6 +332,9 @@ def markdown_report(quick: bool) -> str:
         f"| bytes per series (state + step scratch) | {ours['bytes_per_series']:,} "
         f"(krcf: ~{many['rss_bytes_per_series']:,} of resident memory) |",
         f"| create 100,000 series (allocate + add_series) | {create['create_s'] * 1e3:.1f} ms |",
+        f"| S=1000, the step's tree walks alone (both paths, every tree, nothing computed): "
+        f"the most a step could do | {floor['points_per_s']:,.0f} points/s "
+        f"({floor['points_per_s'] / single['points_per_s']:.1f}x krcf) |",
         f"| CPU seconds / wall seconds in the S=1000 run | {ours['cpu_s']:.2f} / {ours['wall_s']:.2f} |",
         f"| ours per CPU-second at S=1000 (what one free core gives) | "
         f"{ours['series'] * ours['points'] / ours['cpu_s']:,.0f} points |",
