@@ -1,4 +1,4 @@
-"""`cutstream compact` (merge small Parquet files) and `cutstream outbox` (pending alert notifications)."""
+"""`cutstream compact` (merge small Parquet files) and `cutstream outbox` (undelivered alerts)."""
 
 from __future__ import annotations
 
@@ -54,24 +54,50 @@ def compact(data_dir: Path | None, detector: str | None, date: str | None, min_f
 @click.option(
     "--retry-now", is_flag=True, help="make every pending notification due now (after fixing an endpoint)"
 )
-def outbox(data_dir: Path | None, as_json: bool, retry_now: bool) -> None:
-    """List alert notifications not yet accepted by their endpoint (pending or failing)."""
+@click.option(
+    "--requeue-dead",
+    is_flag=True,
+    help="put dead-lettered notifications back in the outbox, due now (after fixing the endpoint)",
+)
+@click.option("--hook", default=None, help="only this hook's notifications (an id as listed, e.g. webhook:…)")
+def outbox(
+    data_dir: Path | None, as_json: bool, retry_now: bool, requeue_dead: bool, hook: str | None
+) -> None:
+    """List alert notifications not yet accepted by their endpoint: pending, failing, and dead.
+
+    A dead notification was refused permanently too often (or waited past give_up_after_s) and is
+    no longer retried; --requeue-dead puts it back, and a running worker sends it within seconds.
+    """
     import datetime as dt
     import json
     import time
 
     from sinks.alerts import state_dir_for
-    from sinks.alerts.outbox import Outbox, read_pending
+    from sinks.alerts.outbox import Outbox, read_outbox
+    from sinks.errors import SinkError
+
+    def when(t: float) -> str:
+        return dt.datetime.fromtimestamp(t, dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
 
     state = state_dir_for(_data_dir(data_dir))
-    if retry_now and (state / "outbox.db").exists():
+    if (retry_now or requeue_dead) and (state / "outbox.db").exists():
         ob = Outbox(state)
-        click.echo(f"{ob.retry_now()} notifications made due now", err=True)
-        ob.close()
-    rows = read_pending(state)
-    if rows is None:
+        try:
+            if requeue_dead:
+                click.echo(f"{ob.requeue_dead(time.time(), hook)} dead notifications requeued", err=True)
+            if retry_now:
+                click.echo(f"{ob.retry_now()} notifications made due now", err=True)
+        finally:
+            ob.close()
+    try:
+        got = read_outbox(state)
+    except SinkError as exc:
+        raise click.ClickException(str(exc)) from exc
+    if got is None:
         click.echo(f"no alert outbox under {state}", err=True)
         return
+    rows = [r for r in got[0] if hook is None or r.hook == hook]
+    dead = [d for d in got[1] if hook is None or d.hook == hook]
     now = time.time()
     for r in rows:
         status = "failing" if r.attempts else "pending"
@@ -86,6 +112,7 @@ def outbox(data_dir: Path | None, as_json: bool, retry_now: bool) -> None:
                         "detector": r.detector,
                         "kind": r.kind,
                         "attempts": r.attempts,
+                        "permanentRejections": r.rejections,
                         "lastError": r.last_error,
                         "createdAt": r.created_at,
                         "nextAttemptAt": r.next_attempt_at,
@@ -93,15 +120,46 @@ def outbox(data_dir: Path | None, as_json: bool, retry_now: bool) -> None:
                 )
             )
             continue
-        created = dt.datetime.fromtimestamp(r.created_at, dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
         due = max(0.0, r.next_attempt_at - now)
         click.echo(
             f"{status:8} {r.kind:7} {r.detector:16} {r.hook:20} attempts={r.attempts:<3} "
-            f"due_in={due:7.1f}s created={created} key={r.dedup_key}"
+            f"due_in={due:7.1f}s created={when(r.created_at)} key={r.dedup_key}"
             + (f" error={r.last_error}" if r.last_error else "")
+        )
+    for d in dead:
+        if as_json:
+            click.echo(
+                json.dumps(
+                    {
+                        "id": d.id,
+                        "status": "dead",
+                        "dedupKey": d.dedup_key,
+                        "hook": d.hook,
+                        "detector": d.detector,
+                        "kind": d.kind,
+                        "attempts": d.attempts,
+                        "permanentRejections": d.rejections,
+                        "lastError": d.last_error,
+                        "createdAt": d.created_at,
+                        "reason": d.reason,
+                        "deadAt": d.dead_at,
+                    }
+                )
+            )
+            continue
+        click.echo(
+            f"{'dead':8} {d.kind:7} {d.detector:16} {d.hook:20} attempts={d.attempts:<3} "
+            f"reason={d.reason} dead_at={when(d.dead_at)} created={when(d.created_at)} key={d.dedup_key}"
+            + (f" error={d.last_error}" if d.last_error else "")
         )
     if not as_json:
         click.echo(f"{len(rows)} notifications waiting", err=True)
+        if dead:
+            click.echo(
+                f"{len(dead)} notifications dead-lettered (not retried): fix the endpoint, then "
+                "run again with --requeue-dead",
+                err=True,
+            )
 
 
 COMMANDS = [compact, outbox]

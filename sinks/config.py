@@ -125,7 +125,7 @@ class AlertsConfig(BaseModel):
 
 
 class DeliveryConfig(BaseModel):
-    """How the outbox is drained: global rate limit and retry policy (all hooks of all detectors)."""
+    """How the outbox is drained: rate limit, retries and dead letters (all hooks of all detectors)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -138,7 +138,23 @@ class DeliveryConfig(BaseModel):
         default=1.0, gt=0, description="first retry delay (doubles per attempt, with jitter)"
     )
     backoff_max_s: float = Field(
-        default=300.0, gt=0, description="retry delay ceiling; a notification is never dropped"
+        default=300.0,
+        gt=0,
+        description="retry delay ceiling; a notification is never dropped (at worst dead-lettered, below)",
+    )
+    max_permanent_rejections: int = Field(
+        default=3,
+        ge=0,
+        description="after this many permanent refusals of one notification (HTTP 4xx other than "
+        "408/425/429, SMTP 5xx), move it to the outbox's dead letters, log it at ERROR and stop retrying "
+        "it until `cutstream outbox --requeue-dead`; the attempts in between follow the back-off, so a "
+        "briefly misconfigured endpoint gets a few chances; 0 = retry permanent refusals forever",
+    )
+    give_up_after_s: float = Field(
+        default=0.0,
+        ge=0,
+        description="dead-letter a notification whose attempt fails (transiently or not) this many seconds "
+        "or more after it was queued; 0 = never: an endpoint that is down delays alerts, never drops them",
     )
     retry_after_max_s: float = Field(default=3600.0, gt=0, description="ceiling on an endpoint's Retry-After")
     idle_wait_s: float = Field(

@@ -87,6 +87,7 @@ class WorkerMetrics:
         self._ready = False
         self._ready_reason = "starting"
         self._alerts_sent_seen = 0
+        self._alerts_dead_seen = 0
         r = self.registry
         self._events = Counter("cutstream_events", "Events read from the events topics", registry=r)
         self._dead = Counter(
@@ -116,6 +117,16 @@ class WorkerMetrics:
         self._alerts_sent = Counter("cutstream_alerts_sent", "Alert notifications delivered", registry=r)
         self._alerts_pending = Gauge(
             "cutstream_alerts_pending", "Alert notifications waiting in the outbox", registry=r
+        )
+        self._alerts_dead_lettered = Counter(
+            "cutstream_alerts_dead_lettered",
+            "Alert notifications moved to the outbox's dead letters (no longer retried)",
+            registry=r,
+        )
+        self._alerts_dead = Gauge(
+            "cutstream_alerts_dead_letters",
+            "Alert notifications in the outbox's dead letters, waiting for `cutstream outbox --requeue-dead`",
+            registry=r,
         )
         self._broker_errors = Counter(
             "cutstream_broker_errors",
@@ -169,14 +180,20 @@ class WorkerMetrics:
             except KeyError:
                 continue  # never reported: nothing to drop
 
-    def alerts(self, sent_total: int, pending: int) -> None:
-        """Report the alert outbox: ``sent_total`` delivered so far (cumulative), ``pending`` waiting."""
+    def alerts(self, sent_total: int, pending: int, dead_lettered_total: int = 0, dead: int = 0) -> None:
+        """Report the alert outbox: ``sent_total`` delivered so far (cumulative), ``pending`` waiting,
+        ``dead_lettered_total`` moved to the dead letters so far (cumulative), ``dead`` in them now."""
         with self._lock:
             delta = sent_total - self._alerts_sent_seen
             self._alerts_sent_seen = sent_total
+            dead_delta = dead_lettered_total - self._alerts_dead_seen
+            self._alerts_dead_seen = dead_lettered_total
         if delta > 0:  # a smaller total means the alert service restarted: count from there
             self._alerts_sent.inc(delta)
+        if dead_delta > 0:
+            self._alerts_dead_lettered.inc(dead_delta)
         self._alerts_pending.set(max(pending, 0))
+        self._alerts_dead.set(max(dead, 0))
 
     def broker_error(self, kind: str) -> None:
         """Count one broker error (e.g. ``transport``, ``all_brokers_down``) seen by a client."""

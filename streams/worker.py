@@ -1009,7 +1009,12 @@ class Worker:
         self.metrics.series_tracked(n_series)
         self.metrics.model_bytes(sum(len(d) * d.bytes_per_series for d in self.detectors.values()))
         if self.alerts is not None:
-            self.metrics.alerts(self.alerts.sent_total, self.alerts.pending_count())
+            self.metrics.alerts(
+                self.alerts.sent_total,
+                self.alerts.pending_count(),
+                self.alerts.dead_lettered_total,
+                self.alerts.dead_letter_count(),
+            )
 
     def _shutdown(self, clean: bool) -> None:
         self._failed = not clean

@@ -1,8 +1,11 @@
 """Alert hooks: a signed JSON webhook (httpx) and email (smtplib, STARTTLS + login).
 
-A hook makes one delivery attempt and says whether the endpoint accepted it; retries, back-off and
-the outbox are the service's business. Secrets and webhook URLs (which often embed a token) are
-never logged nor put into error messages: hooks are named by a short hash and the endpoint's host.
+A hook makes one delivery attempt and says whether the endpoint accepted it and, if not, whether the
+refusal is permanent (retrying the same request will not help: HTTP 4xx other than 408/425/429, an SMTP
+5xx reply) or transient (everything else: connection errors, timeouts, HTTP 408/425/429/5xx, SMTP 4xx);
+retries, back-off, dead letters and the outbox are the service's business. Secrets and webhook URLs
+(which often embed a token) are never logged nor put into error messages: hooks are named by a short
+hash and the endpoint's host.
 """
 
 from __future__ import annotations
@@ -35,11 +38,35 @@ EVENT_HEADER = "X-Cutstream-Event"
 
 @dataclasses.dataclass(frozen=True)
 class Attempt:
-    """The outcome of one delivery attempt."""
+    """The outcome of one delivery attempt.
+
+    ``permanent``: the endpoint refused this notification in a way that retrying will not fix
+    (see :func:`is_permanent_http` and :func:`is_permanent_smtp`); the service dead-letters such a
+    row after ``max_permanent_rejections`` of them. Transient failures are retried with back-off.
+    """
 
     accepted: bool
     error: str | None = None
     retry_after_s: float | None = None
+    permanent: bool = False
+
+
+#: 4xx statuses that say "not now" rather than "never": request timeout, too early, too many requests.
+_TRANSIENT_4XX = frozenset({408, 425, 429})
+
+
+def is_permanent_http(status: int) -> bool:
+    """True for a webhook answer that retrying will not change: 4xx except 408, 425 and 429.
+
+    5xx, 408/425/429 and anything else not 2xx (an unfollowed 3xx, say) count as transient: an
+    endpoint that is down or overloaded gets retries, never silence.
+    """
+    return 400 <= status < 500 and status not in _TRANSIENT_4XX
+
+
+def is_permanent_smtp(code: int) -> bool:
+    """True for an SMTP permanent negative reply (5yz, RFC 5321 §4.2.1); 4yz is transient."""
+    return 500 <= code < 600
 
 
 class AlertHook(Protocol):
@@ -142,7 +169,12 @@ class WebhookHook:
         retry_after = None
         if resp.status_code in (429, 503):
             retry_after = parse_retry_after(resp.headers.get("Retry-After"))
-        return Attempt(False, f"HTTP {resp.status_code} from {self.label}", retry_after)
+        return Attempt(
+            False,
+            f"HTTP {resp.status_code} from {self.label}",
+            retry_after,
+            permanent=is_permanent_http(resp.status_code),
+        )
 
     def close(self) -> None:
         if self._own_client and self._client is not None:
@@ -248,7 +280,18 @@ class EmailHook:
                     smtp.login(c.username, c.password.get_secret_value() if c.password else "")
                 refused = smtp.send_message(msg)
         except smtplib.SMTPResponseException as exc:
-            return Attempt(False, f"SMTP {exc.smtp_code} from {self.label}")
+            code = int(exc.smtp_code)
+            return Attempt(False, f"SMTP {code} from {self.label}", permanent=is_permanent_smtp(code))
+        except smtplib.SMTPRecipientsRefused as exc:
+            # Every recipient refused (some refused and others accepted is a delivery: see below).
+            # Permanent only when every refusal is; the addresses stay out of the error (personal data).
+            codes = sorted({int(code) for code, _ in exc.recipients.values()})
+            return Attempt(
+                False,
+                f"SMTP {'/'.join(map(str, codes))} from {self.label}: "
+                f"{len(exc.recipients)} recipient(s) refused",
+                permanent=bool(codes) and all(is_permanent_smtp(c) for c in codes),
+            )
         except (smtplib.SMTPException, OSError) as exc:
             # Never str(exc) of an auth error verbatim: keep to the type.
             return Attempt(False, f"{type(exc).__name__} talking to {self.label}")

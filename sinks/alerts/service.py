@@ -18,7 +18,7 @@ import pyarrow as pa
 
 from sinks.alerts.hooks import AlertHook, EmailHook, WebhookHook
 from sinks.alerts.incidents import IncidentEvent, SeriesState, is_anomalous, step
-from sinks.alerts.outbox import Outbox, OutboxRow
+from sinks.alerts.outbox import REASON_EXPIRED, REASON_REJECTED, DeadLetter, Outbox, OutboxRow
 from sinks.config import AlertsConfig, DeliveryConfig
 from sinks.record import STAGE_INFERENCE
 
@@ -97,6 +97,8 @@ class AlertService:
         self._observe_lock = threading.Lock()
         #: Notifications accepted by an endpoint since this service started (for metrics).
         self.sent_total = 0
+        #: Notifications this service moved to the dead letters since it started (for metrics).
+        self.dead_lettered_total = 0
 
     # --- recording ------------------------------------------------------------------------------
     def observe(self, table: pa.Table, now: float | None = None) -> int:
@@ -227,22 +229,50 @@ class AlertService:
                     row.dedup_key,
                     row.attempts + 1,
                 )
+            elif (reason := self._give_up(row, result.permanent, t)) is not None:
+                # Not blocked: the hook's later rows go on (this one will not come before them).
+                self.outbox.dead_letter(row, result.error or "rejected", result.permanent, reason, t)
+                self.dead_lettered_total += 1
+                logger.error(
+                    "alert dead-lettered, no more retries hook=%s endpoint=%s key=%s reason=%s "
+                    "attempts=%d permanent_rejections=%d error=%r; fix the endpoint, then run "
+                    "`cutstream outbox --requeue-dead`",
+                    row.hook,
+                    hook.label,
+                    row.dedup_key,
+                    reason,
+                    row.attempts + 1,
+                    row.rejections + int(result.permanent),
+                    result.error,
+                )
             else:
                 delay = self._backoff(row.attempts + 1)
                 if result.retry_after_s is not None:
                     delay = min(self.delivery.retry_after_max_s, max(result.retry_after_s, 0.0))
-                self.outbox.failed(row, result.error or "rejected", t + delay)
+                self.outbox.failed(row, result.error or "rejected", t + delay, result.permanent)
                 blocked.add(row.hook)
                 logger.warning(
-                    "alert delivery failed hook=%s endpoint=%s key=%s attempt=%d error=%r retry_in_s=%.2f",
+                    "alert delivery failed hook=%s endpoint=%s key=%s attempt=%d permanent=%s error=%r "
+                    "retry_in_s=%.2f",
                     row.hook,
                     hook.label,
                     row.dedup_key,
                     row.attempts + 1,
+                    "yes" if result.permanent else "no",
                     result.error,
                     delay,
                 )
         return accepted
+
+    def _give_up(self, row: OutboxRow, permanent: bool, now: float) -> str | None:
+        """The dead-letter reason if the attempt on ``row`` that just failed was its last, else None."""
+        limit = self.delivery.max_permanent_rejections
+        if permanent and limit > 0 and row.rejections + 1 >= limit:
+            return REASON_REJECTED
+        max_age = self.delivery.give_up_after_s
+        if max_age > 0 and now - row.queued_at >= max_age:
+            return REASON_EXPIRED
+        return None
 
     def _acquire_delivery_lock(self) -> bool:
         """One deliverer per outbox: workers sharing a data dir all record, one of them sends.
@@ -321,6 +351,21 @@ class AlertService:
     def pending_count(self) -> int:
         """Notifications waiting in the outbox (for metrics)."""
         return self.outbox.pending_count()
+
+    def dead_letters(self, hook: str | None = None) -> list[DeadLetter]:
+        """Notifications no longer retried (see ``DeliveryConfig.max_permanent_rejections``)."""
+        return self.outbox.dead_letters(hook)
+
+    def dead_letter_count(self) -> int:
+        """Notifications in the dead letters (for metrics)."""
+        return self.outbox.dead_letter_count()
+
+    def requeue_dead(self, hook: str | None = None, now: float | None = None) -> int:
+        """Put dead letters (of ``hook``, or all) back in the outbox, due now; returns how many."""
+        n = self.outbox.requeue_dead(time.time() if now is None else now, hook)
+        if n:
+            self._wake.set()
+        return n
 
     def incidents(self, detector: str | None = None) -> list[dict[str, Any]]:
         return self.outbox.incidents(detector)

@@ -136,9 +136,19 @@ class SmtpReceiver:
     Attributes:
         messages: raw bytes of each accepted message, in order.
         logins: (username, accepted) for each AUTH attempt.
+        refuse_rcpt: recipient address → the reply that refuses it at RCPT TO (e.g.
+            ``"550 5.1.1 No such user"``); change it while the server runs to start accepting.
+        refused: (address, reply) for each refused RCPT TO, in order.
     """
 
-    def __init__(self, cert_file: str, key_file: str, username: str, password: str) -> None:
+    def __init__(
+        self,
+        cert_file: str,
+        key_file: str,
+        username: str,
+        password: str,
+        refuse_rcpt: dict[str, str] | None = None,
+    ) -> None:
         import socket
         import ssl
 
@@ -147,6 +157,8 @@ class SmtpReceiver:
 
         self.messages: list[bytes] = []
         self.logins: list[tuple[str, bool]] = []
+        self.refuse_rcpt: dict[str, str] = dict(refuse_rcpt or {})
+        self.refused: list[tuple[str, str]] = []
         receiver = self
 
         def authenticator(server: Any, session: Any, envelope: Any, mechanism: str, data: Any) -> AuthResult:
@@ -159,6 +171,16 @@ class SmtpReceiver:
             return AuthResult(success=ok, handled=False)  # handled=False: the server answers 535 itself
 
         class Handler:
+            async def handle_RCPT(
+                self, server: Any, session: Any, envelope: Any, address: str, rcpt_options: list[str]
+            ) -> str:
+                reply = receiver.refuse_rcpt.get(address)
+                if reply is not None:
+                    receiver.refused.append((address, reply))
+                    return reply
+                envelope.rcpt_tos.append(address)
+                return "250 OK"
+
             async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
                 if not session.authenticated:
                     return "530 5.7.0 Authentication required"

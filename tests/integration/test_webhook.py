@@ -87,7 +87,14 @@ def test_each_alert_arrives_exactly_once_through_errors_and_throttling(tmp_path:
     assert first["dashboardUrl"].startswith("http://dash.example:8050/?detector=shop&series=")
     assert first["timeseriesId"] in first["dashboardUrl"]
     assert first["dedupKey"] in expected
-    # The endpoint that rejects the signature keeps its notifications in the outbox: delayed, not lost.
-    left = svc.pending()
-    assert left and {r.hook for r in left} == {svc._detector_hooks["shop"][1]}
-    assert all(r.last_error == f"HTTP 401 from {wrong_key.url.rsplit('/', 1)[0]}" for r in left if r.attempts)
+    # The endpoint that rejects the signature (401: permanent) loses nothing either: each notification
+    # is still in the outbox or, after max_permanent_rejections (3) refusals, in the dead letters.
+    wrong_hook = svc._detector_hooks["shop"][1]
+    left, dead = svc.pending(), svc.dead_letters()
+    assert {r.hook for r in left} <= {wrong_hook} and {d.hook for d in dead} <= {wrong_hook}
+    assert {r.dedup_key for r in left} | {d.dedup_key for d in dead} == expected
+    assert len(left) + len(dead) == len(expected)
+    error = f"HTTP 401 from {wrong_key.url.rsplit('/', 1)[0]}"
+    assert all(r.last_error == error and r.rejections == r.attempts for r in left if r.attempts)
+    assert all((d.last_error, d.attempts, d.rejections, d.reason) == (error, 3, 3, "rejected") for d in dead)
+    assert wrong_key.bad_signatures == 3 * len(dead) + sum(r.attempts for r in left)

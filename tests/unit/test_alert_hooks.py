@@ -11,7 +11,15 @@ from pathlib import Path
 import pytest
 
 from sinks.alerts import AlertService
-from sinks.alerts.hooks import RedactUrls, body_bytes, message_id, parse_retry_after, sign
+from sinks.alerts.hooks import (
+    RedactUrls,
+    body_bytes,
+    is_permanent_http,
+    is_permanent_smtp,
+    message_id,
+    parse_retry_after,
+    sign,
+)
 from sinks.config import AlertsConfig, DeliveryConfig
 
 
@@ -57,3 +65,19 @@ def test_url_redaction_filter(caplog: pytest.LogCaptureFixture) -> None:
         log.filters.clear()
     assert "T0K3N" not in caplog.text and "sig=abc" not in caplog.text
     assert "https://h.example:8443/…" in caplog.text and "200 OK" in caplog.text
+
+
+def test_permanent_and_transient_failures_are_told_apart() -> None:
+    # Permanent: retrying the same request will not help.
+    assert all(is_permanent_http(s) for s in (400, 401, 403, 404, 405, 409, 410, 413, 415, 422))
+    # Transient: the endpoint is down, overloaded or asks to come back later.
+    assert not any(is_permanent_http(s) for s in (408, 425, 429, 500, 502, 503, 504, 302, 307))
+    assert all(is_permanent_smtp(c) for c in (535, 550, 553, 554))
+    assert not any(is_permanent_smtp(c) for c in (421, 450, 451, 452, 250))
+
+
+def test_dead_letter_defaults() -> None:
+    d = DeliveryConfig()
+    assert (d.max_permanent_rejections, d.give_up_after_s) == (3, 0.0)
+    with pytest.raises(ValueError, match="greater than or equal"):
+        DeliveryConfig(max_permanent_rejections=-1)
