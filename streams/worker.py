@@ -944,7 +944,7 @@ class Worker:
             return None
         from sinks.alerts import AlertService
 
-        return AlertService(hooks, Path(self.app.data_dir) / "alerts")
+        return AlertService(hooks, Path(self.app.data_dir) / "alerts", self.app.alert_delivery)
 
     @staticmethod
     def _parse_fault(fault: str | None) -> tuple[str, int] | None:

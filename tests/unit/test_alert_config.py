@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pydantic
 import pytest
 
@@ -51,3 +53,23 @@ def test_missing_variable_placeholder_and_both_are_errors(monkeypatch: pytest.Mo
     assert "p-16180339" not in str(err.value)
     with pytest.raises(pydantic.ValidationError):
         WebhookConfig(url="ftp://h.example/x")
+
+
+def test_the_worker_delivers_alerts_with_the_configured_delivery_settings(tmp_path: Path) -> None:
+    from cutstream.config import AppConfig
+    from sinks.config import DeliveryConfig
+    from streams.config import DetectorSpec, MeasureSpec
+    from streams.worker import Worker
+
+    spec = DetectorSpec(
+        name="shop",
+        topic="t",
+        timestamp_field="ts",
+        measures=(MeasureSpec(field="value"),),
+        alerts=AlertsConfig(webhooks=(WebhookConfig(url="http://127.0.0.1:9/hook"),)),
+    )
+    delivery = DeliveryConfig(max_per_minute=7, max_permanent_rejections=1, give_up_after_s=600)
+    app = AppConfig(brokers="127.0.0.1:9", data_dir=tmp_path, detectors=(spec,), alert_delivery=delivery)
+    alerts = Worker(app).alerts
+    assert alerts is not None
+    assert alerts.delivery == delivery
