@@ -95,7 +95,9 @@ def get_backend(name: str) -> Backend:
         # Testing only: the GPU kernels on host arrays through numba's CUDA simulator (very slow).
         from numba import config
 
-        if not config.ENABLE_CUDASIM:
+        # numba's config module sets its attributes from the environment at import time (through
+        # globals()), so mypy cannot see them.
+        if not config.ENABLE_CUDASIM:  # type: ignore[attr-defined]
             raise BackendUnavailable("backend 'cudasim' needs NUMBA_ENABLE_CUDASIM=1 in the environment")
         return Backend("cudasim", np)
     if name == "auto":

@@ -74,17 +74,17 @@ DEVICE_FUNCTIONS = (
 # (seed, series uid, tree, point counter, depth) -- the same on CPU and GPU, whatever the threads.
 
 
-def mix64(z):  # type: ignore[no-untyped-def]
+def mix64(z):
     z = (z ^ (z >> _SH30)) * _M1
     z = (z ^ (z >> _SH27)) * _M2
     return z ^ (z >> _SH31)
 
 
-def tree_key(seed, uid, tree):  # type: ignore[no-untyped-def]
+def tree_key(seed, uid, tree):
     return mix64(mix64(np.uint64(seed) ^ mix64(np.uint64(uid) + _GOLDEN)) + np.uint64(tree) * _GOLDEN)
 
 
-def uniform(key, point, depth):  # type: ignore[no-untyped-def]
+def uniform(key, point, depth):
     z = mix64(key ^ (np.uint64(point) * _M2 + np.uint64(depth) * _GOLDEN))
     return np.float64(z >> _SH11) * _INV53
 
@@ -93,21 +93,21 @@ def uniform(key, point, depth):  # type: ignore[no-untyped-def]
 # One tree. A node is one packed record (see the module docstring); these read and write it.
 
 
-def node_mass(u16, g, m, side):  # type: ignore[no-untyped-def]
+def node_mass(u16, g, m, side):
     return np.int64(u16[g, m, 2 + side]) & _MASS_BITS
 
 
-def node_cdim(u16, g, m):  # type: ignore[no-untyped-def]
+def node_cdim(u16, g, m):
     return (np.int64(u16[g, m, 2]) >> 13) | ((np.int64(u16[g, m, 3]) >> 13) << 3)
 
 
-def subtree_mass(g, si, ref, u16, cnt):  # type: ignore[no-untyped-def]
+def subtree_mass(g, si, ref, u16, cnt):
     if ref > 0:
         return node_mass(u16, g, ref - 1, 0) + node_mass(u16, g, ref - 1, 1)
     return np.int64(cnt[si, -ref - 1])
 
 
-def alloc_node(g, n16, nfree, nalloc):  # type: ignore[no-untyped-def]
+def alloc_node(g, n16, nfree, nalloc):
     h = np.int64(nfree[g])
     if h > 0:
         n = h - 1
@@ -118,12 +118,12 @@ def alloc_node(g, n16, nfree, nalloc):  # type: ignore[no-untyped-def]
     return n
 
 
-def free_node(g, n, n16, nfree):  # type: ignore[no-untyped-def]
+def free_node(g, n, n16, nfree):
     n16[g, n, 0] = nfree[g]
     nfree[g] = n + 1
 
 
-def link(g, parent, side, ref, n16, root):  # type: ignore[no-untyped-def]
+def link(g, parent, side, ref, n16, root):
     if parent < 0:
         root[g] = ref
     else:
@@ -142,7 +142,7 @@ def tree_insert(
     n16,
     u16,
     f32,
-    box,  # type: ignore[no-untyped-def]
+    box,
     root,
     nfree,
     nalloc,
@@ -304,7 +304,7 @@ def tree_delete(
     n16,
     u16,
     f32,
-    box,  # type: ignore[no-untyped-def]
+    box,
     root,
     nfree,
     pts,
@@ -376,7 +376,7 @@ def tree_delete(
                     box[g, a, bo + e] = sr
 
 
-def tree_expect(g, si, s, K, n16, u16, f32, pts, root):  # type: ignore[no-untyped-def]
+def tree_expect(g, si, s, K, n16, u16, f32, pts, root):
     """Tree ``g``'s imputation of the newest coordinate of point slot ``s`` (not yet inserted).
 
     Walks down following the point's first K-1 coordinates; at a cut on the newest coordinate
@@ -404,7 +404,7 @@ def tree_expect(g, si, s, K, n16, u16, f32, pts, root):  # type: ignore[no-untyp
 # One series (run once per point, before / between the tree passes)
 
 
-def series_shingle(si, value, K, tail, nvals, offset, newpt):  # type: ignore[no-untyped-def]
+def series_shingle(si, value, K, tail, nvals, offset, newpt):
     """Push a raw value; write the new shingle to ``newpt[si]``; True once the shingle is full.
 
     Coordinates are stored relative to the series' first value (``offset``): RCF is translation
@@ -425,7 +425,7 @@ def series_shingle(si, value, K, tail, nvals, offset, newpt):  # type: ignore[no
     return nv + 1 >= K
 
 
-def series_plan_delete(si, N, npts, rep, cnt, plan):  # type: ignore[no-untyped-def]
+def series_plan_delete(si, N, npts, rep, cnt, plan):
     """Decide how the oldest point leaves the window; write (leaf, new rep, full) to ``plan[si]``.
 
     ``plan[si, 0] = -1`` when the window is not full yet (nothing leaves).
@@ -461,7 +461,7 @@ def series_plan_delete(si, N, npts, rep, cnt, plan):  # type: ignore[no-untyped-
         plan[si, 2] = 1
 
 
-def series_place(si, N, K, T, npts, rep, cnt, pts, newpt, plan, n16, u16, f32, root):  # type: ignore[no-untyped-def]
+def series_place(si, N, K, T, npts, rep, cnt, pts, newpt, plan, n16, u16, f32, root):
     """Store the new point in the oldest slot; find an equal live point (a duplicate).
 
     Equal points always fall in the same leaf, so the search walks the series' first tree

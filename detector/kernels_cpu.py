@@ -21,11 +21,11 @@ from detector import kernels
 
 
 @intrinsic
-def prefetch(typingctx, arr, i, j, k):  # type: ignore[no-untyped-def]
+def prefetch(typingctx, arr, i, j, k):
     """Hint the CPU to load the cache line of ``arr[i, j, k]`` (LLVM's prefetch, read, keep)."""
     sig = types.void(arr, i, j, k)
 
-    def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
+    def codegen(context, builder, signature, args):
         aryty = signature.args[0]
         ary = context.make_array(aryty)(context, builder, args[0])
         inds = [
@@ -59,7 +59,7 @@ series_place = _K["series_place"]
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def prewalk(si, T, r, K, bo, n16, u16, f32, box, pts, newpt, root, refs):  # type: ignore[no-untyped-def]
+def prewalk(si, T, r, K, bo, n16, u16, f32, box, pts, newpt, root, refs):
     """Touch the nodes the step will visit, all trees in lockstep, before doing the work.
 
     A tree walk is a chain of dependent loads, and at thousands of series the trees are not in
@@ -120,7 +120,7 @@ def update_batch(
     N,
     K,
     bo,
-    estride,  # type: ignore[no-untyped-def]
+    estride,
     uid,
     tail,
     nvals,

@@ -21,7 +21,8 @@ import numba
 import numpy as np
 
 if not hasattr(np, "row_stack"):  # numpy >= 2.5 removed it; numba-cuda 0.2x still registers it
-    np.row_stack = np.vstack  # type: ignore[attr-defined]
+    # unused-ignore too: numpy's stubs still declare row_stack below 2.5, where this line never runs.
+    np.row_stack = np.vstack  # type: ignore[attr-defined, unused-ignore]
 
 from numba import cuda
 
@@ -46,7 +47,7 @@ class GpuKernels:
         float64 = numba.float64
 
         @cuda.jit
-        def k_begin(sids, vals, full, tail, nvals, offset, newpt, npts, rep, cnt, plan, point):  # type: ignore[no-untyped-def]
+        def k_begin(sids, vals, full, tail, nvals, offset, newpt, npts, rep, cnt, plan, point):
             i = cuda.grid(1)
             if i < sids.shape[0]:
                 si = sids[i]
@@ -57,7 +58,7 @@ class GpuKernels:
                     series_plan_delete(si, N, npts, rep, cnt, plan)
 
         @cuda.jit
-        def k_delete(sids, full, plan, n16, u16, f32, box, root, nfree, pts):  # type: ignore[no-untyped-def]
+        def k_delete(sids, full, plan, n16, u16, f32, box, root, nfree, pts):
             i = cuda.grid(1)
             if i < sids.shape[0] * T:
                 j = i // T
@@ -86,7 +87,7 @@ class GpuKernels:
                         )
 
         @cuda.jit
-        def k_place(sids, full, npts, rep, cnt, pts, newpt, plan, n16, u16, f32, root):  # type: ignore[no-untyped-def]
+        def k_place(sids, full, npts, rep, cnt, pts, newpt, plan, n16, u16, f32, root):
             i = cuda.grid(1)
             if i < sids.shape[0] and full[i]:
                 series_place(sids[i], N, K, T, npts, rep, cnt, pts, newpt, plan, n16, u16, f32, root)
@@ -105,7 +106,7 @@ class GpuKernels:
             box,
             root,
             nfree,
-            nalloc,  # type: ignore[no-untyped-def]
+            nalloc,
             pts,
             cnt,
             sc,
@@ -143,7 +144,7 @@ class GpuKernels:
                     )
 
         @cuda.jit
-        def k_reduce(sids, full, vals, offset, sc, ev, out_score, out_expected):  # type: ignore[no-untyped-def]
+        def k_reduce(sids, full, vals, offset, sc, ev, out_score, out_expected):
             i = cuda.grid(1)
             if i < sids.shape[0]:
                 if not full[i]:

@@ -50,7 +50,9 @@ STAGE_LEARNING = "LEARNING"
 STAGE_INFERENCE = "INFERENCE"
 
 
-def timeseries_id(detector: str, measure: str, dimensions: Mapping[str, str] | Iterable[tuple[str, str]]) -> str:
+def timeseries_id(
+    detector: str, measure: str, dimensions: Mapping[str, str] | Iterable[tuple[str, str]]
+) -> str:
     """Hex SHA-256 of detector, measure and the sorted ``name=value`` pairs: stable across runs.
 
     Example:

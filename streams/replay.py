@@ -58,7 +58,7 @@ def _count_rows(files: list[Path]) -> int | None:
 def _load_state(state_file: Path, path: Path, topic: str) -> dict[str, Any] | None:
     if not state_file.exists():
         return None
-    state = json.loads(state_file.read_text())
+    state: dict[str, Any] = json.loads(state_file.read_text())
     if state.get("version") != STATE_VERSION:
         raise StreamsError(
             f"{state_file}: unknown replay state version {state.get('version')!r}; delete it to start over"
@@ -112,8 +112,13 @@ def _already_sent(
             if m.error():
                 continue
             last = time.monotonic()
-            for k, v in m.headers() or ():
-                if k == HEADER and v:
+            headers = m.headers()
+            # A consumed message carries its headers as a list of (key, bytes or None) pairs, or None;
+            # the stub's type also admits the dict and str forms that a producer accepts.
+            if not isinstance(headers, list):
+                continue
+            for k, v in headers:
+                if k == HEADER and isinstance(v, bytes) and v:
                     fi, row = v.decode().split(":")
                     seen.add((int(fi), int(row)))
     consumer.close()

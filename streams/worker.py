@@ -763,7 +763,9 @@ class Worker:
         if left:
             logger.warning(
                 "results not delivered yet, checkpoint postponed undelivered=%d waited_s=%.0f "
-                "(is the broker reachable?)", left, timeout_s,
+                "(is the broker reachable?)",
+                left,
+                timeout_s,
             )
             with self._lock:
                 self._counters.checkpoints_postponed += 1

@@ -103,7 +103,8 @@ print("SIM-OK", a.raw_score.max())
 @pytest.mark.slow
 def test_gpu_kernels_in_the_cuda_simulator_match_the_cpu() -> None:
     env = {**os.environ, "NUMBA_ENABLE_CUDASIM": "1"}
-    out = subprocess.run([sys.executable, "-c", SIM_SCRIPT], capture_output=True, text=True, env=env,
-                         timeout=280)
+    out = subprocess.run(
+        [sys.executable, "-c", SIM_SCRIPT], capture_output=True, text=True, env=env, timeout=280
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     assert "SIM-OK" in out.stdout

@@ -23,8 +23,12 @@ FUTURE = np.array([0.5, 1.5, 1.5, 7.0, -3.0, 0.0, 0.25, 1.5, 2.0, 2.5])
 def _to_npz(state: dict[str, Any], future: Any) -> dict[str, Any]:
     arrays = {k: v for k, v in state.items() if isinstance(v, np.ndarray)}
     meta = {k: v for k, v in state.items() if not isinstance(v, np.ndarray)}
-    return {**arrays, "meta": np.array(json.dumps(meta)), "future_score": future.raw_score,
-            "future_expected": future.expected}
+    return {
+        **arrays,
+        "meta": np.array(json.dumps(meta)),
+        "future_score": future.raw_score,
+        "future_expected": future.expected,
+    }
 
 
 def _from_npz(path: Path) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
