@@ -112,8 +112,8 @@ def markdown_report(quick: bool) -> str:
     events, series = (200_000, 2_000) if quick else (10_000_000, 10_000)
     r = run(events, series, _cache_dir())
     return (
-        f"Command: `cutstream bench backfill --events {events} --series {series}` — a Parquet history file of "
-        f"{events:,} events ({series:,} hosts, one event per host per 1-minute window) through "
+        f"Command: `cutstream bench backfill --events {events} --series {series}` — a Parquet history "
+        f"file of {events:,} events ({series:,} hosts, one event per host per 1-minute window) through "
         "`cutstream backfill` (history → events → parser → windows → detector → Parquet results), "
         f"default model {r['model']}. 1-minute load average at the end: {r['load_avg_1m']}.\n\n"
         "| events | results (windows) | anomalies | seconds | events/s | results/s |\n"

@@ -30,8 +30,10 @@ SECTIONS: dict[str, str] = {
 def machine_line() -> str:
     import os
 
-    return (f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
-            f"{datetime.now(UTC):%Y-%m-%d}")
+    return (
+        f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
+        f"{datetime.now(UTC):%Y-%m-%d}"
+    )
 
 
 def replace_block(text: str, name: str, body: str) -> str:
@@ -55,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"== bench {name}", file=sys.stderr, flush=True)
         try:
             body = importlib.import_module(module).markdown_report(quick=args.quick)
-        except Exception:  # noqa: BLE001 - report every failing section, keep the others
+        except Exception:  # report every failing section, keep the others
             traceback.print_exc()
             failed.append(name)
             continue
