@@ -109,6 +109,7 @@ _BENCH_MODULES = (
     "cutstream.bench.backfill",
     "cutstream.bench.nab",
     "cutstream.bench.scaleout",
+    "cutstream.bench.checkpoint",
 )
 
 

@@ -33,9 +33,27 @@ from detector.normalize import (
     normalize,
     profile_expected,
 )
+from detector.normalize import STATE_VERSION as SCORES_STATE_VERSION
 
-#: Version of the dict written by ``Detector.to_state``.
-STATE_VERSION = 1
+#: Version of the dict written by ``Detector.to_state``: 2 holds all series in a few arrays (a
+#: checkpoint of thousands of series is a handful of array copies); 1, one dict per series, stays
+#: readable and writable (``to_state(keys, version=1)``).
+STATE_VERSION = 2
+#: The normalizer's per-series arrays, as ``NormalizerState`` names them (state version 2).
+_SCORE_FIELDS = (
+    "recent",
+    "mean",
+    "var",
+    "n_seen",
+    "since_alert",
+    "missing_rate",
+    "value_mean",
+    "value_var",
+    "tod_mean",
+    "tod_count",
+    "level",
+    "level_n",
+)
 
 
 @dataclass(frozen=True)
@@ -208,37 +226,98 @@ class Detector:
         )
 
     # ------------------------------------------------------------------------------------------
-    def to_state(self, keys: Sequence[str] | None = None) -> dict[str, Any]:
-        """Versioned state of ``keys`` (default: all), JSON-able apart from the forest's arrays.
+    def to_state(self, keys: Sequence[str] | None = None, *, version: int = STATE_VERSION) -> dict[str, Any]:
+        """Versioned state of ``keys`` (default: all): plain values and numpy arrays.
+
+        Version 2 (the default) takes every series at once with array operations: ``keys`` (the
+        order of the arrays), ``forest`` (``Forest.to_state_many``), ``scores`` (the normalizer's
+        arrays, one row per key) and ``warm_started`` (bool[n]). Version 1 is one dict per series
+        under ``series``, for a reader that predates version 2. The arrays are copies: the caller
+        may encode them while this detector goes on scoring.
 
         Raises:
-            DetectorError: a key this detector does not hold.
+            DetectorError: a key this detector does not hold, or an unknown version.
         """
         keys = self.keys() if keys is None else list(keys)
-        series = {}
-        for k in keys:
-            if k not in self._slots:
-                raise DetectorError(f"no model for series {k!r}; it was never scored or was evicted")
-            s = self._slots[k]
-            series[k] = {"forest": self._forest.to_state(s), "scores": self._norm.get(s),
-                         "warm_started": bool(self._warm[s])}
-        return {"version": STATE_VERSION, "config": self.config.model_dump(mode="json"), "series": series}
+        missing = [k for k in keys if k not in self._slots]
+        if missing:
+            raise DetectorError(f"no model for series {missing[0]!r}; it was never scored or was evicted")
+        config = self.config.model_dump(mode="json")
+        if version == 1:
+            series = {}
+            for k in keys:
+                s = self._slots[k]
+                series[k] = {
+                    "forest": self._forest.to_state(s),
+                    "scores": self._norm.get(s),
+                    "warm_started": bool(self._warm[s]),
+                }
+            return {"version": 1, "config": config, "series": series}
+        if version != STATE_VERSION:
+            raise DetectorError(f"cannot write detector state version {version}: choose 1 or {STATE_VERSION}")
+        slots = np.fromiter((self._slots[k] for k in keys), dtype=np.int64, count=len(keys))
+        scores: dict[str, Any] = {"version": SCORES_STATE_VERSION}
+        for name in _SCORE_FIELDS:
+            scores[name] = getattr(self._norm, name)[slots]
+        return {
+            "version": STATE_VERSION,
+            "config": config,
+            "keys": keys,
+            "forest": self._forest.to_state_many(slots),
+            "scores": scores,
+            "warm_started": self._warm[slots],
+        }
 
     def from_state(self, state: dict[str, Any], *, warm_start: bool = False) -> list[str]:
         """Restore the series in ``state`` (replacing models of the same keys); returns their keys.
 
-        A restored series keeps the ``warm_started`` mark it was saved with (a checkpoint restore is
-        not a warm start); ``warm_start=True`` marks every restored series as bootstrapped from
-        history (``cutstream worker --warm-start``).
+        Reads versions 1 and 2. A restored series keeps the ``warm_started`` mark it was saved
+        with (a checkpoint restore is not a warm start); ``warm_start=True`` marks every restored
+        series as bootstrapped from history (``cutstream worker --warm-start``).
 
         Raises:
             StateVersionError: a state version this code cannot read.
         """
-        if state.get("version") != STATE_VERSION:
+        version = state.get("version")
+        if version == 1:
+            return self._from_state_v1(state, warm_start)
+        if version != STATE_VERSION:
             raise StateVersionError(
-                f"detector state version {state.get('version')!r} is not {STATE_VERSION}; "
+                f"detector state version {version!r} is not 1 or {STATE_VERSION}; "
                 "drop the checkpoint to start these series fresh"
             )
+        keys = [str(k) for k in state["keys"]]
+        n = len(keys)
+        scores = state["scores"]
+        if scores.get("version") != SCORES_STATE_VERSION:
+            raise StateVersionError(
+                f"normalizer state version {scores.get('version')!r} is not {SCORES_STATE_VERSION}; "
+                "start the series fresh (drop its checkpoint)"
+            )
+        recent = np.asarray(scores["recent"])
+        if recent.shape != (n, self.config.scoring.avg_points):
+            raise StateVersionError(
+                f"normalizer state has recent scores of shape {recent.shape}, this config keeps "
+                f"({n}, {self.config.scoring.avg_points}); scoring.avg_points changed since the checkpoint"
+            )
+        warm = np.asarray(state["warm_started"], dtype=np.bool_).reshape(-1)
+        if warm.shape[0] != n or any(np.shape(scores[name])[:1] != (n,) for name in _SCORE_FIELDS):
+            raise DetectorError(f"corrupt detector state: arrays do not all hold {n} series")
+        slots = self._forest.from_state_many(state["forest"])
+        if slots.shape[0] != n:
+            self._forest.remove_series(slots)
+            raise DetectorError(f"corrupt detector state: {n} keys but {slots.shape[0]} forest series")
+        self.evict(keys)  # only now: a state that fails to load leaves the current models alone
+        if n:
+            self._ensure(int(slots.max()) + 1)
+        self._norm.reset(slots)
+        for name in _SCORE_FIELDS:
+            getattr(self._norm, name)[slots] = scores[name]
+        self._warm[slots] = warm | warm_start
+        self._slots.update(zip(keys, slots.tolist(), strict=True))
+        return keys
+
+    def _from_state_v1(self, state: dict[str, Any], warm_start: bool) -> list[str]:
         restored = []
         for k, entry in state["series"].items():
             if k in self._slots:

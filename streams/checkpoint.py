@@ -8,9 +8,11 @@ results that were produced but could not be written to Parquet yet (see docs/ARC
 
 The file format is self-describing and never unpickles anything: a magic line, a JSON header
 (the nested state with every numpy array replaced by a reference: offset, dtype, shape) and one
-binary blob with the raw bytes of every array, back to back (fast for the many small arrays of
-thousands of series; object arrays are stored as JSON lists). Writes go to a temporary name, are
-fsynced and renamed, and the directory is fsynced, so a crash leaves the old or the new checkpoint.
+binary blob with the raw bytes of every array, back to back (object arrays are stored as JSON lists).
+A detector state of thousands of series is a few large arrays (``Detector.to_state`` version 2),
+so the blob is written straight from the arrays' memory and read back as views of the file's bytes,
+without a copy per array. Writes go to a temporary name, are fsynced and renamed, and the
+directory is fsynced, so a crash leaves the old or the new checkpoint.
 """
 
 from __future__ import annotations
@@ -69,7 +71,7 @@ class _Blob:
     """Raw array bytes, back to back, 8-byte aligned."""
 
     def __init__(self) -> None:
-        self.parts: list[bytes | memoryview] = []
+        self.parts: list[memoryview] = []
         self.size = 0
 
     def add(self, a: np.ndarray) -> dict[str, Any]:
@@ -77,23 +79,23 @@ class _Blob:
         if a.dtype.hasobject or a.dtype.kind == "V":
             raise CheckpointError(f"cannot checkpoint an array of dtype {a.dtype}")
         ref = {"__nd__": [self.size, a.dtype.str, list(a.shape)]}
-        data = a.tobytes()
+        # The array's own memory, not a copy: the caller handed over copies (``to_state``).
+        data = a.reshape(-1).view(np.uint8).data
         pad = (-len(data)) % 8
         self.parts.append(data)
         if pad:
-            self.parts.append(b"\0" * pad)
+            self.parts.append(memoryview(b"\0" * pad))
         self.size += len(data) + pad
         return ref
 
-    def bytes(self) -> bytes:
-        return b"".join(self.parts)
 
-
-def _array(ref: list[Any], blob: bytes) -> np.ndarray:
+def _array(ref: list[Any], blob: memoryview) -> np.ndarray:
+    """The array at ``ref``: a view of ``blob`` when it is writable (a bytearray), else a copy."""
     offset, dtype_str, shape = ref
     dtype = np.dtype(dtype_str)
     count = int(np.prod(shape)) if shape else 1
-    return np.frombuffer(blob, dtype=dtype, count=count, offset=int(offset)).reshape(shape).copy()
+    a = np.frombuffer(blob, dtype=dtype, count=count, offset=int(offset)).reshape(shape)
+    return a if a.flags.writeable else a.copy()
 
 
 _TAGS = frozenset({"__nd__", "__bytes__", "__tuple__", "__list__", "__dict__"})
@@ -128,7 +130,7 @@ def _encode(obj: Any, arrays: _Blob) -> Any:
     raise CheckpointError(f"cannot checkpoint a value of type {type(obj).__name__}")
 
 
-def _decode(obj: Any, arrays: bytes) -> Any:
+def _decode(obj: Any, arrays: memoryview) -> Any:
     t = type(obj)
     if t is list:
         return [_decode(v, arrays) for v in obj]
@@ -149,13 +151,18 @@ def _decode(obj: Any, arrays: bytes) -> Any:
     return {k: _decode(v, arrays) for k, v in obj.items()}
 
 
-def _decode_key(k: Any, arrays: bytes) -> Any:
+def _decode_key(k: Any, arrays: memoryview) -> Any:
     value = _decode(k, arrays)
     return value if not isinstance(value, list) else tuple(value)
 
 
 def dumps(ckpt: Checkpoint) -> bytes:
     """Serialize a checkpoint (see the module docstring for the layout)."""
+    return b"".join(_parts(ckpt))
+
+
+def _parts(ckpt: Checkpoint) -> list[bytes | memoryview]:
+    """The file's bytes in pieces (the arrays' pieces are views of their memory)."""
     arrays = _Blob()
     header = {
         "version": VERSION,
@@ -169,23 +176,30 @@ def dumps(ckpt: Checkpoint) -> bytes:
         "pending_results": _encode(ckpt.pending_results, arrays),
     }
     head = json.dumps(header, separators=(",", ":"), allow_nan=True).encode()
-    body = arrays.bytes()
-    crc = zlib.crc32(head + body)
-    return MAGIC + f"{len(head)} {len(body)} {crc}\n".encode() + head + body
+    crc = zlib.crc32(head)
+    for part in arrays.parts:
+        crc = zlib.crc32(part, crc)
+    return [MAGIC, f"{len(head)} {arrays.size} {crc}\n".encode(), head, *arrays.parts]
 
 
-def loads(data: bytes) -> Checkpoint:
-    """Parse :func:`dumps` output; raise :class:`CheckpointError` on anything unexpected."""
-    if not data.startswith(MAGIC):
+def loads(data: bytes | bytearray | memoryview) -> Checkpoint:
+    """Parse :func:`dumps` output; raise :class:`CheckpointError` on anything unexpected.
+
+    Arrays are views of ``data`` when it is writable (a ``bytearray``, as
+    :meth:`CheckpointStore.load` reads it), copies otherwise.
+    """
+    view = memoryview(data).cast("B")
+    if bytes(view[: len(MAGIC)]) != MAGIC:
         raise CheckpointError("not a cutstream checkpoint (bad magic)")
-    rest = data[len(MAGIC) :]
-    line, _, rest = rest.partition(b"\n")
+    at = len(MAGIC)
+    eol = bytes(view[at : at + 64]).find(b"\n")
     try:
-        n_head, n_body, crc = (int(x) for x in line.split())
+        n_head, n_body, crc = (int(x) for x in bytes(view[at : at + max(eol, 0)]).split())
     except ValueError as exc:
         raise CheckpointError("corrupt checkpoint header line") from exc
-    head, body = rest[:n_head], rest[n_head : n_head + n_body]
-    if len(head) != n_head or len(body) != n_body or zlib.crc32(head + body) != crc:
+    at += eol + 1
+    head, body = bytes(view[at : at + n_head]), view[at + n_head : at + n_head + n_body]
+    if len(head) != n_head or len(body) != n_body or zlib.crc32(body, zlib.crc32(head)) != crc:
         raise CheckpointError("checkpoint is truncated or corrupt (length or CRC mismatch)")
     header = json.loads(head)
     if header.get("version") != VERSION:
@@ -227,9 +241,10 @@ class CheckpointStore:
         final = self.path(ckpt.topic, ckpt.partition)
         final.parent.mkdir(parents=True, exist_ok=True)
         tmp = final.with_name(f".{final.name}.{os.getpid()}.tmp")
-        data = dumps(ckpt)
+        size = 0
         with open(tmp, "wb") as f:
-            f.write(data)
+            for part in _parts(ckpt):
+                size += f.write(part)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, final)
@@ -239,7 +254,7 @@ class CheckpointStore:
             ckpt.topic,
             ckpt.partition,
             ckpt.next_offset,
-            len(data),
+            size,
         )
         return final
 
@@ -247,10 +262,12 @@ class CheckpointStore:
         """The partition's checkpoint, or None when it has none."""
         path = self.path(topic, partition)
         try:
-            data = path.read_bytes()
+            with open(path, "rb") as f:
+                data = bytearray(os.fstat(f.fileno()).st_size)
+                n = f.readinto(data)
         except FileNotFoundError:
             return None
-        ckpt = loads(data)
+        ckpt = loads(memoryview(data)[:n])  # writable: the arrays are views, not copies
         if ckpt.topic != topic or ckpt.partition != partition:
             raise CheckpointError(f"{path} holds topic={ckpt.topic} partition={ckpt.partition}")
         return ckpt
