@@ -115,7 +115,9 @@ def test_sigkill_at_random_points_keeps_parquet_exactly_once(
                 assert w.wait(5) == -signal.SIGKILL, w.log_tail()
     final = WorkerProc(cfg, bootstrap, data, tmp_path / "final.log", *FAST_FLUSH)
     wait_for(lambda: _complete(data, expected), timeout_s=90, message=f"the final run\n{final.log_tail()}")
-    status = wait_for(lambda: (s := final.read_status()) and s["windows_closed"] > 0 and s, timeout_s=10)
+    # the final worker restores the partitions' checkpoints; when the killed runs already reached
+    # the end of the stream it has no window left to close, so wait for the restore, not a window
+    wait_for(lambda: (s := final.read_status()) and s["restores"] >= 1, timeout_s=30, message="a restore")
     assert final.terminate() == 0, final.log_tail()
 
     # the faults happened where they were meant to, and recovery removed the files they orphaned
@@ -124,7 +126,6 @@ def test_sigkill_at_random_points_keeps_parquet_exactly_once(
     assert "partition restored" in text + final.log.read_text()
     removed = [int(n) for n in re.findall(r"parquet_removed=(\d+)", text + final.log.read_text())]
     assert any(n > 0 for n in removed), "no restore removed a Parquet file written after its checkpoint"
-    assert status["restores"] >= 1
 
     killed = read_results(data)
     killed_rows = keyed_rows(killed, COMPARED)  # raises on any duplicate (series, window)

@@ -79,6 +79,26 @@ def test_state_moves_between_gpu_and_cpu() -> None:
     assert np.array_equal(a.raw_score, b.raw_score)
 
 
+@pytest.mark.gpu
+@needs_gpu
+def test_many_series_state_moves_between_gpu_and_cpu_and_back() -> None:
+    config = ForestConfig(n_trees=7, sample_size=24, shingle_size=3, seed=4)
+    slots, vals = _stream(5, 90)
+    gpu = Forest(config, capacity=5, backend="gpu")
+    gpu.add_series(5)
+    gpu.update(slots, vals)
+    cpu = Forest(config, capacity=2)
+    moved = cpu.from_state_many(gpu.to_state_many([4, 0, 2]))
+    back = Forest(config, capacity=1, backend="gpu")
+    again = back.from_state_many(cpu.to_state_many(moved))
+    nxt = np.linspace(-5, 5, 12)
+    a = gpu.update(np.repeat([4, 0, 2], 4), nxt)
+    b = cpu.update(np.repeat(moved, 4), nxt)
+    c = back.update(np.repeat(again, 4), nxt)
+    assert np.array_equal(a.raw_score, b.raw_score) and np.array_equal(a.raw_score, c.raw_score)
+    assert np.array_equal(a.expected, c.expected)
+
+
 SIM_SCRIPT = """
 import numpy as np, warnings
 warnings.simplefilter("ignore")
