@@ -113,11 +113,23 @@ def test_sigkill_at_random_points_keeps_parquet_exactly_once(
                 w.kill()
             else:
                 assert w.wait(5) == -signal.SIGKILL, w.log_tail()
+    # The final worker restores every checkpointed partition, deleting the Parquet files written after
+    # each checkpoint, then re-runs from there: the results are complete only after that. (Waiting for
+    # completeness alone can pass before a restore deletes files; waiting for a closed window never
+    # ends when the checkpoints already reach the end of the stream.)
+    n_ckpt = len(list((data / "checkpoints").rglob("*.ckpt")))
     final = WorkerProc(cfg, bootstrap, data, tmp_path / "final.log", *FAST_FLUSH)
+    wait_for(
+        lambda: (
+            (s := final.read_status())
+            and len(s["assigned"]) == 2
+            and s["restores"] >= n_ckpt
+            and (n_ckpt == 2 or s["events_in"] > 0)
+        ),
+        timeout_s=90,
+        message=f"the final run to restore {n_ckpt} partitions\n{final.log_tail()}",
+    )
     wait_for(lambda: _complete(data, expected), timeout_s=90, message=f"the final run\n{final.log_tail()}")
-    # the final worker restores the partitions' checkpoints; when the killed runs already reached
-    # the end of the stream it has no window left to close, so wait for the restore, not a window
-    wait_for(lambda: (s := final.read_status()) and s["restores"] >= 1, timeout_s=30, message="a restore")
     assert final.terminate() == 0, final.log_tail()
 
     # the faults happened where they were meant to, and recovery removed the files they orphaned
