@@ -3,7 +3,8 @@
 The driver runs ``prange`` over the distinct series of a batch (series are independent); inside a
 series its points go in time order, and for each point every tree is updated in turn: delete the
 oldest point, impute the newest coordinate (every ``expect_stride`` trees), insert and score the
-new point.
+new point. ``gather_records`` / ``scatter_records`` move node records between the packed layout
+and the layout-free state arrays (``Forest.to_state_many`` / ``from_state_many``).
 """
 
 from __future__ import annotations
@@ -212,3 +213,51 @@ update_batch_serial = numba.njit(cache=True, nogil=True)(
 
 #: Fewer distinct series than this in a batch run on the calling thread.
 PARALLEL_MIN_SERIES = 16
+
+
+@numba.njit(cache=True, nogil=True, parallel=True)
+def gather_records(
+    trees, rows, K, bo, n16, u16, f32, box, left, right, mass_l, mass_r, cut_dim, cut_val, box_lo, box_hi
+):
+    """Decode the first ``rows[i]`` node records of tree ``trees[i]`` into flat field arrays, tree
+    after tree (the layout-free state format; see ``Forest.to_state_many``). One pass over the
+    records, trees in parallel: a checkpoint's capture runs on the worker's thread."""
+    ends = np.cumsum(rows)
+    for i in numba.prange(trees.shape[0]):
+        g = trees[i]
+        o = ends[i] - rows[i]
+        for m in range(rows[i]):
+            left[o] = n16[g, m, 0]
+            right[o] = n16[g, m, 1]
+            a = np.int64(u16[g, m, 2])
+            b = np.int64(u16[g, m, 3])
+            mass_l[o] = a & 0x1FFF
+            mass_r[o] = b & 0x1FFF
+            cut_dim[o] = (a >> 13) | ((b >> 13) << 3)
+            cut_val[o] = f32[g, m, 2]
+            for d in range(K):
+                box_lo[o, d] = box[g, m, bo + d]
+                box_hi[o, d] = box[g, m, bo + K + d]
+            o += 1
+
+
+@numba.njit(cache=True, nogil=True, parallel=True)
+def scatter_records(
+    trees, rows, K, bo, n16, u16, f32, box, left, right, mass_l, mass_r, cut_dim, cut_val, box_lo, box_hi
+):
+    """The inverse of :func:`gather_records`: write the field arrays into the packed records."""
+    ends = np.cumsum(rows)
+    for i in numba.prange(trees.shape[0]):
+        g = trees[i]
+        o = ends[i] - rows[i]
+        for m in range(rows[i]):
+            n16[g, m, 0] = left[o]
+            n16[g, m, 1] = right[o]
+            cd = np.int64(cut_dim[o])
+            u16[g, m, 2] = np.int64(mass_l[o]) | ((cd & 7) << 13)
+            u16[g, m, 3] = np.int64(mass_r[o]) | ((cd >> 3) << 13)
+            f32[g, m, 2] = cut_val[o]
+            for d in range(K):
+                box[g, m, bo + d] = box_lo[o, d]
+                box[g, m, bo + K + d] = box_hi[o, d]
+            o += 1
