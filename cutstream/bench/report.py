@@ -22,6 +22,7 @@ SECTIONS: dict[str, str] = {
     "nab": "cutstream.bench.nab",
     "ingest": "cutstream.bench.ingest",
     "backfill": "cutstream.bench.backfill",
+    "checkpoint": "cutstream.bench.checkpoint",
     "dashboard": "cutstream.bench.dashboard",
     "scaleout": "cutstream.bench.scaleout",
 }
