@@ -11,8 +11,9 @@ One run, one JSON line, on one topic of ~100-byte JSON events over ``--series`` 
   per partition: :class:`streams.parse.EventParser` → :class:`streams.window.WindowState` → one
   ``Detector.process_many`` per consumed batch for every window that closed →
   ``streams.worker.build_results`` (the result records, RESULT_SCHEMA), without the sinks;
-- ``processing_events_per_s``: the same stages on bytes already in memory, pinned to one core
-  (also as ``processing_cpu_events_per_s``, per CPU-second, which a busy shared machine disturbs less);
+- ``processing_events_per_s``: the same stages on bytes already in memory, on one core, for series
+  whose models exist (also as ``processing_cpu_events_per_s``, per CPU-second, which a busy shared
+  machine disturbs less); ``processing_cold_events_per_s``: the same with every series new;
 - ``faust_events_per_s``: the idiomatic faust-streaming implementation of the job (an agent that
   updates a tumbling windowed table per event), in a subprocess, bounded in time;
 - ``window_close_to_result_ms``: from the consume call that returned the event which closed a
@@ -30,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import math
 import os
 import re
 import statistics
@@ -76,13 +78,16 @@ class Events:
     timestamps_ms: list[int]
 
 
-def generate(n_events: int, n_series: int, n_windows: int, seed: int = 11) -> Events:
-    """~100-byte JSON events spread over ``n_windows`` windows (+3 % tail), series uniform at random."""
+def generate(
+    n_events: int, n_series: int, n_windows: int, seed: int = 11, start_ms: int = START_MS
+) -> Events:
+    """~100-byte JSON events spread over ``n_windows`` windows (+3 % tail) from ``start_ms``,
+    series uniform at random."""
     import numpy as np
 
     rng = np.random.default_rng(seed)
     span_ms = int(n_windows * WINDOW_MS * 1.03)
-    ts = START_MS + DISORDER_MS + (np.arange(n_events, dtype=np.int64) * span_ms) // n_events
+    ts = start_ms + DISORDER_MS + (np.arange(n_events, dtype=np.int64) * span_ms) // n_events
     ts -= rng.integers(0, DISORDER_MS, n_events)
     series = rng.integers(0, n_series, n_events)
     qty = rng.integers(1, 400, n_events) / 4
@@ -325,20 +330,36 @@ def worker_loop(bootstrap: str, topic: str, n_events: int, timeout_s: float = 60
     }
 
 
-def processing(events: Events) -> tuple[float, float, Pipeline]:
-    """Bytes in memory → parse → window → score → records, in consume-sized batches, on one core."""
+def processing(events: Events, before: Events | None = None) -> tuple[float, float, Pipeline]:
+    """Bytes in memory → parse → window → score → records, in consume-sized batches, on one core.
+
+    ``before``: events of the same series in the preceding windows, run through the same pipeline
+    first, untimed, so that the timed events meet series whose models exist (the steady state);
+    without it every series is new and the timing includes its model's first touch of memory.
+    """
     pipe = Pipeline(bench_spec())
     values = events.values
+    import numba
+
+    # One core: this thread pinned, and the engine's numba pool down to this thread (pinning the
+    # calling thread alone leaves the pool's threads on the other cores).
+    threads = numba.get_num_threads()
+    numba.set_num_threads(1)
     affinity = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
     if affinity:
         os.sched_setaffinity(0, {max(affinity)})
     try:
+        if before is not None:
+            for a in range(0, len(before.values), BATCH):
+                pipe.add(0, before.values[a : a + BATCH])
+                pipe.close_and_score([0])
         c0, t0 = time.process_time(), time.perf_counter()
         for a in range(0, len(values), BATCH):
             pipe.add(0, values[a : a + BATCH])
             pipe.close_and_score([0])
         wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     finally:
+        numba.set_num_threads(threads)
         if affinity:
             os.sched_setaffinity(0, affinity)
     return len(values) / wall, len(values) / cpu, pipe
@@ -478,10 +499,16 @@ def run(
     events = generate(n_events, n_series, n_windows)
     warm_up()
     # the machine is shared: every rate is the best of `repeats` runs
-    proc = [processing(events) for _ in range(repeats)]
+    # the same series in the windows just before the timed ones (no gap: no missing windows)
+    before = generate(
+        n_events, n_series, n_windows, seed=12, start_ms=START_MS - math.ceil(n_windows * 1.03) * WINDOW_MS
+    )
+    proc = [processing(events, before) for _ in range(repeats)]
     proc_rate = max(p[0] for p in proc)
     proc_cpu_rate = max(p[1] for p in proc)
-    proc_pipe = proc[0][2]
+    proc_points = proc[0][2].points
+    del proc
+    cold_rate = max(processing(events)[0] for _ in range(repeats))
     broker = None
     if brokers is None:
         broker = EmbeddedBroker().start()
@@ -528,6 +555,7 @@ def run(
         "stage_loop_events_per_s": round(stages),
         "processing_events_per_s": round(proc_rate),
         "processing_cpu_events_per_s": round(proc_cpu_rate),
+        "processing_cold_events_per_s": round(cold_rate),
         **{k: (round(v) if isinstance(v, float) else v) for k, v in faust.items()},
         "ceiling_runs": [round(x) for x in ceils],
         "stage_loop_runs": [round(x) for x in e2es],
@@ -548,7 +576,7 @@ def run(
         "points_scored": pipe.points,
         "result_records": pipe.records,
         "rejects": pipe.rejects,
-        "processing_points_scored": proc_pipe.points,
+        "processing_points_scored": proc_points,
     }
 
 
@@ -656,11 +684,17 @@ def markdown_report(quick: bool) -> str:
             f"{r['stage_loop_events_per_s'] / ceil:.2f}",
         ),
         (
-            "processing alone: bytes in memory → … → records, one core, wall clock",
+            "processing alone: bytes in memory → … → records, one core, wall clock; every series' model "
+            "exists (the windows before were processed first, untimed)",
             r["processing_events_per_s"],
             "",
         ),
-        ("processing alone, per CPU-second", r["processing_cpu_events_per_s"], ""),
+        ("same, per CPU-second", r["processing_cpu_events_per_s"], ""),
+        (
+            "processing alone with every series new (each model's memory touched for the first time)",
+            r["processing_cold_events_per_s"],
+            "",
+        ),
         (
             f"faust-streaming 0.15.3: agent + tumbling table, per event "
             f"({r.get('faust_events', 0):,} events)",
@@ -688,8 +722,8 @@ def markdown_report(quick: bool) -> str:
         "",
         f"- end to end ({e2e_name}) / ceiling = **{r['e2e_over_ceiling']:.2f}** (target ≥ 0.50); "
         f"end to end / faust = **{r['e2e_over_faust']}x** (target ≥ 20x); "
-        f"processing alone = **{r['processing_events_per_s']:,}** events/s wall, "
-        f"{r['processing_cpu_events_per_s']:,} per CPU-second (target ≥ 500,000).",
+        f"processing alone on one core = **{r['processing_events_per_s']:,}** events/s "
+        f"(target ≥ 500,000), {r['processing_cold_events_per_s']:,} when all {r['series']:,} series are new.",
         f"- window close → result records built (stage loop), {r['series']:,} series: p50 {lat['p50']} ms, "
         f"p99 {lat['p99']} ms, max {lat['max']} ms over {lat['n']} partition-window closes"
         + (
