@@ -57,9 +57,10 @@ class Backend:
             return np.zeros(shape, dtype=dtype)
         flags = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | _MAP_NORESERVE
         buf = mmap.mmap(-1, nbytes, flags=flags)
-        if hasattr(mmap, "MADV_HUGEPAGE"):
-            # Tree walks jump between nodes: 2 MB pages keep the TLB from missing on every one.
-            buf.madvise(mmap.MADV_HUGEPAGE)
+        # No MADV_HUGEPAGE: a young series touches one node record per tree, and a 2 MB page would
+        # zero (and commit) 2 MB there. Measured at the default model, 10,000 new series: their
+        # second point took 1.0-2.0 s with huge pages and 0.28-0.35 s without, for ~4 % (within
+        # the noise) of tree-walk speed at S=1000 with full windows.
         return np.frombuffer(buf, dtype=dtype).reshape(shape)
 
     def asarray(self, a: Any, dtype: Any = None) -> Any:
