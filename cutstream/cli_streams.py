@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from cutstream.cli import brokers_option, config_option, data_dir_option
+
+if TYPE_CHECKING:
+    from streams.sensors import Sensor
 
 
 @click.command()
@@ -84,31 +88,18 @@ from cutstream.cli import brokers_option, config_option, data_dir_option
     default=None,
     help="write counters and the assigned partitions as JSON to this file about once a second",
 )
-@click.option("--fault", default=None, hidden=True, help="testing only: after-parquet:N | after-checkpoint:N")
-def worker(
-    config_path: Path | None,
-    brokers: str | None,
-    data_dir: Path | None,
-    backend: str,
-    group_id: str | None,
-    max_batch: int,
-    poll_timeout: float,
-    parquet_interval: float,
-    checkpoint_interval: float,
-    checkpoint_events: int,
-    series_capacity: int,
-    warm_start: tuple[str, ...],
-    metrics_port: int | None,
-    metrics_host: str,
-    status_file: str | None,
-    fault: str | None,
-) -> None:
+def worker(**options: Any) -> None:
     """Consume events, detect anomalies, write results to the results topic and Parquet.
 
     Joins the consumer group of the config; start more workers (here or on other machines) to
     split the partitions. Without --brokers (or CUTSTREAM_BROKERS / `brokers:` in the config) it
     starts the embedded broker. SIGTERM or Ctrl-C checkpoints every partition and leaves the group.
     """
+    run_worker(options)
+
+
+def run_worker(options: Mapping[str, Any], sensors: Sequence[Sensor] = ()) -> None:
+    """The body of ``cutstream worker``, from its options (``cutstream.testing`` adds sensors)."""
     import signal
     import threading
 
@@ -118,23 +109,25 @@ def worker(
     from streams.metrics import MetricsConfig
     from streams.worker import Worker
 
-    if config_path is None:
+    o = options
+    if o["config_path"] is None:
         raise click.UsageError("--config is required: the detectors to run")
     try:
-        app = load_config(config_path, brokers=brokers, data_dir=data_dir, group_id=group_id)
-        settings = WorkerSettings(
-            max_batch=max_batch,
-            poll_timeout_s=poll_timeout,
-            parquet_interval_s=parquet_interval,
-            checkpoint_interval_s=checkpoint_interval,
-            checkpoint_every_events=checkpoint_events,
-            series_capacity=series_capacity,
-            warm_start=warm_start,
-            status_file=status_file,
-            fault=fault,
+        app = load_config(
+            o["config_path"], brokers=o["brokers"], data_dir=o["data_dir"], group_id=o["group_id"]
         )
-        metrics = MetricsConfig(port=metrics_port, host=metrics_host)
-        w = Worker(app, backend=backend, settings=settings, metrics=metrics)
+        settings = WorkerSettings(
+            max_batch=o["max_batch"],
+            poll_timeout_s=o["poll_timeout"],
+            parquet_interval_s=o["parquet_interval"],
+            checkpoint_interval_s=o["checkpoint_interval"],
+            checkpoint_every_events=o["checkpoint_events"],
+            series_capacity=o["series_capacity"],
+            warm_start=o["warm_start"],
+            status_file=o["status_file"],
+        )
+        metrics = MetricsConfig(port=o["metrics_port"], host=o["metrics_host"])
+        w = Worker(app, o["backend"], settings, metrics, sensors)
     except StreamsError as exc:
         raise click.ClickException(str(exc)) from exc
     stop = threading.Event()

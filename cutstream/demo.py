@@ -84,6 +84,7 @@ def _produce(
     """Publish simulated hours at ``speed`` hours per second until ``stop`` (or the scenario ends)."""
     from confluent_kafka import Producer
 
+    from sinks.kafka import produce_many
     from streams import generator
 
     producer = Producer(
@@ -102,13 +103,8 @@ def _produce(
         due = t_start + i / speed
         if stop.wait(max(0.0, due - time.monotonic())):
             break
-        for key, value in batch.messages:
-            while True:
-                try:
-                    producer.produce(topic, key=key, value=value)
-                    break
-                except BufferError:
-                    producer.poll(0.05)
+        keys, values = zip(*batch.messages, strict=True) if batch.messages else ((), ())
+        produce_many(producer, topic, values, keys)
         producer.poll(0)
         stats["events"] += len(batch.messages)
         stats["hours"] += 1

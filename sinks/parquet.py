@@ -34,15 +34,17 @@ import json
 import logging
 import os
 import re
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from sinks.base import Partition, Sink
 from sinks.errors import SinkError
-from sinks.record import RESULT_SCHEMA
+from sinks.record import RESULT_SCHEMA, ResultBatch
 
 logger = logging.getLogger(__name__)
 
@@ -438,3 +440,114 @@ def _merge(root: Path, pdir: Path, token: str, files: list[ResultFile]) -> Compa
         final.name,
     )
     return CompactionResult(pdir, tuple(f.path for f in files), final, merged.num_rows)
+
+
+# -- the worker's Parquet sink: results of input partitions, named after the offsets they cover ------
+
+
+@dataclasses.dataclass
+class _Pending:
+    """One input partition's results that are not in a file yet."""
+
+    first: int | None = None  # first input offset not covered by a file yet
+    tables: list[pa.Table] = dataclasses.field(default_factory=list)
+    idle: list[pa.Table] = dataclasses.field(default_factory=list)  # rows of the idle file at `first`
+    written_at: float = 0.0
+
+
+class ParquetPartitionSink(Sink):
+    """Parquet for results of input partitions, exactly-once by file name (docs/ARCHITECTURE.md).
+
+    A partition's results go to the source ``<topic>-<partition>`` in a file named after the input
+    offsets they came from (the next file starts where the last one ended), every ``interval_s``
+    (:meth:`tick`) and at each checkpoint (:meth:`flush`). Results of windows that the idle timeout
+    closed with no input since the last file cover no new offset: they go to the *idle source*
+    ``<topic>-<partition>.idle`` in the file ``[P, P]`` (P = the next offset); later such results at
+    the same P rewrite that file with all of them, and the checkpoint at P carries them
+    (:meth:`carried`), since a restore from P deletes the idle files from P on, like the input files.
+
+    Args:
+        writer: the Parquet writer of the data directory.
+        interval_s: write a partition's pending results at least this often.
+        on_write: called with (partition, rows, files) after each write.
+    """
+
+    name = "parquet"
+
+    def __init__(
+        self,
+        writer: ParquetSink,
+        interval_s: float = 2.0,
+        on_write: Callable[[Partition, int, int], None] | None = None,
+    ) -> None:
+        self.writer = writer
+        self.interval_s = interval_s
+        self.on_write = on_write
+        self._pending: dict[Partition, _Pending] = {}
+
+    @staticmethod
+    def source(tp: Partition) -> str:
+        return f"{tp[0]}-{tp[1]}"
+
+    def add(self, tp: Partition, batch: ResultBatch) -> None:
+        self._pending.setdefault(tp, _Pending()).tables.append(batch.table())
+
+    def tick(self, tp: Partition, next_offset: int, now: float) -> None:
+        p = self._pending.get(tp)
+        if p is not None and p.tables and now - p.written_at >= self.interval_s:
+            self._write(tp, p, next_offset, now)
+
+    def flush(self, tp: Partition, next_offset: int) -> None:
+        p = self._pending.get(tp)
+        if p is not None:
+            self._write(tp, p, next_offset, time.monotonic())
+
+    def restore(self, tp: Partition, offset: int, carried: bytes) -> int:
+        """Delete the partition's files from ``offset`` on; the idle rows at ``offset`` come back."""
+        source = self.source(tp)
+        removed = len(self.writer.delete_after(source, offset)) + len(
+            self.writer.delete_after(f"{source}.idle", offset)
+        )
+        self._pending[tp] = _Pending(first=offset, idle=_from_ipc(carried), written_at=time.monotonic())
+        return removed
+
+    def carried(self, tp: Partition) -> bytes:
+        p = self._pending.get(tp)
+        return _to_ipc(p.idle) if p is not None else b""
+
+    def drop(self, tp: Partition) -> None:
+        self._pending.pop(tp, None)
+
+    def _write(self, tp: Partition, p: _Pending, next_offset: int, now: float) -> None:
+        p.written_at = now
+        if not p.tables or p.first is None:
+            return
+        new = p.tables
+        if next_offset > p.first:
+            source, last, rows = self.source(tp), next_offset - 1, new
+        else:
+            source, last, rows = f"{self.source(tp)}.idle", p.first, p.idle + new
+        paths = self.writer.write(pa.concat_tables(rows) if len(rows) > 1 else rows[0], source, p.first, last)
+        if next_offset > p.first:
+            p.idle, p.first = [], next_offset
+        else:
+            p.idle = rows
+        p.tables = []
+        if self.on_write is not None:
+            self.on_write(tp, sum(t.num_rows for t in new), len(paths))
+
+
+def _to_ipc(tables: Sequence[pa.Table]) -> bytes:
+    if not tables:
+        return b""
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, RESULT_SCHEMA) as writer:
+        for t in tables:
+            writer.write_table(t)
+    return bytes(sink.getvalue().to_pybytes())
+
+
+def _from_ipc(data: bytes) -> list[pa.Table]:
+    if not data:
+        return []
+    return [pa.ipc.open_stream(pa.py_buffer(data)).read_all()]

@@ -1,36 +1,44 @@
-"""`cutstream backfill`: history files → Parquet results, without Kafka, through the worker's path.
+"""`cutstream backfill`: history files → result records, without Kafka, through the worker's stages.
 
-Each history row becomes the JSON event a live producer would send (`streams.history`), and the
-events go through the same stages as in the worker: `EventParser` → `WindowState` →
-`Detector.process_many` → `build_results` → `ParquetSink`. With the same seed and events, the
-records equal those of a live run. The output files are named after the input rows they cover
-(source ``backfill.<detector>``), so a re-run rewrites the same files instead of adding to them.
+History rows go through :class:`streams.pipeline.DetectorPipeline` like live events do (one
+partition), as columns: ``streams.history`` reads and checks each row, and
+``EventParser.from_columns`` takes them without a JSON round trip. With the same seed and events,
+the records equal those of a live run (``tests/integration/test_three_ways.py``).
+
+:class:`Backfill` yields every scoring step (:class:`BackfillStep`: the records and scores of the
+windows that closed after a chunk of rows), for callers that want the records themselves
+(``cutstream evaluate``); :func:`backfill` writes them to Parquet, in files named after the input
+rows they cover (source ``backfill.<detector>``), so a re-run rewrites the same files.
 
 At the end of the input, the windows still open are closed (as the idle timeout would close them
 in a live run), unless ``close_open=False``. The models' state can be saved for a warm start
-(`save_warm_start`): a worker started with it reports INFERENCE from its first live window.
+(:func:`save_warm_start`): a worker started with it reports INFERENCE from its first live window.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-from detector.detector import Detector
+from detector.detector import Detector, ScoreBatch
 from sinks.parquet import ParquetSink
+from sinks.record import ResultBatch
+from streams.checkpoint import load_warm_start, save_warm_start
 from streams.config import DetectorSpec
 from streams.history import BadRow, history_files, read_history
-from streams.parse import EventParser
-from streams.window import WindowState
-from streams.worker import build_results
+from streams.pipeline import DetectorPipeline
+
+__all__ = ["Backfill", "BackfillReport", "BackfillStep", "backfill", "load_warm_start", "save_warm_start"]
 
 logger = logging.getLogger(__name__)
+
+#: The one partition of a backfill.
+_PARTITION = 0
 
 
 @dataclass
@@ -47,10 +55,94 @@ class BackfillReport:
         return self.events / self.seconds if self.seconds > 0 else 0.0
 
 
-def _drain(windows: WindowState) -> None:
-    """Move the watermark past every open window (the end of the input is the end of time)."""
-    if windows.watermark is not None:
-        windows.watermark += windows.window_ms + windows.lateness_ms
+@dataclass(frozen=True)
+class BackfillStep:
+    """The records of the windows that closed once the rows ``first_row..last_row`` were read.
+
+    Row numbers count across the input's files in order (1-based), so they name the input a step
+    covers whatever the chunking; the step after the last row (``close_open``) covers
+    ``[end + 1, end + 1]``.
+    """
+
+    first_row: int
+    last_row: int
+    results: ResultBatch
+    scores: ScoreBatch
+
+
+class Backfill:
+    """Every history row under ``path`` through the detector's pipeline, as scoring steps.
+
+    Example:
+        >>> run = Backfill(Path("history.csv"), spec)  # doctest: +SKIP
+        >>> for step in run.steps():  # doctest: +SKIP
+        ...     table = step.results.table()
+        >>> run.report.events, run.detector  # doctest: +SKIP
+
+    Args:
+        detector: models to continue from (a fresh detector when None); see :attr:`detector`.
+        chunk_rows: rows read (and windowed) per step.
+        close_open: close the windows still open at the end of the input.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        spec: DetectorSpec,
+        *,
+        backend: str = "cpu",
+        detector: Detector | None = None,
+        chunk_rows: int = 200_000,
+        close_open: bool = True,
+    ) -> None:
+        self.path = Path(path)
+        self.spec = spec
+        self.pipeline: DetectorPipeline[int] = DetectorPipeline(spec, detector, backend=backend)
+        self.chunk_rows = chunk_rows
+        self.close_open = close_open
+        self.report = BackfillReport()
+
+    @property
+    def detector(self) -> Detector:
+        """The models after the steps read so far (their state can seed a warm start)."""
+        return self.pipeline.detector
+
+    def steps(self) -> Iterator[BackfillStep]:
+        """Read, window and score the history; one step per chunk that closed windows."""
+        t0 = time.perf_counter()
+        files = history_files(self.path)
+        row_base = 0  # rows of the files before the current one: global row numbers
+        current, current_rows = 0, 0
+        for batch in read_history(self.path, self.spec, chunk_rows=self.chunk_rows):
+            if batch.file_index != current:
+                row_base += current_rows
+                current, current_rows = batch.file_index, 0
+            self.report.bad.extend(batch.bad)
+            n_rows = len(batch) + len(batch.bad)
+            current_rows = batch.first_row + n_rows - 1
+            if not len(batch):
+                continue
+            rejects = self.pipeline.add_columns(
+                _PARTITION, batch.timestamps_ms, batch.dimensions, batch.measures
+            )
+            for i, reason in rejects:
+                self.report.bad.append(BadRow(str(files[batch.file_index]), int(batch.rows[i]), reason))
+            self.report.events += len(batch) - len(rejects)
+            first = row_base + batch.first_row
+            yield from self._score(first, first + n_rows - 1)
+        if self.close_open:
+            self.pipeline.drain(_PARTITION)
+            end = row_base + current_rows
+            yield from self._score(end + 1, end + 1)
+        self.report.seconds += time.perf_counter() - t0
+
+    def _score(self, first: int, last: int) -> Iterator[BackfillStep]:
+        scored = self.pipeline.step([_PARTITION])
+        if scored is None:
+            return
+        self.report.results += len(scored.results)
+        self.report.anomalies += int(np.asarray(scored.scores.decision).sum())
+        yield BackfillStep(first, last, scored.results, scored.scores)
 
 
 def backfill(
@@ -68,54 +160,16 @@ def backfill(
 
     Returns the report and the detector (whose state can seed a warm start).
     """
-    t0 = time.perf_counter()
-    parser = EventParser(spec)
-    windows = WindowState(spec, parser.registry)
-    det = detector if detector is not None else Detector(spec.model, backend=backend)
+    run = Backfill(
+        path, spec, backend=backend, detector=detector, chunk_rows=chunk_rows, close_open=close_open
+    )
     sink = ParquetSink(Path(data_dir))
-    report = BackfillReport()
     source = f"backfill.{spec.name}"
-    files = history_files(path)
-    row_base = 0  # rows of the files before the current one: global row numbers name the output files
-    current, current_rows = 0, 0
-
-    def emit(first: int, last: int) -> None:
-        closed = windows.advance()
-        if not len(closed):
-            return
-        scores = det.process_many(
-            closed.timeseries_id,
-            np.asarray(closed.value, dtype=np.float64),
-            np.asarray(closed.window_start_ms, dtype=np.int64),
-            np.asarray(closed.missing, dtype=bool),
-        )
-        table = build_results(spec.name, closed, scores)
-        report.results += table.num_rows
-        report.anomalies += int(np.asarray(scores.decision).sum())
+    for step in run.steps():
         if write:
-            report.files_written += len(sink.write(table, source, first, last))
-
-    for batch in read_history(path, spec, chunk_rows=chunk_rows):
-        if batch.file_index != current:
-            row_base += current_rows
-            current, current_rows = batch.file_index, 0
-        report.bad.extend(batch.bad)
-        n_rows = len(batch.rows) + len(batch.bad)
-        current_rows = batch.first_row + n_rows - 1
-        first = row_base + batch.first_row
-        if not batch.values:
-            continue
-        parsed = parser.parse(batch.values)
-        rejects = list(parsed.rejects) + list(windows.add(parsed))
-        for i, reason in rejects:
-            report.bad.append(BadRow(str(files[batch.file_index]), int(batch.rows[i]), reason))
-        report.events += len(batch.values) - len(rejects)
-        emit(first, first + n_rows - 1)
-    if close_open:
-        _drain(windows)
-        end = row_base + current_rows
-        emit(end + 1, end + 1)
-    report.seconds = time.perf_counter() - t0
+            files = sink.write(step.results.table(), source, step.first_row, step.last_row)
+            run.report.files_written += len(files)
+    report = run.report
     logger.info(
         "backfill done detector=%s events=%d results=%d anomalies=%d seconds=%.1f",
         spec.name,
@@ -124,46 +178,4 @@ def backfill(
         report.anomalies,
         report.seconds,
     )
-    return report, det
-
-
-def save_warm_start(det: Detector, spec: DetectorSpec, path: Path) -> int:
-    """Write every series' model for ``cutstream worker --warm-start``; returns the series count.
-
-    The file is a checkpoint (`streams.checkpoint` format: JSON header, raw array bytes, a
-    CRC, never unpickled) that belongs to no partition.
-    """
-    from streams.checkpoint import Checkpoint, dumps
-
-    keys = det.keys()
-    ckpt = Checkpoint(
-        topic=f"warm-start:{spec.name}",
-        partition=-1,
-        next_offset=0,
-        detectors={spec.name: det.to_state(keys)},
-        series={spec.name: keys},
-    )
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(dumps(ckpt))
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    return len(keys)
-
-
-def load_warm_start(path: Path, spec: DetectorSpec) -> dict[str, Any]:
-    """The detector state saved by :func:`save_warm_start` for ``spec`` (checked to match it)."""
-    from streams.checkpoint import loads
-    from streams.errors import ConfigError
-
-    ckpt = loads(Path(path).read_bytes())
-    if ckpt.topic != f"warm-start:{spec.name}" or spec.name not in ckpt.detectors:
-        raise ConfigError(f"{path} was not made for detector {spec.name!r} ({ckpt.topic})")
-    state: dict[str, Any] = ckpt.detectors[spec.name]
-    if state.get("config") != spec.model.model_dump(mode="json"):
-        raise ConfigError(
-            f"{path} was made with other model settings than detector {spec.name!r} has now; "
-            "run the backfill again"
-        )
-    return state
+    return report, run.detector

@@ -29,13 +29,15 @@ from typing import Any
 
 import numpy as np
 
-from streams.errors import StreamsError
+from streams.config import DetectorSpec
+from streams.errors import ConfigError, StreamsError
+from streams.state import CHECKPOINT_FILE, StateVersionError
 
 logger = logging.getLogger(__name__)
 
 MAGIC = b"CUTSTREAM-CKPT\n"
 #: Version of the file layout (not of the states inside, which carry their own versions).
-VERSION = 2
+VERSION = CHECKPOINT_FILE.current
 
 
 class CheckpointError(StreamsError):
@@ -52,8 +54,9 @@ class Checkpoint:
         windows: per detector name, the window state (``WindowState.to_state()``).
         detectors: per detector name, the detector state of the partition's series.
         series: per detector name, the timeseriesIds whose models live in this partition.
-        pending_results: Arrow IPC stream of results produced but not yet in Parquet (windows
-            closed by the idle timeout after the last input offset), or ``b""``.
+        sinks: per sink name, what it carries across a restore (``Sink.carried``: the Parquet
+            sink's results of windows closed by the idle timeout after the last input offset, as
+            an Arrow IPC stream).
         written_at_ms: wall-clock time of the write (for operators; never used for decisions).
     """
 
@@ -63,7 +66,7 @@ class Checkpoint:
     windows: dict[str, Any] = field(default_factory=dict)
     detectors: dict[str, Any] = field(default_factory=dict)
     series: dict[str, list[str]] = field(default_factory=dict)
-    pending_results: bytes = b""
+    sinks: dict[str, bytes] = field(default_factory=dict)
     written_at_ms: int = 0
 
 
@@ -173,7 +176,7 @@ def _parts(ckpt: Checkpoint) -> list[bytes | memoryview]:
         "series": ckpt.series,
         "windows": _encode(ckpt.windows, arrays),
         "detectors": _encode(ckpt.detectors, arrays),
-        "pending_results": _encode(ckpt.pending_results, arrays),
+        "sinks": _encode(ckpt.sinks, arrays),
     }
     head = json.dumps(header, separators=(",", ":"), allow_nan=True).encode()
     crc = zlib.crc32(head)
@@ -201,11 +204,10 @@ def loads(data: bytes | bytearray | memoryview) -> Checkpoint:
     head, body = bytes(view[at : at + n_head]), view[at + n_head : at + n_head + n_body]
     if len(head) != n_head or len(body) != n_body or zlib.crc32(body, zlib.crc32(head)) != crc:
         raise CheckpointError("checkpoint is truncated or corrupt (length or CRC mismatch)")
-    header = json.loads(head)
-    if header.get("version") != VERSION:
-        raise CheckpointError(
-            f"checkpoint version {header.get('version')} is not supported (expected {VERSION})"
-        )
+    try:
+        header = CHECKPOINT_FILE.upgrade(json.loads(head))
+    except StateVersionError as exc:
+        raise CheckpointError(str(exc)) from exc
     arrays = body
     return Checkpoint(
         topic=header["topic"],
@@ -215,7 +217,7 @@ def loads(data: bytes | bytearray | memoryview) -> Checkpoint:
         series={k: list(v) for k, v in header["series"].items()},
         windows=_decode(header["windows"], arrays),
         detectors=_decode(header["detectors"], arrays),
-        pending_results=_decode(header["pending_results"], arrays),
+        sinks=_decode(header["sinks"], arrays),
     )
 
 
@@ -271,3 +273,52 @@ class CheckpointStore:
         if ckpt.topic != topic or ckpt.partition != partition:
             raise CheckpointError(f"{path} holds topic={ckpt.topic} partition={ckpt.partition}")
         return ckpt
+
+
+# -- warm-start files: a checkpoint that belongs to no partition -------------------------------------
+
+
+def save_warm_start(det: Any, spec: DetectorSpec, path: Path) -> int:
+    """Write every series' model for ``cutstream worker --warm-start``; returns the series count.
+
+    The file is a checkpoint (this module's format: JSON header, raw array bytes, a CRC, never
+    unpickled) that belongs to no partition: topic ``warm-start:<detector>``.
+    """
+    keys = det.keys()
+    ckpt = Checkpoint(
+        topic=f"warm-start:{spec.name}",
+        partition=-1,
+        next_offset=0,
+        detectors={spec.name: det.to_state(keys)},
+        series={spec.name: keys},
+    )
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as f:
+        f.write(dumps(ckpt))
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    return len(keys)
+
+
+def warm_start_detector(path: Path) -> str:
+    """The name of the detector whose models a warm-start file holds."""
+    try:
+        ckpt = loads(Path(path).read_bytes())
+    except (OSError, CheckpointError) as exc:
+        raise CheckpointError(f"cannot read the warm-start file {path}: {exc}") from exc
+    return ckpt.topic.removeprefix("warm-start:")
+
+
+def load_warm_start(path: Path, spec: DetectorSpec) -> dict[str, Any]:
+    """The detector state saved by :func:`save_warm_start` for ``spec`` (checked to match it)."""
+    ckpt = loads(Path(path).read_bytes())
+    if ckpt.topic != f"warm-start:{spec.name}" or spec.name not in ckpt.detectors:
+        raise ConfigError(f"{path} was not made for detector {spec.name!r} ({ckpt.topic})")
+    state: dict[str, Any] = ckpt.detectors[spec.name]
+    if state.get("config") != spec.model.model_dump(mode="json"):
+        raise ConfigError(
+            f"{path} was made with other model settings than detector {spec.name!r} has now; "
+            "run the backfill again"
+        )
+    return state

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Literal, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 from detector.config import ModelConfig
-from sinks.config import AlertsConfig
+from sinks.config import AlertsConfig, DeliveryConfig
 
 Aggregation = Literal["sum", "avg", "count", "min", "max"]
 MissingPolicy = Literal["zero", "carry", "skip"]
@@ -107,8 +109,28 @@ class WorkerSettings(BaseModel):
     status_file: str | None = Field(
         default=None, description="write counters and the assignment as JSON here about once a second"
     )
-    fault: str | None = Field(
-        default=None,
-        description="testing only: `<point>:<n>` kills the process at the n-th pass of a flush point "
-        "(after-parquet, after-checkpoint)",
-    )
+
+
+class WorkerApp(Protocol):
+    """The application settings a worker reads (``cutstream.config.AppConfig`` is one).
+
+    Declared here, on the worker's floor, so that streams/ never imports the command line's
+    settings: the composition root builds them and passes them down.
+    """
+
+    @property
+    def brokers(self) -> str | None: ...
+    @property
+    def data_dir(self) -> Path: ...
+    @property
+    def results_topic(self) -> str: ...
+    @property
+    def group_id(self) -> str: ...
+    @property
+    def kafka(self) -> Mapping[str, str]: ...
+    @property
+    def kafka_password(self) -> SecretStr | None: ...
+    @property
+    def detectors(self) -> tuple[DetectorSpec, ...]: ...
+    @property
+    def alert_delivery(self) -> DeliveryConfig: ...

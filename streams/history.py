@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 
 from streams.config import DetectorSpec
 from streams.errors import StreamsError
-from streams.parse import iso_to_ms, iso_to_ms_many
+from streams.timestamps import epoch_ms
 
 logger = logging.getLogger(__name__)
 
@@ -49,15 +49,34 @@ class BadRow:
 
 @dataclass
 class HistoryBatch:
-    """Valid events of one chunk of one file, in file order."""
+    """Valid rows of one chunk of one file, in file order, as columns.
 
+    ``timestamps_ms``, ``dimensions`` and ``measures`` go to the parser as they are
+    (``EventParser.from_columns``: backfill); :meth:`events` makes the JSON events a live producer
+    would send, with their keys (replay).
+    """
+
+    spec: DetectorSpec
     file_index: int
     first_row: int  # 1-based row number of the chunk's first row
     rows: np.ndarray  # int64[n] 1-based row numbers of the valid events
     timestamps_ms: np.ndarray  # int64[n]
-    keys: list[bytes]
-    values: list[bytes]
+    dimensions: list[pa.Array]  # per dimension of the spec: the text of each row
+    measures: np.ndarray  # float64[n, k]: the spec's measures other than count, in spec order
     bad: list[BadRow] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def events(self) -> tuple[list[bytes], list[bytes]]:
+        """Keys (sorted ``name=value`` pairs) and compact JSON events, built column-wise with Arrow."""
+        value_measures = [m.field for m in self.spec.measures if m.aggregation != "count"]
+        return _encode_events(
+            self.spec,
+            self.timestamps_ms,
+            list(zip(self.spec.dimensions, self.dimensions, strict=True)),
+            [(f, self.measures[:, j]) for j, f in enumerate(value_measures)],
+        )
 
 
 def history_files(path: Path) -> list[Path]:
@@ -95,31 +114,6 @@ def _file_batches(path: Path, chunk_rows: int) -> Iterator[pa.RecordBatch]:
     yield from pacsv.open_csv(
         path, read_options=pacsv.ReadOptions(block_size=1 << 22), convert_options=convert
     )
-
-
-def _timestamps(col: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, np.ndarray]:
-    """Any timestamp column → (epoch ms int64[n], ok bool[n])."""
-    t = col.type
-    if pa.types.is_timestamp(t):
-        ms = pc.cast(col, pa.timestamp("ms", tz=t.tz)).cast(pa.int64())
-        ok = pc.is_valid(ms).to_numpy(zero_copy_only=False)
-        return ms.fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64), ok
-    if pa.types.is_integer(t) or pa.types.is_floating(t):
-        arr = col.to_numpy(zero_copy_only=False).astype(np.float64)
-        ok = np.isfinite(arr)
-        return np.where(ok, arr, 0).astype(np.int64), ok
-    texts = [s if s is not None else "" for s in col.to_pylist()]
-    digits = np.array([s.strip().lstrip("-").isdigit() for s in texts], dtype=bool)
-    ms, ok = iso_to_ms_many(texts)
-    for i in np.flatnonzero(~ok):
-        s = texts[i].strip()
-        if digits[i]:
-            ms[i], ok[i] = int(s), True
-        else:
-            v = iso_to_ms(s) if s else None
-            if v is not None:
-                ms[i], ok[i] = v, True
-    return ms, ok
 
 
 def _numbers(col: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, np.ndarray]:
@@ -187,62 +181,66 @@ def _encode_events(
 def read_history(
     path: Path, spec: DetectorSpec, chunk_rows: int = 100_000, start: tuple[int, int] = (0, 0)
 ) -> Iterator[HistoryBatch]:
-    """Valid events of every history file under ``path``, in file then row order.
+    """Valid rows of every history file under ``path``, in file then row order, as columns.
 
     ``start = (file_index, row)`` skips everything before that 1-based row of that file (resume).
     """
     files = history_files(path)
-    measures = [m for m in spec.measures if m.aggregation != "count"]
     for fi, file in enumerate(files):
         if fi < start[0]:
             continue
         first_row = 1
         for batch in _record_batches(file, chunk_rows):
-            n = batch.num_rows
-            rows = np.arange(first_row, first_row + n, dtype=np.int64)
-            first_row += n
-            if fi == start[0] and rows[-1] < start[1]:
+            rows = np.arange(first_row, first_row + batch.num_rows, dtype=np.int64)
+            first_row += batch.num_rows
+            skip_before = start[1] if fi == start[0] else 0
+            if rows[-1] < skip_before:
                 continue
-            names = batch.schema.names
-            bad_reason: list[str | None] = [None] * n
-            if spec.timestamp_field not in names:
-                raise StreamsError(
-                    f"{file}: no column {spec.timestamp_field!r} (the detector's timestamp_field)"
-                )
-            ts, ok = _timestamps(batch.column(spec.timestamp_field))
-            for i in np.flatnonzero(~ok):
-                bad_reason[i] = f"bad timestamp {batch.column(spec.timestamp_field)[i].as_py()!r}"
-            dims: list[pa.Array] = []  # per dimension, the text of every row
-            for d in spec.dimensions:
-                if d not in names:
-                    raise StreamsError(f"{file}: no column {d!r} (a dimension of detector {spec.name})")
-                col = batch.column(d)
-                valid = pc.is_valid(col).to_numpy(zero_copy_only=False)
-                for i in np.flatnonzero(~valid):
-                    bad_reason[i] = bad_reason[i] or f"missing dimension {d!r}"
-                dims.append(pc.cast(col, pa.string()).fill_null(""))
-            values: list[np.ndarray] = []
-            for m in measures:
-                if m.field not in names:
-                    raise StreamsError(f"{file}: no column {m.field!r} (a measure of detector {spec.name})")
-                v, vok = _numbers(batch.column(m.field))
-                raw = batch.column(m.field)
-                for i in np.flatnonzero(~vok):
-                    bad_reason[i] = bad_reason[i] or f"non-numeric {m.field} {raw[i].as_py()!r}"
-                values.append(v)
-            keep = np.array([r is None for r in bad_reason], dtype=bool)
-            if fi == start[0]:
-                keep &= rows >= start[1]
-            bad = [
-                BadRow(str(file), int(rows[i]), bad_reason[i] or "")
-                for i in range(n)
-                if bad_reason[i] is not None and (fi != start[0] or rows[i] >= start[1])
-            ]
-            idx = np.flatnonzero(keep)
-            keys, msgs = _encode_events(
-                spec,
-                ts[idx],
-                [(d, col.take(pa.array(idx))) for d, col in zip(spec.dimensions, dims, strict=True)],
-                [(m.field, v[idx]) for m, v in zip(measures, values, strict=True)],
-            )
-            yield HistoryBatch(fi, int(rows[0]), rows[idx], ts[idx], keys, msgs, bad)
+            yield _columns(spec, fi, file, batch, rows, skip_before)
+
+
+def _column(batch: pa.RecordBatch, name: str, file: Path, what: str) -> pa.Array:
+    if name not in batch.schema.names:
+        raise StreamsError(f"{file}: no column {name!r} ({what})")
+    return batch.column(name)
+
+
+def _columns(
+    spec: DetectorSpec, fi: int, file: Path, batch: pa.RecordBatch, rows: np.ndarray, skip_before: int
+) -> HistoryBatch:
+    """One chunk's valid rows as columns, and its bad rows with their reasons."""
+    n = batch.num_rows
+    bad_reason: list[str | None] = [None] * n
+    ts_col = _column(batch, spec.timestamp_field, file, "the detector's timestamp_field")
+    ts, ok = epoch_ms(ts_col, text_epoch=True)
+    for i in np.flatnonzero(~ok).tolist():
+        bad_reason[i] = f"bad timestamp {ts_col[i].as_py()!r}"
+    dims: list[pa.Array] = []  # per dimension, the text of every row
+    for d in spec.dimensions:
+        col = _column(batch, d, file, f"a dimension of detector {spec.name}")
+        for i in np.flatnonzero(~pc.is_valid(col).to_numpy(zero_copy_only=False)).tolist():
+            bad_reason[i] = bad_reason[i] or f"missing dimension {d!r}"
+        dims.append(pc.cast(col, pa.string()).fill_null(""))
+    values: list[np.ndarray] = []
+    for m in spec.measures:
+        if m.aggregation == "count":
+            continue
+        raw = _column(batch, m.field, file, f"a measure of detector {spec.name}")
+        v, vok = _numbers(raw)
+        for i in np.flatnonzero(~vok).tolist():
+            bad_reason[i] = bad_reason[i] or f"non-numeric {m.field} {raw[i].as_py()!r}"
+        values.append(v)
+    keep = (np.array([r is None for r in bad_reason], dtype=bool) if n else np.zeros(0, bool)) & (
+        rows >= skip_before
+    )
+    bad = [
+        BadRow(str(file), int(rows[i]), reason)
+        for i, reason in enumerate(bad_reason)
+        if reason is not None and rows[i] >= skip_before
+    ]
+    idx = np.flatnonzero(keep)
+    take = pa.array(idx)
+    measures = np.stack([v[idx] for v in values], axis=1) if values else np.zeros((len(idx), 0))
+    return HistoryBatch(
+        spec, fi, int(rows[0]), rows[idx], ts[idx], [c.take(take) for c in dims], measures, bad
+    )

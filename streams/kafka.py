@@ -12,6 +12,7 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from sinks.kafka import DeliveryTracker, produce
 from streams.errors import StreamsError
 
 logger = logging.getLogger(__name__)
@@ -155,29 +156,6 @@ def dlq_topic(topic: str) -> str:
     return f"{topic}.dlq"
 
 
-class DeliveryTracker:
-    """Counts failed deliveries of a producer so that a flush can refuse to checkpoint past them."""
-
-    def __init__(self) -> None:
-        self.failed = 0
-        self.last_error: str | None = None
-
-    def __call__(self, err: Any, _msg: Any) -> None:
-        if err is not None:
-            self.failed += 1
-            self.last_error = str(err)
-
-    def raise_if_failed(self, what: str) -> None:
-        """Raise (and reset) when a delivery failed since the last call."""
-        if self.failed:
-            n, err = self.failed, self.last_error
-            self.failed, self.last_error = 0, None
-            raise StreamsError(
-                f"{n} {what} deliveries failed (last error: {err}); "
-                "not checkpointing past them: the input will be re-read after a restart"
-            )
-
-
 class DeadLetterProducer:
     """Sends rejected input to ``<topic>.dlq``: the original key and value, the reason in a header.
 
@@ -207,13 +185,4 @@ class DeadLetterProducer:
             ("cutstream-partition", str(partition).encode()),
             ("cutstream-offset", str(offset).encode()),
         ]
-        self._produce(dlq_topic(topic), key, value, headers)
-
-    def _produce(
-        self, topic: str, key: bytes | None, value: bytes | None, headers: list[tuple[str, bytes]]
-    ) -> None:
-        try:
-            self._producer.produce(topic, key=key, value=value, headers=headers, on_delivery=self._tracker)
-        except BufferError:
-            self._producer.poll(1.0)  # the local queue is full: let deliveries drain, then retry once
-            self._producer.produce(topic, key=key, value=value, headers=headers, on_delivery=self._tracker)
+        produce(self._producer, dlq_topic(topic), value, key, headers=headers, on_delivery=self._tracker)

@@ -25,6 +25,7 @@ import numpy as np
 from detector.config import ModelConfig
 from detector.detector import Detector, ScoreBatch
 from streams.errors import StreamsError
+from streams.timestamps import epoch_ms
 
 logger = logging.getLogger(__name__)
 
@@ -48,17 +49,12 @@ class SeriesFile:
 
 
 def _parse_timestamps(texts: Sequence[str]) -> np.ndarray:
-    """ISO-8601 text or epoch milliseconds → int64 epoch ms (row positions if neither parses)."""
-    try:
-        return np.array([int(t) for t in texts], dtype=np.int64)
-    except ValueError:
-        pass
-    try:
-        iso = [t.strip().replace("Z", "").replace("T", " ") for t in texts]
-        return np.array(iso, dtype="datetime64[ms]").astype(np.int64)
-    except ValueError:
-        logger.warning("timestamps are neither epoch ms nor ISO-8601; using row positions")
-        return np.arange(len(texts), dtype=np.int64)
+    """ISO-8601 text or epoch milliseconds → int64 epoch ms (row positions if some do not parse)."""
+    ms, ok = epoch_ms(texts, text_epoch=True)
+    if ok.all():
+        return ms
+    logger.warning("timestamps are neither epoch ms nor ISO-8601; using row positions")
+    return np.arange(len(texts), dtype=np.int64)
 
 
 def read_series_csv(path: Path) -> SeriesFile:

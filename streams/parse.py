@@ -22,19 +22,20 @@ from __future__ import annotations
 import json
 import logging
 import math
-import re
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
 from operator import attrgetter
 from typing import Any, cast
 
 import msgspec
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from streams.config import DetectorSpec
 from streams.series import SeriesRegistry
+from streams.timestamps import MAX_TIMESTAMP_MS, MIN_TIMESTAMP_MS, epoch_ms, timestamp_to_ms
 
 logger = logging.getLogger(__name__)
 
@@ -47,14 +48,6 @@ MISSING_DIMENSION = "missing_dimension"
 BAD_DIMENSION = "bad_dimension"
 MISSING_MEASURE = "missing_measure"
 
-#: Timestamps outside [0001-01-01, 10000-01-01) UTC are bad: a datetime cannot hold them.
-MIN_TIMESTAMP_MS = -62_135_596_800_000
-MAX_TIMESTAMP_MS = 253_402_300_800_000
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_MS = timedelta(milliseconds=1)
-#: Longest timestamp string the vectorized parser looks at (longer ones go to datetime.fromisoformat).
-_VEC_MAX_LEN = 40
 #: Largest dense table of dimension-code combinations (entries; int64): 32 MB.
 _DENSE_COMBOS = 1 << 22
 
@@ -107,37 +100,6 @@ def _reject_constant(name: str) -> float:
 _json_decoder = json.JSONDecoder(parse_constant=_reject_constant)
 
 
-def iso_to_ms(text: str) -> int | None:
-    """ISO-8601 text → epoch ms (naive = UTC; sub-millisecond digits truncated), None if invalid."""
-    try:
-        parsed = datetime.fromisoformat(text)
-    except ValueError:
-        return None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
-    try:
-        ms = (parsed - _EPOCH) // _MS
-    except OverflowError:
-        return None
-    return ms if MIN_TIMESTAMP_MS <= ms < MAX_TIMESTAMP_MS else None
-
-
-def timestamp_to_ms(value: Any) -> int | None:
-    """A decoded timestamp field (ISO string or epoch-ms number) → epoch ms, None if invalid."""
-    if isinstance(value, str):
-        return iso_to_ms(value)
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value if MIN_TIMESTAMP_MS <= value < MAX_TIMESTAMP_MS else None
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            return None
-        ms = math.floor(value)
-        return ms if MIN_TIMESTAMP_MS <= ms < MAX_TIMESTAMP_MS else None
-    return None
-
-
 def dimension_text(value: Any) -> str | None:
     """A decoded dimension value → its canonical string, None when it is not a scalar."""
     if isinstance(value, str):
@@ -181,6 +143,20 @@ def parse_event(raw: bytes | None, spec: DetectorSpec) -> ParsedEvent | str:
     ts = timestamp_to_ms(ts_raw)
     if ts is None:
         return BAD_TIMESTAMP
+    dims = _event_dims(obj, spec)
+    if isinstance(dims, str):
+        return dims
+    measures = _event_measures(obj, spec)
+    if isinstance(measures, str):
+        return measures
+    values, present = measures
+    if not any(present):
+        return MISSING_MEASURE
+    return ParsedEvent(ts, dims, values, present)
+
+
+def _event_dims(obj: dict[str, Any], spec: DetectorSpec) -> tuple[str, ...] | str:
+    """The event's dimension texts, or the reason they are refused."""
     dims: list[str] = []
     for name in spec.dimensions:
         v = obj.get(name)
@@ -190,14 +166,17 @@ def parse_event(raw: bytes | None, spec: DetectorSpec) -> ParsedEvent | str:
         if text is None:
             return BAD_DIMENSION
         dims.append(text)
+    return tuple(dims)
+
+
+def _event_measures(
+    obj: dict[str, Any], spec: DetectorSpec
+) -> tuple[tuple[float, ...], tuple[bool, ...]] | str:
+    """The event's measure values and which are present, or the reason they are refused."""
     values: list[float] = []
     present: list[bool] = []
     for m in spec.measures:
-        if m.aggregation == "count":
-            values.append(1.0)
-            present.append(True)
-            continue
-        v = obj.get(m.field)
+        v = 1.0 if m.aggregation == "count" else obj.get(m.field)
         if v is None:
             values.append(0.0)
             present.append(False)
@@ -212,193 +191,7 @@ def parse_event(raw: bytes | None, spec: DetectorSpec) -> ParsedEvent | str:
             return non_finite(m.field)
         values.append(f)
         present.append(True)
-    if not any(present):
-        return MISSING_MEASURE
-    return ParsedEvent(ts, tuple(dims), tuple(values), tuple(present))
-
-
-# ---------------------------------------------------------------------------------------------
-# Vectorized ISO-8601 timestamps
-
-
-_POW10 = 10 ** np.arange(9, -1, -1, dtype=np.int64)
-
-
-def _digits(mat: np.ndarray, a: int, b: int) -> tuple[np.ndarray, np.ndarray]:
-    """Columns a..b-1 of a code-point matrix as one decimal number per row, and where all are digits."""
-    cols = mat[:, a:b].astype(np.int64) - 48
-    ok = ((cols >= 0) & (cols <= 9)).all(axis=1)
-    value: np.ndarray = cols @ _POW10[10 - (b - a) :]
-    return value, np.asarray(ok)
-
-
-def _days_from_civil(y: np.ndarray, m: np.ndarray, d: np.ndarray) -> np.ndarray:
-    """Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's algorithm), vectorized."""
-    y = y - (m <= 2)
-    era = y // 400
-    yoe = y - era * 400
-    mp = np.where(m > 2, m - 3, m + 9)
-    doy = (153 * mp + 2) // 5 + d - 1
-    doe = yoe * 365 + yoe // 4 - yoe // 100 + doy
-    days: np.ndarray = era * 146097 + doe - 719468
-    return days
-
-
-_MONTH_DAYS = np.array([0, 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31], dtype=np.int64)
-_YEARS = np.arange(10_000, dtype=np.int64)
-#: 1 where the year (0..9999) is a leap year
-_LEAP = ((_YEARS % 4 == 0) & ((_YEARS % 100 != 0) | (_YEARS % 400 == 0))).astype(np.int64)
-#: days from 1970-01-01 to January 1st of the year
-_DAYS_BEFORE_YEAR = _days_from_civil(_YEARS, np.ones_like(_YEARS), np.ones_like(_YEARS))
-#: [leap, month] → length of the month / days from January 1st to its first day (month 0 unused)
-_MONTH_LEN = np.stack([_MONTH_DAYS, _MONTH_DAYS + (np.arange(13) == 2)])
-_DAYS_BEFORE_MONTH = np.stack([np.concatenate([[0, 0], np.cumsum(row[1:12])]) for row in _MONTH_LEN])
-
-
-_LAYOUT = re.compile(r"\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d(\.\d{1,9})?(Z|[+-]\d\d:\d\d)?", re.ASCII)
-#: byte columns of the digits in ``YYYY-MM-DDTHH:MM:SS``
-_DATE_DIGITS = np.array([0, 1, 2, 3, 5, 6, 8, 9, 11, 12, 14, 15, 17, 18])
-
-
-def _iso_fixed_layout(texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray] | None:
-    """The common case: every string has the first one's length and layout (one producer).
-
-    Returns None when the batch is not uniform; otherwise ms and ok like :func:`iso_to_ms_many`.
-    """
-    n = len(texts)
-    first = texts[0]
-    width = len(first)
-    layout = _LAYOUT.fullmatch(first)
-    if layout is None:
-        return None
-    joined = "\x00".join(texts)
-    # one NUL per separator and the total length: every string is exactly `width` long
-    if len(joined) != n * (width + 1) - 1 or not joined.isascii() or joined.count("\x00") != n - 1:
-        return None
-    mat = np.frombuffer((joined + "\x00").encode("ascii"), dtype=np.uint8).reshape(n, width + 1)
-    return _iso_matrix(mat[:, :width], layout)
-
-
-def _iso_matrix(mat: np.ndarray, layout: re.Match[str]) -> tuple[np.ndarray, np.ndarray]:
-    """ISO timestamps of one layout (``layout`` = the first row's match) from a uint8[n, width] matrix."""
-    width = mat.shape[1]
-    first = layout.string
-    nfrac = len(layout.group(1)) - 1 if layout.group(1) else 0
-    zpos = 19 + (nfrac + 1 if nfrac else 0)
-    zone = layout.group(2) or ""
-    lit = [(4, "-"), (7, "-"), (10, first[10]), (13, ":"), (16, ":")]
-    digit_cols = list(_DATE_DIGITS)
-    if nfrac:
-        lit.append((19, "."))
-        digit_cols += range(20, 20 + nfrac)
-    if zone == "Z":
-        lit.append((zpos, "Z"))
-    elif zone:
-        lit.append((zpos + 3, ":"))
-        digit_cols += [zpos + 1, zpos + 2, zpos + 4, zpos + 5]
-    digits = mat[:, :width] - np.uint8(48)  # wraps: a non-digit becomes >= 10
-    ok = (digits[:, digit_cols] < 10).all(axis=1)
-    if zone and zone != "Z":
-        sign = mat[:, zpos]
-        ok &= (sign == 43) | (sign == 45)  # '+' or '-', row by row
-    lit_cols = np.array([c for c, _ in lit])
-    ok &= (mat[:, lit_cols] == np.array([ord(ch) for _, ch in lit], dtype=np.uint8)).all(axis=1)
-    dt = digits.T.astype(np.int64)  # one contiguous row per character position
-
-    def num(*cols: int) -> np.ndarray:
-        v: np.ndarray = dt[cols[0]]
-        for c in cols[1:]:
-            v = v * 10 + dt[c]
-        return v
-
-    year, month, day = num(0, 1, 2, 3), num(5, 6), num(8, 9)
-    hour, minute, second = num(11, 12), num(14, 15), num(17, 18)
-    millis = num(*range(20, 20 + min(nfrac, 3))) * 10 ** (3 - min(nfrac, 3)) if nfrac else 0
-    off_h = num(zpos + 1, zpos + 2) if zone and zone != "Z" else 0
-    off_m = num(zpos + 4, zpos + 5) if zone and zone != "Z" else 0
-    # table lookups instead of the civil-date arithmetic: years 0..9999 (0 is invalid), months 0..12
-    month_ok = (month >= 1) & (month <= 12)
-    leap = _LEAP[year]
-    mcol = np.where(month_ok, month, 0)
-    ok &= (year >= 1) & month_ok & (day >= 1) & (day <= _MONTH_LEN[leap, mcol])
-    ok &= (hour <= 23) & (minute <= 59) & (second <= 59) & (off_h <= 23) & (off_m <= 59)
-    days = _DAYS_BEFORE_YEAR[year] + _DAYS_BEFORE_MONTH[leap, mcol] + day - 1
-    ms = days * 86_400_000 + ((hour * 60 + minute) * 60 + second) * 1000 + millis
-    if zone and zone != "Z":
-        ms -= np.where(sign == 45, -1, 1) * (off_h * 60 + off_m) * 60_000
-    ok &= (ms >= MIN_TIMESTAMP_MS) & (ms < MAX_TIMESTAMP_MS)
-    return np.where(ok, ms, 0), ok
-
-
-def iso_to_ms_many(texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-    """Vectorized :func:`iso_to_ms` for the common spellings; the rest is left to the caller.
-
-    Handles ``YYYY-MM-DD[T ]HH:MM:SS[.f…][Z|±HH:MM]``; everything else (and anything invalid)
-    comes back with ``ok`` False. Where ``ok`` is True the result equals :func:`iso_to_ms`.
-
-    Returns:
-        (ms int64[n], ok bool[n])
-    """
-    n = len(texts)
-    out = np.zeros(n, dtype=np.int64)
-    if n == 0:
-        return out, np.zeros(0, dtype=bool)
-    if not all(type(t) is str for t in texts):
-        return out, np.zeros(n, dtype=bool)
-    fixed = _iso_fixed_layout(texts)
-    if fixed is not None:
-        return fixed
-    arr = np.array(texts, dtype=object if max(map(len, texts)) > _VEC_MAX_LEN else None)
-    if arr.dtype.kind != "U":
-        return out, np.zeros(n, dtype=bool)
-    width = arr.dtype.itemsize // 4
-    if width < 19:
-        return out, np.zeros(n, dtype=bool)
-    mat = np.zeros((n, width + 8), dtype=np.uint32)  # zero padding: reads past the end see NUL
-    mat[:, :width] = arr.view(np.uint32).reshape(n, width)
-    year, ok = _digits(mat, 0, 4)
-    month, ok2 = _digits(mat, 5, 7)
-    day, ok3 = _digits(mat, 8, 10)
-    hour, ok4 = _digits(mat, 11, 13)
-    minute, ok5 = _digits(mat, 14, 16)
-    second, ok6 = _digits(mat, 17, 19)
-    ok &= ok2 & ok3 & ok4 & ok5 & ok6
-    ok &= (mat[:, 4] == 45) & (mat[:, 7] == 45) & (mat[:, 13] == 58) & (mat[:, 16] == 58)
-    ok &= (mat[:, 10] == 84) | (mat[:, 10] == 32)  # 'T' or ' '
-    leap = (year % 4 == 0) & ((year % 100 != 0) | (year % 400 == 0))
-    mdays = _MONTH_DAYS[np.clip(month, 0, 12)] + ((month == 2) & leap)
-    ok &= (year >= 1) & (month >= 1) & (month <= 12) & (day >= 1) & (day <= mdays)
-    ok &= (hour <= 23) & (minute <= 59) & (second <= 59)
-    # fraction: '.' then 1..9 digits (more digits are left to the fallback)
-    frac = mat[:, 19] == 46
-    fd = mat[:, 20:29].astype(np.int64) - 48
-    isd = (fd >= 0) & (fd <= 9)
-    nfrac = np.where(isd.all(axis=1), 9, np.argmin(isd, axis=1))
-    ok &= ~frac | (nfrac >= 1)
-    take = np.arange(3) < nfrac[:, None]
-    millis = np.where(frac, (np.where(take, fd[:, :3], 0) * np.array([100, 10, 1])).sum(axis=1), 0)
-    zpos = np.where(frac, 20 + nfrac, 19)
-    rows = np.arange(n)
-    zc = mat[rows, zpos]
-    naive = zc == 0
-    zulu = (zc == 90) & (mat[rows, zpos + 1] == 0)
-    signed = (zc == 43) | (zc == 45)
-    zone = np.stack([mat[rows, zpos + k] for k in range(1, 7)], axis=1).astype(np.int64)
-    zd = zone - 48
-    zdig = (zd >= 0) & (zd <= 9)
-    off_ok = (
-        signed & zdig[:, 0] & zdig[:, 1] & (zone[:, 2] == 58) & zdig[:, 3] & zdig[:, 4] & (zone[:, 5] == 0)
-    )
-    off_h = zd[:, 0] * 10 + zd[:, 1]
-    off_m = zd[:, 3] * 10 + zd[:, 4]
-    off_ok &= (off_h <= 23) & (off_m <= 59)
-    ok &= naive | zulu | off_ok
-    offset_ms = np.where(off_ok, np.where(zc == 45, -1, 1) * (off_h * 60 + off_m) * 60_000, 0)
-    days = _days_from_civil(year, month, day)
-    ms = days * 86_400_000 + ((hour * 60 + minute) * 60 + second) * 1000 + millis - offset_ms
-    ok &= (ms >= MIN_TIMESTAMP_MS) & (ms < MAX_TIMESTAMP_MS)
-    out[ok] = ms[ok]
-    return out, ok
+    return tuple(values), tuple(present)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -523,6 +316,44 @@ class EventParser:
         self.counters["valid"] += len(index)
         return ParsedBatch(n, index, ts_ms, combo, values_arr, present, rejects, self.registry)
 
+    def from_columns(
+        self, timestamps_ms: np.ndarray, dimensions: Sequence[pa.Array], measures: np.ndarray
+    ) -> ParsedBatch:
+        """Valid events that are columns already (history files), without a JSON round trip.
+
+        Args:
+            timestamps_ms: int64[n], epoch ms.
+            dimensions: per dimension of the spec, the text of each row (as :func:`dimension_text`
+                would give it).
+            measures: float64[n, k], the values of the spec's measures other than ``count``, in
+                spec order, all present and finite.
+
+        Returns:
+            The same batch :meth:`parse` returns for the JSON of these events.
+        """
+        n = len(timestamps_ms)
+        self.counters["events"] += n
+        self.counters["valid"] += n
+        codes = np.empty((len(dimensions), n), dtype=np.int64)
+        for d, col in enumerate(dimensions):
+            enc = pc.dictionary_encode(col)
+            if isinstance(enc, pa.ChunkedArray):
+                enc = enc.combine_chunks()
+            lut = np.array([self._dim_code(d, t) for t in enc.dictionary.to_pylist()], dtype=np.int64)
+            codes[d] = lut[enc.indices.to_numpy(zero_copy_only=False)] if len(lut) else 0
+        if dimensions:
+            combo = self._combo_lookup(codes, np.zeros(n, dtype=bool))
+        else:
+            self.registry.combo_for(())
+            combo = np.zeros(n, dtype=np.int64)
+        values = np.ones((n, self.n_measures), dtype=np.float64)
+        value_cols = [m for m, a in enumerate(self._measure_attrs) if a is not None]
+        values[:, value_cols] = measures
+        present = np.ones((n, self.n_measures), dtype=bool)
+        index = np.arange(n, dtype=np.int64)
+        ts = np.asarray(timestamps_ms, dtype=np.int64)
+        return ParsedBatch(n, index, ts, combo, values, present, [], self.registry)
+
     def _columns(
         self, values: Sequence[bytes | None]
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -586,35 +417,29 @@ class EventParser:
         if None in raw:  # absent timestamps, or rows that failed to decode: stand-ins keep the layout
             first = next((v for v in raw if v is not None), None)
             texts = [first if v is None else v for v in raw]
-        if type(texts[0]) is str:
-            try:
-                ms, ok = _iso_fixed_layout(texts) or iso_to_ms_many(texts)
-            except TypeError:  # not all strings: the join refused
-                ms, ok = np.zeros(n, dtype=np.int64), np.zeros(n, dtype=bool)
-            if texts is not raw:
-                ok &= np.fromiter((v is not None for v in raw), dtype=bool, count=n)
-            if not ok.all():  # unusual spellings or types: the reference, timestamp only
-                for i in np.flatnonzero(~ok).tolist():
-                    v = timestamp_to_ms(raw[i])
-                    if v is not None:
-                        ms[i] = v
-                        ok[i] = True
-            return ms, ok
-        kinds = set(map(type, raw))
+        kinds = set(map(type, texts))
         if kinds == {int}:
             try:
-                ints = np.array(raw, dtype=np.int64)
+                ms = np.array(texts, dtype=np.int64)
             except OverflowError:
-                pass  # beyond int64: the per-value path says bad_timestamp
+                ms, ok = np.zeros(n, np.int64), np.zeros(n, bool)  # beyond int64: per value below
             else:
-                return ints, (ints >= MIN_TIMESTAMP_MS) & (ints < MAX_TIMESTAMP_MS)
-        ms = np.zeros(n, dtype=np.int64)
-        ok = np.zeros(n, dtype=bool)
-        for i, v in enumerate(raw):
-            t = timestamp_to_ms(v)
-            if t is not None:
-                ms[i] = t
-                ok[i] = True
+                ok = (ms >= MIN_TIMESTAMP_MS) & (ms < MAX_TIMESTAMP_MS)
+        elif kinds == {str}:
+            ms, ok = epoch_ms(texts)
+        elif kinds <= {int, float}:  # epoch ms as numbers: floats are floored
+            f = np.array(texts, dtype=np.float64)
+            ok = np.isfinite(f) & (f >= MIN_TIMESTAMP_MS) & (f < MAX_TIMESTAMP_MS)
+            ms = np.floor(np.where(ok, f, 0.0)).astype(np.int64)
+        else:  # mixed types: every value by the reference
+            ms, ok = np.zeros(n, np.int64), np.zeros(n, bool)
+        if texts is not raw:
+            ok &= np.fromiter((v is not None for v in raw), dtype=bool, count=n)
+        if not ok.all():  # unusual spellings or types: the reference, timestamp only
+            for i in np.flatnonzero(~ok).tolist():
+                v = timestamp_to_ms(raw[i])
+                if v is not None:
+                    ms[i], ok[i] = v, True
         return ms, ok
 
     def _combos(self, events: list[Any], slow: np.ndarray) -> np.ndarray:

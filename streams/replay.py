@@ -23,14 +23,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sinks.kafka import produce
 from streams.config import DetectorSpec
 from streams.errors import StreamsError
-from streams.history import BadRow, history_files, read_history
+from streams.history import BadRow, HistoryBatch, history_files, read_history
+from streams.state import REPLAY_POSITION, StateVersionError
 
 logger = logging.getLogger(__name__)
 
 HEADER = "cutstream-replay"
-STATE_VERSION = 1
+STATE_VERSION = REPLAY_POSITION.current
 
 
 @dataclass
@@ -58,11 +60,10 @@ def _count_rows(files: list[Path]) -> int | None:
 def _load_state(state_file: Path, path: Path, topic: str) -> dict[str, Any] | None:
     if not state_file.exists():
         return None
-    state: dict[str, Any] = json.loads(state_file.read_text())
-    if state.get("version") != STATE_VERSION:
-        raise StreamsError(
-            f"{state_file}: unknown replay state version {state.get('version')!r}; delete it to start over"
-        )
+    try:
+        state = REPLAY_POSITION.upgrade(json.loads(state_file.read_text()), hint="; delete it to start over")
+    except StateVersionError as exc:
+        raise StreamsError(f"{state_file}: {exc}") from exc
     if state.get("path") != str(path) or state.get("topic") != topic:
         raise StreamsError(
             f"{state_file} belongs to a replay of {state.get('path')} into {state.get('topic')}; "
@@ -125,6 +126,102 @@ def _already_sent(
     return seen
 
 
+class _Sender:
+    """One replay's producer, pacing, delivered offsets and progress bar."""
+
+    def __init__(
+        self, bootstrap: str, topic: str, extra: dict[str, str], offsets: dict[str, int], speed: float | None
+    ) -> None:
+        from confluent_kafka import Producer
+
+        self.topic = topic
+        self.speed = speed
+        self.offsets = offsets
+        self.errors: list[str] = []
+        self.producer = Producer(
+            {
+                "bootstrap.servers": bootstrap,
+                "partitioner": "murmur2_random",
+                "enable.idempotence": "true",
+                "linger.ms": "20",
+                **extra,
+            }
+        )
+        self._wall0: float | None = None
+        self._event0 = 0
+
+    def delivered(self, err: Any, msg: Any) -> None:
+        if err is not None:
+            self.errors.append(str(err))
+            return
+        key = str(msg.partition())
+        self.offsets[key] = max(self.offsets.get(key, 0), msg.offset() + 1)
+
+    def pace(self, ts: int, stop: threading.Event | None) -> None:
+        """With a speed, wait until event time ``ts`` is due (gaps kept at ``speed`` x real time)."""
+        if not self.speed:
+            return
+        if self._wall0 is None:
+            self._wall0, self._event0 = time.monotonic(), ts
+        delay = self._wall0 + (ts - self._event0) / 1000.0 / self.speed - time.monotonic()
+        if delay > 0:
+            self.producer.poll(0)
+            (stop.wait(delay) if stop is not None else time.sleep(delay))
+
+    def send_chunk(
+        self,
+        batch: HistoryBatch,
+        sent_before: set[tuple[int, int]],
+        report: ReplayReport,
+        stop: threading.Event | None,
+    ) -> bool:
+        """Send one chunk's events (skipping those already in the topic); False when stopped."""
+        keys, values = batch.events()
+        for row, ts, key, value in zip(
+            batch.rows.tolist(), batch.timestamps_ms.tolist(), keys, values, strict=True
+        ):
+            if stop is not None and stop.is_set():
+                return False
+            if (batch.file_index, row) in sent_before:
+                report.skipped_already_sent += 1
+                continue
+            self.pace(ts, stop)
+            headers = [(HEADER, f"{batch.file_index}:{row}".encode())]
+            produce(self.producer, self.topic, value, key, headers=headers, on_delivery=self.delivered)
+            report.sent += 1
+        return True
+
+    def flush(self) -> None:
+        """Wait until the chunk is in the topic; raise if some of it is not."""
+        remaining = self.producer.flush(60)
+        if remaining or self.errors:
+            raise StreamsError(f"replay: {remaining} events not delivered; errors: {self.errors[:3]}")
+
+
+def _progress_bar(files: list[Path], topic: str) -> Any:
+    from tqdm import tqdm
+
+    return tqdm(
+        total=_count_rows(files),
+        unit="ev",
+        unit_scale=True,
+        desc=f"replay → {topic}",
+        dynamic_ncols=True,
+        disable=None,
+    )
+
+
+def _start_state(state_file: Path, path: Path, topic: str) -> dict[str, Any]:
+    return _load_state(state_file, path, topic) or {
+        "version": STATE_VERSION,
+        "path": str(path),
+        "topic": topic,
+        "file_index": 0,
+        "row": 0,
+        "offsets": {},
+    }
+
+
 def replay(
     path: Path,
     spec: DetectorSpec,
@@ -140,20 +237,13 @@ def replay(
     on_chunk: Callable[[int], None] | None = None,
 ) -> ReplayReport:
     """Publish every valid history row under ``path`` to ``topic``; see the module docstring."""
-    from confluent_kafka import KafkaException, Producer
+    from confluent_kafka import KafkaException
 
     extra = dict(extra or {})
     path = Path(path).resolve()
     files = history_files(path)
     state_file = state_file or path.with_name(f".{path.name}.replay-{topic}.json")
-    state = _load_state(state_file, path, topic) or {
-        "version": STATE_VERSION,
-        "path": str(path),
-        "topic": topic,
-        "file_index": 0,
-        "row": 0,
-        "offsets": {},
-    }
+    state = _start_state(state_file, path, topic)
     report = ReplayReport()
     start = (int(state["file_index"]), int(state["row"]))
     sent_before: set[tuple[int, int]] = set()
@@ -164,80 +254,16 @@ def replay(
             "replay resuming file_index=%d row=%d already_in_topic=%d", start[0], start[1], len(sent_before)
         )
     _save_state(state_file, state)  # from now on, an interruption is resumed (and de-duplicated)
-    producer = Producer(
-        {
-            "bootstrap.servers": bootstrap,
-            "partitioner": "murmur2_random",
-            "enable.idempotence": "true",
-            "linger.ms": "20",
-            **extra,
-        }
-    )
-    offsets: dict[str, int] = dict(state["offsets"])
-    errors: list[str] = []
-
-    def delivered(err: Any, msg: Any) -> None:
-        if err is not None:
-            errors.append(str(err))
-            return
-        key = str(msg.partition())
-        offsets[key] = max(offsets.get(key, 0), msg.offset() + 1)
-
-    bar = None
-    if progress:
-        from tqdm import tqdm
-
-        bar = tqdm(
-            total=_count_rows(files),
-            unit="ev",
-            unit_scale=True,
-            desc=f"replay → {topic}",
-            dynamic_ncols=True,
-            disable=None,
-        )
-    wall0: float | None = None
-    event0 = 0
+    sender = _Sender(bootstrap, topic, extra, dict(state["offsets"]), speed)
+    bar = _progress_bar(files, topic) if progress else None
     try:
         for batch in read_history(path, spec, chunk_rows=chunk_rows, start=start):
             report.bad.extend(batch.bad)
-            interrupted = True
-            for row, ts, key, value in zip(
-                batch.rows, batch.timestamps_ms, batch.keys, batch.values, strict=True
-            ):
-                if stop is not None and stop.is_set():
-                    break
-                if (batch.file_index, int(row)) in sent_before:
-                    report.skipped_already_sent += 1
-                    continue
-                if speed:
-                    if wall0 is None:
-                        wall0, event0 = time.monotonic(), int(ts)
-                    delay = wall0 + (int(ts) - event0) / 1000.0 / speed - time.monotonic()
-                    if delay > 0:
-                        producer.poll(0)
-                        (stop.wait(delay) if stop is not None else time.sleep(delay))
-                while True:
-                    try:
-                        producer.produce(
-                            topic,
-                            key=key,
-                            value=value,
-                            headers=[(HEADER, f"{batch.file_index}:{int(row)}".encode())],
-                            on_delivery=delivered,
-                        )
-                        break
-                    except BufferError:
-                        producer.poll(0.05)
-                report.sent += 1
-            else:
-                interrupted = False
-            if interrupted:
+            if not sender.send_chunk(batch, sent_before, report, stop):
                 break
-            remaining = producer.flush(60)
-            if remaining or errors:
-                raise StreamsError(f"replay: {remaining} events not delivered; errors: {errors[:3]}")
+            sender.flush()
             last_row = int(batch.rows[-1]) if len(batch.rows) else batch.first_row
-            state.update(file_index=batch.file_index, row=last_row + 1, offsets=offsets)
+            state.update(file_index=batch.file_index, row=last_row + 1, offsets=sender.offsets)
             _save_state(state_file, state)
             if bar is not None:
                 bar.update(len(batch.rows) + len(batch.bad))
@@ -248,10 +274,10 @@ def replay(
     except KafkaException as exc:
         raise StreamsError(f"replay: the broker refused an event: {exc}") from exc
     finally:
-        producer.flush(30)
+        sender.producer.flush(30)
         if bar is not None:
             bar.close()
     if report.completed:
-        state.update(file_index=len(files), row=0, offsets=offsets)
+        state.update(file_index=len(files), row=0, offsets=sender.offsets)
         _save_state(state_file, state)
     return report

@@ -35,11 +35,12 @@ from streams.config import DetectorSpec
 from streams.errors import StreamsError
 from streams.parse import ParsedBatch
 from streams.series import SeriesRegistry
+from streams.state import WINDOW_STATE, StateVersionError
 
 logger = logging.getLogger(__name__)
 
 LATE = "late"
-STATE_VERSION = 1
+STATE_VERSION = WINDOW_STATE.current
 _NONE = np.iinfo(np.int64).max  # "no window yet" for a series' next window index
 _AGG_CODES = {"sum": 0, "count": 1, "avg": 2, "min": 3, "max": 4}
 _POLICY_CODES = {"zero": 0, "carry": 1, "skip": 2}
@@ -424,8 +425,22 @@ class WindowState:
         if frontier is None or (self.closed_through is not None and frontier <= self.closed_through):
             return self._empty()
         registry = self._registry()
+        d_series, d_window, d_value = self._take_closed(frontier)
+        out_series, out_window, out_value, out_missing = self._with_missing(
+            frontier, d_series, d_window, d_value
+        )
+        self.closed_through = frontier
+        self.counters["windows_emitted"] += len(out_series)
+        order = np.lexsort((registry.sort_keys(out_series), out_window))
+        out_window = out_window[order]
+        start = out_window * self.window_ms
+        return ClosedWindows(
+            out_series[order], start, start + self.window_ms, out_value[order], out_missing[order], registry
+        )
+
+    def _take_closed(self, frontier: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Remove the open windows with index <= frontier; their (series, window, aggregate)."""
         m = self.n_measures
-        # closed partials: every open window with index <= frontier
         closing = self._o_window <= frontier
         d_series, d_window = self._o_series[closing], self._o_window[closing]
         d_count, d_sum = self._o_count[closing], self._o_sum[closing]
@@ -444,6 +459,14 @@ class WindowState:
             [d_sum, d_count.astype(np.float64), d_sum / np.maximum(d_count, 1), d_min],
             d_max,
         )
+        return d_series, d_window, d_value
+
+    def _with_missing(
+        self, frontier: int, d_series: np.ndarray, d_window: np.ndarray, d_value: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """The data windows plus, per due series, the windows without data up to the frontier
+        (the measure's missing policy); updates each series' progress and last value."""
+        m = self.n_measures
         # series that emit: known (next != NONE) and due
         due = np.flatnonzero(self._next <= frontier)
         # boundaries per series: a start marker (next - 1), its data windows, an end marker (frontier + 1)
@@ -471,24 +494,18 @@ class WindowState:
         g_src = np.repeat(np.arange(len(b_series)), capped)
         g_off = np.arange(n_gap) - np.repeat(np.cumsum(capped) - capped, capped) + 1
         data = b_kind == 1
-        out_series = np.concatenate((b_series[data], b_series[g_src]))
-        out_window = np.concatenate((b_window[data], b_window[g_src] + g_off))
-        out_value = np.concatenate((b_value[data], fill[g_src]))
-        out_missing = np.concatenate((np.zeros(int(data.sum()), bool), np.ones(n_gap, bool)))
         # progress: everything up to the frontier is emitted; last data value per series
         self._next[due] = frontier + 1
         if data.any():
             ds, dv = b_series[data], b_value[data]
             last_of = np.concatenate((ds[1:] != ds[:-1], [True]))
             self._last[ds[last_of]] = dv[last_of]
-        self.closed_through = frontier
-        self.counters["windows_emitted"] += len(out_series)
         self.counters["missing_windows"] += n_gap
-        order = np.lexsort((registry.sort_keys(out_series), out_window))
-        out_window = out_window[order]
-        start = out_window * self.window_ms
-        return ClosedWindows(
-            out_series[order], start, start + self.window_ms, out_value[order], out_missing[order], registry
+        return (
+            np.concatenate((b_series[data], b_series[g_src])),
+            np.concatenate((b_window[data], b_window[g_src] + g_off)),
+            np.concatenate((b_value[data], fill[g_src])),
+            np.concatenate((np.zeros(int(data.sum()), bool), np.ones(n_gap, bool))),
         )
 
     # -- checkpoints ----------------------------------------------------------------------------
@@ -548,55 +565,51 @@ class WindowState:
     @classmethod
     def from_state(
         cls,
-        spec: DetectorSpec | dict[str, Any],
-        state: dict[str, Any] | DetectorSpec,
+        spec: DetectorSpec,
+        state: dict[str, Any],
         registry: SeriesRegistry | None = None,
         max_missing_run: int = 10_000,
     ) -> WindowState:
-        """Rebuild a state saved by :meth:`to_state` (raises WindowStateError on a mismatch).
-
-        ``spec`` and ``state`` may come in either order.
-        """
-        if isinstance(spec, dict):
-            spec, state = state, spec
-        if not isinstance(spec, DetectorSpec) or not isinstance(state, dict):
-            raise WindowStateError("from_state needs a DetectorSpec and a state dict")
-        version = state.get("version")
-        if version != STATE_VERSION:
-            raise WindowStateError(
-                f"window state version {version!r} is not supported (expected {STATE_VERSION})"
-            )
+        """Rebuild a state saved by :meth:`to_state` (raises WindowStateError on a mismatch)."""
+        try:
+            state = WINDOW_STATE.upgrade(state, hint="; delete the checkpoint to start over")
+        except StateVersionError as exc:
+            raise WindowStateError(str(exc)) from exc
         if state["detector"] != spec.name or state["window_ms"] != spec.window_ms:
             raise WindowStateError(
                 f"window state of detector={state['detector']} window_ms={state['window_ms']} cannot be "
                 f"loaded for detector={spec.name} window_ms={spec.window_ms}; "
                 "delete the checkpoint to start over"
             )
-        ws = cls(spec, registry, max_missing_run)
-        reg = ws._registry()
         if tuple(state["dimensions"]) != tuple(spec.dimensions):
             raise WindowStateError(
                 "the checkpoint's dimensions differ from the config's; delete the checkpoint"
             )
+        ws = cls(spec, registry, max_missing_run)
+        ws._load(state)
+        return ws
+
+    def _load(self, state: dict[str, Any]) -> None:
+        reg = self._registry()
         # measures are matched by field name: a measure added to the config starts fresh
         m_map = {
             i: spec_i
             for i, f in enumerate(state["measures"])
-            for spec_i, m in enumerate(spec.measures)
+            for spec_i, m in enumerate(self.spec.measures)
             if m.field == f
         }
         codes = [reg.combo_for(tuple(d)) for d in state["combos"]]
-        ws._next = np.full(reg.n_series, _NONE, dtype=np.int64)
-        ws._last = np.full(reg.n_series, np.nan)
 
         def series(refs: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
-            out = np.array([codes[c] * ws.n_measures + m_map.get(m, 0) for c, m in refs], dtype=np.int64)
+            out = np.array([codes[c] * self.n_measures + m_map.get(m, 0) for c, m in refs], dtype=np.int64)
             ok = np.array([m in m_map for _, m in refs], dtype=bool)
             return out.reshape(-1), ok.reshape(-1)
 
+        self._next = np.full(reg.n_series, _NONE, dtype=np.int64)
+        self._last = np.full(reg.n_series, np.nan)
         s, ok = series(state["series"]["ref"])
-        ws._next[s[ok]] = np.array(state["series"]["next"], dtype=np.int64).reshape(-1)[ok]
-        ws._last[s[ok]] = np.array(
+        self._next[s[ok]] = np.array(state["series"]["next"], dtype=np.int64).reshape(-1)[ok]
+        self._last[s[ok]] = np.array(
             [np.nan if v is None else v for v in state["series"]["last"]], dtype=np.float64
         ).reshape(-1)[ok]
         o = state["open"]
@@ -611,10 +624,11 @@ class WindowState:
         ]
         cols = [c.reshape(-1)[ok] for c in cols]
         order = np.lexsort((cols[1], cols[0]))
-        (ws._o_series, ws._o_window, ws._o_count, ws._o_sum, ws._o_min, ws._o_max) = (c[order] for c in cols)
-        ws.watermark = state["watermark"]
-        ws.closed_through = state["closed_through"]
-        ws._last_activity_wall_ms = state.get("last_activity_wall_ms")
-        ws._watermark_at_activity = state.get("watermark_at_activity")
-        ws.counters.update(state.get("counters", {}))
-        return ws
+        (self._o_series, self._o_window, self._o_count, self._o_sum, self._o_min, self._o_max) = (
+            c[order] for c in cols
+        )
+        self.watermark = state["watermark"]
+        self.closed_through = state["closed_through"]
+        self._last_activity_wall_ms = state.get("last_activity_wall_ms")
+        self._watermark_at_activity = state.get("watermark_at_activity")
+        self.counters.update(state.get("counters", {}))

@@ -7,10 +7,10 @@ One run, one JSON line, on one topic of ~100-byte JSON events over ``--series`` 
 - ``events_per_s``: end to end, :class:`streams.worker.Worker` itself on the topic (a fresh
   group): consume, parse, windows, one ``Detector.process_many`` per pass, result records to the
   results topic and to Parquet, dead letters, checkpoints and commits;
-- ``stage_loop_events_per_s``: the same consume loop as the ceiling feeding the worker's stages
-  per partition: :class:`streams.parse.EventParser` → :class:`streams.window.WindowState` → one
-  ``Detector.process_many`` per consumed batch for every window that closed →
-  ``streams.worker.build_results`` (the result records, RESULT_SCHEMA), without the sinks;
+- ``stage_loop_events_per_s``: the same consume loop as the ceiling feeding the worker's stages,
+  :class:`streams.pipeline.DetectorPipeline` (parse → windows per partition → one
+  ``Detector.process_many`` per consumed batch for every window that closed → the result records
+  as an Arrow table, RESULT_SCHEMA), without the sinks;
 - ``processing_events_per_s``: the same stages on bytes already in memory, on one core, for series
   whose models exist (also as ``processing_cpu_events_per_s``, per CPU-second, which a busy shared
   machine disturbs less); ``processing_cold_events_per_s``: the same with every series new;
@@ -116,6 +116,8 @@ def produce(bootstrap: str, topic: str, events: Events) -> float:
     """Produce every event; returns events per second (produce calls + final flush)."""
     from confluent_kafka import Producer
 
+    from sinks.kafka import produce_many
+
     producer = Producer(
         {
             "bootstrap.servers": bootstrap,
@@ -127,14 +129,7 @@ def produce(bootstrap: str, topic: str, events: Events) -> float:
         }
     )
     t0 = time.perf_counter()
-    send = producer.produce
-    for value, key, ts in zip(events.values, events.keys, events.timestamps_ms, strict=True):
-        while True:
-            try:
-                send(topic, value, key, timestamp=ts)
-                break
-            except BufferError:
-                producer.poll(0.05)
+    produce_many(producer, topic, events.values, events.keys, timestamps=events.timestamps_ms)
     if producer.flush(120) != 0:
         raise click.ClickException("the producer could not deliver every event within 120 s")
     return len(events.values) / (time.perf_counter() - t0)
@@ -175,63 +170,38 @@ def ceiling(bootstrap: str, topic: str, partitions: int, n_events: int, timeout_
         consumer.close()
 
 
-# -- the pipeline (same stages as streams/worker.py) --------------------------------------------
+# -- the pipeline: streams.pipeline.DetectorPipeline, as the worker drives it --------------------
 
 
 class Pipeline:
-    """Parser, per-partition windows, one Detector and the result builder of one detector."""
+    """The detector's pipeline (``streams.pipeline.DetectorPipeline``) and what the bench counts."""
 
     def __init__(self, spec: Any) -> None:
-        from detector.detector import Detector
-        from streams.parse import EventParser
+        from streams.pipeline import DetectorPipeline
 
         self.spec = spec
-        self.parser = EventParser(spec)
-        self.windows: dict[int, Any] = {}
-        self.detector = Detector(spec.model, capacity=16_384)
+        self.pipeline: Any = DetectorPipeline(spec, capacity=16_384)
         self.rejects = 0
         self.points = 0
         self.records = 0
 
     def add(self, partition: int, values: Sequence[bytes | None]) -> None:
-        from streams.window import WindowState
-
-        ws = self.windows.get(partition)
-        if ws is None:
-            ws = self.windows[partition] = WindowState(self.spec, self.parser.registry)
-        batch = self.parser.parse(values)
-        self.rejects += len(batch.rejects) + len(ws.add(batch))
+        self.rejects += len(self.pipeline.add(partition, values))
 
     def close_and_score(self, partitions: Sequence[int]) -> list[int]:
-        """Advance the given partitions, score every closed window in one step, build the records.
+        """Close the given partitions' windows, score them in one step, build the records (Arrow).
 
         Returns:
             The number of distinct window ends closed per partition that closed any (for latency).
         """
-        from streams.window import ClosedWindows
-
-        closed = []
-        closes: list[int] = []
-        for p in partitions:
-            cw = self.windows[p].advance()
-            if len(cw):
-                closed.append(cw)
-                closes.append(len(cw.groups()))
-        if not closed:
-            return closes
-        cw = ClosedWindows.concat(closed)
-        scores = self.detector.process_many(cw.keys, cw.value, cw.window_start_ms, cw.missing)
-        table = build_results(self.spec.name, cw, scores)
-        self.points += len(cw)
+        closed = self.pipeline.close(partitions)
+        scored = self.pipeline.score(closed)
+        if scored is None:
+            return []
+        table = scored.results.table()
+        self.points += len(scored.results)
         self.records += table.num_rows
-        return closes
-
-
-def build_results(name: str, closed: Any, scores: Any) -> Any:
-    """The worker's result builder (RESULT_SCHEMA records)."""
-    from streams.worker import build_results as worker_build_results
-
-    return worker_build_results(name, closed, scores)
+        return [len(c.groups()) for _, c in closed.parts]
 
 
 def _partition_runs(msgs: Sequence[Any]) -> tuple[list[bytes | None], list[tuple[int, int, int]]]:

@@ -121,6 +121,8 @@ def run_once(
     from confluent_kafka import Producer
     from confluent_kafka.admin import AdminClient, NewTopic
 
+    from sinks.kafka import produce_many
+
     tag = uuid.uuid4().hex[:8]
     topic = f"scaleout-{n_workers}-{tag}"
     admin = AdminClient({"bootstrap.servers": bootstrap})
@@ -180,14 +182,9 @@ def run_once(
         events0 = sum(per_worker0)
         windows0 = sum(s["windows_closed"] for s in sts if s)
         cpu0 = [_cpu_seconds(p.pid) or 0.0 for p, _, _ in procs]
+        keys, values = [k for k, _ in stream], [v for _, v in stream]
         t0 = time.perf_counter()
-        for key, value in stream:
-            while True:
-                try:
-                    producer.produce(topic, key=key, value=value)
-                    break
-                except BufferError:
-                    producer.poll(0.05)
+        produce_many(producer, topic, values, keys)
         producer.flush(60)
         produced_s = time.perf_counter() - t0
         deadline = time.monotonic() + timeout_s

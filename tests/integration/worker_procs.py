@@ -96,7 +96,7 @@ class WorkerProc:
         args = [
             sys.executable,
             "-m",
-            "cutstream",
+            "cutstream.testing" if "--fault" in extra else "cutstream",  # fault injection: a test command
             "worker",
             "--config",
             str(config),

@@ -33,12 +33,12 @@ def test_csv_rows_become_events_and_bad_rows_are_reported(tmp_path: Path) -> Non
         "2026-01-01T00:02:00Z,B,abc,z\n"
     )
     batches = list(read_history(f, SPEC))
-    events = [json.loads(v) for b in batches for v in b.values]
+    events = [json.loads(v) for b in batches for v in b.events()[1]]
     assert events == [
         {"ts": 1767225600000, "item": "A", "qty": 3.0},
         {"ts": 1767225660000, "item": "B", "qty": 5.5},
     ]
-    assert [k for b in batches for k in b.keys] == [b"item=A", b"item=B"]
+    assert [k for b in batches for k in b.events()[0]] == [b"item=A", b"item=B"]
     bad = [b for batch in batches for b in batch.bad]
     assert [(b.row, b.reason.split()[0]) for b in bad] == [(2, "bad"), (4, "non-numeric")]
     assert "not-a-time" in bad[0].reason and "abc" in bad[1].reason

@@ -3,20 +3,14 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pytest
 
 from sinks.record import timeseries_id
 from streams.config import DetectorSpec, MeasureSpec
-from streams.parse import (
-    EventParser,
-    ParsedEvent,
-    iso_to_ms,
-    iso_to_ms_many,
-    parse_event,
-)
+from streams.parse import EventParser, ParsedEvent, parse_event
 
 
 def _spec(**kw: object) -> DetectorSpec:
@@ -226,41 +220,6 @@ def test_batch_rows_equal_the_reference_parser() -> None:
         assert tuple(batch.values[row]) == ref.values
         assert tuple(batch.present[row]) == ref.present
     assert parser.registry.dims(int(batch.combo[4])) == ("B", "r")  # the last duplicate key wins
-
-
-@pytest.mark.parametrize(
-    "texts",
-    [
-        ["2026-01-01T00:00:00Z", "2026-06-30T23:59:59Z", "2024-02-29T12:00:00Z"],
-        ["2026-01-01T00:00:00.123+05:30", "1969-12-31T23:59:59.999-00:30", "0001-01-01T00:00:00.000+00:00"],
-        ["2026-01-01 00:00:00.1", "2026-01-01 00:00:00.12", "2026-01-01T00:00:00.123456789"],
-        [
-            "2026-01-01T00:00:00Z",
-            "2026-01-01T00:00:00+0100",
-            "2026-01-01",
-            "x",
-            "2025-02-29T00:00:00Z",
-            "2026-01-01T24:00:00Z",
-            "2026-01-01T00:00:00\x00Z",
-            "2026-01-01T00:00:00.Z",
-            "９９９９-01-01T00:00:00Z",
-        ],
-    ],
-)
-def test_vectorized_timestamps_agree_with_fromisoformat(texts: list[str]) -> None:
-    ms, ok = iso_to_ms_many(texts)
-    for t, m, good in zip(texts, ms.tolist(), ok.tolist(), strict=True):
-        if good:
-            assert m == iso_to_ms(t), t
-    # the uniform layouts are handled vectorized
-    if len({len(t) for t in texts}) == 1 and all(t[4] == "-" for t in texts):
-        assert ok.all()
-
-
-def test_iso_to_ms_matches_datetime() -> None:
-    tz = timezone(timedelta(hours=-7))
-    assert iso_to_ms("2026-05-04T03:02:01.5-07:00") == _ms(datetime(2026, 5, 4, 3, 2, 1, 500_000, tzinfo=tz))
-    assert iso_to_ms("not a time") is None
 
 
 def test_parsed_columns_have_the_documented_dtypes() -> None:

@@ -230,7 +230,7 @@ def test_from_state_refuses_other_versions_and_detectors() -> None:
     parser, ws = _setup(_spec())
     ws.add(parser.parse([_ev(10, q=1)]))
     state = ws.to_state()
-    assert WindowState.from_state(state, _spec()).watermark == 10  # either argument order
+    assert WindowState.from_state(_spec(), state).watermark == 10
     with pytest.raises(WindowStateError, match="version"):
         WindowState.from_state(_spec(), {**state, "version": 99})
     with pytest.raises(WindowStateError, match="detector"):

@@ -1,0 +1,296 @@
+"""One detector's stages, written once: decode → validate → window → score → result batch.
+
+Every driver runs a detector through :class:`DetectorPipeline`: the worker (live events and
+replays), backfill (history files; ``cutstream evaluate`` builds on backfill), the demo (a worker)
+and ``cutstream bench ingest``. The chain, with what goes in and out of each stage:
+
+====================  =============================================  ==================================
+stage                 in                                             out
+====================  =============================================  ==================================
+decode + validate     message values (bytes) of one partition        ``ParsedBatch`` + rejects
+                      (:meth:`~DetectorPipeline.add`), or history
+                      columns (:meth:`~DetectorPipeline.add_columns`)
+window                ``ParsedBatch`` → the partition's               late events as rejects
+                      ``WindowState``
+close                 the watermark (and the wall clock, for idle     ``Closed``: ``ClosedWindows`` per
+                      partitions)                                     partition, non-finite dropped
+score                 ``Closed``                                      ``Scored``: one
+                                                                      ``Detector.process_many`` for all
+                                                                      partitions, one ``ResultBatch``
+====================  =============================================  ==================================
+
+A *partition* is whatever key the driver splits its input by (the worker: ``(topic, partition)``;
+backfill: one key). Each partition has its own windows and owns the models of the series first
+seen on it, so that its checkpoint (:meth:`~DetectorPipeline.state`) carries them and a revoke
+(:meth:`~DetectorPipeline.drop`) evicts them. Scoring is shared: every series whose window closed
+in one pass is scored in one step, whatever its partition, in (window end, series) order.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Hashable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, Generic, TypeVar
+
+import numpy as np
+import pyarrow as pa
+
+from detector.detector import Detector, ScoreBatch
+from sinks.record import ResultBatch
+from streams.config import DetectorSpec
+from streams.parse import EventParser
+from streams.window import ClosedWindows, WindowState
+
+logger = logging.getLogger(__name__)
+
+#: The key a driver splits its input by (the worker: ``(topic, partition)``).
+P = TypeVar("P", bound=Hashable)
+#: ``(position in the batch handed in, reason)`` of an event that was not taken.
+Reject = tuple[int, str]
+
+
+@dataclass(frozen=True)
+class Closed(Generic[P]):
+    """The windows that closed in one pass, per partition (non-finite aggregates left out)."""
+
+    parts: list[tuple[P, ClosedWindows]]
+    non_finite: int = 0  # windows dropped because their aggregate overflowed
+
+    def __len__(self) -> int:
+        return sum(len(c) for _, c in self.parts)
+
+
+@dataclass(frozen=True)
+class Scored(Generic[P]):
+    """One scoring step: the result records of every closed window, and whose they are."""
+
+    results: ResultBatch
+    scores: ScoreBatch
+    spans: list[tuple[P, int, int]]  # each partition's rows of ``results``: [start, stop)
+    series_split: int = 0  # series first seen on another partition (input not keyed by series?)
+
+    def by_partition(self) -> Iterator[tuple[P, ResultBatch]]:
+        """Each partition's records, sharing the step's table and messages."""
+        for tp, a, b in self.spans:
+            yield tp, self.results.slice(a, b)
+
+
+@dataclass
+class PartitionState:
+    """What a checkpoint holds of one partition of one detector."""
+
+    windows: dict[str, Any]  # WindowState.to_state()
+    detector: dict[str, Any]  # Detector.to_state(series)
+    series: list[str]  # the timeseriesIds whose models this partition owns
+
+
+@dataclass
+class _Part:
+    windows: WindowState
+    series: dict[str, None] = field(default_factory=dict)  # owned models, in first-seen order
+
+
+class DetectorPipeline(Generic[P]):
+    """The stages of one detector over any number of partitions (see the module docstring).
+
+    Example:
+        >>> from streams.config import DetectorSpec, MeasureSpec
+        >>> spec = DetectorSpec(name="shop", topic="orders", dimensions=("product",),
+        ...                     measures=(MeasureSpec(field="quantity"),), window_ms=1000)
+        >>> pipe = DetectorPipeline(spec)
+        >>> pipe.add(0, [b'{"timestamp": 100, "product": "A", "quantity": 2}', b'oops'])
+        [(1, 'invalid_json')]
+        >>> pipe.add(0, [b'{"timestamp": 1500, "product": "A", "quantity": 5}'])
+        []
+        >>> scored = pipe.step()
+        >>> scored.results.table().column("aggregatedMeasureValue").to_pylist()
+        [2.0]
+
+    Args:
+        spec: the detector.
+        detector: its models (a fresh ``Detector(spec.model)`` when None).
+        backend: the forest's array backend, for a fresh detector.
+        capacity: series the fresh detector preallocates room for.
+    """
+
+    def __init__(
+        self,
+        spec: DetectorSpec,
+        detector: Detector | None = None,
+        *,
+        backend: str = "cpu",
+        capacity: int = 1024,
+    ) -> None:
+        self.spec = spec
+        self.parser = EventParser(spec)
+        self.detector = detector if detector is not None else Detector(spec.model, backend, capacity)
+        self._parts: dict[P, _Part] = {}
+        self._owner: dict[str, P] = {}
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    def partitions(self) -> list[P]:
+        return list(self._parts)
+
+    def windows(self, tp: P) -> WindowState:
+        """The partition's windows (created on first use)."""
+        part = self._parts.get(tp)
+        if part is None:
+            part = self._parts[tp] = _Part(WindowState(self.spec, self.parser.registry))
+        return part.windows
+
+    # -- decode + validate + window -------------------------------------------------------------
+
+    def add(self, tp: P, values: Sequence[bytes | None], now_ms: int | None = None) -> list[Reject]:
+        """Decode, validate and window one partition's messages (in consumption order).
+
+        ``now_ms``: the caller's wall clock, for the idle rule (None where there is none: backfill).
+        Returns every message that was not taken, by position, with the reason.
+        """
+        parsed = self.parser.parse(values)
+        return [*parsed.rejects, *self.windows(tp).add(parsed, now_ms)]
+
+    def add_columns(
+        self,
+        tp: P,
+        timestamps_ms: np.ndarray,
+        dimensions: Sequence[pa.Array],
+        measures: np.ndarray,
+        now_ms: int | None = None,
+    ) -> list[Reject]:
+        """Window rows that are valid columns already (history): see ``EventParser.from_columns``."""
+        parsed = self.parser.from_columns(timestamps_ms, dimensions, measures)
+        return self.windows(tp).add(parsed, now_ms)
+
+    # -- close + score ----------------------------------------------------------------------------
+
+    def close(self, tps: Iterable[P] | None = None, now_ms: int | None = None) -> Closed[P]:
+        """The windows the watermark (or, with ``now_ms``, the idle rule) closed, per partition."""
+        parts: list[tuple[P, ClosedWindows]] = []
+        non_finite = 0
+        for tp in self._parts if tps is None else tps:
+            closed = self.windows(tp).advance(now_ms)
+            if len(closed):
+                closed, dropped = _finite(closed)
+                if dropped:
+                    non_finite += dropped
+                    logger.warning(
+                        "windows with a non-finite aggregate skipped detector=%s partition=%s count=%d",
+                        self.name,
+                        tp,
+                        dropped,
+                    )
+                if len(closed):
+                    parts.append((tp, closed))
+        return Closed(parts, non_finite)
+
+    def score(self, closed: Closed[P], closed_at: float | None = None) -> Scored[P] | None:
+        """Score every closed window in one detector step and build their result records.
+
+        ``closed_at``: when the windows closed (monotonic seconds), carried for latency figures.
+        """
+        if not closed.parts:
+            return None
+        windows = ClosedWindows.concat([c for _, c in closed.parts])
+        keys = windows.timeseries_id
+        spans: list[tuple[P, int, int]] = []
+        split = 0
+        at = 0
+        for tp, c in closed.parts:
+            split += self._own(tp, keys[at : at + len(c)])
+            spans.append((tp, at, at + len(c)))
+            at += len(c)
+        scores = self.detector.process_many(keys, windows.value, windows.window_start_ms, windows.missing)
+        results = ResultBatch.build(self.name, windows, scores, closed_at)
+        return Scored(results, scores, spans, split)
+
+    def step(
+        self,
+        tps: Iterable[P] | None = None,
+        now_ms: int | None = None,
+        closed_at: float | None = None,
+    ) -> Scored[P] | None:
+        """:meth:`close` then :meth:`score`."""
+        return self.score(self.close(tps, now_ms), closed_at)
+
+    def drain(self, tp: P) -> None:
+        """The end of the input is the end of time: let the watermark pass every open window."""
+        ws = self.windows(tp)
+        if ws.watermark is not None:
+            ws.watermark += ws.window_ms + ws.lateness_ms
+
+    def _own(self, tp: P, keys: Sequence[str]) -> int:
+        """Record the series first seen on ``tp`` as its own; count those another partition owns."""
+        owned = self._parts[tp].series
+        split = 0
+        for k in dict.fromkeys(keys):
+            if k not in owned:
+                owner = self._owner.setdefault(k, tp)
+                if owner != tp:
+                    split += 1
+                    logger.warning(
+                        "series seen on two partitions (input not keyed by series?) "
+                        "detector=%s series=%s first=%s now=%s",
+                        self.name,
+                        k,
+                        owner,
+                        tp,
+                    )
+                owned[k] = None
+        return split
+
+    # -- partition state --------------------------------------------------------------------------
+
+    def series_of(self, tp: P) -> list[str]:
+        part = self._parts.get(tp)
+        return list(part.series) if part is not None else []
+
+    def state(self, tp: P) -> PartitionState:
+        """A copy of the partition's windows and models, for its checkpoint."""
+        series = self.series_of(tp)
+        return PartitionState(self.windows(tp).to_state(), self.detector.to_state(series), series)
+
+    def restore(self, tp: P, state: PartitionState) -> None:
+        """Load a partition's checkpoint. Its idle clock restarts now, not at the checkpoint's time:
+        otherwise a restart slower than ``idle_timeout_ms`` would close the restored windows at once,
+        before the events that follow the checkpoint arrive."""
+        windows = {**state.windows, "last_activity_wall_ms": None, "watermark_at_activity": None}
+        part = self._parts[tp] = _Part(WindowState.from_state(self.spec, windows, self.parser.registry))
+        self.detector.from_state(state.detector)
+        part.series = dict.fromkeys(state.series)
+        for k in part.series:
+            self._owner.setdefault(k, tp)
+
+    def drop(self, tp: P) -> None:
+        """Forget the partition: its windows and the models it owns."""
+        part = self._parts.pop(tp, None)
+        if part is None:
+            return
+        self.detector.evict(list(part.series))
+        for k in part.series:
+            if self._owner.get(k) == tp:
+                del self._owner[k]
+
+
+def _finite(closed: ClosedWindows) -> tuple[ClosedWindows, int]:
+    """Drop windows whose aggregate is not finite (a sum that overflowed): they cannot be scored.
+
+    Each event was finite (the parser checks); only an aggregate can overflow. Such windows get no
+    result; the driver counts them, and goes on instead of failing on the same input after every
+    restart.
+    """
+    ok = np.isfinite(closed.value)
+    if ok.all():
+        return closed, 0
+    kept = replace(
+        closed,
+        series=closed.series[ok],
+        window_start_ms=closed.window_start_ms[ok],
+        window_end_ms=closed.window_end_ms[ok],
+        value=closed.value[ok],
+        missing=closed.missing[ok],
+    )
+    return kept, int((~ok).sum())
