@@ -1,4 +1,4 @@
-"""sinks.kafka: the one produce helper waits when librdkafka's queue is full, skipping and repeating nothing."""
+"""sinks.kafka: the produce helper waits while the local queue is full; it skips and repeats nothing."""
 
 from __future__ import annotations
 
