@@ -37,10 +37,11 @@ bench: $(STAMP) ## run the benchmarks and rewrite their tables in BENCHMARKS.md
 nab: $(STAMP) ## score the NAB dev subset in ../shared/nab and print the NAB scores
 	$(PY) -m cutstream.bench.nab --nab-dir $(NAB_DIR) $(ARGS)
 
-lint: $(STAMP) ## ruff (lint + format check) and mypy
+lint: $(STAMP) ## ruff (lint + format check), mypy and the import layering (import-linter)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 
 fmt: $(STAMP) ## format the code
 	$(VENV)/bin/ruff format .

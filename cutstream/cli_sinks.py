@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -68,16 +70,11 @@ def outbox(
     A dead notification was refused permanently too often (or waited past give_up_after_s) and is
     no longer retried; --requeue-dead puts it back, and a running worker sends it within seconds.
     """
-    import datetime as dt
-    import json
     import time
 
     from sinks.alerts import state_dir_for
     from sinks.alerts.outbox import Outbox, read_outbox
     from sinks.errors import SinkError
-
-    def when(t: float) -> str:
-        return dt.datetime.fromtimestamp(t, dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
 
     state = state_dir_for(_data_dir(data_dir))
     if (retry_now or requeue_dead) and (state / "outbox.db").exists():
@@ -98,60 +95,8 @@ def outbox(
         return
     rows = [r for r in got[0] if hook is None or r.hook == hook]
     dead = [d for d in got[1] if hook is None or d.hook == hook]
-    now = time.time()
-    for r in rows:
-        status = "failing" if r.attempts else "pending"
-        if as_json:
-            click.echo(
-                json.dumps(
-                    {
-                        "id": r.id,
-                        "status": status,
-                        "dedupKey": r.dedup_key,
-                        "hook": r.hook,
-                        "detector": r.detector,
-                        "kind": r.kind,
-                        "attempts": r.attempts,
-                        "permanentRejections": r.rejections,
-                        "lastError": r.last_error,
-                        "createdAt": r.created_at,
-                        "nextAttemptAt": r.next_attempt_at,
-                    }
-                )
-            )
-            continue
-        due = max(0.0, r.next_attempt_at - now)
-        click.echo(
-            f"{status:8} {r.kind:7} {r.detector:16} {r.hook:20} attempts={r.attempts:<3} "
-            f"due_in={due:7.1f}s created={when(r.created_at)} key={r.dedup_key}"
-            + (f" error={r.last_error}" if r.last_error else "")
-        )
-    for d in dead:
-        if as_json:
-            click.echo(
-                json.dumps(
-                    {
-                        "id": d.id,
-                        "status": "dead",
-                        "dedupKey": d.dedup_key,
-                        "hook": d.hook,
-                        "detector": d.detector,
-                        "kind": d.kind,
-                        "attempts": d.attempts,
-                        "permanentRejections": d.rejections,
-                        "lastError": d.last_error,
-                        "createdAt": d.created_at,
-                        "reason": d.reason,
-                        "deadAt": d.dead_at,
-                    }
-                )
-            )
-            continue
-        click.echo(
-            f"{'dead':8} {d.kind:7} {d.detector:16} {d.hook:20} attempts={d.attempts:<3} "
-            f"reason={d.reason} dead_at={when(d.dead_at)} created={when(d.created_at)} key={d.dedup_key}"
-            + (f" error={d.last_error}" if d.last_error else "")
-        )
+    for line in _outbox_lines(rows, dead, as_json, time.time()):
+        click.echo(line)
     if not as_json:
         click.echo(f"{len(rows)} notifications waiting", err=True)
         if dead:
@@ -160,6 +105,65 @@ def outbox(
                 "run again with --requeue-dead",
                 err=True,
             )
+
+
+def _outbox_lines(rows: list[Any], dead: list[Any], as_json: bool, now: float) -> Iterator[str]:
+    """One line per waiting and dead notification: JSON, or a table row."""
+    import datetime as dt
+    import json
+
+    def when(t: float) -> str:
+        return dt.datetime.fromtimestamp(t, dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+    for r in rows:
+        status = "failing" if r.attempts else "pending"
+        if as_json:
+            yield json.dumps(
+                {
+                    "id": r.id,
+                    "status": status,
+                    "dedupKey": r.dedup_key,
+                    "hook": r.hook,
+                    "detector": r.detector,
+                    "kind": r.kind,
+                    "attempts": r.attempts,
+                    "permanentRejections": r.rejections,
+                    "lastError": r.last_error,
+                    "createdAt": r.created_at,
+                    "nextAttemptAt": r.next_attempt_at,
+                }
+            )
+            continue
+        due = max(0.0, r.next_attempt_at - now)
+        yield (
+            f"{status:8} {r.kind:7} {r.detector:16} {r.hook:20} attempts={r.attempts:<3} "
+            f"due_in={due:7.1f}s created={when(r.created_at)} key={r.dedup_key}"
+            + (f" error={r.last_error}" if r.last_error else "")
+        )
+    for d in dead:
+        if as_json:
+            yield json.dumps(
+                {
+                    "id": d.id,
+                    "status": "dead",
+                    "dedupKey": d.dedup_key,
+                    "hook": d.hook,
+                    "detector": d.detector,
+                    "kind": d.kind,
+                    "attempts": d.attempts,
+                    "permanentRejections": d.rejections,
+                    "lastError": d.last_error,
+                    "createdAt": d.created_at,
+                    "reason": d.reason,
+                    "deadAt": d.dead_at,
+                }
+            )
+            continue
+        yield (
+            f"{'dead':8} {d.kind:7} {d.detector:16} {d.hook:20} attempts={d.attempts:<3} "
+            f"reason={d.reason} dead_at={when(d.dead_at)} created={when(d.created_at)} key={d.dedup_key}"
+            + (f" error={d.last_error}" if d.last_error else "")
+        )
 
 
 COMMANDS = [compact, outbox]

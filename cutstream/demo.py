@@ -112,6 +112,40 @@ def _produce(
     producer.flush(30)
 
 
+def _wait(stop: threading.Event, duration: float, worker: threading.Thread) -> None:
+    """Until Ctrl-C, SIGTERM or ``duration`` seconds (0: no limit); the worker must stay alive."""
+    deadline = time.monotonic() + duration if duration else None
+    try:
+        while not stop.is_set():
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                break
+            stop.wait(1.0 if remaining is None else min(1.0, remaining))
+            if not worker.is_alive():
+                raise click.ClickException("the worker stopped unexpectedly; see the log above")
+    except KeyboardInterrupt:
+        click.echo("stopping...")
+
+
+def _stop_all(
+    stop: threading.Event,
+    threads: list[threading.Thread],
+    dashboard: subprocess.Popen[bytes] | None,
+    broker: Any,
+) -> None:
+    stop.set()
+    for t in threads:
+        t.join(60)
+    if dashboard is not None:
+        dashboard.terminate()
+        try:
+            dashboard.wait(10)
+        except subprocess.TimeoutExpired:
+            dashboard.kill()
+    if broker is not None:
+        broker.stop()
+
+
 def _summary(data_dir: Path) -> str:
     from sinks import query
 
@@ -211,29 +245,9 @@ def demo(
         if not no_dashboard:
             click.echo(f"dashboard: http://127.0.0.1:{port}")
         click.echo("stop with Ctrl-C" if not duration else f"stopping by itself after {duration:.0f} s")
-        deadline = time.monotonic() + duration if duration else None
-        try:
-            while not stop.is_set():
-                remaining = None if deadline is None else deadline - time.monotonic()
-                if remaining is not None and remaining <= 0:
-                    break
-                stop.wait(1.0 if remaining is None else min(1.0, remaining))
-                if not threads[0].is_alive():
-                    raise click.ClickException("the worker stopped unexpectedly; see the log above")
-        except KeyboardInterrupt:
-            click.echo("stopping...")
+        _wait(stop, duration, threads[0])
     finally:
-        stop.set()
-        for t in threads:
-            t.join(60)
-        if dashboard is not None:
-            dashboard.terminate()
-            try:
-                dashboard.wait(10)
-            except subprocess.TimeoutExpired:
-                dashboard.kill()
-        if broker is not None:
-            broker.stop()
+        _stop_all(stop, threads, dashboard, broker)
     click.echo(
         f"published {stats['events']} events over {stats['hours']} simulated hours "
         f"({stats['spikes']} injected spikes)"

@@ -89,7 +89,8 @@ def _warm_up(data_dir: Path) -> None:
     from dashboard import views
 
     try:
-        views.first_page(data_dir, views.DEFAULT_PERIOD)
+        for _name, query in views.first_page_parts(data_dir, views.DEFAULT_PERIOD):
+            query()
     except q.QueryError as exc:
         logger.warning("dashboard warm-up failed data_dir=%s error=%s", data_dir, exc)
 

@@ -19,11 +19,6 @@ from typing import Any
 
 import numba
 import numpy as np
-
-if not hasattr(np, "row_stack"):  # numpy >= 2.5 removed it; numba-cuda 0.2x still registers it
-    # unused-ignore too: numpy's stubs still declare row_stack below 2.5, where this line never runs.
-    np.row_stack = np.vstack  # type: ignore[attr-defined, unused-ignore]
-
 from numba import cuda
 
 from detector import kernels

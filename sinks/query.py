@@ -75,6 +75,30 @@ def _partition_value(name: str, key: str) -> str | None:
     return unquote(name[len(prefix) :]) if name.startswith(prefix) else None
 
 
+def _partition_day(entry: os.DirEntry[str]) -> dt.date | None:
+    """The day of a ``date=YYYY-MM-DD`` directory (None for anything else)."""
+    day_text = _partition_value(entry.name, "date")
+    if day_text is None or not entry.is_dir():
+        return None
+    try:
+        return dt.date.fromisoformat(day_text)
+    except ValueError:
+        logger.warning("skipping partition with a bad date path=%s", entry.path)
+        return None
+
+
+def _parquet_files(folder: str, detector: str, day: dt.date) -> Iterator[ListedFile]:
+    """The visible ``*.parquet`` files of one partition directory."""
+    for f in os.scandir(folder):
+        if f.name.startswith(".") or not f.name.endswith(".parquet") or not f.is_file():
+            continue
+        try:
+            st = f.stat()
+        except FileNotFoundError:  # renamed or deleted by a writer since the listing
+            continue
+        yield ListedFile(f.path, detector, day, st.st_size, st.st_mtime_ns)
+
+
 def result_files(
     data_dir: Path | str,
     start: dt.datetime | None = None,
@@ -99,24 +123,14 @@ def result_files(
         if name is None or not det_entry.is_dir() or (detector is not None and name != detector):
             continue
         for date_entry in os.scandir(det_entry.path):
-            day_text = _partition_value(date_entry.name, "date")
-            if day_text is None or not date_entry.is_dir():
+            day = _partition_day(date_entry)
+            if (
+                day is None
+                or (first_day is not None and day < first_day)
+                or (last_day is not None and day > last_day)
+            ):
                 continue
-            try:
-                day = dt.date.fromisoformat(day_text)
-            except ValueError:
-                logger.warning("skipping partition with a bad date path=%s", date_entry.path)
-                continue
-            if (first_day is not None and day < first_day) or (last_day is not None and day > last_day):
-                continue
-            for f in os.scandir(date_entry.path):
-                if f.name.startswith(".") or not f.name.endswith(".parquet") or not f.is_file():
-                    continue
-                try:
-                    st = f.stat()
-                except FileNotFoundError:  # renamed or deleted by a writer since the listing
-                    continue
-                out.append(ListedFile(f.path, name, day, st.st_size, st.st_mtime_ns))
+            out.extend(_parquet_files(date_entry.path, name, day))
     out.sort(key=lambda r: r.path)
     return out
 
@@ -652,13 +666,21 @@ def _filter_sql(f: Filter) -> tuple[str, Any]:
     if f.op not in _NUMBER_OPS:
         raise QueryInputError(f"{f.column}: use one of {' '.join(_NUMBER_OPS)}, not {f.op!r}")
     if kind == "number":
-        try:
-            number = float(f.value)
-        except (TypeError, ValueError):
-            raise QueryInputError(f"{f.column}: {f.value!r} is not a number") from None
-        if number != number:  # NaN compares false with everything: surely a typo
-            raise QueryInputError(f"{f.column}: {f.value!r} is not a number")
-        return f"{expr} {_NUMBER_OPS[f.op]} ?", number
+        return f"{expr} {_NUMBER_OPS[f.op]} ?", _filter_number(f)
+    return f"{expr} {_NUMBER_OPS[f.op]} ?", _filter_time(f)
+
+
+def _filter_number(f: Filter) -> float:
+    try:
+        number = float(f.value)
+    except (TypeError, ValueError):
+        raise QueryInputError(f"{f.column}: {f.value!r} is not a number") from None
+    if number != number:  # NaN compares false with everything: surely a typo
+        raise QueryInputError(f"{f.column}: {f.value!r} is not a number")
+    return number
+
+
+def _filter_time(f: Filter) -> dt.datetime:
     moment = f.value
     if not isinstance(moment, dt.datetime):
         try:
@@ -669,7 +691,7 @@ def _filter_sql(f: Filter) -> tuple[str, Any]:
             ) from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=dt.UTC)
-    return f"{expr} {_NUMBER_OPS[f.op]} ?", moment
+    return moment
 
 
 _ANOMALIES_SQL = """
@@ -857,6 +879,25 @@ def _scrape_lag(url: str, timeout_s: float) -> float | None:
         return None
 
 
+def _status_docs(folder: Path) -> Iterator[dict[str, Any]]:
+    """The workers' status files in ``folder`` that are fresh (``STATUS_MAX_AGE_S``) and readable."""
+    import json
+
+    now = time.time()
+    for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+        if path.name.startswith("."):
+            continue
+        try:
+            if now - path.stat().st_mtime > STATUS_MAX_AGE_S:
+                continue
+            doc = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            logger.debug("skipping worker status path=%s error=%s", path, exc)
+            continue
+        if isinstance(doc, dict):
+            yield doc
+
+
 def worker_lag(
     data_dir: Path | str, metrics_urls: Sequence[str] = (), timeout_s: float = 0.5
 ) -> dict[str, Any] | None:
@@ -872,8 +913,6 @@ def worker_lag(
     Returns:
         ``{"messages", "seconds", "latency_p99_s", "workers"}`` (None for what no source gave).
     """
-    import json
-
     messages: list[float] = []
     seconds: list[float] = []
     latency: list[float] = []
@@ -883,20 +922,7 @@ def worker_lag(
         if lag is not None:
             workers += 1
             messages.append(lag)
-    folder = Path(data_dir) / STATUS_DIR
-    now = time.time()
-    for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
-        if path.name.startswith("."):
-            continue
-        try:
-            if now - path.stat().st_mtime > STATUS_MAX_AGE_S:
-                continue
-            doc = json.loads(path.read_text())
-        except (OSError, ValueError) as exc:
-            logger.debug("skipping worker status path=%s error=%s", path, exc)
-            continue
-        if not isinstance(doc, dict):
-            continue
+    for doc in _status_docs(Path(data_dir) / STATUS_DIR):
         found = False
         for key, into, scale in (
             ("lag_messages", messages, 1.0),

@@ -120,6 +120,11 @@ def _encode(obj: Any, arrays: _Blob) -> Any:
         return [_encode(v, arrays) for v in obj]
     if t is tuple:
         return {"__tuple__": [_encode(v, arrays) for v in obj]}
+    return _encode_other(obj, arrays)
+
+
+def _encode_other(obj: Any, arrays: _Blob) -> Any:
+    """The rarer types: numpy scalars, bytes, subclasses of the plain ones."""
     if isinstance(obj, np.generic):
         return _encode(obj.item(), arrays)
     if isinstance(obj, bytes | bytearray | memoryview):

@@ -194,6 +194,40 @@ def _event_measures(
     return tuple(values), tuple(present)
 
 
+def _floats(col: list[Any], slow: np.ndarray) -> np.ndarray:
+    """A measure column as float64; values that do not convert are 0 and marked ``slow``."""
+    try:
+        return np.array(col, dtype=np.float64)
+    except (OverflowError, TypeError, ValueError):
+        arr = np.zeros(len(col), dtype=np.float64)
+        for i, v in enumerate(col):
+            try:
+                arr[i] = float(v)
+            except (OverflowError, TypeError, ValueError):
+                slow[i] = True
+        return arr
+
+
+def _timestamp_column(values: list[Any]) -> tuple[np.ndarray, np.ndarray]:
+    """A decoded timestamp column of one kind (text, or epoch ms as numbers), vectorized; a column of
+    mixed types comes back not ok, for the per-value reference."""
+    n = len(values)
+    kinds = set(map(type, values))
+    if kinds == {str}:
+        return epoch_ms(values)
+    if kinds == {int}:
+        try:
+            ms = np.array(values, dtype=np.int64)
+        except OverflowError:  # beyond int64: per value
+            return np.zeros(n, np.int64), np.zeros(n, bool)
+        return ms, (ms >= MIN_TIMESTAMP_MS) & (ms < MAX_TIMESTAMP_MS)
+    if kinds <= {int, float}:  # epoch ms as numbers: floats are floored
+        f = np.array(values, dtype=np.float64)
+        ok = np.isfinite(f) & (f >= MIN_TIMESTAMP_MS) & (f < MAX_TIMESTAMP_MS)
+        return np.floor(np.where(ok, f, 0.0)).astype(np.int64), ok
+    return np.zeros(n, np.int64), np.zeros(n, bool)
+
+
 # ---------------------------------------------------------------------------------------------
 # The batch parser
 
@@ -417,22 +451,7 @@ class EventParser:
         if None in raw:  # absent timestamps, or rows that failed to decode: stand-ins keep the layout
             first = next((v for v in raw if v is not None), None)
             texts = [first if v is None else v for v in raw]
-        kinds = set(map(type, texts))
-        if kinds == {int}:
-            try:
-                ms = np.array(texts, dtype=np.int64)
-            except OverflowError:
-                ms, ok = np.zeros(n, np.int64), np.zeros(n, bool)  # beyond int64: per value below
-            else:
-                ok = (ms >= MIN_TIMESTAMP_MS) & (ms < MAX_TIMESTAMP_MS)
-        elif kinds == {str}:
-            ms, ok = epoch_ms(texts)
-        elif kinds <= {int, float}:  # epoch ms as numbers: floats are floored
-            f = np.array(texts, dtype=np.float64)
-            ok = np.isfinite(f) & (f >= MIN_TIMESTAMP_MS) & (f < MAX_TIMESTAMP_MS)
-            ms = np.floor(np.where(ok, f, 0.0)).astype(np.int64)
-        else:  # mixed types: every value by the reference
-            ms, ok = np.zeros(n, np.int64), np.zeros(n, bool)
+        ms, ok = _timestamp_column(texts)
         if texts is not raw:
             ok &= np.fromiter((v is not None for v in raw), dtype=bool, count=n)
         if not ok.all():  # unusual spellings or types: the reference, timestamp only
@@ -532,15 +551,7 @@ class EventParser:
                 nulls = np.array([v is None for v in col])
                 col = [0 if v is None else v for v in col]
                 present[nulls, m] = False
-            try:
-                arr = np.array(col, dtype=np.float64)
-            except (OverflowError, TypeError, ValueError):
-                arr = np.zeros(n, dtype=np.float64)
-                for i, v in enumerate(col):
-                    try:
-                        arr[i] = float(v)
-                    except (OverflowError, TypeError, ValueError):
-                        slow[i] = True
+            arr = _floats(col, slow)
             finite = np.isfinite(arr)
             if not finite.all():
                 slow |= ~finite

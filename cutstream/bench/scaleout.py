@@ -106,6 +106,60 @@ def _tails(run_dir: Path, n: int = 1500) -> str:
     )
 
 
+def _start_workers(
+    n_workers: int, cfg: Path, bootstrap: str, run_dir: Path, threads_per_worker: int
+) -> list[tuple[subprocess.Popen[bytes], Path, Any]]:
+    procs: list[tuple[subprocess.Popen[bytes], Path, Any]] = []
+    for i in range(n_workers):
+        status = run_dir / f"w{i}.status.json"
+        log = open(run_dir / f"w{i}.log", "wb")
+        cmd = [
+            sys.executable, "-m", "cutstream", "worker", "--config", str(cfg), "--brokers", bootstrap,
+            "--data-dir", str(run_dir / "data"), "--status-file", str(status),
+        ]  # fmt: skip
+        env = {**os.environ, "NUMBA_NUM_THREADS": str(threads_per_worker)}
+        procs.append((subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env), status, log))
+    return procs
+
+
+def _stop_workers(procs: list[tuple[subprocess.Popen[bytes], Path, Any]]) -> None:
+    for p, _, _ in procs:
+        if p.poll() is None:
+            p.terminate()
+    for p, _, log in procs:
+        try:
+            p.wait(30)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait(10)
+        log.close()
+
+
+def _await_statuses(
+    procs: list[tuple[subprocess.Popen[bytes], Path, Any]],
+    done: Any,
+    timeout_s: float,
+    failure: str,
+    run_dir: Path,
+    poll_s: float = 0.1,
+) -> list[dict[str, Any]]:
+    """Poll the workers' status files until ``done(statuses)``; a dead worker or the timeout fails."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        sts = [_status(st, p.pid) for p, st, _ in procs]
+        if all(sts) and done(sts):
+            return [s for s in sts if s]
+        if time.monotonic() > deadline or any(p.poll() is not None for p, _, _ in procs):
+            raise click.ClickException(f"{failure}\n{_tails(run_dir)}")
+        time.sleep(poll_s)  # polling child processes' status files
+
+
+def _split(sts: list[dict[str, Any]]) -> bool:
+    """The group is stable: every partition of both topics assigned once."""
+    parts = [a for s in sts for a in s.get("assigned", [])]
+    return all(s.get("assigned") for s in sts) and len(parts) == 2 * PARTITIONS == len(set(parts))
+
+
 def run_once(
     bootstrap: str,
     stream: list[tuple[bytes, bytes]],
@@ -133,85 +187,49 @@ def run_once(
     run_dir = workdir / f"{n_workers}w-{tag}"
     run_dir.mkdir(parents=True)
     cfg = _write_config(run_dir / "config.yaml", topic, f"scaleout-{tag}", n_trees, sample_size)
-    procs: list[tuple[subprocess.Popen[bytes], Path, Any]] = []
+    procs = _start_workers(n_workers, cfg, bootstrap, run_dir, threads_per_worker)
     try:
-        for i in range(n_workers):
-            status = run_dir / f"w{i}.status.json"
-            log = open(run_dir / f"w{i}.log", "wb")
-            cmd = [
-                sys.executable, "-m", "cutstream", "worker", "--config", str(cfg), "--brokers", bootstrap,
-                "--data-dir", str(run_dir / "data"), "--status-file", str(status),
-            ]  # fmt: skip
-            env = {**os.environ, "NUMBA_NUM_THREADS": str(threads_per_worker)}
-            procs.append((subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env), status, log))
-
-        def statuses() -> list[dict[str, Any] | None]:
-            return [_status(st, p.pid) for p, st, _ in procs]
-
-        deadline = time.monotonic() + 120
-        while True:  # the group is stable: every partition assigned once
-            sts = statuses()
-            if all(s and s.get("assigned") for s in sts):
-                parts = [a for s in sts if s for a in s["assigned"]]
-                if len(parts) == 2 * PARTITIONS == len(set(parts)):
-                    break
-            if time.monotonic() > deadline or any(p.poll() is not None for p, _, _ in procs):
-                raise click.ClickException(
-                    f"the {n_workers} workers did not split the partitions\n{_tails(run_dir)}"
-                )
-            time.sleep(0.1)  # polling child processes' status files
-
+        _await_statuses(procs, _split, 120, f"the {n_workers} workers did not split the partitions", run_dir)
         producer = Producer(
             {"bootstrap.servers": bootstrap, "partitioner": "murmur2_random", "linger.ms": 20,
              "queue.buffering.max.messages": 1_000_000}
         )  # fmt: skip
         # warm-up, off the clock: every worker scores a few windows of the warm-up detector, so that
         # process start-up (numba loading its cached kernels, first allocations) is not measured
-        for key, value in build_stream(96, 6, 1):
-            producer.produce(f"{topic}-warm", key=key, value=value)
+        warm = build_stream(96, 6, 1)
+        produce_many(producer, f"{topic}-warm", [v for _, v in warm], [k for k, _ in warm])
         producer.flush(30)
-        deadline = time.monotonic() + 300
-        while True:
-            sts = statuses()
-            if all(s and s["windows_closed"] > 0 for s in sts):
-                break
-            if time.monotonic() > deadline or any(p.poll() is not None for p, _, _ in procs):
-                raise click.ClickException(f"the {n_workers} workers did not warm up\n{_tails(run_dir)}")
-            time.sleep(0.1)  # polling child processes' status files
-        per_worker0 = [s["events_in"] for s in sts if s]
-        events0 = sum(per_worker0)
-        windows0 = sum(s["windows_closed"] for s in sts if s)
+        sts = _await_statuses(
+            procs,
+            lambda sts: all(s["windows_closed"] > 0 for s in sts),
+            300,
+            f"the {n_workers} workers did not warm up",
+            run_dir,
+        )
+        per_worker0 = [s["events_in"] for s in sts]
+        events0, windows0 = sum(per_worker0), sum(s["windows_closed"] for s in sts)
         cpu0 = [_cpu_seconds(p.pid) or 0.0 for p, _, _ in procs]
         keys, values = [k for k, _ in stream], [v for _, v in stream]
         t0 = time.perf_counter()
         produce_many(producer, topic, values, keys)
         producer.flush(60)
         produced_s = time.perf_counter() - t0
-        deadline = time.monotonic() + timeout_s
-        while True:
-            sts = statuses()
-            if all(sts):
-                events = sum(s["events_in"] for s in sts if s) - events0
-                windows = sum(s["windows_closed"] for s in sts if s) - windows0
-                if events >= len(stream) and windows >= expected_windows:
-                    break
-            if time.monotonic() > deadline or any(p.poll() is not None for p, _, _ in procs):
-                raise click.ClickException(f"the {n_workers}-worker run did not finish\n{_tails(run_dir)}")
-            time.sleep(0.05)  # polling child processes' status files
+        sts = _await_statuses(
+            procs,
+            lambda sts: (
+                sum(s["events_in"] for s in sts) - events0 >= len(stream)
+                and sum(s["windows_closed"] for s in sts) - windows0 >= expected_windows
+            ),
+            timeout_s,
+            f"the {n_workers}-worker run did not finish",
+            run_dir,
+            poll_s=0.05,
+        )
         elapsed = time.perf_counter() - t0
-        per_worker = [s["events_in"] - e0 for s, e0 in zip(sts, per_worker0, strict=True) if s]
+        per_worker = [s["events_in"] - e0 for s, e0 in zip(sts, per_worker0, strict=True)]
         cpu = [round((_cpu_seconds(p.pid) or 0.0) - c0, 2) for (p, _, _), c0 in zip(procs, cpu0, strict=True)]
     finally:
-        for p, _, _ in procs:
-            if p.poll() is None:
-                p.terminate()
-        for p, _, log in procs:
-            try:
-                p.wait(30)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait(10)
-            log.close()
+        _stop_workers(procs)
         admin.delete_topics([topic, f"{topic}-warm"])
     return {
         "workers": n_workers,

@@ -7,7 +7,7 @@ time, so a replay after a crash takes the same decisions and yields the same de-
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
 from sinks.config import AlertsConfig
@@ -116,6 +116,36 @@ def facts(
     }
 
 
+def _on_anomaly(
+    state: SeriesState,
+    record: Mapping[str, Any],
+    config: AlertsConfig,
+    ws: int,
+    cooled: bool,
+    emit: Callable[..., None],
+) -> None:
+    """An anomalous window: open the series' incident or add to it; announce when cooled down."""
+    score = float(record["anomalyScore"])
+    if state.incident_id is None:
+        state.incident_id = f"{record['timeseriesId'][:16]}-{ws}"
+        state.opened_ms = ws
+        state.anomalies = 0
+        state.peak_score = score
+        state.announced = False
+    state.anomalies += 1
+    state.peak_score = max(state.peak_score, score)
+    state.last_anomaly_ms = ws
+    state.normal_run = 0
+    if not state.announced:
+        if cooled:
+            state.announced = True
+            emit("open", f"{state.incident_id}:open")
+        elif state.anomalies == 1:  # flapping inside the cool-down: silent until it outlasts it
+            emit("open", f"{state.incident_id}:open", notify=False)
+    elif config.notify_updates and cooled:
+        emit("update", f"{state.incident_id}:update:{ws}")
+
+
 def step(state: SeriesState, record: Mapping[str, Any], config: AlertsConfig) -> list[IncidentEvent]:
     """Advance ``state`` by one record of its series; return the notifications it causes.
 
@@ -137,25 +167,7 @@ def step(state: SeriesState, record: Mapping[str, Any], config: AlertsConfig) ->
             state.last_notified_ms = ws
 
     if is_anomalous(record, config):
-        score = float(record["anomalyScore"])
-        if state.incident_id is None:
-            state.incident_id = f"{record['timeseriesId'][:16]}-{ws}"
-            state.opened_ms = ws
-            state.anomalies = 0
-            state.peak_score = score
-            state.announced = False
-        state.anomalies += 1
-        state.peak_score = max(state.peak_score, score)
-        state.last_anomaly_ms = ws
-        state.normal_run = 0
-        if not state.announced:
-            if cooled:
-                state.announced = True
-                emit("open", f"{state.incident_id}:open")
-            elif state.anomalies == 1:  # flapping inside the cool-down: silent until it outlasts it
-                emit("open", f"{state.incident_id}:open", notify=False)
-        elif config.notify_updates and cooled:
-            emit("update", f"{state.incident_id}:update:{ws}")
+        _on_anomaly(state, record, config, ws, cooled, emit)
     elif state.incident_id is not None:
         state.normal_run += 1
         if state.normal_run >= config.resolve_after_windows:
