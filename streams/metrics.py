@@ -88,7 +88,10 @@ class WorkerMetrics:
         self._ready_reason = "starting"
         self._alerts_sent_seen = 0
         self._alerts_dead_seen = 0
-        r = self.registry
+        self._declare_pipeline(self.registry)
+        self._declare_alerts_and_health(self.registry)
+
+    def _declare_pipeline(self, r: CollectorRegistry) -> None:
         self._events = Counter("cutstream_events", "Events read from the events topics", registry=r)
         self._dead = Counter(
             "cutstream_dead_lettered",
@@ -114,6 +117,8 @@ class WorkerMetrics:
         )
         self._windows = Counter("cutstream_windows_closed", "Windows closed (one result each)", registry=r)
         self._scores = Counter("cutstream_scores", "Scored results emitted", registry=r)
+
+    def _declare_alerts_and_health(self, r: CollectorRegistry) -> None:
         self._alerts_sent = Counter("cutstream_alerts_sent", "Alert notifications delivered", registry=r)
         self._alerts_pending = Gauge(
             "cutstream_alerts_pending", "Alert notifications waiting in the outbox", registry=r

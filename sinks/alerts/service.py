@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from sinks.alerts.hooks import AlertHook, EmailHook, WebhookHook
+from sinks.alerts.hooks import AlertHook, Attempt, EmailHook, WebhookHook
 from sinks.alerts.incidents import IncidentEvent, SeriesState, is_anomalous, step
 from sinks.alerts.outbox import REASON_EXPIRED, REASON_REJECTED, DeadLetter, Outbox, OutboxRow
 from sinks.config import AlertsConfig, DeliveryConfig
@@ -218,51 +218,60 @@ class AlertService:
             result = hook.send(row.payload)
             t = time.time() if now is None else now
             if result.accepted:
-                self.outbox.accepted(row, t)
-                self._sent.append(t)
+                self._accepted(row, hook, t)
                 accepted += 1
-                self.sent_total += 1
-                logger.info(
-                    "alert delivered hook=%s endpoint=%s key=%s attempts=%d",
-                    row.hook,
-                    hook.label,
-                    row.dedup_key,
-                    row.attempts + 1,
-                )
             elif (reason := self._give_up(row, result.permanent, t)) is not None:
                 # Not blocked: the hook's later rows go on (this one will not come before them).
-                self.outbox.dead_letter(row, result.error or "rejected", result.permanent, reason, t)
-                self.dead_lettered_total += 1
-                logger.error(
-                    "alert dead-lettered, no more retries hook=%s endpoint=%s key=%s reason=%s "
-                    "attempts=%d permanent_rejections=%d error=%r; fix the endpoint, then run "
-                    "`cutstream outbox --requeue-dead`",
-                    row.hook,
-                    hook.label,
-                    row.dedup_key,
-                    reason,
-                    row.attempts + 1,
-                    row.rejections + int(result.permanent),
-                    result.error,
-                )
+                self._dead_letter(row, hook, result, reason, t)
             else:
-                delay = self._backoff(row.attempts + 1)
-                if result.retry_after_s is not None:
-                    delay = min(self.delivery.retry_after_max_s, max(result.retry_after_s, 0.0))
-                self.outbox.failed(row, result.error or "rejected", t + delay, result.permanent)
+                self._retry_later(row, hook, result, t)
                 blocked.add(row.hook)
-                logger.warning(
-                    "alert delivery failed hook=%s endpoint=%s key=%s attempt=%d permanent=%s error=%r "
-                    "retry_in_s=%.2f",
-                    row.hook,
-                    hook.label,
-                    row.dedup_key,
-                    row.attempts + 1,
-                    "yes" if result.permanent else "no",
-                    result.error,
-                    delay,
-                )
         return accepted
+
+    def _accepted(self, row: OutboxRow, hook: AlertHook, t: float) -> None:
+        self.outbox.accepted(row, t)
+        self._sent.append(t)
+        self.sent_total += 1
+        logger.info(
+            "alert delivered hook=%s endpoint=%s key=%s attempts=%d",
+            row.hook,
+            hook.label,
+            row.dedup_key,
+            row.attempts + 1,
+        )
+
+    def _dead_letter(self, row: OutboxRow, hook: AlertHook, result: Attempt, reason: str, t: float) -> None:
+        self.outbox.dead_letter(row, result.error or "rejected", result.permanent, reason, t)
+        self.dead_lettered_total += 1
+        logger.error(
+            "alert dead-lettered, no more retries hook=%s endpoint=%s key=%s reason=%s "
+            "attempts=%d permanent_rejections=%d error=%r; fix the endpoint, then run "
+            "`cutstream outbox --requeue-dead`",
+            row.hook,
+            hook.label,
+            row.dedup_key,
+            reason,
+            row.attempts + 1,
+            row.rejections + int(result.permanent),
+            result.error,
+        )
+
+    def _retry_later(self, row: OutboxRow, hook: AlertHook, result: Attempt, t: float) -> None:
+        delay = self._backoff(row.attempts + 1)
+        if result.retry_after_s is not None:
+            delay = min(self.delivery.retry_after_max_s, max(result.retry_after_s, 0.0))
+        self.outbox.failed(row, result.error or "rejected", t + delay, result.permanent)
+        logger.warning(
+            "alert delivery failed hook=%s endpoint=%s key=%s attempt=%d permanent=%s error=%r "
+            "retry_in_s=%.2f",
+            row.hook,
+            hook.label,
+            row.dedup_key,
+            row.attempts + 1,
+            "yes" if result.permanent else "no",
+            result.error,
+            delay,
+        )
 
     def _give_up(self, row: OutboxRow, permanent: bool, now: float) -> str | None:
         """The dead-letter reason if the attempt on ``row`` that just failed was its last, else None."""

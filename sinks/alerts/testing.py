@@ -153,39 +153,12 @@ class SmtpReceiver:
         import ssl
 
         from aiosmtpd.controller import Controller
-        from aiosmtpd.smtp import AuthResult, LoginPassword
 
         self.messages: list[bytes] = []
         self.logins: list[tuple[str, bool]] = []
         self.refuse_rcpt: dict[str, str] = dict(refuse_rcpt or {})
         self.refused: list[tuple[str, str]] = []
-        receiver = self
-
-        def authenticator(server: Any, session: Any, envelope: Any, mechanism: str, data: Any) -> AuthResult:
-            ok = (
-                isinstance(data, LoginPassword)
-                and data.login.decode() == username
-                and hmac.compare_digest(data.password.decode(), password)
-            )
-            receiver.logins.append((data.login.decode() if isinstance(data, LoginPassword) else "?", ok))
-            return AuthResult(success=ok, handled=False)  # handled=False: the server answers 535 itself
-
-        class Handler:
-            async def handle_RCPT(
-                self, server: Any, session: Any, envelope: Any, address: str, rcpt_options: list[str]
-            ) -> str:
-                reply = receiver.refuse_rcpt.get(address)
-                if reply is not None:
-                    receiver.refused.append((address, reply))
-                    return reply
-                envelope.rcpt_tos.append(address)
-                return "250 OK"
-
-            async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-                if not session.authenticated:
-                    return "530 5.7.0 Authentication required"
-                receiver.messages.append(bytes(envelope.original_content or envelope.content))
-                return "250 OK"
+        self._username, self._password = username, password
 
         ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         ctx.load_cert_chain(cert_file, key_file)
@@ -193,16 +166,27 @@ class SmtpReceiver:
             s.bind(("127.0.0.1", 0))
             self.port = int(s.getsockname()[1])
         self._controller = Controller(
-            Handler(),
+            _SmtpHandler(self),
             hostname="127.0.0.1",
             port=self.port,
             tls_context=ctx,
             require_starttls=True,
-            authenticator=authenticator,
+            authenticator=self._authenticate,
             auth_required=True,
             auth_require_tls=True,
             auth_exclude_mechanism=["PLAIN"],
         )
+
+    def _authenticate(self, server: Any, session: Any, envelope: Any, mechanism: str, data: Any) -> Any:
+        from aiosmtpd.smtp import AuthResult, LoginPassword
+
+        ok = (
+            isinstance(data, LoginPassword)
+            and data.login.decode() == self._username
+            and hmac.compare_digest(data.password.decode(), self._password)
+        )
+        self.logins.append((data.login.decode() if isinstance(data, LoginPassword) else "?", ok))
+        return AuthResult(success=ok, handled=False)  # handled=False: the server answers 535 itself
 
     def __enter__(self) -> SmtpReceiver:
         self._controller.start()
@@ -210,3 +194,26 @@ class SmtpReceiver:
 
     def __exit__(self, *exc: object) -> None:
         self._controller.stop()
+
+
+class _SmtpHandler:
+    """The aiosmtpd handler of :class:`SmtpReceiver`: refuses the scripted recipients, keeps the mail."""
+
+    def __init__(self, receiver: SmtpReceiver) -> None:
+        self.receiver = receiver
+
+    async def handle_RCPT(
+        self, server: Any, session: Any, envelope: Any, address: str, rcpt_options: list[str]
+    ) -> str:
+        reply = self.receiver.refuse_rcpt.get(address)
+        if reply is not None:
+            self.receiver.refused.append((address, reply))
+            return reply
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        if not session.authenticated:
+            return "530 5.7.0 Authentication required"
+        self.receiver.messages.append(bytes(envelope.original_content or envelope.content))
+        return "250 OK"
