@@ -88,6 +88,7 @@ def test_state_restores_windows_and_models_exactly() -> None:
     assert tail.results.table().equals(ref_scored.results.table().slice(len(ref_scored.results) - n))
 
 
+@pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")  # the point of the test
 def test_non_finite_aggregates_are_dropped_and_counted() -> None:
     pipe = DetectorPipeline(_spec(measures=(MeasureSpec(field="q"),)))
     pipe.add(0, [_ev(10, "A", 1e308), _ev(20, "A", 1e308), _ev(30, "B", 1.0), _ev(2 * W, "A", 1.0)])
