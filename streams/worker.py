@@ -215,8 +215,9 @@ class Worker:
                 continue
             if scored.series_split:
                 self.sensor.on_series_split(scored.series_split)
-            for tp, batch in scored.by_partition():
-                for sink in coordinator.sinks:  # the results topic first: it is the latency-critical one
+            parts = list(scored.by_partition())
+            for sink in coordinator.sinks:  # sink by sink: the results topic (latency) gets the step first
+                for tp, batch in parts:
                     sink.add(tp, batch)
             self.sensor.on_scored(len(scored.results))
             total += len(scored.results)
