@@ -153,9 +153,17 @@ class ResultBatch:
 
     @classmethod
     def build(
-        cls, detector_name: str, windows: ClosedWindowsLike, scores: Any, closed_at: float | None = None
+        cls,
+        detector_name: str,
+        windows: ClosedWindowsLike,
+        scores: Any,
+        closed_at: float | None = None,
+        keys: list[str] | None = None,
     ) -> ResultBatch:
-        """The records of ``windows`` scored as ``scores`` (a ``ScoreBatch``: see :class:`RecordField`)."""
+        """The records of ``windows`` scored as ``scores`` (a ``ScoreBatch``: see :class:`RecordField`).
+
+        ``keys``: the windows' timeseriesIds when the caller has them already (they were scored).
+        """
         n = len(windows)
         starts = np.asarray(windows.window_start_ms, dtype=np.int64)
         ends = np.asarray(windows.window_end_ms, dtype=np.int64)
@@ -164,7 +172,7 @@ class ResultBatch:
         columns: dict[str, Any] = {
             "detectorName": [detector_name] * n,
             "measure": windows.measure,
-            "timeseriesId": _Dual(windows, "timeseries_id_array", "timeseries_id"),
+            "timeseriesId": _Dual(windows, "timeseries_id_array", "timeseries_id", keys),
             "dimensionList": _Dual(windows, "dimension_list_array", "dimension_lists"),
             "aggregatedMeasureValue": np.asarray(windows.value, dtype=np.float64),
             "detectionPeriodStartTime": [period[t] for t in starts.tolist()],
@@ -232,10 +240,12 @@ class _Dual:
     """A column the windows hold twice: an Arrow array where they offer one cheaply (the table) and
     Python values (the JSON messages), each read only when a sink asks for it."""
 
-    def __init__(self, windows: Any, arrow_method: str, attribute: str) -> None:
+    def __init__(self, windows: Any, arrow_method: str, attribute: str, py: list[Any] | None = None) -> None:
         self._windows = windows
         self._arrow_method = arrow_method
         self._attribute = attribute
+        if py is not None:
+            self.__dict__["py"] = py
 
     @functools.cached_property
     def py(self) -> list[Any]:

@@ -204,7 +204,7 @@ class DetectorPipeline(Generic[P]):
             spans.append((tp, at, at + len(c)))
             at += len(c)
         scores = self.detector.process_many(keys, windows.value, windows.window_start_ms, windows.missing)
-        results = ResultBatch.build(self.name, windows, scores, closed_at)
+        results = ResultBatch.build(self.name, windows, scores, closed_at, keys)
         return Scored(results, scores, spans, split)
 
     def step(
