@@ -131,6 +131,15 @@ def _numbers(col: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, np.ndarray]:
     return out, np.isfinite(out)
 
 
+def _empty_cells(col: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    """bool[n]: null cells, and empty or blank text cells."""
+    absent = ~pc.is_valid(col).to_numpy(zero_copy_only=False)
+    if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
+        blank = pc.equal(pc.utf8_trim_whitespace(col.fill_null("")), "")
+        absent |= blank.to_numpy(zero_copy_only=False)
+    return np.asarray(absent, dtype=bool)
+
+
 def _json_text(values: pa.Array) -> pa.Array:
     """JSON string literals of ``values``, encoding each distinct value once."""
     import msgspec
@@ -166,9 +175,11 @@ def _encode_events(
     for d, vals in dims:
         parts += ["," + name(d) + ":", _json_text(vals)]
     for f, vals in measures:
-        parts += ["," + name(f) + ":", pa.array(vals, pa.float64()).cast(pa.string())]
+        # An absent measure (NaN) is left out of the event, as a live producer would leave it out.
+        text = pa.array(vals, pa.float64(), from_pandas=True).cast(pa.string())
+        parts.append(pc.binary_join_element_wise("," + name(f) + ":", text, ""))
     parts.append("}")
-    events = pc.binary_join_element_wise(*parts, "")
+    events = pc.binary_join_element_wise(*parts, "", null_handling="skip")
     key_parts: list[pa.Array | str] = []
     for d, vals in sorted(dims, key=lambda kv: kv[0]):
         key_parts += [("&" if key_parts else "") + f"{d}=", vals]
@@ -222,14 +233,23 @@ def _columns(
             bad_reason[i] = bad_reason[i] or f"missing dimension {d!r}"
         dims.append(pc.cast(col, pa.string()).fill_null(""))
     values: list[np.ndarray] = []
+    any_present = np.zeros(n, dtype=bool)
     for m in spec.measures:
         if m.aggregation == "count":
+            any_present[:] = True
             continue
         raw = _column(batch, m.field, file, f"a measure of detector {spec.name}")
         v, vok = _numbers(raw)
-        for i in np.flatnonzero(~vok).tolist():
+        # An empty cell is an absent measure, as a live event without the field: the row still
+        # counts for the other measures (NaN marks it absent).
+        absent = _empty_cells(raw)
+        v = np.where(absent, np.nan, v)
+        for i in np.flatnonzero(~vok & ~absent).tolist():
             bad_reason[i] = bad_reason[i] or f"non-numeric {m.field} {raw[i].as_py()!r}"
+        any_present |= ~absent
         values.append(v)
+    for i in np.flatnonzero(~any_present).tolist():
+        bad_reason[i] = bad_reason[i] or "no measure value (every measure field is empty)"
     keep = (np.array([r is None for r in bad_reason], dtype=bool) if n else np.zeros(0, bool)) & (
         rows >= skip_before
     )

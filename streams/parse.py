@@ -360,7 +360,8 @@ class EventParser:
             dimensions: per dimension of the spec, the text of each row (as :func:`dimension_text`
                 would give it).
             measures: float64[n, k], the values of the spec's measures other than ``count``, in
-                spec order, all present and finite.
+                spec order: finite, or NaN where the row has no value for that measure (absent, as
+                a live event without the field).
 
         Returns:
             The same batch :meth:`parse` returns for the JSON of these events.
@@ -382,8 +383,15 @@ class EventParser:
             combo = np.zeros(n, dtype=np.int64)
         values = np.ones((n, self.n_measures), dtype=np.float64)
         value_cols = [m for m, a in enumerate(self._measure_attrs) if a is not None]
-        values[:, value_cols] = measures
         present = np.ones((n, self.n_measures), dtype=bool)
+        given = np.isfinite(measures)
+        values[:, value_cols] = np.where(given, measures, 0.0)
+        present[:, value_cols] = given
+        if not given.all():
+            for j, m in enumerate(value_cols):
+                k = int((~given[:, j]).sum())
+                if k:
+                    self.counters[f"absent:{self.spec.measures[m].field}"] += k
         index = np.arange(n, dtype=np.int64)
         ts = np.asarray(timestamps_ms, dtype=np.int64)
         return ParsedBatch(n, index, ts, combo, values, present, [], self.registry)

@@ -71,3 +71,40 @@ def test_missing_column_is_a_clear_error(tmp_path: Path) -> None:
 
 def test_event_key_is_order_independent() -> None:
     assert event_key([("b", "2"), ("a", "1")]) == event_key([("a", "1"), ("b", "2")]) == b"a=1&b=2"
+
+
+def test_empty_measure_cells_are_absent_measures_not_bad_rows(tmp_path: Path) -> None:
+    """An empty cell is what a live event without the field is: the row still counts for the
+    other measures (and for the window's event count); a row with no measure at all is bad."""
+    spec = DetectorSpec(
+        name="web",
+        topic="reqs",
+        timestamp_field="ts",
+        dimensions=("host",),
+        measures=({"field": "n", "aggregation": "sum"}, {"field": "lat", "aggregation": "avg"}),
+    )
+    f = tmp_path / "h.csv"
+    f.write_text("ts,host,n,lat\n1767225600000,a,3,12.5\n1767225601000,a,0,\n1767225602000,a,,\n")
+    batches = list(read_history(f, spec))
+    events = [json.loads(v) for b in batches for v in b.events()[1]]
+    assert events == [
+        {"ts": 1767225600000, "host": "a", "n": 3.0, "lat": 12.5},
+        {"ts": 1767225601000, "host": "a", "n": 0.0},
+    ]
+    bad = [b for batch in batches for b in batch.bad]
+    assert [(b.row, b.reason) for b in bad] == [(3, "no measure value (every measure field is empty)")]
+    # Parquet nulls are the same thing.
+    p = tmp_path / "h.parquet"
+    pq.write_table(
+        pa.table(
+            {
+                "ts": [1767225600000, 1767225601000],
+                "host": ["a", "a"],
+                "n": [1, 2],
+                "lat": pa.array([4.0, None]),
+            }
+        ),
+        p,
+    )
+    events = [json.loads(v) for b in read_history(p, spec) for v in b.events()[1]]
+    assert events[1] == {"ts": 1767225601000, "host": "a", "n": 2.0}
