@@ -50,7 +50,7 @@ default configuration) and ``holdout`` (never used for a choice: the figures tha
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -208,7 +208,19 @@ def _plan(h: _Host, spec: SuiteSpec, rng: np.random.Generator) -> tuple[_Plan, l
     def label(start: int, end: int, kind: str, measure: str = "", expect: str = "anomaly") -> None:
         labels.append(Label(h.name, h.region, measure, _fmt(start), _fmt(end), kind, expect))
 
-    # Normal but unusual: batch jobs, weekends, daily peaks (labelled expect=normal).
+    _plan_normal(h, spec, plan, shape, local_day, label)
+    _plant_anomalies(h, spec, plan, shape, rng, label)
+    return plan, labels
+
+
+_LabelFn = Callable[..., None]
+
+
+def _plan_normal(
+    h: _Host, spec: SuiteSpec, plan: _Plan, shape: np.ndarray, local_day: np.ndarray, label: _LabelFn
+) -> None:
+    """Normal but unusual: batch jobs (in the plan), weekends, daily peaks; labelled expect=normal."""
+    m = np.arange(spec.minutes)
     if h.batch_min >= 0:
         for day in range(spec.days):
             s = day * DAY_MIN + h.batch_min
@@ -224,7 +236,11 @@ def _plan(h: _Host, spec: SuiteSpec, rng: np.random.Generator) -> tuple[_Plan, l
     for s, e in _runs(peak):
         label(s, e - 1, "daily_peak", expect="normal")
 
-    # Anomalies: a Poisson number per host, each in its own stretch after the warm-up.
+
+def _plant_anomalies(
+    h: _Host, spec: SuiteSpec, plan: _Plan, shape: np.ndarray, rng: np.random.Generator, label: _LabelFn
+) -> None:
+    """A Poisson number of anomalies, each in its own stretch after the warm-up, into the plan."""
     n = rng.poisson(spec.anomalies_per_host_day * (spec.days - spec.warmup_days))
     busy = np.zeros(spec.minutes, dtype=bool)
     busy[: spec.warmup_days * DAY_MIN] = True
@@ -235,22 +251,36 @@ def _plan(h: _Host, spec: SuiteSpec, rng: np.random.Generator) -> tuple[_Plan, l
     for _ in range(n):
         kind = str(rng.choice(KINDS))
         dur = _duration(kind, rng)
-        for _attempt in range(50):
-            s = int(rng.integers(spec.warmup_days * DAY_MIN, spec.minutes - dur - 30))
-            if kind == "seasonal_break":
-                # Centred on that day's peak: the rhythm that stops is the one a person expects.
-                day = s // DAY_MIN
-                s = day * DAY_MIN + int(np.argmax(shape[day * DAY_MIN : (day + 1) * DAY_MIN])) - dur // 2
-                s = min(max(s, spec.warmup_days * DAY_MIN), spec.minutes - dur - 30)
-            if not busy[max(0, s - 180) : s + dur + 180].any() and _visible(kind, h, plan, s, s + dur):
-                break
-        else:
+        s = _place(kind, dur, h, spec, plan, shape, busy, rng)
+        if s is None:
             continue
         e = s + dur
         busy[s:e] = True
         measure = _apply(kind, h, plan, s, e, rng, shape)
         label(s, e - 1, kind, measure)
-    return plan, labels
+
+
+def _place(
+    kind: str,
+    dur: int,
+    h: _Host,
+    spec: SuiteSpec,
+    plan: _Plan,
+    shape: np.ndarray,
+    busy: np.ndarray,
+    rng: np.random.Generator,
+) -> int | None:
+    """The first minute of a free, visible stretch for the anomaly (50 tries), or None."""
+    for _attempt in range(50):
+        s = int(rng.integers(spec.warmup_days * DAY_MIN, spec.minutes - dur - 30))
+        if kind == "seasonal_break":
+            # Centred on that day's peak: the rhythm that stops is the one a person expects.
+            day = s // DAY_MIN
+            s = day * DAY_MIN + int(np.argmax(shape[day * DAY_MIN : (day + 1) * DAY_MIN])) - dur // 2
+            s = min(max(s, spec.warmup_days * DAY_MIN), spec.minutes - dur - 30)
+        if not busy[max(0, s - 180) : s + dur + 180].any() and _visible(kind, h, plan, s, s + dur):
+            return s
+    return None
 
 
 def _runs(mask: np.ndarray) -> Iterator[tuple[int, int]]:
