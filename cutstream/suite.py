@@ -448,12 +448,16 @@ def generate(spec: SuiteSpec, out_dir: Path) -> SuiteFiles:
     delay = rng.exponential(1500.0, len(ts)) + np.where(rng.random(len(ts)) < 0.005, 20_000.0, 0.0)
     order = np.argsort(ts + delay, kind="stable")
     names = np.array([h.name for h in hosts])
-    regions = np.array([h.region for h in hosts])
+    # A dictionary must hold each value once: Arrow writes one with repeated values (a region per
+    # host) into different Parquet bytes on every run, which would break "same spec, same bytes".
+    regions, host_region = np.unique([h.region for h in hosts], return_inverse=True)
     table = pa.table(
         {
             "timestamp": pa.array(ts[order]),
             "host": pa.DictionaryArray.from_arrays(pa.array(hi[order]), pa.array(names)),
-            "region": pa.DictionaryArray.from_arrays(pa.array(hi[order]), pa.array(regions)),
+            "region": pa.DictionaryArray.from_arrays(
+                pa.array(host_region.astype(np.int32)[hi[order]]), pa.array(regions)
+            ),
             "requests": pa.array(np.concatenate(cols["requests"])[order]),
             "latency_ms": pa.array(np.concatenate(cols["latency_ms"])[order], from_pandas=True),
             "bytes": pa.array(np.concatenate(cols["bytes"])[order]),
