@@ -75,6 +75,9 @@ KINDS = (
     "single_measure",
 )
 MEASURES = ("requests", "latency_ms", "bytes")
+#: Raised whenever the generator's output changes, so that :func:`ensure` does not reuse a part made
+#: by an older generator (2: smooth weekend ease-out and deterministic Parquet bytes).
+GENERATOR_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -175,11 +178,16 @@ def _daily(h: _Host, minutes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     local_day = np.floor((minutes / 60.0 + h.utc_offset_h) / 24.0).astype(np.int64) % 7
     phase = 2 * np.pi * (local_h - h.peak_h) / 24.0
     shape = np.exp(h.amp * (np.cos(phase) + 0.25 * np.cos(2 * phase)))
-    # Weekend lows, eased in and out over two hours around local midnight.
+    # Weekend lows, eased in and out over two hours around local midnight. The week's start (local
+    # Monday 00:00) is the middle of the previous weekend's ease-out: that weekend counts too.
     t = (minutes / 60.0 + h.utc_offset_h) / 24.0  # local days since the epoch (a Monday)
-    sat_start, mon_start = np.floor(t / 7) * 7 + 5, np.floor(t / 7) * 7 + 7
     ease = 1.0 / 12.0  # two hours, in days
-    inside = 1 / (1 + np.exp(-(t - sat_start) / (ease / 4))) - 1 / (1 + np.exp(-(t - mon_start) / (ease / 4)))
+    inside = np.zeros_like(t)
+    for week_start in (np.floor(t / 7) * 7 - 7, np.floor(t / 7) * 7):
+        sat_start, mon_start = week_start + 5, week_start + 7
+        inside += 1 / (1 + np.exp(-(t - sat_start) / (ease / 4))) - 1 / (
+            1 + np.exp(-(t - mon_start) / (ease / 4))
+        )
     week = 1.0 - (1.0 - h.weekend) * inside
     return shape * week, local_day
 
@@ -430,6 +438,7 @@ def generate(spec: SuiteSpec, out_dir: Path) -> SuiteFiles:
     rng = np.random.default_rng(spec.seed)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "spec.json").unlink(missing_ok=True)  # written last: a part cut short is never reused
     hosts = _hosts(spec, rng)
     cols: dict[str, list[np.ndarray]] = {k: [] for k in ("timestamp", "requests", "latency_ms", "bytes")}
     host_idx: list[np.ndarray] = []
@@ -472,12 +481,17 @@ def generate(spec: SuiteSpec, out_dir: Path) -> SuiteFiles:
             fh.write(",".join(str(v) for v in asdict(lab).values()) + "\n")
     config = out_dir / "detector.yaml"
     config.write_text(yaml.safe_dump(detector_config(), sort_keys=False))
-    (out_dir / "spec.json").write_text(json.dumps(asdict(spec), indent=2) + "\n")
+    (out_dir / "spec.json").write_text(json.dumps(_marker(spec), indent=2) + "\n")
     return SuiteFiles(out_dir, events, labels_path, config, spec)
 
 
+def _marker(spec: SuiteSpec) -> dict[str, object]:
+    return {**asdict(spec), "generator": GENERATOR_VERSION}
+
+
 def ensure(spec: SuiteSpec, root: Path) -> SuiteFiles:
-    """The part under ``root/<name>``, generated unless an identical spec's files are already there."""
+    """The part under ``root/<name>``, generated unless the files of the same spec and generator
+    version are already there."""
     out = Path(root) / spec.name
     files = SuiteFiles(out, out / "events.parquet", out / "labels.csv", out / "detector.yaml", spec)
     marker = out / "spec.json"
@@ -485,7 +499,7 @@ def ensure(spec: SuiteSpec, root: Path) -> SuiteFiles:
         files.events.is_file()
         and files.labels.is_file()
         and marker.is_file()
-        and json.loads(marker.read_text()) == asdict(spec)
+        and json.loads(marker.read_text()) == _marker(spec)
     ):
         return files
     return generate(spec, out)
