@@ -94,6 +94,19 @@ def history_files(path: Path) -> list[Path]:
     raise StreamsError(f"{path}: no such file or directory")
 
 
+def count_rows(files: Sequence[Path]) -> int:
+    """Data rows of the history files, for a progress bar: Parquet's from its metadata, a CSV's by
+    counting its lines (less the header; a quoted value spanning lines makes it an estimate)."""
+    total = 0
+    for f in files:
+        if f.suffix.lower() == ".parquet":
+            total += pq.ParquetFile(f).metadata.num_rows
+            continue
+        with open(f, "rb") as fh:
+            total += max(0, sum(chunk.count(b"\n") for chunk in iter(lambda: fh.read(1 << 20), b"")) - 1)
+    return total
+
+
 def _record_batches(path: Path, chunk_rows: int) -> Iterator[pa.RecordBatch]:
     """The file's rows in batches of at most ``chunk_rows``."""
     for whole in _file_batches(path, chunk_rows):

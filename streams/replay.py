@@ -26,7 +26,7 @@ from typing import Any
 from sinks.kafka import produce
 from streams.config import DetectorSpec
 from streams.errors import StreamsError
-from streams.history import BadRow, HistoryBatch, history_files, read_history
+from streams.history import BadRow, HistoryBatch, count_rows, history_files, read_history
 from streams.state import REPLAY_POSITION, StateVersionError
 
 logger = logging.getLogger(__name__)
@@ -42,19 +42,6 @@ class ReplayReport:
     bad: list[BadRow] = field(default_factory=list)
     resumed_from: tuple[int, int] | None = None
     completed: bool = False
-
-
-def _count_rows(files: list[Path]) -> int | None:
-    import pyarrow.parquet as pq
-
-    total = 0
-    for f in files:
-        if f.suffix.lower() == ".parquet":
-            total += pq.ParquetFile(f).metadata.num_rows
-        else:
-            with open(f, "rb") as fh:
-                total += max(0, sum(chunk.count(b"\n") for chunk in iter(lambda: fh.read(1 << 20), b"")) - 1)
-    return total
 
 
 def _load_state(state_file: Path, path: Path, topic: str) -> dict[str, Any] | None:
@@ -202,7 +189,7 @@ def _progress_bar(files: list[Path], topic: str) -> Any:
     from tqdm import tqdm
 
     return tqdm(
-        total=_count_rows(files),
+        total=count_rows(files),
         unit="ev",
         unit_scale=True,
         desc=f"replay → {topic}",
