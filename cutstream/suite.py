@@ -259,13 +259,12 @@ def _plant_anomalies(
     for _ in range(n):
         kind = str(rng.choice(KINDS))
         dur = _duration(kind, rng)
-        s = _place(kind, dur, h, spec, plan, shape, busy, rng)
-        if s is None:
+        start = _place(kind, dur, h, spec, plan, shape, busy, rng)
+        if start is None:
             continue
-        e = s + dur
-        busy[s:e] = True
-        measure = _apply(kind, h, plan, s, e, rng, shape)
-        label(s, e - 1, kind, measure)
+        busy[start : start + dur] = True
+        measure = _apply(kind, h, plan, start, start + dur, rng, shape)
+        label(start, start + dur - 1, kind, measure)
 
 
 def _place(
