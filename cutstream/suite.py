@@ -427,6 +427,27 @@ def detector_config(name: str = "hosts") -> dict[str, object]:
     }
 
 
+def _draw(
+    spec: SuiteSpec, hosts: list[_Host], rng: np.random.Generator
+) -> Iterator[tuple[list[Label], dict[str, np.ndarray]]]:
+    """Each host's labels and reports, in host order. One random stream runs through all hosts:
+    a host's draws depend on every host before it."""
+    for h in hosts:
+        plan, host_labels = _plan(h, spec, rng)
+        yield host_labels, _reports(h, plan, spec, rng)
+
+
+def labels_of(spec: SuiteSpec) -> list[Label]:
+    """The part's labels, as ``generate`` writes them, without writing anything (the same draws)."""
+    rng = np.random.default_rng(spec.seed)
+    labels = [lab for host_labels, _ in _draw(spec, _hosts(spec, rng), rng) for lab in host_labels]
+    return _sorted(labels)
+
+
+def _sorted(labels: list[Label]) -> list[Label]:
+    return sorted(labels, key=lambda x: (x.start, x.host, x.kind))
+
+
 def generate(spec: SuiteSpec, out_dir: Path) -> SuiteFiles:
     """Write one part: ``events.parquet`` (arrival order), ``labels.csv``, ``detector.yaml``, ``spec.json``.
 
@@ -442,10 +463,8 @@ def generate(spec: SuiteSpec, out_dir: Path) -> SuiteFiles:
     cols: dict[str, list[np.ndarray]] = {k: [] for k in ("timestamp", "requests", "latency_ms", "bytes")}
     host_idx: list[np.ndarray] = []
     labels: list[Label] = []
-    for i, h in enumerate(hosts):
-        plan, host_labels = _plan(h, spec, rng)
+    for i, (host_labels, rep) in enumerate(_draw(spec, hosts, rng)):
         labels += host_labels
-        rep = _reports(h, plan, spec, rng)
         for k in cols:
             cols[k].append(rep[k])
         host_idx.append(np.full(len(rep["timestamp"]), i, dtype=np.int32))
@@ -476,7 +495,7 @@ def generate(spec: SuiteSpec, out_dir: Path) -> SuiteFiles:
     labels_path = out_dir / "labels.csv"
     with labels_path.open("w") as fh:
         fh.write("host,region,measure,start,end,kind,expect\n")
-        for lab in sorted(labels, key=lambda x: (x.start, x.host, x.kind)):
+        for lab in _sorted(labels):
             fh.write(",".join(str(v) for v in asdict(lab).values()) + "\n")
     config = out_dir / "detector.yaml"
     config.write_text(yaml.safe_dump(detector_config(), sort_keys=False))
