@@ -98,6 +98,7 @@ _COMMAND_MODULES = (
     "cutstream.cli_streams",  # worker
     "cutstream.cli_detect",  # score
     "cutstream.cli_history",  # replay, backfill
+    "cutstream.cli_evaluate",  # evaluate
     "cutstream.cli_sinks",  # query, compact, outbox
     "cutstream.cli_dashboard",  # dashboard
     "cutstream.demo",  # demo
