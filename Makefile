@@ -8,7 +8,7 @@ NAB_DIR ?= ../shared/nab
 ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help demo test test-fast bench nab lint fmt clean browser
+.PHONY: help demo test test-fast bench eval nab lint fmt clean browser
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -33,6 +33,9 @@ test-fast: $(STAMP) ## only the tests that need no broker, server or browser
 
 bench: $(STAMP) ## run the benchmarks and rewrite their tables in BENCHMARKS.md
 	$(PY) -m cutstream.bench.report $(ARGS)
+
+eval: $(STAMP) ## the labelled suite (tune + holdout, cached in data/suite/) through `cutstream evaluate` into BENCHMARKS.md (ARGS=--quick: the short part)
+	$(PY) -m cutstream.bench.report --only eval $(ARGS)
 
 nab: $(STAMP) ## score the NAB dev subset in ../shared/nab and print the NAB scores
 	$(PY) -m cutstream.bench.nab --nab-dir $(NAB_DIR) $(ARGS)
