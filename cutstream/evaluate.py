@@ -683,6 +683,25 @@ class Evaluation:
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Evaluation:
+        """Back from :meth:`to_json` (e.g. evaluation.json), to print or plot it again."""
+
+        def figures(f: dict[str, Any]) -> Figures:
+            return Figures(**{**f, "kinds": [KindFigures(**k) for k in f["kinds"]]})
+
+        return cls(
+            detector=figures(data["detector"]),
+            baselines=[figures(f) for f in data["baselines"]],
+            sweep=[SweepPoint(**p) for p in data["sweep"]],
+            baseline_sweep=[SweepPoint(**p) for p in data["baseline_sweep"]],
+            threshold=data["threshold"],
+            settings=data["settings"],
+            labels=data["labels"],
+            data=data["data"],
+            timings=data.get("timings", {}),
+        )
+
 
 def _sweep(m: Matcher, values: np.ndarray, thresholds: Sequence[float], mask: np.ndarray) -> list[SweepPoint]:
     out = []

@@ -37,7 +37,7 @@ class PartRun:
     spec: SuiteSpec
     command: list[str]
     seconds: float
-    tables: str  # the command's standard output (its markdown tables)
+    stdout: str  # the command's markdown tables (the section renders the same from the JSON)
     evaluation: dict[str, Any]  # evaluation.json
     generate_seconds: float
 
@@ -93,7 +93,7 @@ def _targets(ev: dict[str, Any]) -> str:
         return "met" if ok else "**not met**"
 
     return (
-        f"Targets of issue 13 on this part: precision {det['precision']:.2f} ≥ {TARGET_PRECISION:.2f} "
+        f"the targets of issue 13: precision {det['precision']:.2f} ≥ {TARGET_PRECISION:.2f} "
         f"{mark(det['precision'] >= TARGET_PRECISION)}; recall {det['recall']:.2f} ≥ {TARGET_RECALL:.2f} "
         f"{mark(det['recall'] >= TARGET_RECALL)}; F1 {det['f1']:.2f} above the best baseline's "
         f"({best['name']}, {best['f1']:.2f}) {mark(det['f1'] > best['f1'])}; kinds where the F1 is not "
@@ -102,10 +102,12 @@ def _targets(ev: dict[str, Any]) -> str:
 
 
 def _part_text(run: PartRun, role: str) -> str:
+    from cutstream.evaluate import Evaluation, table
+
     ev, spec = run.evaluation, run.spec
     t, d, lab = ev["timings"], ev["data"], ev["labels"]
     return (
-        f"### {spec.name}: {role}\n\n"
+        f"### `{spec.name}` ({role})\n\n"
         f"Command: `{run.shown_command()}`. {spec.hosts} hosts × {spec.days} days (seed {spec.seed}, "
         f"warm-up {spec.warmup_days} days, {spec.anomalies_per_host_day} anomalies per host-day after "
         f"it): {d['events']:,} events → {d['windows']:,} windows of {d['series']} series, "
@@ -113,21 +115,12 @@ def _part_text(run: PartRun, role: str) -> str:
         f"({', '.join(lab['kinds'])}) and {lab['normal']} normal-but-unusual stretches "
         f"({', '.join(lab['normal_kinds'])}). Wall time {run.seconds:.0f} s: scoring "
         f"{t['scoring_s']:.0f} s, figures {t['metrics_s']:.1f} s (robust z {t['robust_z_s']:.1f} s).\n\n"
-        f"{run.tables}\n"
+        f"{table(Evaluation.from_json(ev))}\n"
     )
 
 
-def markdown_report(quick: bool) -> str:
-    root = suite_dir()
-    parts = (
-        [("short part (smoke run: `make eval ARGS=--quick`)", SHORT)]
-        if quick
-        else [
-            ("held out: never used to choose anything; the figures that count", PARTS["holdout"]),
-            ("the part the default configuration may be tuned on", PARTS["tune"]),
-        ]
-    )
-    runs = [(role, run_part(spec, root)) for role, spec in parts]
+def render(runs: list[tuple[str, PartRun]], quick: bool) -> str:
+    """The BENCHMARKS.md section from the parts' runs (the first is the one judged)."""
     st = runs[0][1].evaluation["settings"]
     head = (
         "The labelled suite (`cutstream/suite.py`: hosts' request counts, average latency and bytes "
@@ -143,9 +136,21 @@ def markdown_report(quick: bool) -> str:
         f"{st['tolerance_windows']} windows after a label's end still finds it; per-kind F1 uses the "
         "overall precision; delays are in windows (minutes)."
     )
-    body = [head, ""]
-    main_run = runs[0][1]
-    body += [_targets(main_run.evaluation), ""]
-    for role, run in runs:
-        body.append(_part_text(run, role))
+    first = runs[0][1]
+    body = [f"Command: `make eval{' ARGS=--quick' if quick else ''}`.", "", head, ""]
+    body += [f"`{first.spec.name}`, {_targets(first.evaluation)}", ""]
+    body += [_part_text(run, role) for role, run in runs]
     return "\n".join(body)
+
+
+def markdown_report(quick: bool) -> str:
+    root = suite_dir()
+    parts = (
+        [("a smoke run: `make eval ARGS=--quick`", SHORT)]
+        if quick
+        else [
+            ("held out: never used to choose anything; the figures that count", PARTS["holdout"]),
+            ("the default configuration may be tuned on it", PARTS["tune"]),
+        ]
+    )
+    return render([(role, run_part(spec, root)) for role, spec in parts], quick)

@@ -216,17 +216,15 @@ def test_a_missing_labels_file_is_a_usage_error(shop: Path, tmp_path: Path) -> N
 
 
 @pytest.mark.slow
-def test_the_short_suite_part_through_make_evals_path(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_the_short_suite_part_through_make_evals_path(tmp_path: Path) -> None:
     """What `make eval ARGS=--quick` runs: generate SHORT, `cutstream evaluate` in a child process,
     the BENCHMARKS.md section from its output (nothing is written to BENCHMARKS.md here)."""
-    from cutstream.bench.evaluation import markdown_report
+    from cutstream.bench.evaluation import render, run_part
     from cutstream.suite import SHORT, labels_of
 
-    monkeypatch.setenv("CUTSTREAM_SUITE_DIR", str(tmp_path))
-    text = markdown_report(quick=True)
+    run = run_part(SHORT, tmp_path)
     ev = _figures(tmp_path / "short" / "evaluation")
+    assert run.evaluation == ev
     anomalies = [lab for lab in labels_of(SHORT) if lab.expect == "anomaly"]
     assert (
         ev["labels"]["judged"] == ev["labels"]["anomaly"] == len(anomalies) and ev["labels"]["unmatched"] == 0
@@ -237,6 +235,7 @@ def test_the_short_suite_part_through_make_evals_path(
     assert ev["data"]["series"] == 3 * SHORT.hosts
     assert ev["data"]["counted_windows"] == 3 * SHORT.hosts * days_judged * 1440
     assert ev["settings"]["warmup_ms"] == SHORT.warmup_days * 86_400_000
-    assert "### short:" in text and "Targets of issue 13 on this part:" in text
-    assert "| detector | precision | recall |" in text and "| robust z threshold |" in text
+    text = render([("smoke run", run)], quick=True)
+    assert "### `short` (smoke run)" in text and "`short`, the targets of issue 13: precision" in text
+    assert run.stdout.startswith("| detector | precision | recall |") and run.stdout in text
     assert f"--warmup {SHORT.warmup_days}d" in text

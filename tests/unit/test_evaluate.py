@@ -414,3 +414,17 @@ def test_durations(text: str, ms: int) -> None:
 def test_not_durations(text: str) -> None:
     with pytest.raises(ValueError, match="is not a duration"):
         parse_duration_ms(text)
+
+
+def test_an_evaluation_comes_back_from_its_json_with_the_same_report() -> None:
+    from cutstream.evaluate import Evaluation, evaluate_scored, table
+
+    rng = np.random.default_rng(0)
+    sc = make_scored(400, values=rng.normal(10, 1, 400))
+    sc.value[[150, 300]] += 20
+    sc.score[[150, 300]] = 90.0
+    sc.decision[[150, 300]] = True
+    ev = evaluate_scored(sc, [label(150, 152), label(10, 20, "batch_job", "normal")], configured_threshold=70)
+    back = Evaluation.from_json(json.loads(json.dumps(ev.to_json())))
+    assert back == ev and table(back) == table(ev)
+    assert ev.detector.true_alarms == 1 and ev.detector.false_alarms == 1
