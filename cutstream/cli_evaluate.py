@@ -185,6 +185,8 @@ def evaluate(
             scored, report = backtest.score_history(path, spec, backend=backend, on_rows=on_rows)
         scoring_s = time.perf_counter() - t0
         _report_bad(report.bad)
+        if scored is None:
+            raise backtest.EvaluateError(f"{path}: no valid history row, so no window to evaluate")
         ev = backtest.evaluate_scored(
             scored,
             labels,

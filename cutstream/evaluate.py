@@ -305,6 +305,11 @@ class ScoredBuilder:
             )
         )
 
+    @property
+    def windows(self) -> int:
+        """Windows added so far."""
+        return sum(len(part[0]) for part in self._parts)
+
     def build(self) -> Scored:
         if not self._parts:
             raise EvaluateError("the history produced no scored windows")
@@ -786,10 +791,12 @@ def score_history(
     *,
     backend: str = "cpu",
     on_rows: Callable[[int], None] | None = None,
-) -> tuple[Scored, BackfillReport]:
+) -> tuple[Scored | None, BackfillReport]:
     """Every history row under ``path`` through ``cutstream backfill``'s path; nothing is written.
 
-    ``on_rows(n)``: called after each scoring step with the rows read so far (a progress bar).
+    Returns the scored windows (None when there were none: no valid row) and the backfill's
+    report (events, bad rows). ``on_rows(n)``: called after each scoring step with the rows read
+    so far (a progress bar).
     """
     from streams.backfill import Backfill
 
@@ -799,7 +806,7 @@ def score_history(
         builder.add(step.results.table())
         if on_rows is not None:
             on_rows(step.last_row)
-    return builder.build(), run.report
+    return (builder.build() if builder.windows else None), run.report
 
 
 def write_json(ev: Evaluation, path: Path) -> Path:

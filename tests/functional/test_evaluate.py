@@ -164,6 +164,15 @@ def test_bad_history_rows_are_reported_and_exit_2_with_the_report_written(shop: 
     assert _figures(tmp_path / "out")["data"]["bad_rows"] == 1
 
 
+def test_history_without_a_valid_row_is_reported_and_one_line(shop: Path, tmp_path: Path) -> None:
+    (tmp_path / "history.csv").write_text(f"ts,item,qty\n{T0},A,lots\n")
+    for name in ("labels.csv", "detector.yaml"):
+        (tmp_path / name).write_bytes((shop / name).read_bytes())
+    res = evaluate(tmp_path, "--out", str(tmp_path / "out"))
+    assert res.exit_code == 1 and "history.csv:1: non-numeric qty 'lots'" in res.stderr
+    assert "no valid history row, so no window to evaluate" in res.stderr and "Traceback" not in res.output
+
+
 def test_labels_that_match_no_series_are_a_warning(shop: Path, tmp_path: Path) -> None:
     labels = tmp_path / "nobody.csv"
     labels.write_text(f"item,start,end\nZ,{_when(10)},{_when(12)}\n")
