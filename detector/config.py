@@ -8,20 +8,58 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class ForestConfig(BaseModel):
-    """Hyperparameters of the Random Cut Forest of each series."""
+    """Hyperparameters of the Random Cut Forest of each series.
+
+    The default forest scores each point by its isolation (AWS RCF's score) in 32 trees of 400
+    points each, every tree holding every 10th point of the last 4,000: a long memory of the
+    series' values at the memory and speed cost of 400-point trees (docs/ARCHITECTURE.md,
+    "Detector engine").
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    n_trees: int = Field(default=5, ge=1, le=1024, description="trees per series")
-    sample_size: int = Field(default=3000, ge=4, le=4096, description="points kept per tree")
+    n_trees: int = Field(default=32, ge=1, le=1024, description="trees per series")
+    sample_size: int = Field(default=400, ge=4, le=4096, description="points kept per tree")
     shingle_size: int = Field(default=1, ge=1, le=64, description="consecutive values per point")
+    insert_every: int = Field(
+        default=10,
+        ge=1,
+        le=256,
+        description="each tree takes every n-th point (trees take turns), so its sample spans "
+        "sample_size * insert_every points; every point is scored by every tree",
+    )
+    raw_score: Literal["isolation", "codisp"] = Field(
+        default="isolation",
+        description="isolation: AWS RCF's anomaly score (how near the root the point would be cut "
+        "off); codisp: rrcf's collusive displacement over a sliding window (insert_every 1)",
+    )
     seed: int = Field(
         default=0, ge=0, description="one seed for the whole forest; a seeded run repeats to the bit"
     )
+
+    @model_validator(mode="after")
+    def _check_layout(self) -> ForestConfig:
+        if self.insert_every > self.n_trees:
+            raise ValueError(
+                f"insert_every ({self.insert_every}) is more than n_trees ({self.n_trees}): every class of "
+                "points needs a tree"
+            )
+        if self.raw_score == "codisp" and self.insert_every != 1:
+            raise ValueError("raw_score codisp scores a point by inserting it: it needs insert_every 1")
+        if self.store_size > 32767:
+            raise ValueError(
+                f"sample_size * insert_every is {self.store_size}; at most 32767 points of history per series"
+            )
+        return self
+
+    @property
+    def store_size(self) -> int:
+        """Points of history each series keeps (the trees' samples are drawn from these)."""
+        return self.sample_size * self.insert_every
 
 
 class ScoringConfig(BaseModel):

@@ -28,7 +28,7 @@ import numpy as np
 from detector import kernels
 from detector.backend import Backend, get_backend
 from detector.config import ForestConfig
-from detector.errors import DetectorError, StateVersionError
+from detector.errors import BackendUnavailable, DetectorError, StateVersionError
 
 logger = logging.getLogger(__name__)
 
@@ -92,7 +92,12 @@ class Forest:
         self._N = config.sample_size
         self._K = config.shingle_size
         self._M = self._N - 1
-        self._R, self._box_dtype, self._bo = kernels.record_layout(self._K, self._N)
+        self._every = config.insert_every
+        self._isolation = config.raw_score == "isolation"
+        #: Point slots per series: the last ``W`` points, of which each tree holds every
+        #: ``insert_every``-th (``sample_size`` of them).
+        self._W = config.store_size
+        self._R, self._box_dtype, self._bo = kernels.record_layout(self._K, self._W)
         self._seed = np.uint64(config.seed)
         self._capacity = 0
         self._a: dict[str, Any] = {}
@@ -107,6 +112,11 @@ class Forest:
         #: forest no longer fits in cache.
         self._prefetch = True
         if self._backend.name in ("gpu", "cudasim"):
+            if self._isolation:
+                raise BackendUnavailable(
+                    "the isolation-score forest (the default) has no GPU build yet; use backend 'cpu', "
+                    "or raw_score 'codisp' with insert_every 1 on the GPU"
+                )
             from detector import kernels_cuda
 
             self._gpu = kernels_cuda.GpuKernels(self._N, self._K, self._T, self._bo)
@@ -122,7 +132,7 @@ class Forest:
     # ------------------------------------------------------------------ layout
 
     def _shapes(self, s: int) -> dict[str, tuple[tuple[int, ...], Any]]:
-        T, N, K, M = self._T, self._N, self._K, self._M
+        T, W, K, M = self._T, self._W, self._K, self._M
         g = s * T
         return {
             # per series
@@ -131,9 +141,9 @@ class Forest:
             "n_points": ((s,), np.int64),
             "offset": ((s,), np.float64),
             "tail": ((s, max(K - 1, 1)), np.float64),
-            "points": ((s, N, K), np.float32),
-            "rep": ((s, N), np.uint16),
-            "count": ((s, N), np.uint16),
+            "points": ((s, W, K), np.float32),
+            "rep": ((s, W), np.uint16),
+            "count": ((s, W), np.uint16),
             "newpt": ((s, K), np.float32),  # scratch: the point being added
             "plan": ((s, 5), np.int32),  # scratch: delete / insert decisions of the step
             # per tree
@@ -284,11 +294,43 @@ class Forest:
         out_score = np.empty(n, np.float64)
         out_expected = np.empty(n, np.float64)
         a, v = self._a, self._v
-        driver = (
-            kernels_cpu.update_batch
-            if starts.shape[0] - 1 >= kernels_cpu.PARALLEL_MIN_SERIES
-            else kernels_cpu.update_batch_serial
-        )
+        parallel = starts.shape[0] - 1 >= kernels_cpu.PARALLEL_MIN_SERIES
+        if self._isolation:
+            iso = kernels_cpu.update_batch_iso if parallel else kernels_cpu.update_batch_iso_serial
+            iso(
+                order,
+                starts,
+                ss,
+                vals,
+                self._seed,
+                self._T,
+                self._W,
+                self._K,
+                self._bo,
+                kernels.expect_stride(self._T),
+                self._every,
+                a["uid"],
+                a["tail"],
+                a["n_values"],
+                a["n_points"],
+                a["offset"],
+                a["newpt"],
+                a["plan"],
+                a["points"],
+                a["rep"],
+                a["count"],
+                v["n16"],
+                v["u16"],
+                v["f32"],
+                v["box"],
+                a["root"],
+                a["free_head"],
+                a["n_alloc"],
+                out_score,
+                out_expected,
+            )
+            return ForestOutput(out_score, out_expected)
+        driver = kernels_cpu.update_batch if parallel else kernels_cpu.update_batch_serial
         driver(
             order,
             starts,
@@ -326,7 +368,11 @@ class Forest:
     # ------------------------------------------------------------------ state
 
     def _config_state(self) -> dict[str, int]:
-        return {"n_trees": self._T, "sample_size": self._N, "shingle_size": self._K, "seed": int(self._seed)}
+        cfg = {"n_trees": self._T, "sample_size": self._N, "shingle_size": self._K, "seed": int(self._seed)}
+        if self._isolation:
+            # A CoDisp sliding-window forest writes the config it always wrote (golden files).
+            cfg.update(insert_every=self._every, isolation=1)
+        return cfg
 
     def _check_header(self, state: dict[str, Any], kind: str, version: int) -> None:
         if state.get("kind", kind) != kind:
@@ -385,7 +431,7 @@ class Forest:
     def from_state_many(self, state: dict[str, Any]) -> np.ndarray[Any, np.dtype[np.int64]]:
         """Add the series of :meth:`to_state_many`'s dict in one pass; returns their new slots (int64[n])."""
         self._check_header(state, MANY_STATE_KIND, MANY_STATE_VERSION)
-        T, N, K = self._T, self._N, self._K
+        T, W, K = self._T, self._W, self._K
         uid = np.asarray(state["uid"], dtype=np.uint64).reshape(-1)
         n = uid.shape[0]
         used = np.asarray(state["used"], dtype=np.int64).reshape(-1)
@@ -395,9 +441,9 @@ class Forest:
             "n_points": (n,),
             "offset": (n,),
             "tail": (n, max(K - 1, 1)),
-            "points": (n, N, K),
-            "rep": (n, N),
-            "count": (n, N),
+            "points": (n, W, K),
+            "rep": (n, W),
+            "count": (n, W),
             "root": (n, T),
             "free_head": (n, T),
             "n_alloc": (n, T),
@@ -586,26 +632,46 @@ def check_state(state: dict[str, Any]) -> None:
     Slow (pure Python): for tests and debugging. Checks, for every tree: each internal node's box
     is exactly the min/max of its leaves' points, its mass is the sum of its leaves' counts, every
     leaf is reached from the root by following the cuts with its own coordinates, the leaves are
-    exactly the distinct points of the window, and the window never exceeds ``sample_size``.
+    exactly the distinct live points of the tree's class (every point of the window when
+    ``insert_every`` is 1), and the store never holds more than ``sample_size * insert_every``.
     """
-    n_trees = int(state["config"]["n_trees"])
-    n_window = int(state["config"]["sample_size"])
+    cfg = state["config"]
+    n_trees = int(cfg["n_trees"])
+    every = int(cfg.get("insert_every", 1))
+    n_store = int(cfg["sample_size"]) * every
     pts = np.asarray(state["points"])
     rep, count = np.asarray(state["rep"]), np.asarray(state["count"])
     n_points = int(state["n_points"])
-    live = list(range(min(n_points, n_window)))
-    if len(live) > n_window:
-        raise DetectorError("window larger than sample_size")
-    reps = {int(rep[j]) for j in live}
-    for r in reps:
-        members = [j for j in live if int(rep[j]) == r]
-        if int(count[r]) != len(members):
-            raise DetectorError(f"leaf {r}: count {int(count[r])} != {len(members)} points")
-        if any(not np.array_equal(pts[j], pts[r]) for j in members):
-            raise DetectorError(f"leaf {r} groups points that differ")
-    if sum(int(count[r]) for r in reps) != len(live):
-        raise DetectorError("counts do not add up to the window")
-    for t in range(n_trees):
+    live_all = list(range(min(n_points, n_store)))
+    from detector.kernels import slot_class
+
+    with np.errstate(over="ignore"):  # the class hash wraps uint64 on purpose
+        klass = [int(slot_class(np.int64(j), np.int64(every))) for j in range(n_store)]  # type: ignore[no-untyped-call]
+    for c in range(every):
+        live = [j for j in live_all if klass[j] == c]
+        reps = {int(rep[j]) for j in live}
+        for r in reps:
+            members = [j for j in live if int(rep[j]) == r]
+            if int(count[r]) != len(members):
+                raise DetectorError(f"leaf {r}: count {int(count[r])} != {len(members)} points")
+            if any(not np.array_equal(pts[j], pts[r]) for j in members):
+                raise DetectorError(f"leaf {r} groups points that differ")
+            if klass[r] != c:
+                raise DetectorError(f"leaf {r} stands for points of another class")
+        if sum(int(count[r]) for r in reps) != len(live):
+            raise DetectorError("counts do not add up to the window")
+        _check_trees(state, pts, count, live, reps, range(c, n_trees, every))
+
+
+def _check_trees(
+    state: dict[str, Any],
+    pts: np.ndarray[Any, Any],
+    count: np.ndarray[Any, Any],
+    live: list[int],
+    reps: set[int],
+    trees: range,
+) -> None:
+    for t in trees:
         root = int(state["root"][t])
         if not live:
             if root != 0:

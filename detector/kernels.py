@@ -64,9 +64,14 @@ DEVICE_FUNCTIONS = (
     "tree_insert",
     "tree_delete",
     "tree_expect",
+    "tree_expect_new",
+    "tree_score",
+    "leaf_score",
     "series_shingle",
     "series_plan_delete",
     "series_place",
+    "series_place_class",
+    "slot_class",
 )
 
 # ----------------------------------------------------------------------------------------------
@@ -400,6 +405,83 @@ def tree_expect(g, si, s, K, n16, u16, f32, pts, root):
     return np.float64(pts[si, -ref - 1, K - 1])
 
 
+def tree_expect_new(g, si, K, n16, u16, f32, pts, root, newpt):
+    """``tree_expect`` for the new shingle ``newpt[si]``, which is not in the point store."""
+    ref = np.int64(root[g])
+    if ref == 0:
+        return np.float64(newpt[si, K - 1])
+    while ref > 0:
+        m = ref - 1
+        cd = node_cdim(u16, g, m)
+        if cd == K - 1:
+            if node_mass(u16, g, m, 0) >= node_mass(u16, g, m, 1):
+                ref = np.int64(n16[g, m, 0])
+            else:
+                ref = np.int64(n16[g, m, 1])
+        elif newpt[si, cd] <= f32[g, m, 2]:
+            ref = np.int64(n16[g, m, 0])
+        else:
+            ref = np.int64(n16[g, m, 1])
+    return np.float64(pts[si, -ref - 1, K - 1])
+
+
+def tree_score(g, si, K, bo, n16, u16, f32, box, root, pts, cnt, newpt):
+    """The isolation score of the new shingle ``newpt[si]`` in tree ``g``, which does not hold it.
+
+    AWS RCF's anomaly score (``AnomalyScoreVisitor``): walk down following the cuts; at a node at
+    depth ``d`` whose box the point lies outside of, it would be cut off with the probability
+    ``p = (span(box + point) - span(box)) / span(box + point)``, isolated at depth ``d`` (score
+    ``1 / (d + 1)``); at the leaf, an unseen point scores ``1 / (depth + 1)``, a point equal to
+    the leaf's ``damp / (depth + log2(mass + 1))`` with ``damp = 1 - mass / (2 * tree mass)``.
+    The expectation over the path, times ``log2(tree mass + 1)``: about 1 for a typical point,
+    up to ``log2(N + 1)`` for one cut off at the root. Deterministic (no random draw), so it
+    varies less from tree to tree than CoDisp, which depends on where the insert's cut falls.
+    """
+    ref = np.int64(root[g])
+    if ref == 0:
+        return 0.0
+    tmass = np.float64(subtree_mass(g, si, ref, u16, cnt))
+    acc = 0.0
+    q = 1.0
+    depth = 0
+    while ref > 0:
+        m = ref - 1
+        grown = 0.0
+        span = 0.0
+        for d in range(K):
+            x = np.float64(newpt[si, d])
+            a = np.float64(pts[si, box[g, m, bo + d], d])
+            b = np.float64(pts[si, box[g, m, bo + K + d], d])
+            grown += max(b, x) - min(a, x)
+            span += b - a
+        if grown > span:
+            p = (grown - span) / grown
+            acc += q * p / (depth + 1.0)
+            q *= 1.0 - p
+        if newpt[si, node_cdim(u16, g, m)] <= f32[g, m, 2]:
+            ref = np.int64(n16[g, m, 0])
+        else:
+            ref = np.int64(n16[g, m, 1])
+        depth += 1
+    return leaf_score(si, K, ref, depth, acc, q, tmass, pts, cnt, newpt)
+
+
+def leaf_score(si, K, ref, depth, acc, q, tmass, pts, cnt, newpt):
+    """The end of ``tree_score``'s walk at leaf ``ref`` (depth ``depth``): the leaf's term, then
+    the whole expectation ``acc + q * leaf`` scaled by ``log2(tree mass + 1)``."""
+    leaf = -ref - 1
+    same = True
+    for d in range(K):
+        if pts[si, leaf, d] != newpt[si, d]:
+            same = False
+    if same:
+        lm = np.float64(cnt[si, leaf])
+        acc += q * (1.0 - lm / (2.0 * tmass)) / (depth + np.log2(lm + 1.0))
+    else:
+        acc += q / (depth + 1.0)
+    return acc * np.log2(tmass + 1.0)
+
+
 # ----------------------------------------------------------------------------------------------
 # One series (run once per point, before / between the tree passes)
 
@@ -462,18 +544,24 @@ def series_plan_delete(si, N, npts, rep, cnt, plan):
 
 
 def series_place(si, N, K, T, npts, rep, cnt, pts, newpt, plan, n16, u16, f32, root):
-    """Store the new point in the oldest slot; find an equal live point (a duplicate).
+    """``series_place_class`` for the sliding window: one class, every tree holds every point."""
+    series_place_class(si, N, K, T, 0, npts, rep, cnt, pts, newpt, plan, n16, u16, f32, root)
 
-    Equal points always fall in the same leaf, so the search walks the series' first tree
-    following the cuts with the new point (after the leaving point was deleted): O(depth), not
-    a scan of the window. Writes ``plan[si, 3]`` = the leaf slot to insert into the trees and
-    ``plan[si, 4]`` = 1 when it is a duplicate of that leaf; advances the point counter.
+
+def series_place_class(si, W, K, T, c, npts, rep, cnt, pts, newpt, plan, n16, u16, f32, root):
+    """Store the new point in the oldest of the ``W`` slots; find an equal live point (a duplicate).
+
+    Equal points always fall in the same leaf, so the search walks tree ``c`` (the first tree of
+    the point's class, which holds every live point of that class) following the cuts with the
+    new point (after the leaving point was deleted): O(depth), not a scan of the store. Writes
+    ``plan[si, 3]`` = the leaf slot to insert into the trees and ``plan[si, 4]`` = 1 when it is a
+    duplicate of that leaf; advances the point counter.
     """
     p = npts[si]
-    slot = p % N
+    slot = p % W
     for d in range(K):
         pts[si, slot, d] = newpt[si, d]
-    g = si * T
+    g = si * T + c
     ref = np.int64(root[g])
     while ref > 0:
         m = ref - 1
@@ -501,6 +589,20 @@ def series_place(si, N, K, T, npts, rep, cnt, pts, newpt, plan, n16, u16, f32, r
         plan[si, 3] = slot
         plan[si, 4] = 0
     npts[si] = p + 1
+
+
+def slot_class(slot, every):
+    """The class of trees that holds the point in store slot ``slot`` (0 .. every-1).
+
+    Slots come in blocks of ``every``; each block gives one point to each class, in an order
+    rotated by a hash of the block: every class holds exactly ``sample_size`` of the store's
+    points, and a class does not see only one phase of a pattern whose period shares a factor
+    with ``every`` (``i % every`` would: with a period of 20 and every 4, five phases each).
+    A point leaves the store from its own slot, so it leaves its own class.
+    """
+    b = slot // every
+    r = np.int64(mix64(np.uint64(b) + _GOLDEN) % np.uint64(every))
+    return (slot - b * every + r) % every
 
 
 def record_layout(K: int, N: int) -> tuple[int, Any, int]:

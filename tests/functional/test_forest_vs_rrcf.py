@@ -60,7 +60,15 @@ def _rrcf_scores(values: np.ndarray, seed: int) -> np.ndarray:
 
 def _our_scores(values: np.ndarray, seed: int) -> np.ndarray:
     forest = Forest(
-        ForestConfig(n_trees=TREES, sample_size=SAMPLE, shingle_size=SHINGLE, seed=seed), capacity=1
+        ForestConfig(
+            n_trees=TREES,
+            sample_size=SAMPLE,
+            shingle_size=SHINGLE,
+            seed=seed,
+            raw_score="codisp",
+            insert_every=1,
+        ),
+        capacity=1,
     )
     slot = forest.add_series(1)
     return forest.update(np.repeat(slot, POINTS), values).raw_score
@@ -92,7 +100,9 @@ def test_scores_agree_with_rrcf_and_rank_anomalies_as_well() -> None:
 
 def test_first_points_match_rrcf_exactly_where_no_randomness_matters() -> None:
     """Two points in a tree: CoDisp is 1 in every tree, whatever the cut (rrcf agrees)."""
-    forest = Forest(ForestConfig(n_trees=5, sample_size=8, shingle_size=1), capacity=1)
+    forest = Forest(
+        ForestConfig(n_trees=5, sample_size=8, shingle_size=1, raw_score="codisp", insert_every=1), capacity=1
+    )
     slot = forest.add_series(1)
     out = forest.update(np.repeat(slot, 2), np.array([1.0, 5.0])).raw_score
     assert out.tolist() == [0.0, 1.0]

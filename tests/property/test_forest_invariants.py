@@ -23,6 +23,19 @@ configs = st.builds(
     sample_size=st.integers(4, 12),
     shingle_size=st.integers(1, 3),
     seed=st.integers(0, 2**32),
+    raw_score=st.just("codisp"),
+    insert_every=st.just(1),
+)
+#: The default engine: the isolation score, trees taking turns at the points (classes).
+iso_configs = st.integers(1, 4).flatmap(
+    lambda every: st.builds(
+        ForestConfig,
+        n_trees=st.integers(every, 6),
+        sample_size=st.integers(4, 12),
+        shingle_size=st.integers(1, 3),
+        seed=st.integers(0, 2**32),
+        insert_every=st.just(every),
+    )
 )
 # Few distinct values make duplicate points (shared leaves) common; floats make ties rare.
 values = st.one_of(
@@ -32,7 +45,11 @@ values = st.one_of(
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(config=configs, data=values, which=st.lists(st.integers(0, 1), min_size=60, max_size=60))
+@given(
+    config=st.one_of(configs, iso_configs),
+    data=values,
+    which=st.lists(st.integers(0, 1), min_size=60, max_size=60),
+)
 def test_every_tree_stays_valid_after_any_stream(
     config: ForestConfig, data: list[float], which: list[int]
 ) -> None:
@@ -43,9 +60,9 @@ def test_every_tree_stays_valid_after_any_stream(
         forest.update(rows[chunk], np.array(data)[chunk])
     for slot in slots:
         state = forest.to_state(int(slot))
-        check_state(state)  # boxes exact, masses add up, cuts separate, leaves = window's points
-        live = min(int(state["n_points"]), config.sample_size)
-        assert int(state["count"].sum()) == live <= config.sample_size
+        check_state(state)  # boxes exact, masses add up, cuts separate, leaves = class's points
+        live = min(int(state["n_points"]), config.store_size)
+        assert int(state["count"].sum()) == live <= config.store_size
 
 
 def _canonical(f: Forest, g: int) -> Any:

@@ -51,7 +51,9 @@ def _both(config: ForestConfig, slots: np.ndarray, vals: np.ndarray, backend: st
 @pytest.mark.gpu
 @needs_gpu
 def test_gpu_scores_are_identical_to_the_cpu_ones() -> None:
-    config = ForestConfig(n_trees=20, sample_size=32, shingle_size=3, seed=9)
+    config = ForestConfig(
+        n_trees=20, sample_size=32, shingle_size=3, seed=9, raw_score="codisp", insert_every=1
+    )
     slots, vals = _stream(6, 120)
     # Batches where a series repeats (several rounds on the GPU) and batches where it does not.
     cpu, gpu = _both(config, slots, vals, "gpu")
@@ -66,7 +68,9 @@ def test_gpu_scores_are_identical_to_the_cpu_ones() -> None:
 @pytest.mark.gpu
 @needs_gpu
 def test_state_moves_between_gpu_and_cpu() -> None:
-    config = ForestConfig(n_trees=5, sample_size=16, shingle_size=2, seed=1)
+    config = ForestConfig(
+        n_trees=5, sample_size=16, shingle_size=2, seed=1, raw_score="codisp", insert_every=1
+    )
     slots, vals = _stream(2, 60)
     gpu = Forest(config, capacity=2, backend="gpu")
     gpu.add_series(2)
@@ -82,7 +86,9 @@ def test_state_moves_between_gpu_and_cpu() -> None:
 @pytest.mark.gpu
 @needs_gpu
 def test_many_series_state_moves_between_gpu_and_cpu_and_back() -> None:
-    config = ForestConfig(n_trees=7, sample_size=24, shingle_size=3, seed=4)
+    config = ForestConfig(
+        n_trees=7, sample_size=24, shingle_size=3, seed=4, raw_score="codisp", insert_every=1
+    )
     slots, vals = _stream(5, 90)
     gpu = Forest(config, capacity=5, backend="gpu")
     gpu.add_series(5)
@@ -104,7 +110,7 @@ import numpy as np, warnings
 warnings.simplefilter("ignore")
 from detector.config import ForestConfig
 from detector.forest import Forest, check_state
-config = ForestConfig(n_trees=2, sample_size=6, shingle_size=2, seed=3)
+config = ForestConfig(n_trees=2, sample_size=6, shingle_size=2, seed=3, raw_score="codisp", insert_every=1)
 rng = np.random.default_rng(1)
 slots = np.array([0, 1, 0, 0, 1, 1, 0, 1] * 3)
 vals = np.round(rng.normal(size=slots.size), 1)

@@ -14,7 +14,7 @@ from detector.errors import DetectorError, StateVersionError
 from detector.forest import STATE_VERSION, Forest, check_state
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden" / "forest_state_v1.npz"
-CONFIG = ForestConfig(n_trees=3, sample_size=8, shingle_size=2, seed=5)
+CONFIG = ForestConfig(n_trees=3, sample_size=8, shingle_size=2, seed=5, raw_score="codisp", insert_every=1)
 #: The stream the golden state was made from, then the values scored after loading it.
 HISTORY = np.r_[np.sin(np.arange(20) / 2.0) * 3, np.full(6, 1.5), [9.0, -2.0, 1.5, 1.5]]
 FUTURE = np.array([0.5, 1.5, 1.5, 7.0, -3.0, 0.0, 0.25, 1.5, 2.0, 2.5])

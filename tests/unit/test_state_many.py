@@ -25,7 +25,7 @@ from detector.forest import MANY_STATE_KIND, Forest, check_state
 from streams.checkpoint import Checkpoint, CheckpointError, CheckpointStore, dumps, loads
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden"
-FOREST = ForestConfig(n_trees=4, sample_size=16, shingle_size=3, seed=11)
+FOREST = ForestConfig(n_trees=4, sample_size=16, shingle_size=3, seed=11, raw_score="codisp", insert_every=1)
 T0 = 1_700_000_000_000
 
 
@@ -154,7 +154,9 @@ def test_a_corrupt_or_foreign_many_state_is_refused_and_adds_nothing() -> None:
 
 
 MODEL = ModelConfig(
-    forest=ForestConfig(n_trees=3, sample_size=16, shingle_size=2, seed=7),
+    forest=ForestConfig(
+        n_trees=3, sample_size=16, shingle_size=2, seed=7, raw_score="codisp", insert_every=1
+    ),
     scoring=ScoringConfig(learning_points=10, confidence_points=50.0),
 )
 GOLDEN_KEYS = ("full-a", "full-b", "flat", "young")
@@ -295,7 +297,7 @@ import numpy as np, warnings
 warnings.simplefilter("ignore")
 from detector.config import ForestConfig
 from detector.forest import Forest
-config = ForestConfig(n_trees=2, sample_size=6, shingle_size=2, seed=3)
+config = ForestConfig(n_trees=2, sample_size=6, shingle_size=2, seed=3, raw_score="codisp", insert_every=1)
 slots = np.array([0, 1, 2, 0, 0, 1, 1, 0, 1] * 3)
 vals = np.round(np.sin(np.arange(slots.size)), 1)
 vals[::5] = 0.5
