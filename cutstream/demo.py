@@ -30,8 +30,6 @@ SCENARIOS: dict[str, dict[str, Any]] = {
         "measures": [{"field": "quantity", "aggregation": "sum"}],
         "window_ms": 3_600_000,
         "idle_timeout_ms": 5_000,
-        # sales counts with lone spikes: weigh the newest raw score on its own too (see the README)
-        "model": {"scoring": {"spike_weight": 1.0}},
     },
     "hosts": {
         "name": "hosts",
@@ -41,7 +39,6 @@ SCENARIOS: dict[str, dict[str, Any]] = {
         "measures": [{"field": "cpu", "aggregation": "avg"}, {"field": "latency_ms", "aggregation": "avg"}],
         "window_ms": 3_600_000,
         "idle_timeout_ms": 5_000,
-        "model": {"scoring": {"spike_weight": 0.5}},
     },
 }
 

@@ -30,7 +30,8 @@ class ForestConfig(BaseModel):
         ge=1,
         le=256,
         description="each tree takes every n-th point (trees take turns), so its sample spans "
-        "sample_size * insert_every points; every point is scored by every tree",
+        "sample_size * insert_every points; every point is scored by every tree (when not given: "
+        "10, or n_trees when fewer, or 1 for codisp)",
     )
     raw_score: Literal["isolation", "codisp"] = Field(
         default="isolation",
@@ -40,6 +41,19 @@ class ForestConfig(BaseModel):
     seed: int = Field(
         default=0, ge=0, description="one seed for the whole forest; a seeded run repeats to the bit"
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_insert_every(cls, data: object) -> object:
+        # An unspecified insert_every follows the other settings, so that a small forest or the
+        # codisp score is valid as written.
+        if isinstance(data, dict) and "insert_every" not in data:
+            n_trees = data.get("n_trees", 32)
+            if data.get("raw_score") == "codisp":
+                return {**data, "insert_every": 1}
+            if isinstance(n_trees, int) and n_trees < 10:
+                return {**data, "insert_every": max(1, n_trees)}
+        return data
 
     @model_validator(mode="after")
     def _check_layout(self) -> ForestConfig:
@@ -63,7 +77,7 @@ class ForestConfig(BaseModel):
 
 
 class ScoringConfig(BaseModel):
-    """How raw forest scores become anomalyScore 0–100, a decision and a confidence."""
+    """How a point becomes anomalyScore 0-100, a decision and a confidence (detector/normalize.py)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -71,7 +85,16 @@ class ScoringConfig(BaseModel):
         default=70.0, ge=0.0, le=100.0, description="anomalyDecision = 1 when anomalyScore > this"
     )
     learning_points: int = Field(
-        default=64, ge=1, description="points a series' model must process before it leaves LEARNING"
+        default=64, ge=1, description="points a series' model must learn before it leaves LEARNING"
+    )
+    learning_ms: int = Field(
+        default=86_400_000,
+        ge=0,
+        description="... and the event time they must span (a day: the daily rhythm is not news "
+        "once a full day has been seen), unless learning_max_points come first",
+    )
+    learning_max_points: int = Field(
+        default=2_880, ge=1, description="points after which LEARNING ends whatever time they span"
     )
     direction: Literal["both", "up", "down"] = Field(
         default="both", description="report spikes only (up), dips only (down) or both"
@@ -79,63 +102,31 @@ class ScoringConfig(BaseModel):
     min_relative_change: float = Field(
         default=0.0, ge=0.0, description="suppress decisions when |actual-expected|/|expected| is below this"
     )
-    avg_points: int = Field(
-        default=5,
-        ge=1,
-        le=64,
-        description="raw scores averaged before they are judged (damps one-point blips)",
-    )
-    raw_log_offset: float = Field(
-        default=2.0,
-        ge=0.0,
-        description="judge log(raw + this) instead of the raw score (0 = raw); tames CoDisp's heavy tail",
-    )
-    history_points: float = Field(
-        default=3000.0,
-        ge=2.0,
-        description="horizon (points) of the EW mean/variance each new smoothed raw score is judged against",
+    seasonal: bool = Field(
+        default=True,
+        description="learn the series' hour-of-day, hour-of-week and 5-minute-of-day profiles (used "
+        "where they predict better than the plain level)",
     )
     value_weight: float = Field(
-        default=0.33,
-        ge=0.0,
-        le=1.0,
-        description="weight of the value's own surprise (distance from its EW level) next to the "
-        "forest's; 0 = off",
+        default=1.0, ge=0.0, description="weight of the value channels (distance from the expected value)"
     )
-    value_history_points: float = Field(
-        default=200.0, ge=2.0, description="horizon (points) of the EW mean/variance of the value itself"
-    )
+    forest_weight: float = Field(default=1.0, ge=0.0, description="weight of the forest channel")
     surprise_at_100: float = Field(
         default=8.7,
         gt=0.0,
         description="-log10 tail probability that maps to anomalyScore 100 (linear below; 70 ~ p=1e-6)",
     )
     suppress_points: int = Field(
-        default=75,
+        default=100,
         ge=0,
-        description="after an alert, hold the series' scores below suppress_cap*threshold this many points",
+        description="after an alert, hold the series' scores below suppress_cap*threshold this many "
+        "points, unless new evidence breaks through (the other direction, or far stronger)",
     )
     suppress_cap: float = Field(
         default=0.7,
         ge=0.0,
         le=1.0,
         description="cap on scores during suppression, as a fraction of the threshold",
-    )
-    suppress_break_sigma: float = Field(
-        default=8.0,
-        ge=0.0,
-        description="during suppression, a value this many standard deviations from the series' "
-        "long-run level is still reported (a new spike, not an echo); 0 = suppress everything",
-    )
-    spike_weight: float = Field(
-        default=0.0,
-        ge=0.0,
-        description="weight of the newest raw score alone (a lone spike) beside the smoothed score; 0 = off",
-    )
-    expected_value: Literal["auto", "forest", "time_of_day"] = Field(
-        default="auto",
-        description="expectedValue source: the forest's imputation from the previous shingle values, "
-        "the series' time-of-day profile (EW mean per UTC hour), or auto = forest unless shingle_size is 1",
     )
     confidence_points: float = Field(
         default=1000.0, gt=0.0, description="points after which the model's confidence stops growing"

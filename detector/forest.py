@@ -1,9 +1,11 @@
 """The batched online Random Cut Forest: S series × T trees in preallocated arrays.
 
-Each series keeps a sliding window of its last ``sample_size`` shingled points, and every tree of
-the series holds that same window (rrcf's streaming example, the reference): a step deletes the
-oldest point from every tree, inserts the newest and scores it with rrcf's collusive displacement
-(CoDisp), averaged over the trees. The trees differ only by their random cuts. See
+By default (``raw_score="isolation"``) each series keeps its last ``sample_size * insert_every``
+shingled points; the trees take turns at them (each point goes to one class of trees, so a tree
+holds ``sample_size`` points spread over the whole history), and every new point is scored by
+every tree before it is stored, with AWS RCF's isolation score averaged over the trees. With
+``raw_score="codisp"`` (and ``insert_every=1``) every tree holds the same sliding window (rrcf's
+streaming example) and a point is scored by its collusive displacement as it is inserted. See
 docs/ARCHITECTURE.md, "Detector engine", for the layout and the choices.
 
 Example:
@@ -497,22 +499,7 @@ class Forest:
     def from_state(self, state: dict[str, Any]) -> int:
         """Add a series from :meth:`to_state`'s dict; returns its new slot."""
         self._check_header(state, STATE_KIND, STATE_VERSION)
-        used = np.shape(state["left"])[1]
-        many: dict[str, Any] = {
-            "kind": MANY_STATE_KIND,
-            "version": MANY_STATE_VERSION,
-            "config": state["config"],
-            "uid": np.array([int(state["uid"])], dtype=np.uint64),
-            "used": np.array([used], dtype=np.int64),
-        }
-        for name in _SERIES_STATE[1:]:
-            many[name] = np.asarray(state[name])[None]
-        for name in ("root", "free_head", "n_alloc"):
-            many[name] = np.asarray(state[name]).reshape(1, self._T)
-        for name in _NODE_FIELDS:
-            field = np.asarray(state[name])
-            many[name] = field.reshape(self._T * used, *field.shape[2:])
-        return int(self.from_state_many(many)[0])
+        return int(self.from_state_many(one_to_many(state, self._T))[0])
 
     def _row_chunks(
         self, trees: np.ndarray[Any, Any], rows: np.ndarray[Any, Any]
@@ -624,6 +611,35 @@ _NODE_DTYPES = {
     "cut_dim": np.uint8,
     "cut_value": np.float32,
 }
+
+
+def one_to_many(state: dict[str, Any], n_trees: int) -> dict[str, Any]:
+    """A one-series state (:meth:`Forest.to_state`) in the many-series layout (one row)."""
+    used = np.shape(state["left"])[1]
+    many: dict[str, Any] = {
+        "kind": MANY_STATE_KIND,
+        "version": MANY_STATE_VERSION,
+        "config": state["config"],
+        "uid": np.array([int(state["uid"])], dtype=np.uint64),
+        "used": np.array([used], dtype=np.int64),
+    }
+    for name in _SERIES_STATE[1:]:
+        many[name] = np.asarray(state[name])[None]
+    for name in ("root", "free_head", "n_alloc"):
+        many[name] = np.asarray(state[name]).reshape(1, n_trees)
+    for name in _NODE_FIELDS:
+        field = np.asarray(state[name])
+        many[name] = field.reshape(n_trees * used, *field.shape[2:])
+    return many
+
+
+def concat_many(states: list[dict[str, Any]]) -> dict[str, Any]:
+    """Several many-series states of one config as one (series after series)."""
+    out = {k: states[0][k] for k in ("kind", "version", "config")}
+    for name in states[0]:
+        if name not in out:
+            out[name] = np.concatenate([np.asarray(s[name]) for s in states])
+    return out
 
 
 def check_state(state: dict[str, Any]) -> None:

@@ -1,110 +1,222 @@
-"""Streaming normalization of raw forest scores into anomalyScore 0–100, a decision and a confidence.
+"""The scoring stage around the forest: a series' expected value, anomalyScore 0-100, the decision.
 
-A raw RCF score has no fixed scale: it depends on the series, the forest's size and the shingle.
-Each series therefore keeps a few numbers about its own recent raw scores, and a new score is
-judged against them, as HTM's "anomaly likelihood" does (the step that took HTM from 53.6 to 70.1 on
-NAB):
+A point is judged by two channels, each on a common scale of *surprise* (``-log10`` of how likely
+a point at least this unusual is, for this series):
 
-1. **Smoothing.** ``a_t`` = mean of the last ``avg_points`` raw scores (a short window: one-point
-   blips in the raw score are damped, a sustained change is not).
-2. **Distribution.** Exponentially weighted mean and variance of ``a`` over the series' history, with
-   weight ``max(1/n, 1/history_points)``: the exact running mean and variance at first, forgetting
-   slowly once ``history_points`` points have been seen. O(1) state per series (HTM keeps a window of
-   8640 scores; a long EW window scored the same on the NAB dev subset and costs 16 bytes).
-3. **Surprise.** The Gaussian upper-tail probability ``p = Q((a_t - mean) / std)`` of the new smoothed
-   score (only high raw scores are anomalous) becomes ``surprise = -log10(p)`` and
-   ``anomalyScore = 100 * min(1, surprise / surprise_at_100)``. With the defaults, 70 means
-   ``p ≈ 10^-6``: the score reads the same on every series, whatever its raw scale.
-4. **Decision.** ``anomalyDecision = 1`` when ``anomalyScore > threshold`` and the point passes the
-   optional filters: ``direction`` (``up``: value above the expected value; ``down``: below) and
-   ``min_relative_change`` (``|value - expected| / |expected|`` at least this).
-5. **Alert suppression.** After a decision, the series' scores are held at or below
-   ``suppress_cap * threshold`` for ``suppress_points`` points: one incident, one alert (HTM filters its
-   likelihood the same way). The raw score is still reported as ``rawScore``.
+**The value channel** (``prepare``, before the forest; ``judge``, after it) asks how far the value
+is from what this series does at this time:
 
-The moments are updated with the current point *after* it is scored, so a point is judged only by
-what came before it (causal, and an anomaly cannot hide itself).
+1. *Transform.* ``x = sign(v) * log(1 + |v| / c)`` with ``c`` the series' typical magnitude
+   (mean ``|v|`` of its first points): linear near zero, logarithmic for large values, so that
+   heavy-tailed latencies and byte counts are judged in relative terms and a count's noise does
+   not grow with its level.
+2. *Expected value.* Four models of ``x`` are kept per series and the one that has predicted it
+   best is used: the level (an EW mean over ~200 points), the hour of day and the hour of week
+   (EW means per bucket over days and weeks, linearly interpolated between bucket centres) and the
+   5-minute slot of the day (sharp daily shapes, a daily batch job). The choice is global (which
+   model has the lower EW absolute error over the last ~1000 points) and then local: in a week
+   hour where the weekly model beats the daily one, or in a day slot where the slot beats the
+   rest, that one is used there (weekends, batch jobs). The scale ``S`` is the chosen model's EW
+   absolute deviation, floored by 70 % of the series' 99th-percentile residual / 2.58 and by 2 %
+   of its overall spread (a step in a constant series is not infinitely unusual).
+3. *Evidence.* ``z = (x - E) / S``; the instant channel judges ``|z|``, the sustained channel the
+   mean of the last 5 residuals (a shift or a silence of a few windows). Each is calibrated to the
+   series' own tail: the EW frequency with which it exceeded each of 28 levels (over ~10,000
+   points) replaces the Gaussian tail probability where the series has exceeded that level at
+   least 10 times, and the Gaussian shape carries on beyond (``_surprise``). A series whose
+   outliers are common thus learns that they are; a series that never had one keeps the Gaussian.
 
-State lives in flat per-slot arrays (structure of arrays), so that thousands of series advance in one
-compiled loop over the batch's points, in input order (a series may repeat within a batch).
+**The forest channel** judges the forest's raw isolation score: the mean of the last 2 raw scores
+against their EW mean and variance over ~3000 points (upper tail only), as HTM's anomaly
+likelihood does. The forest reads the value with the seasonal part of the expectation removed, so
+that the daily rhythm is not news to it. Its evidence counts for a decision only where the value
+channel sees the point as at least a little unusual (calibrated surprise 2, about p = 1 %), and it
+is weighted by how often, on this series, its high scores came with such value evidence (a
+Bayesian ratio with 3 agreeing points as prior, squared): on a heavy-tailed series where the
+forest isolates every large value, its voice fades.
+
+``anomalyScore = 100 * min(1, max(channels) / surprise_at_100)``; the decision is ``anomalyScore >
+threshold`` with the optional ``direction`` and ``min_relative_change`` filters. After an alert a
+series' scores are held below the threshold for ``suppress_points`` points (one incident, one
+alert), unless new evidence breaks through: the value moves the other way, or is 1,000 times less
+likely than the alert's. A series is in ``LEARNING`` (score 0) until it has ``learning_points``
+points spanning ``learning_ms`` of event time (or ``learning_max_points`` points).
+
+Each point is judged by what came before it (the models learn after judging: causal), and the
+state lives in per-slot arrays so that a batch of many series is one compiled loop.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 import numba
 import numpy as np
 
-#: Version of the per-series normalizer state written by ``NormalizerState.get``.
-STATE_VERSION = 1
-
-_NEVER = np.int64(1) << np.int64(40)  # "points since the last alert" for a series that never alerted
-_SQRT2 = math.sqrt(2.0)
+#: Version of the normalizer's per-series state (``NormalizerState.columns``).
+STATE_VERSION = 2
 
 DIRECTION_CODES = {"both": 0, "up": 1, "down": 2}
+#: ``ScoreBatch.reason`` codes: which channel carried the point's score.
+REASONS = ("", "value", "sustained", "forest", "shift")
 
-#: Buckets of the time-of-day profile behind ``expectedValue`` without shingle context (hours).
-TOD_BUCKETS = 24
-_MS_PER_DAY = 86_400_000
-#: Samples a time-of-day bucket needs before it is trusted over the plain EW level.
-_TOD_MIN_COUNT = 3.0
+_NEVER = np.int64(1) << np.int64(40)
+_SQRT2 = math.sqrt(2.0)
+_MS_HOUR = 3_600_000
+_MS_DAY = 86_400_000
+_MS_WEEK = 7 * _MS_DAY
+_MS_SLOT = 300_000  # the day's fine slots: 5 minutes
+_MONDAY = 3 * _MS_DAY  # the epoch was a Thursday: + 3 days puts Monday 00:00 at week hour 0
+N_DAY, N_WEEK, N_SLOT = 24, 168, 288
+#: Levels at which each channel's exceedance frequency is tracked (calibration).
+LEVELS = np.array(
+    [0.5, 1, 1.5, 2, 2.5, 3, 3.5, 4, 4.5, 5, 6, 7, 8, 10, 12, 15, 20, 25, 30, 40, 50, 70, 100, 150, 200]
+    + [300, 500, 1000],
+    dtype=np.float64,
+)
+N_LEVELS = LEVELS.shape[0]
+#: Sustained channel: residuals averaged.
+MEAN_POINTS = 5
+#: Shift channel: EW mean of the clipped residuals over about this many points.
+SHIFT_POINTS = 30.0
+_SHIFT_CLIP = 4.0
+_SHIFT_REARM = 2.0  # after an alert the shift channel waits until its mean is back within this
+#: Models and their EW horizons.
+_LEVEL_POINTS = 200.0  # the level model
+_SELECT_POINTS = 1000.0  # the models' errors, for the global choice
+_DAY_MEMORY = 3.0  # days, of the hour-of-day profile and the day slots
+_WEEK_MEMORY = 2.0  # weeks, of the hour-of-week profile
+_MIN_COUNT = 3.0  # samples an hour bucket needs before it predicts
+_MIN_SLOT_COUNT = 2.0  # ... and a 5-minute slot
+_SELECT_DAY, _SELECT_WEEK, _SELECT_SLOT = 0.8, 0.9, 0.9  # error ratios a finer model must beat
+_LOCAL_RATIO = 0.7  # ... and locally
+_CLIP = 4.0  # residuals are clipped at this many scales when they update a model
+_SPREAD_POINTS = 2000.0
+_SPREAD_FLOOR = 0.02
+_Q_LEVEL, _Q_RATE, _Q_FLOOR = 0.99, 0.01, 0.7
+_TRANSFORM_POINTS = 64
+FOREST_SYMLOG = False
+#: Forest channel.
+_RAW_POINTS = 2
+_FOREST_HISTORY = 3000.0
+#: Calibration.
+_CALIB_POINTS = 10_000.0
+_CALIB_EVIDENCE = 10.0
+#: Forest trust: an alarm-level forest surprise, the value evidence that agrees with it, the prior.
+_TRUST_FOREST, _TRUST_VALUE, _TRUST_PRIOR = 6.0, 3.0, 3.0
+#: A new alert breaks through suppression at this much more surprise (1,000 times less likely).
+_BREAK_MARGIN = 3.0
 
 
 @dataclass(frozen=True)
 class NormalizerParams:
-    """The scoring stage's parameters, flattened from ``ScoringConfig`` for the compiled loop."""
+    """The scoring stage's parameters, flattened from ``ScoringConfig`` for the compiled loops."""
 
     threshold: float
     learning_points: int
+    learning_ms: float
+    learning_max_points: int
     direction: int
     min_relative_change: float
-    avg_points: int
-    raw_log_offset: float
-    history_points: float
-    value_weight: float
-    value_history_points: float
     surprise_at_100: float
     suppress_points: int
     suppress_cap: float
     confidence_points: float
     missing_confidence: float
-    suppress_break_sigma: float = 0.0
-    spike_weight: float = 0.0
+    seasonal: bool
+    forest_weight: float
+    value_weight: float
+    #: Internal (tuned; not settings): the forest's evidence needs value evidence this strong, and
+    #: is weighted by its agreement ratio to this power (0 = not weighted); suppression may be
+    #: broken through by new, different or much stronger evidence.
+    forest_gate: float = 2.0
+    forest_trust_power: float = 2.0
+    break_through: int = 1
+    trust_gated: bool = True
+    tail_fit: int = 0
+    trust_prior: float = 3.0
+    shift_weight: float = 0.0
+    shift_support: bool = False
+    shift_rearm: bool = True
+    shift_points: float = SHIFT_POINTS
 
 
 class NormalizerState:
-    """Per-slot arrays of the normalizer; a slot is a row, grown on demand.
+    """Per-slot arrays of both passes (structure of arrays); a slot is a row, grown on demand."""
 
-    Attributes (``C`` = capacity):
-        recent: float64[C, avg_points] — the last raw scores (ring buffer).
-        mean, var: float64[C] — EW moments of the smoothed raw score.
-        n_seen: int64[C] — points processed by the series (``processedDataPoints``).
-        since_alert: int64[C] — points since the last decision.
-        missing_rate: float64[C] — EW share of missing points over the last ~100.
-    """
+    #: name -> (trailing shape, dtype, fill). Scalars are float64/int64; the profiles float32.
+    SPEC: dict[str, tuple[tuple[int, ...], Any, float]] = {
+        # counters and clocks: points processed (processedDataPoints) and points the models learned
+        # (they restart at 0 when an older state is upgraded: the models must learn again)
+        "n_seen": ((), np.int64, 0),
+        "n_model": ((), np.int64, 0),
+        "t_first": ((), np.int64, 0),
+        "t_last": ((), np.int64, 0),
+        "cadence": ((), np.float64, 0.0),
+        "c_sum": ((), np.float64, 0.0),
+        "c_n": ((), np.int64, 0),
+        # level and spread
+        "level": ((), np.float64, 0.0),
+        "level_dev": ((), np.float64, 0.0),
+        "spread_mean": ((), np.float64, 0.0),
+        "spread_dev": ((), np.float64, 0.0),
+        "q99": ((), np.float64, 0.0),
+        # model errors and counts (global choice)
+        "err": ((4,), np.float64, 0.0),
+        "err_n": ((4,), np.int64, 0),
+        # profiles
+        "day_mean": ((N_DAY,), np.float32, 0.0),
+        "day_dev": ((N_DAY,), np.float32, 0.0),
+        "day_n": ((N_DAY,), np.float32, 0.0),
+        "week_mean": ((N_WEEK,), np.float32, 0.0),
+        "week_dev": ((N_WEEK,), np.float32, 0.0),
+        "week_n": ((N_WEEK,), np.float32, 0.0),
+        "slot_mean": ((N_SLOT,), np.float32, 0.0),
+        "slot_dev": ((N_SLOT,), np.float32, 0.0),
+        "slot_n": ((N_SLOT,), np.float32, 0.0),
+        # local choice: errors of the slot vs the coarse model per slot, week vs day per week hour
+        "slot_err": ((N_SLOT,), np.float32, 0.0),
+        "coarse_err": ((N_SLOT,), np.float32, 0.0),
+        "week_err": ((N_WEEK,), np.float32, 0.0),
+        "day_err": ((N_WEEK,), np.float32, 0.0),
+        # value channel
+        "recent_z": ((MEAN_POINTS,), np.float64, 0.0),
+        "ex_value": ((N_LEVELS,), np.float32, 0.0),
+        "ex_sustained": ((N_LEVELS,), np.float32, 0.0),
+        "shift_z": ((), np.float64, 0.0),
+        "shift_armed": ((), np.int64, 1),
+        "ex_shift": ((N_LEVELS,), np.float32, 0.0),
+        "calib_n": ((), np.int64, 0),
+        # forest channel
+        "recent_raw": ((_RAW_POINTS,), np.float64, 0.0),
+        "raw_mean": ((), np.float64, 0.0),
+        "raw_var": ((), np.float64, 0.0),
+        "forest_alarms": ((), np.float64, 0.0),
+        "forest_agreed": ((), np.float64, 0.0),
+        # decisions
+        "since_alert": ((), np.int64, int(_NEVER)),
+        "alert_sign": ((), np.int64, 0),
+        "alert_surprise": ((), np.float64, 0.0),
+        "missing_rate": ((), np.float64, 0.0),
+    }
 
-    def __init__(self, avg_points: int, capacity: int = 64) -> None:
-        self.avg_points = avg_points
-        self.recent = np.zeros((0, avg_points))
-        self.mean = np.zeros(0)
-        self.var = np.zeros(0)
-        self.n_seen = np.zeros(0, dtype=np.int64)
-        self.since_alert = np.zeros(0, dtype=np.int64)
-        self.missing_rate = np.zeros(0)
-        self.value_mean = np.zeros(0)
-        self.value_var = np.zeros(0)
-        self.tod_mean = np.zeros((0, TOD_BUCKETS))
-        self.tod_count = np.zeros((0, TOD_BUCKETS))
-        self.level = np.zeros(0)
-        self.level_n = np.zeros(0, dtype=np.int64)
+    def __init__(self, capacity: int = 64) -> None:
+        self.arrays: dict[str, np.ndarray] = {
+            name: np.full((0, *shape), fill, dtype=dt) for name, (shape, dt, fill) in self.SPEC.items()
+        }
         self.ensure(capacity)
+
+    def __getattr__(self, name: str) -> np.ndarray:
+        arrays = self.__dict__.get("arrays")
+        if arrays is not None and name in arrays:
+            return arrays[name]
+        raise AttributeError(name)
 
     @property
     def capacity(self) -> int:
-        return int(self.mean.shape[0])
+        return int(self.arrays["n_seen"].shape[0])
 
     def ensure(self, capacity: int) -> None:
         """Grow the arrays (doubling) so that slots ``< capacity`` exist; new slots are fresh."""
@@ -112,312 +224,565 @@ class NormalizerState:
         if capacity <= old:
             return
         new = max(capacity, 2 * old, 16)
-
-        def grow(a: np.ndarray, fill: Any) -> np.ndarray:
-            out = np.full((new, *a.shape[1:]), fill, dtype=a.dtype)
-            out[:old] = a
-            return out
-
-        self.recent = grow(self.recent, 0.0)
-        self.mean = grow(self.mean, 0.0)
-        self.var = grow(self.var, 0.0)
-        self.n_seen = grow(self.n_seen, 0)
-        self.since_alert = grow(self.since_alert, _NEVER)
-        self.missing_rate = grow(self.missing_rate, 0.0)
-        self.value_mean = grow(self.value_mean, 0.0)
-        self.value_var = grow(self.value_var, 0.0)
-        self.tod_mean = grow(self.tod_mean, 0.0)
-        self.tod_count = grow(self.tod_count, 0.0)
-        self.level = grow(self.level, 0.0)
-        self.level_n = grow(self.level_n, 0)
+        for name, (shape, dt, fill) in self.SPEC.items():
+            grown = np.full((new, *shape), fill, dtype=dt)
+            grown[:old] = self.arrays[name]
+            self.arrays[name] = grown
 
     def reset(self, slots: np.ndarray) -> None:
         """Make ``slots`` fresh (a new series, or one that was evicted)."""
-        self.recent[slots] = 0.0
-        self.mean[slots] = 0.0
-        self.var[slots] = 0.0
-        self.n_seen[slots] = 0
-        self.since_alert[slots] = _NEVER
-        self.missing_rate[slots] = 0.0
-        self.value_mean[slots] = 0.0
-        self.value_var[slots] = 0.0
-        self.tod_mean[slots] = 0.0
-        self.tod_count[slots] = 0.0
-        self.level[slots] = 0.0
-        self.level_n[slots] = 0
+        for name, (_, _, fill) in self.SPEC.items():
+            self.arrays[name][slots] = fill
 
-    def get(self, slot: int) -> dict[str, Any]:
-        """One series' state as plain JSON-able values."""
-        return {
-            "version": STATE_VERSION,
-            "recent": [float(x) for x in self.recent[slot]],
-            "mean": float(self.mean[slot]),
-            "var": float(self.var[slot]),
-            "n_seen": int(self.n_seen[slot]),
-            "since_alert": int(self.since_alert[slot]),
-            "missing_rate": float(self.missing_rate[slot]),
-            "value_mean": float(self.value_mean[slot]),
-            "value_var": float(self.value_var[slot]),
-            "tod_mean": [float(x) for x in self.tod_mean[slot]],
-            "tod_count": [float(x) for x in self.tod_count[slot]],
-            "level": float(self.level[slot]),
-            "level_n": int(self.level_n[slot]),
-        }
+    def columns(self, slots: np.ndarray) -> dict[str, np.ndarray]:
+        """The state of ``slots`` as named arrays (copies; one row per slot)."""
+        return {name: self.arrays[name][slots].copy() for name in self.SPEC}
 
-    def put(self, slot: int, state: dict[str, Any]) -> None:
-        """Restore one series' state written by ``get`` into ``slot``."""
-        from detector.errors import StateVersionError
+    def put_columns(self, slots: np.ndarray, columns: dict[str, Any]) -> None:
+        """Restore what :meth:`columns` returned into ``slots``."""
+        for name, (shape, dt, _) in self.SPEC.items():
+            arr = np.asarray(columns[name], dtype=dt)
+            if arr.shape != (slots.shape[0], *shape):
+                from detector.errors import StateVersionError
 
-        if state.get("version") != STATE_VERSION:
-            raise StateVersionError(
-                f"normalizer state version {state.get('version')!r} is not {STATE_VERSION}; "
-                "start the series fresh (drop its checkpoint)"
-            )
-        recent = np.asarray(state["recent"], dtype=np.float64)
-        if recent.shape != (self.avg_points,):
-            raise StateVersionError(
-                f"normalizer state has {recent.shape[0]} recent scores, this config keeps "
-                f"{self.avg_points}; scoring.avg_points changed since the checkpoint"
-            )
-        self.recent[slot] = recent
-        self.mean[slot] = state["mean"]
-        self.var[slot] = state["var"]
-        self.n_seen[slot] = state["n_seen"]
-        self.since_alert[slot] = state["since_alert"]
-        self.missing_rate[slot] = state["missing_rate"]
-        self.value_mean[slot] = state["value_mean"]
-        self.value_var[slot] = state["value_var"]
-        if "tod_mean" in state:  # absent in the first states written: the profile starts fresh
-            self.tod_mean[slot] = np.asarray(state["tod_mean"], dtype=np.float64)
-            self.tod_count[slot] = np.asarray(state["tod_count"], dtype=np.float64)
-            self.level[slot] = state["level"]
-            self.level_n[slot] = state["level_n"]
+                raise StateVersionError(
+                    f"normalizer state field {name} has shape {arr.shape}, expected "
+                    f"{(slots.shape[0], *shape)}: the checkpoint is corrupt or from another version"
+                )
+            self.arrays[name][slots] = arr
+
+    @property
+    def bytes_per_series(self) -> int:
+        return sum(
+            int(np.prod(shape, dtype=np.int64)) * np.dtype(dt).itemsize for shape, dt, _ in self.SPEC.values()
+        )
+
+
+# --------------------------------------------------------------------------------------------------
+# Tail probabilities
 
 
 @numba.njit(cache=True, nogil=True)
-def _surprise(z: float) -> float:
-    """-log10 of the standard normal upper tail probability at ``z``."""
-    return -math.log10(max(0.5 * math.erfc(z / _SQRT2), 1e-300))
+def _log_tail(z: float, two_sided: bool) -> float:
+    """log10 of the standard normal tail beyond ``z`` (both tails when ``two_sided``)."""
+    p = 0.5 * math.erfc(z / _SQRT2)
+    if two_sided:
+        p *= 2.0
+    return math.log10(max(p, 1e-300))
 
 
 @numba.njit(cache=True, nogil=True)
-def _normalize_kernel(
-    slots: np.ndarray,
-    raw: np.ndarray,
-    values: np.ndarray,
-    expected: np.ndarray,
-    missing: np.ndarray,
-    recent: np.ndarray,
+def _surprise(x: float, ex: np.ndarray, n: int, two_sided: bool, tail: int) -> float:
+    """-log10 p of a statistic ``x >= 0``: the Gaussian tail, or this series' own where it has one.
+
+    The highest level below ``x`` that the series exceeded at least ``_CALIB_EVIDENCE`` times (EW
+    frequency ``ex`` over ~``_CALIB_POINTS`` points) anchors the tail; from there the Gaussian
+    shape carries on: ``p = max(gauss(x), ex[j] * gauss(x) / gauss(L_j))``. Rare events stay as
+    surprising as the Gaussian says; common ones are discounted.
+    """
+    lg = _log_tail(x, two_sided)
+    if n <= 0:
+        return -lg
+    neff = min(float(n), _CALIB_POINTS)
+    j_star = -1
+    for j in range(N_LEVELS):
+        if LEVELS[j] > x:
+            break
+        if ex[j] * neff >= _CALIB_EVIDENCE:
+            j_star = j
+    if j_star < 0:
+        return -lg
+    l_star = LEVELS[j_star]
+    log_ex = math.log10(max(float(ex[j_star]), 1e-300))
+    cand = log_ex + (lg - _log_tail(l_star, two_sided))
+    if tail > 0 and x > l_star:
+        # the series' own decay between half the anchor level and the anchor, carried on
+        j0 = -1
+        for j in range(j_star):
+            if LEVELS[j] <= 0.5 * l_star:
+                j0 = j
+        if j0 >= 0 and ex[j0] > ex[j_star]:
+            drop = math.log10(float(ex[j0])) - log_ex
+            l0 = LEVELS[j0]
+            if tail == 1:  # Gaussian-shaped: log p falls with x^2
+                fit = log_ex - drop * (x * x - l_star * l_star) / (l_star * l_star - l0 * l0)
+            else:  # exponential: log p falls with x
+                fit = log_ex - drop * (x - l_star) / (l_star - l0)
+            cand = max(cand, fit)
+    return -max(lg, cand)
+
+
+@numba.njit(cache=True, nogil=True)
+def _learn_tail(ex: np.ndarray, s: int, x: float, w: float) -> None:
+    for j in range(N_LEVELS):
+        ex[s, j] += w * ((1.0 if x >= LEVELS[j] else 0.0) - ex[s, j])
+
+
+# --------------------------------------------------------------------------------------------------
+# Pass A: the value's expectation (runs before the forest, which reads the adjusted value)
+
+
+@numba.njit(cache=True, nogil=True)
+def _interp(means: np.ndarray, devs: np.ndarray, counts: np.ndarray, s: int, nb: int, pos: float) -> tuple:
+    """(ok, mean, scale) of a cyclic profile at position ``pos`` (bucket units, centres at +0.5)."""
+    p = pos - 0.5
+    if p < 0.0:
+        p += nb
+    b0 = int(p) % nb
+    b1 = (b0 + 1) % nb
+    f = p - math.floor(p)
+    if counts[s, b0] >= _MIN_COUNT and counts[s, b1] >= _MIN_COUNT:
+        m = (1.0 - f) * means[s, b0] + f * means[s, b1]
+        d = 1.2533 * ((1.0 - f) * devs[s, b0] + f * devs[s, b1])
+        return True, float(m), float(d)
+    return False, 0.0, 0.0
+
+
+@numba.njit(cache=True, nogil=True)
+def _ew(
     mean: np.ndarray,
-    var: np.ndarray,
-    n_seen: np.ndarray,
-    since_alert: np.ndarray,
-    missing_rate: np.ndarray,
-    value_mean: np.ndarray,
-    value_var: np.ndarray,
-    threshold: float,
-    learning_points: int,
-    direction: int,
-    min_relative_change: float,
-    raw_log_offset: float,
-    history_points: float,
-    value_weight: float,
-    value_history_points: float,
-    surprise_at_100: float,
-    suppress_points: int,
-    suppress_cap: float,
-    confidence_points: float,
-    missing_confidence: float,
-    suppress_break_sigma: float,
-    spike_weight: float,
-    score: np.ndarray,
-    decision: np.ndarray,
-    confidence: np.ndarray,
-    inference: np.ndarray,
-    processed: np.ndarray,
+    dev: np.ndarray,
+    count: np.ndarray,
+    s: int,
+    b: int,
+    x: float,
+    w: float,
+    cap: float,
+    dev0: float,
+    e: float,
 ) -> None:
-    k = recent.shape[1]
+    """Learn ``x`` into bucket ``b`` of a profile (EW mean and absolute deviation, clipped); a new
+    bucket starts at ``x`` (clipped around the point's expectation ``e``) with the level's
+    deviation ``dev0``."""
+    c = count[s, b] + 1.0
+    count[s, b] = c
+    if c == 1.0:
+        mean[s, b] = min(max(x, e - cap), e + cap)
+        dev[s, b] = dev0
+        return
+    xb = min(max(x, mean[s, b] - cap), mean[s, b] + cap)
+    d = xb - mean[s, b]
+    mean[s, b] += w * d
+    dev[s, b] += w * (abs(d) - dev[s, b])
+
+
+@numba.njit(cache=True, nogil=True)
+def _prepare_kernel(
+    slots, values, ts, seasonal,
+    n_seen, n_model, t_first, t_last, cadence, c_sum, c_n, level, level_dev, spread_mean, spread_dev, q99,
+    err, err_n, day_mean, day_dev, day_n, week_mean, week_dev, week_n, slot_mean, slot_dev, slot_n,
+    slot_err, coarse_err, week_err, day_err,
+    out_z, out_exp, out_scale, out_x, out_adj, out_count, out_seen, out_c,
+):  # fmt: skip
     for j in range(slots.shape[0]):
         s = slots[j]
-        n = n_seen[s]
+        v = values[j]
+        t = ts[j]
+        n = n_model[s]
+        n_seen[s] += 1
+        if n == 0:
+            t_first[s] = t
+        elif t > t_last[s]:
+            d = float(t - t_last[s])
+            cadence[s] = d if cadence[s] == 0.0 else cadence[s] + 0.05 * (d - cadence[s])
+        t_last[s] = t
+        # transform: the typical magnitude is fixed after the first points
+        if c_n[s] < _TRANSFORM_POINTS or c_sum[s] == 0.0:
+            c_sum[s] += abs(v)
+            c_n[s] += 1
+        c = c_sum[s] / c_n[s] if c_sum[s] > 0.0 else 1.0
+        x = math.copysign(math.log1p(abs(v) / c), v)
+        # the models' predictions
+        e_l = level[s]
+        s_l = 1.2533 * level_dev[s]
+        ok_d = ok_w = ok_f = False
+        e_d = s_d = e_w = s_w = e_f = s_f = 0.0
+        hb = (t % _MS_DAY) / _MS_HOUR
+        wb = ((t + _MONDAY) % _MS_WEEK) / _MS_HOUR
+        fb = int((t % _MS_DAY) // _MS_SLOT)
+        wk = int(wb)
+        if seasonal and n > 0:
+            ok_d, e_d, s_d = _interp(day_mean, day_dev, day_n, s, N_DAY, hb)
+            ok_w, e_w, s_w = _interp(week_mean, week_dev, week_n, s, N_WEEK, wb)
+            per_slot_point = max(_MS_SLOT / cadence[s], 1.0) if cadence[s] > 0.0 else 1.0
+            if slot_n[s, fb] >= _MIN_SLOT_COUNT * per_slot_point - 0.5:  # seen on 2 days, not 2 points
+                ok_f = True
+                e_f = float(slot_mean[s, fb])
+                s_f = 1.2533 * float(slot_dev[s, fb])
+        e, sc = e_l, s_l
+        if ok_d and err_n[s, 1] > 50 and err[s, 1] < _SELECT_DAY * err[s, 0]:
+            e, sc = e_d, s_d
+            if ok_w and err_n[s, 2] > 50 and err[s, 2] < _SELECT_WEEK * err[s, 1]:
+                e, sc = e_w, s_w
+        best = err[s, 0]
+        if ok_d and err_n[s, 1] > 50:
+            best = min(best, err[s, 1])
+        if ok_w and err_n[s, 2] > 50:
+            best = min(best, err[s, 2])
+        if ok_f and err_n[s, 3] > 50 and err[s, 3] < _SELECT_SLOT * best:
+            e, sc = e_f, max(s_f, 0.25 * sc)
+        # local choice: the week hour's or the day slot's better model
+        if ok_w and ok_d and week_err[s, wk] > 0.0 and week_err[s, wk] < _LOCAL_RATIO * day_err[s, wk]:
+            e, sc = e_w, s_w
+        if ok_f and slot_err[s, fb] > 0.0 and slot_err[s, fb] < _LOCAL_RATIO * coarse_err[s, fb]:
+            e, sc = e_f, max(s_f, 0.25 * sc)
+        sc = max(sc, _SPREAD_FLOOR * 1.2533 * spread_dev[s], 1e-3 * abs(e), 1e-12)
+        if n > 100:
+            sc = max(sc, _Q_FLOOR * q99[s] / 2.5758)
+        z = (x - e) / sc if n > 0 else 0.0
+        out_z[j] = z
+        out_exp[j] = e
+        out_scale[j] = sc
+        out_x[j] = x
+        # the forest reads the value with the seasonal part of the expectation removed (linear units)
+        out_adj[j] = (
+            (x - (e - e_l) if n > 0 else x)
+            if FOREST_SYMLOG
+            else (v - (_inverse(e, c) - _inverse(e_l, c)) if n > 0 else v)
+        )
+        # learn (after judging)
+        if n > 0:
+            r = abs(x - e)
+            if q99[s] == 0.0:
+                q99[s] = r
+            else:
+                q99[s] += _Q_RATE * max(q99[s], 1e-12) * ((1.0 if r > q99[s] else 0.0) - (1.0 - _Q_LEVEL))
+            g = max(1.0 / (n + 1), 1.0 / _SELECT_POINTS)
+            err[s, 0] += g * (abs(x - e_l) - err[s, 0])
+            err_n[s, 0] += 1
+            if ok_d:
+                _ew_model_err(err, err_n, s, 1, abs(x - e_d))
+            if ok_w:
+                _ew_model_err(err, err_n, s, 2, abs(x - e_w))
+            if ok_f:
+                _ew_model_err(err, err_n, s, 3, abs(x - e_f))
+            per_slot_day = max(_MS_SLOT / cadence[s], 1.0) if cadence[s] > 0.0 else 1.0
+            wl = 1.0 / (_DAY_MEMORY * per_slot_day)
+            coarse = e_w if ok_w else (e_d if ok_d else e_l)
+            if ok_f:
+                _ew_err(slot_err, s, fb, abs(x - e_f), wl)
+                _ew_err(coarse_err, s, fb, abs(x - coarse), wl)
+            if ok_w and ok_d:
+                per_hour = max(_MS_HOUR / cadence[s], 1.0) if cadence[s] > 0.0 else 1.0
+                ww = 1.0 / (_WEEK_MEMORY * per_hour)
+                _ew_err(week_err, s, wk, abs(x - e_w), ww)
+                _ew_err(day_err, s, wk, abs(x - e_d), ww)
+        n += 1
+        n_model[s] = n
+        out_count[j] = n
+        out_seen[j] = n_seen[s]
+        out_c[j] = c
+        cap = _CLIP * sc
+        xc = min(max(x, e - cap), e + cap) if n > 2 else x
+        b = max(1.0 / n, 1.0 / _LEVEL_POINTS)
+        dl = xc - level[s] if n > 1 else x - level[s]
+        level[s] += b * dl
+        level_dev[s] += b * (abs(dl) - level_dev[s])
+        g2 = max(1.0 / n, 1.0 / _SPREAD_POINTS)
+        dg = x - spread_mean[s]
+        spread_mean[s] += g2 * dg
+        spread_dev[s] += g2 * (abs(dg) - spread_dev[s])
+        if seasonal:
+            per_hour = max(_MS_HOUR / cadence[s], 1.0) if cadence[s] > 0.0 else 1.0
+            per_slot = max(_MS_SLOT / cadence[s], 1.0) if cadence[s] > 0.0 else 1.0
+            hd = int(hb)
+            _ew(
+                day_mean,
+                day_dev,
+                day_n,
+                s,
+                hd,
+                x,
+                max(1.0 / (day_n[s, hd] + 1.0), 1.0 / (_DAY_MEMORY * per_hour)),
+                cap,
+                level_dev[s],
+                e if n > 2 else x,
+            )
+            _ew(
+                week_mean,
+                week_dev,
+                week_n,
+                s,
+                wk,
+                x,
+                max(1.0 / (week_n[s, wk] + 1.0), 1.0 / (_WEEK_MEMORY * per_hour)),
+                cap,
+                level_dev[s],
+                e if n > 2 else x,
+            )
+            _ew(
+                slot_mean,
+                slot_dev,
+                slot_n,
+                s,
+                fb,
+                x,
+                max(1.0 / (slot_n[s, fb] + 1.0), 1.0 / (_DAY_MEMORY * per_slot)),
+                cap,
+                level_dev[s],
+                e if n > 2 else x,
+            )
+
+
+@numba.njit(cache=True, nogil=True)
+def _ew_model_err(err: np.ndarray, err_n: np.ndarray, s: int, k: int, e: float) -> None:
+    err_n[s, k] += 1
+    err[s, k] += max(1.0 / err_n[s, k], 1.0 / _SELECT_POINTS) * (e - err[s, k])
+
+
+@numba.njit(cache=True, nogil=True)
+def _ew_err(arr: np.ndarray, s: int, b: int, e: float, w: float) -> None:
+    if arr[s, b] > 0.0:
+        arr[s, b] += w * (e - arr[s, b])
+    else:
+        arr[s, b] = e + 1e-12
+
+
+@numba.njit(cache=True, nogil=True)
+def _inverse(x: float, c: float) -> float:
+    """The value whose transform is ``x`` (``v = sign(x) * c * (exp(|x|) - 1)``)."""
+    return math.copysign(c * math.expm1(min(abs(x), 700.0)), x)
+
+
+# --------------------------------------------------------------------------------------------------
+# Pass B: judging the point (after the forest)
+
+
+@numba.njit(cache=True, nogil=True)
+def _judge_kernel(
+    slots, raw, z, values, exp_x, scale, ts, missing, counts, seens, mags, p_threshold, p_learning_points, p_learning_ms,
+    p_learning_max, p_direction, p_min_rel, p_s100, p_suppress, p_cap, p_conf_points, p_missing_conf,
+    p_forest_w, p_value_w, p_gate, p_trust_power, p_break, p_trust_gated, p_tail, p_prior, p_shift_w, p_shift_support, p_rearm, p_shift_points,
+    t_first, recent_z, ex_value, ex_sustained, shift_z, shift_armed, ex_shift, calib_n, recent_raw, raw_mean,
+    raw_var, forest_alarms, forest_agreed, since_alert, alert_sign, alert_surprise, missing_rate,
+    score, decision, confidence, inference, processed, expected, low, high, reason, value_score,
+    forest_score,
+):  # fmt: skip
+    s_thr = p_threshold * p_s100 / 100.0
+    # the |z| at which the value channel's Gaussian surprise reaches the threshold: the band
+    z_band = 1.0
+    while -_log_tail(z_band, True) < s_thr and z_band < 40.0:
+        z_band += 0.01
+    for j in range(slots.shape[0]):
+        s = slots[j]
+        n = counts[j]  # points the models have learned, this one included (pass A)
+        processed[j] = seens[j]
         r = raw[j]
-        if not math.isfinite(r) or r < 0.0:
+        if not (r >= 0.0):
             r = 0.0
-        if raw_log_offset > 0.0:
-            r = math.log(r + raw_log_offset)
-        recent[s, n % k] = r
-        m = min(n + 1, k)
+        k = (n - 1) % _RAW_POINTS
+        recent_raw[s, k] = r
+        m = min(n, _RAW_POINTS)
         a = 0.0
         for i in range(m):
-            a += recent[s, i]
+            a += recent_raw[s, i]
         a /= m
-        v = values[j]
-        n += 1
-        n_seen[s] = n
-        processed[j] = n
+        zz = z[j]
+        recent_z[s, (n - 1) % MEAN_POINTS] = zz
+        # the shift channel: an EW mean of the clipped residuals, in units of its own spread
+        alpha = max(1.0 / n, 1.0 / p_shift_points)
+        shift_z[s] += alpha * (min(max(zz, -_SHIFT_CLIP), _SHIFT_CLIP) - shift_z[s])
+        zsh = abs(shift_z[s]) * math.sqrt((2.0 - alpha) / alpha)
+        if zsh < _SHIFT_REARM:
+            shift_armed[s] = 1
         mr = missing_rate[s] + 0.01 * ((1.0 if missing[j] else 0.0) - missing_rate[s])
         missing_rate[s] = mr
-
+        c = mags[j]
+        e = exp_x[j]
+        expected[j] = _inverse(e, c)
+        low[j] = _inverse(e - z_band * scale[j], c)
+        high[j] = _inverse(e + z_band * scale[j], c)
+        t = ts[j]
+        is_inf = n > p_learning_points and ((t - t_first[s]) >= p_learning_ms or n >= p_learning_max)
+        fs = vs = ms = hs = 0.0
         sc = 0.0
-        is_inference = n > learning_points
-        if is_inference and n > 2:
-            # Forest: how unusual is the smoothed raw score for this series (upper tail only).
-            sd = math.sqrt(var[s])
-            surprise = _surprise((a - mean[s]) / sd) if sd > 0.0 else (300.0 if a > mean[s] else 0.0)
-            # Spike: the newest raw score alone, against the smoothed scores' moments widened by
-            # the smoothing (a lone spike is diluted k-fold in the average above).
-            if spike_weight > 0.0 and sd > 0.0:
-                surprise = max(surprise, spike_weight * _surprise((r - mean[s]) / (sd * math.sqrt(k))))
-            # Value: how far the value is from the series' long-run level (both tails), weighted
-            # down; it catches level shifts and spikes a short forest window has got used to.
-            z = 0.0
-            vsd = math.sqrt(value_var[s])
-            if vsd > 0.0:
-                z = abs(v - value_mean[s]) / vsd
-                if value_weight > 0.0:
-                    surprise = max(surprise, value_weight * (_surprise(z) - math.log10(2.0)))
-            sc = 100.0 * min(1.0, max(0.0, surprise / surprise_at_100))
-            # During suppression only a value far outside the series' range breaks through: a new
-            # spike is reported, the echoes of the last one are not.
-            breaks = suppress_break_sigma > 0.0 and z >= suppress_break_sigma
-            if since_alert[s] < suppress_points and not breaks:
-                sc = min(sc, suppress_cap * threshold)
+        why = 0
+        sign = 1
+        s_now = 0.0
+        zb = 0.0
+        zb_sum = 0.0
+        if n > MEAN_POINTS:
+            for i in range(MEAN_POINTS):
+                zb_sum += recent_z[s, i]
+            zb = abs(zb_sum) / math.sqrt(MEAN_POINTS)
+        xf = 0.0
+        sd = math.sqrt(raw_var[s])
+        if sd > 0.0:
+            xf = max((a - raw_mean[s]) / sd, 0.0)
+        if is_inf and n > 2:
+            nc = calib_n[s]
+            v_raw = _surprise(abs(zz), ex_value[s], nc, True, p_tail)
+            m_raw = _surprise(zb, ex_sustained[s], nc, True, p_tail) if n > MEAN_POINTS else 0.0
+            h_raw = _surprise(zsh, ex_shift[s], nc, True, p_tail) if n > p_shift_points else 0.0
+            f_raw = -_log_tail(xf, False)
+            # the forest's voice: gated by value evidence, weighted by its agreement on this series
+            support = max(v_raw, m_raw, h_raw) if p_shift_support else max(v_raw, m_raw)
+            f_gated = f_raw if support >= p_gate else 0.0
+            trust = 1.0
+            if p_trust_power > 0.0:
+                trust = ((forest_agreed[s] + p_prior) / (forest_alarms[s] + p_prior)) ** p_trust_power
+                if (f_gated if p_trust_gated else f_raw) >= _TRUST_FOREST:
+                    forest_alarms[s] += 1.0
+                    if support >= _TRUST_VALUE:
+                        forest_agreed[s] += 1.0
+            fs = p_forest_w * f_gated * trust
+            vs = p_value_w * v_raw
+            ms = p_value_w * m_raw
+            hs = p_shift_w * h_raw if (shift_armed[s] == 1 or not p_rearm) else 0.0
+            s_val = max(vs, ms, hs)
+            s_now = max(fs, s_val)
+            if fs > s_val:
+                why = 3
+            elif vs >= max(ms, hs):
+                why = 1
+            elif ms >= hs:
+                why = 2
+            else:
+                why = 4
+            sc = 100.0 * min(1.0, s_now / p_s100)
+            # the direction of the strongest value evidence (the forest's has none)
+            if vs >= max(ms, hs):
+                sign = 1 if zz > 0.0 else -1
+            elif ms >= hs:
+                sign = 1 if zb_sum > 0.0 else -1
+            else:
+                sign = 1 if shift_z[s] > 0.0 else -1
+            if since_alert[s] < p_suppress:
+                other = s_val > s_thr and sign != alert_sign[s]
+                stronger = s_now > alert_surprise[s] + _BREAK_MARGIN
+                breaks = (p_break >= 1 and other) or (p_break >= 2 and stronger)
+                if not breaks:
+                    sc = min(sc, p_cap * p_threshold)
         dec = 0
-        if is_inference and sc > threshold:
+        if is_inf and sc > p_threshold:
             dec = 1
+            v = values[j]
             diff = v - expected[j]
-            if direction == 1 and not diff > 0.0:
+            if p_direction == 1 and not diff > 0.0:
                 dec = 0
-            elif direction == 2 and not diff < 0.0:
+            elif p_direction == 2 and not diff < 0.0:
                 dec = 0
-            if min_relative_change > 0.0:
+            if p_min_rel > 0.0:
                 base = abs(expected[j])
-                # An expected value of 0 makes any change infinitely large (and no change none).
                 rel = abs(diff) / base if base > 0.0 else (math.inf if diff != 0.0 else 0.0)
-                if not rel >= min_relative_change:
+                if not rel >= p_min_rel:
                     dec = 0
         if dec == 1:
             since_alert[s] = 0
+            shift_armed[s] = 0
+            alert_sign[s] = sign
+            alert_surprise[s] = s_now
         elif since_alert[s] < _NEVER:
             since_alert[s] += 1
         score[j] = sc
         decision[j] = dec
-        inference[j] = is_inference
-        conf = 100.0 * min(1.0, n / confidence_points) * (1.0 - mr)
+        inference[j] = is_inf
+        reason[j] = why if sc > 0.0 else 0
+        value_score[j] = 100.0 * min(1.0, max(vs, ms, hs) / p_s100)
+        forest_score[j] = 100.0 * min(1.0, fs / p_s100)
+        conf = 100.0 * min(1.0, n / p_conf_points) * (1.0 - mr)
         if missing[j]:
-            conf *= missing_confidence
+            conf *= p_missing_conf
         confidence[j] = conf
-
-        # Update the moments after scoring: a point is judged only by what came before it.
-        alpha = max(1.0 / n, 1.0 / history_points)
-        d = a - mean[s]
-        mean[s] += alpha * d
-        var[s] = (1.0 - alpha) * (var[s] + alpha * d * d)
-        beta = max(1.0 / n, 1.0 / value_history_points)
-        dv = v - value_mean[s]
-        value_mean[s] += beta * dv
-        value_var[s] = (1.0 - beta) * (value_var[s] + beta * dv * dv)
-
-
-@numba.njit(cache=True, nogil=True)
-def _profile_kernel(
-    slots: np.ndarray,
-    values: np.ndarray,
-    timestamps_ms: np.ndarray,
-    tod_mean: np.ndarray,
-    tod_count: np.ndarray,
-    level: np.ndarray,
-    level_n: np.ndarray,
-    level_points: float,
-    bucket_points: float,
-    expected: np.ndarray,
-) -> None:
-    for j in range(slots.shape[0]):
-        s = slots[j]
-        v = values[j]
-        b = ((timestamps_ms[j] % _MS_PER_DAY) + _MS_PER_DAY) % _MS_PER_DAY * TOD_BUCKETS // _MS_PER_DAY
-        if tod_count[s, b] >= _TOD_MIN_COUNT:
-            expected[j] = tod_mean[s, b]
-        elif level_n[s] > 0:
-            expected[j] = level[s]
-        else:
-            expected[j] = v
-        c = tod_count[s, b] + 1.0
-        tod_count[s, b] = c
-        tod_mean[s, b] += max(1.0 / c, 1.0 / bucket_points) * (v - tod_mean[s, b])
-        level_n[s] += 1
-        level[s] += max(1.0 / level_n[s], 1.0 / level_points) * (v - level[s])
+        # learn after judging: the tails from points that did not alert, the forest's moments
+        if n > 2 and dec == 0:
+            nc = calib_n[s] + 1
+            calib_n[s] = nc
+            w = max(1.0 / nc, 1.0 / _CALIB_POINTS)
+            _learn_tail(ex_value, s, abs(zz), w)
+            if n > MEAN_POINTS:
+                _learn_tail(ex_sustained, s, zb, w)
+            if n > p_shift_points:
+                _learn_tail(ex_shift, s, zsh, w)
+        aw = max(1.0 / n, 1.0 / _FOREST_HISTORY)
+        d = a - raw_mean[s]
+        raw_mean[s] += aw * d
+        raw_var[s] = (1.0 - aw) * (raw_var[s] + aw * d * d)
 
 
-def profile_expected(
-    state: NormalizerState,
-    slots: np.ndarray,
-    values: np.ndarray,
-    timestamps_ms: np.ndarray,
-    level_points: float,
-    bucket_points: float,
-) -> np.ndarray:
-    """The expected value of each point from its series' time-of-day profile, then learn the point.
+# --------------------------------------------------------------------------------------------------
+# The Python side
 
-    Each series keeps the EW mean of its values per hour of the day (UTC) and an EW level; a point's
-    expectation is its hour's mean once that hour has 3 samples, else the level. This serves as
-    ``expectedValue`` when the forest has no context to impute from (shingle size 1).
 
-    Returns:
-        float64[n], aligned with the input; the state is advanced in place, in input order.
-    """
+@dataclass(frozen=True)
+class Prepared:
+    """Pass A's outputs, aligned with the batch: the forest's input and the value's judgement."""
+
+    z: np.ndarray  # float64[n] the value's residual in scales
+    expected_x: np.ndarray  # float64[n] the expectation, transformed
+    scale: np.ndarray  # float64[n] the residual's scale, transformed
+    forest_input: np.ndarray  # float64[n] the value with the seasonal part removed
+    count: np.ndarray  # int64[n] points the series' models have learned, this one included
+    seen: np.ndarray  # int64[n] points the series has processed, this one included
+    magnitude: np.ndarray  # float64[n] the transform's typical magnitude ``c`` for the point
+
+
+def prepare(state: NormalizerState, params: NormalizerParams, slots: np.ndarray, values: np.ndarray,
+            timestamps_ms: np.ndarray) -> Prepared:  # fmt: skip
+    """Judge each value against its series' models and learn it (in input order)."""
     n = slots.shape[0]
-    out = np.empty(n)
+    out = [np.zeros(n) for _ in range(5)] + [np.zeros(n, np.int64), np.zeros(n, np.int64), np.zeros(n)]
     if n:
-        _profile_kernel(
+        a = state.arrays
+        _prepare_kernel(
             np.ascontiguousarray(slots, dtype=np.int64),
             np.ascontiguousarray(values, dtype=np.float64),
             np.ascontiguousarray(timestamps_ms, dtype=np.int64),
-            state.tod_mean,
-            state.tod_count,
-            state.level,
-            state.level_n,
-            float(level_points),
-            float(bucket_points),
-            out,
+            bool(params.seasonal),
+            *(a[name] for name in _PREPARE_STATE),
+            *out,
         )
-    return out
+    return Prepared(
+        z=out[0],
+        expected_x=out[1],
+        scale=out[2],
+        forest_input=out[4],
+        count=out[5],
+        seen=out[6],
+        magnitude=out[7],
+    )
+
+
+_PREPARE_STATE = (
+    "n_seen", "n_model", "t_first", "t_last", "cadence", "c_sum", "c_n", "level", "level_dev", "spread_mean",
+    "spread_dev", "q99", "err", "err_n", "day_mean", "day_dev", "day_n", "week_mean", "week_dev",
+    "week_n", "slot_mean", "slot_dev", "slot_n", "slot_err", "coarse_err", "week_err", "day_err",
+)  # fmt: skip
+_JUDGE_STATE = (
+    "t_first", "recent_z", "ex_value", "ex_sustained", "shift_z", "shift_armed", "ex_shift", "calib_n",
+    "recent_raw", "raw_mean", "raw_var", "forest_alarms", "forest_agreed", "since_alert",
+    "alert_sign", "alert_surprise", "missing_rate",
+)  # fmt: skip
 
 
 @dataclass
 class NormalizedBatch:
-    """Outputs of ``normalize`` aligned with the input points."""
+    """Outputs of ``judge`` aligned with the input points."""
 
-    anomaly_score: np.ndarray  # float64[n], 0–100
+    anomaly_score: np.ndarray  # float64[n], 0-100
     decision: np.ndarray  # int8[n]
-    confidence: np.ndarray  # float64[n], 0–100
+    confidence: np.ndarray  # float64[n], 0-100
     inference: np.ndarray  # bool[n]
     processed_points: np.ndarray  # int64[n]
+    expected_value: np.ndarray  # float64[n], in the value's units
+    expected_low: np.ndarray  # float64[n], the band a value is judged normal in
+    expected_high: np.ndarray
+    reason: np.ndarray  # int8[n], REASONS index
+    value_score: np.ndarray  # float64[n], the value channels' score 0-100
+    forest_score: np.ndarray  # float64[n], the forest channel's (gated, weighted) score 0-100
 
 
-def normalize(
+def judge(
     state: NormalizerState,
     params: NormalizerParams,
     slots: np.ndarray,
     raw: np.ndarray,
+    prepared: Prepared,
     values: np.ndarray,
-    expected: np.ndarray,
+    timestamps_ms: np.ndarray,
     missing: np.ndarray,
 ) -> NormalizedBatch:
-    """Score a batch of points in input order, advancing each series' normalizer state.
-
-    Args:
-        state: the per-slot arrays (updated in place).
-        params: the scoring parameters.
-        slots: int64[n] slot of each point (a slot may repeat; its points in time order).
-        raw: float64[n] raw forest scores.
-        values: float64[n] the points' values (after missing-value filling).
-        expected: float64[n] the forest's expected values.
-        missing: bool[n] the point is a filled-in missing window.
-
-    Returns:
-        The normalized outputs, aligned with the input.
-    """
+    """Score a batch of points in input order, advancing each series' state (after ``prepare``)."""
     n = slots.shape[0]
     out = NormalizedBatch(
         anomaly_score=np.zeros(n),
@@ -425,42 +790,52 @@ def normalize(
         confidence=np.zeros(n),
         inference=np.zeros(n, dtype=np.bool_),
         processed_points=np.zeros(n, dtype=np.int64),
+        expected_value=np.zeros(n),
+        expected_low=np.zeros(n),
+        expected_high=np.zeros(n),
+        reason=np.zeros(n, dtype=np.int8),
+        value_score=np.zeros(n),
+        forest_score=np.zeros(n),
     )
     if n == 0:
         return out
-    _normalize_kernel(
+    p = params
+    _judge_kernel(
         np.ascontiguousarray(slots, dtype=np.int64),
         np.ascontiguousarray(raw, dtype=np.float64),
+        prepared.z,
         np.ascontiguousarray(values, dtype=np.float64),
-        np.ascontiguousarray(expected, dtype=np.float64),
+        prepared.expected_x,
+        prepared.scale,
+        np.ascontiguousarray(timestamps_ms, dtype=np.int64),
         np.ascontiguousarray(missing, dtype=np.bool_),
-        state.recent,
-        state.mean,
-        state.var,
-        state.n_seen,
-        state.since_alert,
-        state.missing_rate,
-        state.value_mean,
-        state.value_var,
-        float(params.threshold),
-        int(params.learning_points),
-        int(params.direction),
-        float(params.min_relative_change),
-        float(params.raw_log_offset),
-        float(params.history_points),
-        float(params.value_weight),
-        float(params.value_history_points),
-        float(params.surprise_at_100),
-        int(params.suppress_points),
-        float(params.suppress_cap),
-        float(params.confidence_points),
-        float(params.missing_confidence),
-        float(params.suppress_break_sigma),
-        float(params.spike_weight),
-        out.anomaly_score,
-        out.decision,
-        out.confidence,
-        out.inference,
-        out.processed_points,
+        prepared.count,
+        prepared.seen,
+        prepared.magnitude,
+        float(p.threshold),
+        int(p.learning_points),
+        float(p.learning_ms),
+        int(p.learning_max_points),
+        int(p.direction),
+        float(p.min_relative_change),
+        float(p.surprise_at_100),
+        int(p.suppress_points),
+        float(p.suppress_cap),
+        float(p.confidence_points),
+        float(p.missing_confidence),
+        float(p.forest_weight),
+        float(p.value_weight),
+        float(p.forest_gate),
+        float(p.forest_trust_power),
+        int(p.break_through),
+        bool(p.trust_gated),
+        int(p.tail_fit),
+        float(p.trust_prior),
+        float(p.shift_weight),
+        bool(p.shift_support),
+        bool(p.shift_rearm),
+        float(p.shift_points),
+        *(state.arrays[name] for name in _JUDGE_STATE),
+        *(getattr(out, f.name) for f in fields(out)),
     )
     return out

@@ -74,6 +74,13 @@ EXTRA: tuple[RecordField, ...] = (
     RecordField("windowStart", pa.timestamp("ms", tz="UTC"), nullable=False),
     RecordField("missingWindow", pa.bool_(), nullable=False),
     RecordField("warmStarted", pa.bool_(), nullable=False, score="warm_started"),
+    # why: the band the value was judged normal in, the channel that carried the score and each
+    # channel's own score (docs/ARCHITECTURE.md, "Scores")
+    RecordField("expectedLow", pa.float64(), score="expected_low"),
+    RecordField("expectedHigh", pa.float64(), score="expected_high"),
+    RecordField("anomalyReason", pa.string(), score="reason_names"),
+    RecordField("valueScore", pa.float64(), score="value_score"),
+    RecordField("forestScore", pa.float64(), score="forest_score"),
 )
 
 RECORD_FIELDS: tuple[RecordField, ...] = (*CONTRACT, *EXTRA)

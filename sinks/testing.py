@@ -55,5 +55,10 @@ def result_table(
         "windowStart": starts,
         "missingWindow": [False] * n,
         "warmStarted": [False] * n,
+        "expectedLow": [float(e) * 0.9 for e in expected],
+        "expectedHigh": [float(e) * 1.1 for e in expected],
+        "anomalyReason": ["value" if s > 0 else "" for s in scores],
+        "valueScore": [float(s) for s in scores],
+        "forestScore": [0.0] * n,
     }
     return pa.table(rows, schema=RESULT_SCHEMA)

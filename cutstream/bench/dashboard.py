@@ -125,6 +125,11 @@ def generate_results(
                 "windowStart": pa.array(t_ms, pa.timestamp("ms", tz="UTC")),
                 "missingWindow": np.zeros(n, bool),
                 "warmStarted": np.zeros(n, bool),
+                "expectedLow": np.where(learning, np.nan, expected * 0.9),
+                "expectedHigh": np.where(learning, np.nan, expected * 1.1),
+                "anomalyReason": pa.array(np.where(score > 0, "value", "")),
+                "valueScore": score,
+                "forestScore": np.zeros(n),
             }
         ).cast(RESULT_SCHEMA)
         first, last = w0 * n_series, w1 * n_series - 1

@@ -26,7 +26,7 @@ SPEC = DetectorSpec(
     window_ms=60_000,
     model={
         "forest": {"n_trees": 20, "sample_size": 64, "shingle_size": 2, "seed": 3},
-        "scoring": {"learning_points": 40},
+        "scoring": {"learning_points": 40, "learning_ms": 0},
     },
 )
 T0 = 1_767_225_600_000

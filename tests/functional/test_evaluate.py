@@ -32,7 +32,7 @@ CONFIG = {
             "window_ms": W,
             "model": {
                 "forest": {"n_trees": 20, "sample_size": 64, "shingle_size": 2, "seed": 3},
-                "scoring": {"learning_points": 40},
+                "scoring": {"learning_points": 40, "learning_ms": 0},
             },
         }
     ]

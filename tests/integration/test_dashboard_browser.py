@@ -95,7 +95,7 @@ def _worker_run(bootstrap: str, topic: str, group: str, data_dir: Path, webhook:
         idle_timeout_ms=1_000,
         model=ModelConfig(
             forest=ForestConfig(n_trees=20, sample_size=32, shingle_size=1, seed=7),
-            scoring=ScoringConfig(learning_points=16),
+            scoring=ScoringConfig(learning_points=16, learning_ms=0),
         ),
         alerts=AlertsConfig(webhooks=(WebhookConfig(url=webhook),)),
     )

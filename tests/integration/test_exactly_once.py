@@ -49,6 +49,11 @@ COMPARED = [
     "rawScore",
     "missingWindow",
     "warmStarted",
+    "expectedLow",
+    "expectedHigh",
+    "anomalyReason",
+    "valueScore",
+    "forestScore",
 ]
 FAST_FLUSH = [
     "--max-batch",

@@ -46,7 +46,7 @@ def _spec(topic: str) -> Any:
         idle_timeout_ms=1_000,
         model={
             "forest": {"n_trees": 20, "sample_size": 64, "shingle_size": 2, "seed": 11},
-            "scoring": {"learning_points": 30},
+            "scoring": {"learning_points": 30, "learning_ms": 0},
         },
     )
 

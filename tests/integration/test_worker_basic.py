@@ -36,7 +36,7 @@ def _app(bootstrap: str, topic: str, group: str, data_dir: Any) -> Any:
         idle_timeout_ms=1_000,
         model=ModelConfig(
             forest=ForestConfig(n_trees=20, sample_size=32, shingle_size=1, seed=7),
-            scoring=ScoringConfig(learning_points=LEARNING_POINTS),
+            scoring=ScoringConfig(learning_points=LEARNING_POINTS, learning_ms=0),
         ),
     )
     return AppConfig(

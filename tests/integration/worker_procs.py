@@ -68,7 +68,7 @@ def write_config(
                 "idle_timeout_ms": idle_timeout_ms,
                 "model": {
                     "forest": {"n_trees": 10, "sample_size": 32, "shingle_size": 2, "seed": 5},
-                    "scoring": {"learning_points": 12},
+                    "scoring": {"learning_points": 12, "learning_ms": 0},
                 },
             }
         ],

@@ -1,4 +1,5 @@
-"""The scoring stage on its own: raw scores in, anomalyScore / decision / confidence out."""
+"""The scoring stage on its own: values (and the forest's raw scores) in, anomalyScore, decision,
+reason, expected band and confidence out (detector/normalize.py: ``prepare`` then ``judge``)."""
 
 from __future__ import annotations
 
@@ -10,159 +11,228 @@ import pytest
 from detector.config import ModelConfig, ScoringConfig
 from detector.detector import _params
 from detector.errors import StateVersionError
-from detector.normalize import NormalizerState, normalize
+from detector.normalize import REASONS, NormalizerParams, NormalizerState, judge, prepare
 
-RNG = np.random.default_rng(7)
-
-
-def params(**overrides):
-    return replace(_params(ModelConfig(scoring=ScoringConfig())), **overrides)
+MINUTE = 60_000
+VALUE, SUSTAINED, FOREST = (REASONS.index(r) for r in ("value", "sustained", "forest"))
 
 
-def run(raw, values=None, expected=None, missing=None, p=None, state=None, slot=0):
-    n = len(raw)
+def params(**overrides) -> NormalizerParams:
+    """The default scoring stage, out of LEARNING after 64 points whatever time they span."""
+    base = replace(_params(ModelConfig(scoring=ScoringConfig())), learning_ms=0.0)
+    return replace(base, **overrides)
+
+
+def run(values, ts=None, raw=None, missing=None, p=None, state=None, slot=0):
+    values = np.asarray(values, float)
+    n = values.shape[0]
     p = p or params()
-    state = state or NormalizerState(p.avg_points)
-    values = np.zeros(n) if values is None else np.asarray(values, float)
-    expected = np.zeros(n) if expected is None else np.asarray(expected, float)
+    state = state or NormalizerState()
+    state.ensure(slot + 1)
+    ts = np.arange(n, dtype=np.int64) * MINUTE if ts is None else np.asarray(ts, np.int64)
+    raw = np.ones(n) if raw is None else np.asarray(raw, float)
     missing = np.zeros(n, bool) if missing is None else np.asarray(missing, bool)
-    out = normalize(state, p, np.full(n, slot, np.int64), np.asarray(raw, float), values, expected, missing)
-    return out, state
+    slots = np.full(n, slot, np.int64)
+    prep = prepare(state, p, slots, values, ts)
+    return judge(state, p, slots, raw, prep, values, ts, missing), state
 
 
-def noisy_raw(n=600, spike_at=None, spike=30.0):
-    raw = 1.0 + 0.1 * RNG.standard_normal(n)
-    if spike_at is not None:
-        raw[spike_at] += spike
-    return raw
+def noisy(n=1000, seed=7, level=100.0, sd=1.0):
+    return level + sd * np.random.default_rng(seed).standard_normal(n)
 
 
-def test_learning_scores_zero_then_inference():
-    out, _ = run(noisy_raw(200, spike_at=10), p=params(learning_points=50))
-    assert np.all(out.anomaly_score[:50] == 0.0)
-    assert not out.inference[:50].any()
-    assert out.inference[50:].all()
-    assert np.array_equal(out.processed_points, np.arange(1, 201))
-    assert not out.decision[:50].any()
+def test_learning_ends_after_enough_points_spanning_a_day():
+    values = noisy(3000)
+    quick, _ = run(values, p=params(learning_points=50))
+    assert np.all(quick.anomaly_score[:50] == 0.0) and not quick.inference[:50].any()
+    assert quick.inference[50:].all()
+    assert np.array_equal(quick.processed_points, np.arange(1, 3001))
+    daily, _ = run(values, p=params(learning_ms=86_400_000.0))  # one-minute points: a day is 1,440
+    assert int(np.argmax(daily.inference)) == 1440 and daily.inference[1440:].all()
+    capped, _ = run(values, p=params(learning_ms=86_400_000.0, learning_max_points=500))
+    assert int(np.argmax(capped.inference)) == 499
 
 
-def test_spike_scores_high_and_ordinary_points_low():
-    out, _ = run(noisy_raw(600, spike_at=500))
-    assert out.anomaly_score[500] > 90.0
-    assert out.decision[500] == 1
-    ordinary = np.delete(out.anomaly_score[100:], [400, 401])
-    assert np.median(ordinary) < 10.0
+def test_a_spike_in_the_value_scores_high_with_its_reason_and_ordinary_points_low():
+    values = noisy(1000)
+    values[800] = 130.0
+    out, _ = run(values)
+    assert out.decision[800] == 1 and out.anomaly_score[800] > 90.0 and out.reason[800] == VALUE
+    assert out.value_score[800] > 90.0
+    ordinary = np.delete(out.anomaly_score[100:], [700])
+    assert np.median(ordinary) < 15.0 and out.decision[100:800].sum() <= 1
     assert out.anomaly_score.min() >= 0.0 and out.anomaly_score.max() <= 100.0
+    assert out.expected_low[800] < 100.0 < out.expected_high[800] < 130.0
+    assert out.expected_value[800] == pytest.approx(100.0, abs=0.5)
 
 
-def test_without_the_log_offset_scores_do_not_depend_on_the_raw_scale():
-    raw = noisy_raw(600, spike_at=450)
-    p = params(raw_log_offset=0.0)
-    a, _ = run(raw, p=p)
-    b, _ = run(raw * 1000.0, p=p)
-    np.testing.assert_allclose(a.anomaly_score, b.anomaly_score, atol=1e-6)
+def test_a_short_dip_too_shallow_for_any_one_point_is_caught_by_the_sustained_channel():
+    values = noisy(1000)
+    depth = 4.0  # each point alone is a 4-sigma event: not enough on its own
+    values[800:806] -= depth
+    out, _ = run(values)
+    assert out.decision[800:806].any()
+    assert SUSTAINED in out.reason[800:806][out.decision[800:806] == 1]
+    one = noisy(1000)
+    one[800] -= depth
+    single, _ = run(one)
+    assert single.decision[800] == 0
 
 
-def test_suppression_holds_scores_below_the_threshold_after_an_alert():
-    raw = noisy_raw(700, spike_at=500)
-    raw[530] += 30.0
-    p = params(suppress_points=100, suppress_cap=0.5)
-    out, _ = run(raw, p=p)
-    assert out.decision[500] == 1
-    assert out.anomaly_score[530] <= 0.5 * p.threshold
-    assert out.decision[501:601].sum() == 0
-    free, _ = run(raw, p=params(suppress_points=0))
-    assert free.decision[530] == 1
+def test_the_daily_rhythm_is_not_news_but_the_same_value_at_night_is():
+    five = 5 * MINUTE
+    n = 288 * 10  # ten days of 5-minute points
+    ts = np.arange(n, dtype=np.int64) * five
+    hour = (ts // 3_600_000) % 24
+    values = np.where((hour >= 9) & (hour < 17), 150.0, 100.0) + noisy(n, sd=1.0) - 100.0
+    night = 288 * 9 + 3 * 12  # day 10, 03:00
+    values[night] = 150.0
+    out, _ = run(values, ts=ts)
+    day_peak = slice(288 * 8 + 9 * 12 + 2, 288 * 8 + 17 * 12 - 2)  # day 9, 09:10-16:50
+    assert out.decision[day_peak].sum() == 0
+    assert out.expected_value[288 * 8 + 12 * 12] == pytest.approx(150.0, abs=2.0)
+    assert out.decision[night] == 1 and out.expected_value[night] == pytest.approx(100.0, abs=2.0)
 
 
-def test_direction_filter_uses_value_against_expected():
-    raw = noisy_raw(600, spike_at=500)
-    values = np.zeros(600)
-    values[500] = -5.0  # a dip
-    up, _ = run(raw, values=values, p=params(direction=1))
-    down, _ = run(raw, values=values, p=params(direction=2))
-    both, _ = run(raw, values=values, p=params(direction=0))
-    assert up.decision[500] == 0
-    assert down.decision[500] == 1
-    assert both.decision[500] == 1
-    assert up.anomaly_score[500] == both.anomaly_score[500]  # the filter gates decisions, not scores
+def test_the_forest_counts_only_where_the_value_is_unusual_too():
+    values = noisy(1000)
+    raw = 1.0 + 0.1 * np.random.default_rng(3).standard_normal(1000)
+    raw[700] = raw[800] = 40.0  # the forest isolates both points
+    values[800] += 4.0  # ... and only this one is a little unusual by value
+    out, _ = run(values, raw=raw)
+    assert out.forest_score[700] == 0.0 and out.decision[700] == 0
+    assert out.forest_score[800] > 90.0 and out.reason[800] == FOREST and out.decision[800] == 1
+    without, _ = run(values, raw=np.ones(1000))
+    assert without.decision[800] == 0  # the value alone would not have alerted
+
+
+def test_a_forest_that_keeps_alarming_without_value_evidence_loses_its_voice():
+    rng = np.random.default_rng(5)
+    values = noisy(4000)
+    raw = 1.0 + 0.1 * rng.standard_normal(4000)
+    noise = rng.choice(np.arange(1000, 3500), 60, replace=False)
+    raw[noise] = 40.0  # the forest alarms often where the value is ordinary
+    raw[3800] = 40.0
+    values[3800] += 4.0
+    trusted, _ = run(values, raw=np.r_[np.ones(3000), raw[3000:]])
+    distrusted, _ = run(values, raw=raw)
+    assert trusted.forest_score[3800] > 90.0
+    assert distrusted.forest_score[3800] < 0.5 * trusted.forest_score[3800]
+
+
+def test_after_an_alert_echoes_are_suppressed_but_a_move_the_other_way_gets_through():
+    values = noisy(1000)
+    values[600] = values[630] = 130.0
+    values[660] = 70.0
+    p = params(suppress_points=100, suppress_cap=0.5, break_through=1)
+    out, _ = run(values, p=p)
+    assert out.decision[600] == 1
+    assert out.anomaly_score[630] <= 0.5 * p.threshold and out.decision[601:660].sum() == 0
+    assert out.decision[660] == 1  # a dip after a spike is new evidence
+    closed, _ = run(values, p=replace(p, break_through=0))
+    assert closed.decision[601:700].sum() == 0
+    free, _ = run(values, p=replace(p, suppress_points=0))
+    assert free.decision[630] == 1
+
+
+def test_direction_filters_decisions_not_scores():
+    values = noisy(1000)
+    values[800] = 70.0  # a dip
+    up, _ = run(values, p=params(direction=1))
+    down, _ = run(values, p=params(direction=2))
+    both, _ = run(values, p=params(direction=0))
+    assert up.decision[800] == 0 and down.decision[800] == 1 and both.decision[800] == 1
+    assert up.anomaly_score[800] == both.anomaly_score[800]
 
 
 def test_min_relative_change_suppresses_trivial_deviations():
-    raw = noisy_raw(600, spike_at=500)
-    values = np.full(600, 100.0)
-    expected = np.full(600, 100.0)
-    values[500] = 101.0  # 1 % off
-    small, _ = run(raw, values=values, expected=expected, p=params(min_relative_change=0.05))
-    assert small.decision[500] == 0
-    values[500] = 120.0  # 20 % off
-    big, _ = run(raw, values=values, expected=expected, p=params(min_relative_change=0.05))
-    assert big.decision[500] == 1
+    values = noisy(1000, sd=0.01)
+    values[800] = 101.0  # 1 % off, but 100 sigma
+    small, _ = run(values, p=params(min_relative_change=0.05))
+    assert small.anomaly_score[800] > 90.0 and small.decision[800] == 0
+    values[800] = 120.0  # 20 % off
+    big, _ = run(values, p=params(min_relative_change=0.05))
+    assert big.decision[800] == 1
 
 
 def test_confidence_grows_and_missing_points_lower_it():
-    raw = noisy_raw(800)
-    out, _ = run(raw, p=params(confidence_points=400.0))
+    values = noisy(800)
+    out, _ = run(values, p=params(confidence_points=400.0))
     assert np.all(np.diff(out.confidence[:400]) > 0)
     assert out.confidence[500] == pytest.approx(100.0)
     missing = np.zeros(800, bool)
     missing[600:620] = True
-    gap, _ = run(raw, missing=missing, p=params(confidence_points=400.0))
+    gap, _ = run(values, missing=missing, p=params(confidence_points=400.0))
     assert gap.confidence[610] < 0.6 * out.confidence[610]
     assert gap.confidence[700] < out.confidence[700]  # the recent gap still weighs
 
 
+def test_calibration_keeps_heavy_tailed_noise_quiet_and_still_sees_the_extreme():
+    rng = np.random.default_rng(11)
+    values = 100.0 + 3.0 * rng.standard_t(3.0, 20_000)  # latencies: outliers are normal here
+    out, _ = run(values)
+    late = out.decision[10_000:]
+    # a robust z-score (median/MAD of the previous hour, |z| > 6) on the same points
+    win = np.lib.stride_tricks.sliding_window_view(values, 60)[:-1]
+    med = np.median(win, axis=1)
+    mad = 1.4826 * np.median(np.abs(win - med[:, None]), axis=1)
+    robust = np.abs(values[60:] - med) / mad > 6.0
+    assert late.sum() <= 3 * 10  # at most 3 in 1,000 points ...
+    assert late.sum() < 0.5 * robust[-10_000:].sum()  # ... and under half the robust z-score's
+    values[19_000] = 100.0 + 3.0 * 400.0  # far beyond anything the series has done
+    spike, _ = run(values)
+    assert spike.decision[19_000] == 1
+
+
+def test_the_band_holds_nearly_every_ordinary_value():
+    values = noisy(3000)
+    out, _ = run(values)
+    inside = (values[500:] >= out.expected_low[500:]) & (values[500:] <= out.expected_high[500:])
+    assert inside.mean() > 0.99
+    assert np.all(out.expected_low[500:] < out.expected_value[500:])
+    assert np.all(out.expected_value[500:] < out.expected_high[500:])
+
+
 def test_repeated_slots_in_one_batch_equal_separate_calls():
-    raw_a, raw_b = noisy_raw(300, spike_at=250), noisy_raw(300, spike_at=200)
+    a_vals, b_vals = noisy(600, seed=1), noisy(600, seed=2, level=5.0)
+    a_vals[500] = 150.0
     p = params()
-    state = NormalizerState(p.avg_points)
-    slots = np.r_[np.zeros(300, np.int64), np.ones(300, np.int64)]
-    order = np.argsort(np.r_[np.arange(300), np.arange(300)], kind="stable")  # interleaved a0 b0 a1 b1 ...
-    z = np.zeros(600)
-    mixed = normalize(state, p, slots[order], np.r_[raw_a, raw_b][order], z, z, np.zeros(600, bool))
-    a, _ = run(raw_a, p=p)
-    b, _ = run(raw_b, p=p)
-    back = np.empty(600)
+    state = NormalizerState()
+    slots = np.r_[np.zeros(600, np.int64), np.ones(600, np.int64)]
+    order = np.argsort(np.r_[np.arange(600), np.arange(600)], kind="stable")  # a0 b0 a1 b1 ...
+    ts = np.r_[np.arange(600), np.arange(600)][order] * MINUTE
+    vals = np.r_[a_vals, b_vals][order]
+    prep = prepare(state, p, slots[order], vals, ts)
+    mixed = judge(state, p, slots[order], np.ones(1200), prep, vals, ts, np.zeros(1200, bool))
+    a, _ = run(a_vals, p=p)
+    b, _ = run(b_vals, p=p)
+    back = np.empty(1200)
     back[order] = mixed.anomaly_score
-    np.testing.assert_array_equal(back[:300], a.anomaly_score)
-    np.testing.assert_array_equal(back[300:], b.anomaly_score)
+    np.testing.assert_array_equal(back[:600], a.anomaly_score)
+    np.testing.assert_array_equal(back[600:], b.anomaly_score)
 
 
 def test_state_round_trip_continues_identically():
-    raw = noisy_raw(600, spike_at=450)
-    full, _ = run(raw)
-    first, state = run(raw[:300])
-    saved = state.get(0)
-    fresh = NormalizerState(state.avg_points)
-    fresh.put(3, saved)
-    rest, _ = run(raw[300:], state=fresh, slot=3)
+    values = noisy(1200)
+    values[1000] = 140.0
+    ts = np.arange(1200, dtype=np.int64) * 5 * MINUTE
+    full, _ = run(values, ts=ts)
+    first, state = run(values[:600], ts=ts[:600])
+    saved = state.columns(np.array([0]))
+    fresh = NormalizerState()
+    fresh.ensure(4)
+    fresh.put_columns(np.array([3]), saved)
+    rest, _ = run(values[600:], ts=ts[600:], state=fresh, slot=3)
     np.testing.assert_array_equal(np.r_[first.anomaly_score, rest.anomaly_score], full.anomaly_score)
-    np.testing.assert_array_equal(rest.processed_points, np.arange(301, 601))
+    np.testing.assert_array_equal(np.r_[first.expected_value, rest.expected_value], full.expected_value)
+    np.testing.assert_array_equal(rest.processed_points, np.arange(601, 1201))
 
 
-def test_state_with_another_version_is_refused():
-    state = NormalizerState(2)
-    saved = state.get(0)
+def test_a_state_of_the_wrong_shape_is_refused():
+    state = NormalizerState()
+    saved = state.columns(np.array([0, 1]))
     with pytest.raises(StateVersionError):
-        state.put(0, {**saved, "version": 99})
+        state.put_columns(np.array([0]), saved)
+    saved["day_mean"] = np.zeros((2, 7))
     with pytest.raises(StateVersionError):
-        NormalizerState(3).put(0, saved)
-
-
-def test_time_of_day_profile_expects_each_hour_its_own_level():
-    from detector.normalize import profile_expected
-
-    hours = np.arange(24 * 10)  # ten days, hourly
-    ts = hours * 3_600_000
-    values = np.where(hours % 24 < 12, 10.0, 50.0)  # a day/night cycle
-    state = NormalizerState(2)
-    exp = profile_expected(state, np.zeros(len(hours), np.int64), values, ts, 200.0, 100.0)
-    assert exp[0] == values[0]  # nothing learned yet: the value itself
-    assert 10.0 < exp[30] < 50.0  # day 2: hour 6 has 1 sample, the EW level stands in
-    np.testing.assert_allclose(exp[24 * 3 :], values[24 * 3 :])  # from day 4 on: the hour's own level
-    restored = NormalizerState(2)
-    restored.put(0, state.get(0))
-    nxt = profile_expected(
-        restored, np.zeros(1, np.int64), np.array([10.0]), np.array([ts[-1] + 3_600_000]), 200.0, 100.0
-    )
-    assert nxt[0] == pytest.approx(10.0)  # hour 0 of day 11, restored from the saved state
+        state.put_columns(np.array([0, 1]), saved)

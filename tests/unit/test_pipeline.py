@@ -15,7 +15,7 @@ from streams.pipeline import DetectorPipeline
 W = 1000
 MODEL = {
     "forest": {"n_trees": 5, "sample_size": 16, "shingle_size": 1, "seed": 2},
-    "scoring": {"learning_points": 4},
+    "scoring": {"learning_points": 4, "learning_ms": 0},
 }
 
 

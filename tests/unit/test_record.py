@@ -24,7 +24,7 @@ def _scored() -> ResultBatch:
         window_ms=1000,
         model={
             "forest": {"n_trees": 5, "sample_size": 16, "shingle_size": 1},
-            "scoring": {"learning_points": 3},
+            "scoring": {"learning_points": 3, "learning_ms": 0},
         },
     )
     pipe = DetectorPipeline(spec)
@@ -62,7 +62,7 @@ def test_slices_share_the_batch() -> None:
 def test_a_table_round_trips_through_the_batch() -> None:
     table = result_table(values=[1.0, float("nan")], scores=[10.0, 90.0])
     batch = ResultBatch.from_table(table)
-    nan_columns = ["aggregatedMeasureValue", "expectedValue"]  # NaN != NaN
+    nan_columns = ["aggregatedMeasureValue", "expectedValue", "expectedLow", "expectedHigh"]  # NaN != NaN
     assert batch.table().drop_columns(nan_columns).equals(table.drop_columns(nan_columns))
     first, second = (json.loads(m) for m in batch.messages())
     assert second["aggregatedMeasureValue"] is None and second["anomalyDecision"] == 1

@@ -1,5 +1,5 @@
-"""After an alert the echoes of an anomaly are suppressed, but a new value far outside the series'
-range still gets through (suppress_break_sigma)."""
+"""One incident, one alert: after an alert the series' echoes are held below the threshold for
+suppress_points, but a different anomaly (a move the other way) still gets through."""
 
 from __future__ import annotations
 
@@ -9,27 +9,29 @@ from detector.config import ForestConfig, ModelConfig, ScoringConfig
 from detector.detector import Detector
 
 
-def _decisions(break_sigma: float) -> np.ndarray:
+def _decisions(suppress_points: int) -> np.ndarray:
     rng = np.random.default_rng(4)
-    n = 700
+    n = 900
     values = 100 + 5 * np.sin(np.arange(n) / 6) + rng.normal(0, 1, n)
-    values[500] = 200.0  # first spike
-    values[503] = 112.0  # an echo: unusual, but within a few sigma of the level
-    values[530] = 240.0  # a new, larger spike inside the suppression period
+    values[600] = 200.0  # a spike
+    values[603] = 160.0  # its echo: another high point in the same incident
+    values[630] = 240.0  # a larger spike, still the same direction
+    values[660] = 20.0  # a collapse: a different anomaly
     config = ModelConfig(
         forest=ForestConfig(seed=1),
-        scoring=ScoringConfig(suppress_points=75, suppress_break_sigma=break_sigma),
+        scoring=ScoringConfig(suppress_points=suppress_points, learning_ms=0),
     )
     out = Detector(config).process_many(["s"] * n, values, np.arange(n, dtype=np.int64) * 60_000)
     return np.asarray(out.decision)
 
 
-def test_a_new_extreme_value_breaks_through_suppression() -> None:
-    d = _decisions(8.0)
-    assert d[500] == 1 and d[530] == 1
-    assert d[501:530].sum() == 0  # the echo at 503 stays quiet
+def test_echoes_are_suppressed_and_a_move_the_other_way_gets_through() -> None:
+    d = _decisions(100)
+    assert d[600] == 1
+    assert d[601:660].sum() == 0  # the echo at 603 and the spike at 630 stay quiet
+    assert d[660] == 1
 
 
-def test_without_break_through_everything_in_the_period_is_suppressed() -> None:
-    d = _decisions(0.0)
-    assert d[500] == 1 and d[530] == 0
+def test_without_suppression_each_spike_alerts() -> None:
+    d = _decisions(0)
+    assert d[600] == 1 and d[603] == 1 and d[630] == 1 and d[660] == 1

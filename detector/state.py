@@ -1,0 +1,113 @@
+"""The versions of the detector's saved state, in one table, with one mapper per old version.
+
+As streams/state.py does for the stream side (and random-cut-forest-by-aws with
+``state/Version.java`` and a mapper per part): every part detector/ saves carries a ``version``;
+this table says which version each part writes now and which it reads. Reading an old version
+goes through its mappers, one version step each; only the current version is written. Every old
+version has a golden file under ``tests/golden/`` that must keep loading.
+
+| part | written | read | what changed |
+|---|---|---|---|
+| detector state (``Detector.to_state``) | 3 | 1, 2, 3 | 1: one dict per series; 2: the series in a few arrays; 3: the scoring stage of detector/normalize.py version 2 |
+| normalizer state (inside it) | 2 | 2 | 1 (before the seasonal value models) cannot be mapped: the series' models learn again |
+| forest state (one series / many) | 1 | 1 | config gained ``insert_every`` / ``isolation`` for the new engine (absent = CoDisp) |
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from detector.errors import StateVersionError
+
+State = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Part:
+    """One kind of saved state: the version written now and how older ones are brought up to it."""
+
+    name: str
+    current: int
+    mappers: Mapping[int, Callable[[State], State]] = field(default_factory=dict)
+
+    @property
+    def readable(self) -> tuple[int, ...]:
+        return (*sorted(self.mappers), self.current)
+
+    def upgrade(self, state: State) -> State:
+        """``state`` (any readable version) as a state of the current version."""
+        version = state.get("version")
+        while version != self.current:
+            mapper = self.mappers.get(version) if isinstance(version, int) else None
+            if mapper is None:
+                raise StateVersionError(
+                    f"{self.name} version {version!r} is not supported (this version reads "
+                    f"{', '.join(map(str, self.readable))}); drop the checkpoint to start these series fresh"
+                )
+            state = mapper(state)
+            version = state.get("version")
+        return state
+
+
+def _detector_v1_to_v2(state: State) -> State:
+    """One dict per series → the series' forests in one many-series state, scores kept per series."""
+    from detector.forest import STATE_KIND, concat_many, one_to_many
+
+    series = state["series"]
+    keys = [str(k) for k in series]
+    forests = []
+    for k in keys:
+        f = series[k]["forest"]
+        if f.get("kind", STATE_KIND) != STATE_KIND:
+            raise StateVersionError(f"series {k!r}: not a forest state ({f.get('kind')!r})")
+        forests.append(one_to_many(f, int(f["config"]["n_trees"])))
+    return {
+        "version": 2,
+        "config": state["config"],
+        "keys": keys,
+        "forest": concat_many(forests) if forests else None,
+        "scores": {"version": 1, "series": [series[k]["scores"] for k in keys]},
+        "warm_started": np.array([bool(series[k].get("warm_started", False)) for k in keys], dtype=bool),
+    }
+
+
+def _detector_v2_to_v3(state: State) -> State:
+    """The scoring stage before normalize.py version 2 kept other numbers: the forest is kept, the
+    value models and the scores' moments learn again (``n_model`` 0: LEARNING until they have);
+    ``processedDataPoints`` and the suppression clock carry on."""
+    keys = list(state["keys"])
+    n = len(keys)
+    scores = state["scores"]
+    if "series" in scores:  # from version 1: per-series dicts
+        n_seen = np.array([int(s["n_seen"]) for s in scores["series"]], dtype=np.int64)
+        since = np.array([int(s["since_alert"]) for s in scores["series"]], dtype=np.int64)
+        missing = np.array([float(s["missing_rate"]) for s in scores["series"]])
+    else:
+        n_seen = np.asarray(scores["n_seen"], dtype=np.int64).reshape(n)
+        since = np.asarray(scores["since_alert"], dtype=np.int64).reshape(n)
+        missing = np.asarray(scores["missing_rate"], dtype=np.float64).reshape(n)
+    return {
+        "version": 3,
+        "config": state["config"],
+        "keys": keys,
+        "forest": state["forest"],
+        "scores": {
+            "version": 2,
+            "partial": {"n_seen": n_seen, "since_alert": since, "missing_rate": missing},
+        },
+        "warm_started": np.asarray(state["warm_started"], dtype=bool).reshape(n),
+    }
+
+
+#: ``Detector.to_state``'s dict.
+DETECTOR_STATE = Part("detector state", 3, {1: _detector_v1_to_v2, 2: _detector_v2_to_v3})
+#: The normalizer's arrays inside it (``NormalizerState.columns``).
+NORMALIZER_STATE = Part("normalizer state", 2)
+#: ``Forest.to_state`` / ``Forest.to_state_many``.
+FOREST_STATE = Part("forest state", 1)
+
+PARTS: tuple[Part, ...] = (DETECTOR_STATE, NORMALIZER_STATE, FOREST_STATE)
