@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from detector.config import ModelConfig
-from detector.errors import DetectorError, StateVersionError
+from detector.errors import DetectorError
 from detector.forest import Forest
 from detector.normalize import (
     DIRECTION_CODES,
@@ -70,7 +70,7 @@ class ScoreBatch:
 
     @property
     def reason_names(self) -> list[str]:
-        """``reason`` as words: ``value``, ``sustained``, ``forest`` or ``""`` (the record's anomalyReason)."""
+        """``reason`` as words (anomalyReason): ``value``, ``sustained``, ``forest``, ``shift`` or ``""``."""
         return [REASONS[r] for r in self.reason.tolist()]
 
 

@@ -13,7 +13,7 @@ from detector.errors import DetectorError, StateVersionError
 
 SMALL = ModelConfig(
     forest=ForestConfig(n_trees=5, sample_size=32, shingle_size=2, seed=3),
-    scoring=ScoringConfig(learning_points=20, learning_ms=0, confidence_points=100.0),
+    scoring=ScoringConfig(learning_points=30, learning_ms=0, confidence_points=100.0),
 )
 KEYS = ("series-a", "series-b", "series-c")
 

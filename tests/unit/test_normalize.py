@@ -79,6 +79,16 @@ def test_a_short_dip_too_shallow_for_any_one_point_is_caught_by_the_sustained_ch
     assert single.decision[800] == 0
 
 
+def test_a_lasting_shift_is_one_alert_however_long_it_lasts():
+    values = noisy(1500)
+    values[1000:1300] -= 1.5  # 1.5 sigma: no single point is unusual
+    out, _ = run(values)
+    flagged = np.flatnonzero(out.decision[1000:1400])
+    assert flagged.size == 1 and flagged[0] < 30
+    assert REASONS[out.reason[1000 + flagged[0]]] in ("sustained", "shift")
+    assert out.decision[:1000].sum() == 0
+
+
 def test_the_daily_rhythm_is_not_news_but_the_same_value_at_night_is():
     five = 5 * MINUTE
     n = 288 * 10  # ten days of 5-minute points
@@ -109,12 +119,13 @@ def test_the_forest_counts_only_where_the_value_is_unusual_too():
 def test_a_forest_that_keeps_alarming_without_value_evidence_loses_its_voice():
     rng = np.random.default_rng(5)
     values = noisy(4000)
-    raw = 1.0 + 0.1 * rng.standard_normal(4000)
-    noise = rng.choice(np.arange(1000, 3500), 60, replace=False)
-    raw[noise] = 40.0  # the forest alarms often where the value is ordinary
-    raw[3800] = 40.0
+    clean = 1.0 + 0.1 * rng.standard_normal(4000)
+    clean[3800] = 40.0
     values[3800] += 4.0
-    trusted, _ = run(values, raw=np.r_[np.ones(3000), raw[3000:]])
+    raw = clean.copy()
+    noise = rng.choice(np.arange(1000, 3000), 60, replace=False)
+    raw[noise] = 40.0  # the forest alarms often where the value is ordinary
+    trusted, _ = run(values, raw=clean)
     distrusted, _ = run(values, raw=raw)
     assert trusted.forest_score[3800] > 90.0
     assert distrusted.forest_score[3800] < 0.5 * trusted.forest_score[3800]
@@ -124,13 +135,11 @@ def test_after_an_alert_echoes_are_suppressed_but_a_move_the_other_way_gets_thro
     values = noisy(1000)
     values[600] = values[630] = 130.0
     values[660] = 70.0
-    p = params(suppress_points=100, suppress_cap=0.5, break_through=1)
+    p = params(suppress_points=100, suppress_cap=0.5)
     out, _ = run(values, p=p)
     assert out.decision[600] == 1
     assert out.anomaly_score[630] <= 0.5 * p.threshold and out.decision[601:660].sum() == 0
     assert out.decision[660] == 1  # a dip after a spike is new evidence
-    closed, _ = run(values, p=replace(p, break_through=0))
-    assert closed.decision[601:700].sum() == 0
     free, _ = run(values, p=replace(p, suppress_points=0))
     assert free.decision[630] == 1
 
