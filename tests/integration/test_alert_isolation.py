@@ -248,3 +248,28 @@ def test_no_password_crosses_a_connection_without_tls_unless_allowed(
         assert svc.deliver_pending(now=T0) == 2
         svc.stop()
     assert smtp.logins == [("alerts", True)] * 2 and len(smtp.messages) == 2
+
+
+def test_an_outbox_of_version_1_is_read_as_it_is_and_migrated_with_its_rows(tmp_path: Path) -> None:
+    import sqlite3
+
+    from sinks.alerts.outbox import SCHEMA_VERSION, Outbox, db_path, read_outbox
+
+    with WebhookReceiver() as web:
+        cfg = AlertsConfig(webhooks=(WebhookConfig(url=web.url),), cooldown_s=0)
+        with AlertService({"shop": cfg}, tmp_path, seed=1) as first:
+            first.observe(_incident("item-A"), now=T0)
+        with sqlite3.connect(db_path(tmp_path)) as con:  # back to version 1's layout
+            con.execute("ALTER TABLE outbox DROP COLUMN own_failure")
+            con.execute("PRAGMA user_version = 1")
+        got = read_outbox(tmp_path)  # the read-only reader takes it as it is
+        assert got is not None and [r.own_failure for r in got[0]] == [False, False]
+        with sqlite3.connect(db_path(tmp_path)) as con:
+            assert con.execute("PRAGMA user_version").fetchone()[0] == 1
+        Outbox(tmp_path).close()  # opening it for delivery migrates it
+        svc = AlertService({"shop": cfg}, tmp_path, seed=1)
+        with sqlite3.connect(db_path(tmp_path)) as con:
+            assert con.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+        assert svc.deliver_pending(now=T0) == 2
+        svc.stop()
+    assert len(web.accepted) == 2
