@@ -24,7 +24,11 @@ class AppConfig(BaseSettings):
     Environment variables override the file: ``CUTSTREAM_BROKERS``, ``CUTSTREAM_DATA_DIR``, ...
     """
 
-    model_config = SettingsConfigDict(env_prefix="CUTSTREAM_", frozen=True, extra="forbid")
+    # hide_input_in_errors: no validation error may echo a value (a sasl.password or an SMTP password
+    # written as a number is still a secret).
+    model_config = SettingsConfigDict(
+        env_prefix="CUTSTREAM_", frozen=True, extra="forbid", hide_input_in_errors=True
+    )
 
     brokers: str | None = Field(None, description="bootstrap servers; unset = start the embedded broker")
     data_dir: Path = Field(Path("data"), description="Parquet results, checkpoints and the alert outbox")
@@ -61,4 +65,18 @@ def load_config(path: Path | None, **overrides: Any) -> AppConfig:
     try:
         return AppConfig(**data)
     except ValidationError as exc:
-        raise ConfigError(f"invalid config {path or '(defaults)'}:\n{exc}") from exc
+        raise ConfigError(f"invalid config {path or '(defaults)'}: {describe(exc)}") from None
+
+
+def describe(exc: ValidationError) -> str:
+    """Each error as ``where: what``, on one line, never with the value (it may be a secret)."""
+    parts = []
+    for err in exc.errors(include_input=False, include_url=False, include_context=False):
+        loc = tuple(str(p) for p in err["loc"])
+        what = err["msg"].removeprefix("Value error, ")
+        if loc == ("kafka", "sasl.password"):
+            what += " (and it belongs in the CUTSTREAM_KAFKA_PASSWORD environment variable, not the file)"
+        elif loc[:1] == ("kafka",) and err["type"] == "string_type":
+            what += " (librdkafka settings are strings: quote the value)"
+        parts.append(f"{'.'.join(loc) or '(top level)'}: {what}")
+    return "; ".join(parts)

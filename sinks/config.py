@@ -39,7 +39,8 @@ def _refuse_placeholder(v: SecretStr | None) -> SecretStr | None:
 class WebhookConfig(BaseModel):
     """An HTTP endpoint that receives a signed JSON POST per notification."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # hide_input_in_errors: a validation error never echoes a value (it may be the secret).
+    model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
 
     url: str = Field(
         pattern=r"^https?://", description="where the JSON POST goes (never logged: it may hold a token)"
@@ -59,13 +60,29 @@ class WebhookConfig(BaseModel):
 
 
 class EmailConfig(BaseModel):
-    """An SMTP relay and the recipients of a notification (text and HTML bodies with the same facts)."""
+    """An SMTP relay and the recipients of a notification (text and HTML bodies with the same facts).
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    A login (``username``) goes over TLS only: STARTTLS (the default, port 587) or implicit TLS
+    (``implicit_tls``, port 465); without either the config is refused unless ``allow_insecure_auth``
+    says that sending the password in clear text is meant (a local catcher such as Mailpit).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
 
     host: str
     port: int = 587
-    starttls: bool = Field(default=True, description="upgrade the connection with STARTTLS before login")
+    starttls: bool = Field(
+        default=True,
+        description="upgrade the connection with STARTTLS before login (fails if the server lacks it)",
+    )
+    implicit_tls: bool = Field(
+        default=False, description="TLS from the first byte (SMTPS, usually port 465); starttls unused"
+    )
+    allow_insecure_auth: bool = Field(
+        default=False,
+        description="allow a login (username and password) over a connection without TLS: the password "
+        "crosses the network in clear text; for a local catcher only",
+    )
     ca_file: Path | None = Field(
         default=None, description="CA bundle for the relay's certificate (default: the system's)"
     )
@@ -84,6 +101,23 @@ class EmailConfig(BaseModel):
     def _password_from_env(self) -> EmailConfig:
         _from_env(self, "password")
         return self
+
+    @model_validator(mode="after")
+    def _no_login_in_clear_text(self) -> EmailConfig:
+        if self.username and not self.tls and not self.allow_insecure_auth:
+            raise ValueError(self.insecure_auth_error())
+        return self
+
+    @property
+    def tls(self) -> bool:
+        """True when the session is encrypted before anything is sent (STARTTLS or implicit TLS)."""
+        return self.starttls or self.implicit_tls
+
+    def insecure_auth_error(self) -> str:
+        return (
+            f"SMTP login to {self.host}:{self.port} without TLS would send the password in clear text: "
+            "set starttls: true or implicit_tls: true, or allow_insecure_auth: true to allow it"
+        )
 
 
 class AlertsConfig(BaseModel):

@@ -1,11 +1,17 @@
-"""Alert hooks: a signed JSON webhook (httpx) and email (smtplib, STARTTLS + login).
+"""Alert hooks: a signed JSON webhook (httpx) and email (smtplib, STARTTLS or implicit TLS + login).
 
 A hook makes one delivery attempt and says whether the endpoint accepted it and, if not, whether the
 refusal is permanent (retrying the same request will not help: HTTP 4xx other than 408/425/429, an SMTP
-5xx reply) or transient (everything else: connection errors, timeouts, HTTP 408/425/429/5xx, SMTP 4xx);
-retries, back-off, dead letters and the outbox are the service's business. Secrets and webhook URLs
-(which often embed a token) are never logged nor put into error messages: hooks are named by a short
-hash and the endpoint's host.
+5xx reply) or transient (everything else: connection errors, timeouts, HTTP 408/425/429/5xx, SMTP 4xx),
+and whether the failure is the notification's own (it cannot be built or encoded, whatever the
+endpoint's state: ``Attempt.own``); retries, back-off, dead letters and the outbox are the service's
+business. Values from the data never reach a header with a line break in it (:func:`header_safe`).
+Secrets and webhook URLs (which often embed a token) are never logged nor put into error messages:
+hooks are named by a short hash and the endpoint's host.
+
+Webhook signatures (``X-Cutstream-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<body>">``)
+carry the time of the attempt, so that a receiver refuses a captured request replayed later:
+:func:`verify_signature` is what a receiver runs.
 """
 
 from __future__ import annotations
@@ -21,7 +27,12 @@ import logging
 import re
 import smtplib
 import ssl
+import time
+import unicodedata
+from email.generator import BytesGenerator
 from email.message import EmailMessage
+from email.policy import SMTP as SMTP_POLICY
+from io import BytesIO
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
@@ -43,12 +54,17 @@ class Attempt:
     ``permanent``: the endpoint refused this notification in a way that retrying will not fix
     (see :func:`is_permanent_http` and :func:`is_permanent_smtp`); the service dead-letters such a
     row after ``max_permanent_rejections`` of them. Transient failures are retried with back-off.
+
+    ``own``: the failure is the notification's own (it could not be built, encoded or handed over,
+    whatever the endpoint's state): it holds back only the later notices of the same series for the
+    same hook, never the hook's other series (an endpoint failure holds back the whole hook).
     """
 
     accepted: bool
     error: str | None = None
     retry_after_s: float | None = None
     permanent: bool = False
+    own: bool = False
 
 
 #: 4xx statuses that say "not now" rather than "never": request timeout, too early, too many requests.
@@ -85,9 +101,82 @@ def body_bytes(payload: dict[str, Any]) -> bytes:
     return json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
 
-def sign(secret: str, body: bytes) -> str:
-    """``sha256=<hex HMAC-SHA256 of the body>``, the value of the X-Cutstream-Signature header."""
-    return "sha256=" + hmac.new(secret.encode("utf-8"), body, hashlib.sha256).hexdigest()
+#: How far (seconds) a signature's timestamp may be from the receiver's clock, by default.
+SIGNATURE_TOLERANCE_S = 300.0
+
+
+def sign(secret: str, body: bytes, timestamp: int) -> str:
+    """``t=<timestamp>,v1=<hex HMAC-SHA256 of b"<timestamp>." + body>``: the X-Cutstream-Signature value.
+
+    The timestamp (unix seconds, the time of the attempt) is inside the signed bytes, so it cannot be
+    changed without the secret; a receiver refuses a signature older than its tolerance
+    (:func:`verify_signature`), so a captured request cannot be replayed later.
+    """
+    mac = hmac.new(secret.encode("utf-8"), f"{timestamp}.".encode("ascii") + body, hashlib.sha256)
+    return f"t={timestamp},v1={mac.hexdigest()}"
+
+
+def verify_signature(
+    secret: str,
+    header: str | None,
+    body: bytes,
+    *,
+    tolerance_s: float = SIGNATURE_TOLERANCE_S,
+    now: float | None = None,
+) -> bool:
+    """What a receiver runs: True if ``header`` signs ``body`` with ``secret`` at a time within
+    ``tolerance_s`` of ``now`` (default: the clock), either way.
+
+    ``header`` is the X-Cutstream-Signature value as received; ``body`` the exact bytes of the
+    request body (before any JSON parsing). Every ``v1=`` entry is tried (more than one may come
+    while a secret is rotated); digests are compared in constant time. After a True, drop a
+    de-duplication key (``X-Cutstream-Dedup-Key``) already seen: a retry carries the same key.
+
+    Example:
+        >>> body = b'{"dedupKey":"k"}'
+        >>> verify_signature("s3cr3t", sign("s3cr3t", body, 1_700_000_000), body, now=1_700_000_100)
+        True
+        >>> verify_signature("s3cr3t", sign("s3cr3t", body, 1_700_000_000), body, now=1_700_000_301)
+        False
+    """
+    if not header:
+        return False
+    stamp: int | None = None
+    digests: list[str] = []
+    for part in header.split(","):
+        name, _, value = part.strip().partition("=")
+        if name == "t" and value.isdigit():
+            stamp = int(value)
+        elif name == "v1":
+            digests.append(value)
+    if stamp is None or not digests:
+        return False
+    if abs((time.time() if now is None else now) - stamp) > tolerance_s:
+        return False
+    want = sign(secret, body, stamp).rpartition("v1=")[2]
+    return any(hmac.compare_digest(want, d) for d in digests)
+
+
+def _header_unsafe(c: str) -> bool:
+    """A character that ends a line somewhere (str.splitlines, the email package, HTTP parsers), any
+    other control character, or a lone surrogate (never encodable): none may reach a header value."""
+    return unicodedata.category(c) in ("Cc", "Zl", "Zp", "Cs")
+
+
+def header_safe(value: str) -> str:
+    r"""``value`` fit for one header line: CR, LF, the other line separators (VT, FF, FS/GS/RS,
+    NEL, U+2028/2029), every other control character and lone surrogates become visible escapes
+    (``\r``, ``\n``, ``\u2028``, ...), so that data can never add or end a header.
+
+    >>> header_safe("item\r\nBcc: x@example.com")
+    'item\\r\\nBcc: x@example.com'
+    """
+    if not any(_header_unsafe(c) for c in value):
+        return value
+    return "".join(
+        c.encode("unicode_escape", "backslashreplace").decode("ascii") if _header_unsafe(c) else c
+        for c in value
+    )
 
 
 def parse_retry_after(value: str | None, now: dt.datetime | None = None) -> float | None:
@@ -146,15 +235,19 @@ class WebhookHook:
         self._own_client = client is None
 
     def send(self, payload: dict[str, Any]) -> Attempt:
-        body = body_bytes(payload)
-        headers = {
-            "Content-Type": "application/json",
-            "User-Agent": "cutstream-alerts",
-            DEDUP_HEADER: str(payload["dedupKey"]),
-            EVENT_HEADER: str(payload.get("event", "")),
-        }
+        try:
+            body = body_bytes(payload)
+            headers = {
+                "Content-Type": "application/json",
+                "User-Agent": "cutstream-alerts",
+                DEDUP_HEADER: header_safe(str(payload["dedupKey"])),
+                EVENT_HEADER: header_safe(str(payload.get("event", ""))),
+            }
+        except (KeyError, TypeError, ValueError) as exc:
+            # The same payload will never encode: a permanent failure of this notification only.
+            return Attempt(False, f"cannot build the request: {type(exc).__name__}", permanent=True, own=True)
         if self.config.secret is not None:
-            headers[SIGNATURE_HEADER] = sign(self.config.secret.get_secret_value(), body)
+            headers[SIGNATURE_HEADER] = sign(self.config.secret.get_secret_value(), body, int(time.time()))
         if self._client is None:
             self._client = httpx.Client(follow_redirects=False)
         try:
@@ -220,7 +313,8 @@ def subject(p: dict[str, Any]) -> str:
     word = {"open": "Anomaly", "update": "Anomaly continues", "resolve": "Resolved"}.get(
         str(p.get("event")), "Alert"
     )
-    return f"[cutstream] {word}: {p.get('detector')}/{p.get('measure')} {dims} (score {_fmt(p.get('score'))})"
+    text = f"[cutstream] {word}: {p.get('detector')}/{p.get('measure')} {dims} (score {_fmt(p.get('score'))})"
+    return header_safe(text)
 
 
 def render_text(p: dict[str, Any]) -> str:
@@ -245,15 +339,22 @@ def message_id(dedup_key: str) -> str:
 
 
 def build_message(config: EmailConfig, p: dict[str, Any]) -> EmailMessage:
+    """The email of notification ``p``; every header built from data goes through :func:`header_safe`
+    (the bodies show the values as they are, HTML-escaped in the HTML part).
+
+    Raises ``ValueError`` (or ``UnicodeError``, ``KeyError``, ``TypeError``) if ``p`` cannot become an
+    email; the message is serialized once here, so that nothing about it can fail later mid-SMTP.
+    """
     msg = EmailMessage()
     msg["Subject"] = subject(p)
-    msg["From"] = config.sender
-    msg["To"] = ", ".join(config.recipients)
+    msg["From"] = header_safe(config.sender)
+    msg["To"] = header_safe(", ".join(config.recipients))
     msg["Message-ID"] = message_id(str(p["dedupKey"]))
-    msg[DEDUP_HEADER] = str(p["dedupKey"])
+    msg[DEDUP_HEADER] = header_safe(str(p["dedupKey"]))
     msg["Date"] = email.utils.formatdate(usegmt=True)
     msg.set_content(render_text(p))
     msg.add_alternative(render_html(p), subtype="html")
+    BytesGenerator(BytesIO(), policy=SMTP_POLICY.clone(utf8=True)).flatten(msg)
     return msg
 
 
@@ -268,14 +369,16 @@ class EmailHook:
 
     def send(self, payload: dict[str, Any]) -> Attempt:
         c = self.config
-        msg = build_message(c, payload)
         try:
-            with smtplib.SMTP(c.host, c.port, timeout=c.timeout_s) as smtp:
-                smtp.ehlo()
-                if c.starttls:
-                    ctx = ssl.create_default_context(cafile=str(c.ca_file) if c.ca_file else None)
-                    smtp.starttls(context=ctx)
-                    smtp.ehlo()
+            msg = build_message(c, payload)
+        except (KeyError, TypeError, ValueError) as exc:  # UnicodeError and email's errors are ValueErrors
+            # The same notification will never become an email: permanent, and its own failure.
+            return Attempt(False, f"cannot build the email: {type(exc).__name__}", permanent=True, own=True)
+        if c.username and not c.tls and not c.allow_insecure_auth:
+            # EmailConfig refuses this already; kept here so that no code path sends a password in clear.
+            return Attempt(False, f"{c.insecure_auth_error()} ({self.label})", permanent=True)
+        try:
+            with self._connect() as smtp:
                 if c.username:
                     smtp.login(c.username, c.password.get_secret_value() if c.password else "")
                 refused = smtp.send_message(msg)
@@ -298,6 +401,26 @@ class EmailHook:
         if refused:
             logger.warning("email recipients refused hook=%s refused=%d", self.hook_id, len(refused))
         return Attempt(True)
+
+    def _connect(self) -> smtplib.SMTP:
+        """An SMTP session after EHLO: TLS from the first byte (``implicit_tls``), or upgraded with
+        STARTTLS (``starttls``; smtplib raises if the server does not offer it: no clear-text fallback)."""
+        c = self.config
+        ctx = ssl.create_default_context(cafile=str(c.ca_file) if c.ca_file else None) if c.tls else None
+        smtp = (
+            smtplib.SMTP_SSL(c.host, c.port, timeout=c.timeout_s, context=ctx)
+            if c.implicit_tls
+            else smtplib.SMTP(c.host, c.port, timeout=c.timeout_s)
+        )
+        try:
+            smtp.ehlo()
+            if c.starttls and not c.implicit_tls:
+                smtp.starttls(context=ctx)
+                smtp.ehlo()
+        except BaseException:
+            smtp.close()
+            raise
+        return smtp
 
     def close(self) -> None:
         return None

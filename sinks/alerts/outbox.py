@@ -14,8 +14,9 @@ reason and time; it is no longer retried, and ``requeue_dead`` moves it back und
 skips a delivered one.
 
 Schema versions (``PRAGMA user_version``): 0, the original layout; 1 adds ``outbox.rejections``,
-``outbox.requeued_at`` and ``dead_letters``. Opening an older database migrates it in place; the
-read-only readers accept both layouts.
+``outbox.requeued_at`` and ``dead_letters``; 2 adds ``outbox.own_failure`` (the last failure was the
+notification's own, so it holds back only its series: see ``Attempt.own``). Opening an older database
+migrates it in place; the read-only readers accept every layout.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from sinks.errors import SinkError
 DB_NAME = "outbox.db"
 
 #: ``PRAGMA user_version`` of the layout below (see the module docstring for the history).
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS series_state (
@@ -51,7 +52,7 @@ CREATE TABLE IF NOT EXISTS outbox (
     dedup_key TEXT NOT NULL, hook TEXT NOT NULL, detector TEXT NOT NULL, kind TEXT NOT NULL,
     payload TEXT NOT NULL, created_at REAL NOT NULL, next_attempt_at REAL NOT NULL,
     attempts INTEGER NOT NULL DEFAULT 0, last_error TEXT,
-    rejections INTEGER NOT NULL DEFAULT 0, requeued_at REAL,
+    rejections INTEGER NOT NULL DEFAULT 0, requeued_at REAL, own_failure INTEGER NOT NULL DEFAULT 0,
     UNIQUE (dedup_key, hook));
 CREATE TABLE IF NOT EXISTS delivered (
     dedup_key TEXT NOT NULL, hook TEXT NOT NULL, delivered_at REAL NOT NULL, attempts INTEGER NOT NULL,
@@ -68,6 +69,7 @@ CREATE TABLE IF NOT EXISTS dead_letters (
 _OUTBOX_ADDED = (
     ("rejections", "INTEGER NOT NULL DEFAULT 0"),
     ("requeued_at", "REAL"),
+    ("own_failure", "INTEGER NOT NULL DEFAULT 0"),
 )
 
 #: Why a row was dead-lettered.
@@ -91,6 +93,13 @@ class OutboxRow:
     last_error: str | None
     rejections: int = 0
     requeued_at: float | None = None
+    #: The last failed attempt was the notification's own (see ``Attempt.own``).
+    own_failure: bool = False
+
+    @property
+    def series_key(self) -> tuple[str, str]:
+        """The series this notification is about (a hook's notices of one series keep their order)."""
+        return self.detector, str(self.payload.get("timeseriesId", self.dedup_key))
 
     @property
     def queued_at(self) -> float:
@@ -122,11 +131,16 @@ class DeadLetter:
 
 _ROW_COLUMNS = (
     "id, dedup_key, hook, detector, kind, payload, created_at, next_attempt_at, attempts, last_error, "
-    "rejections, requeued_at"
+    "rejections, requeued_at, own_failure"
 )
-#: The same for a version-0 database that was not opened for writing since (read-only readers).
+#: The same for a version-0 / version-1 database not opened for writing since (read-only readers).
 _ROW_COLUMNS_V0 = (
-    "id, dedup_key, hook, detector, kind, payload, created_at, next_attempt_at, attempts, last_error, 0, NULL"
+    "id, dedup_key, hook, detector, kind, payload, created_at, next_attempt_at, attempts, last_error, "
+    "0, NULL, 0"
+)
+_ROW_COLUMNS_V1 = (
+    "id, dedup_key, hook, detector, kind, payload, created_at, next_attempt_at, attempts, last_error, "
+    "rejections, requeued_at, 0"
 )
 _DEAD_COLUMNS = (
     "id, dedup_key, hook, detector, kind, payload, created_at, attempts, rejections, last_error, reason, "
@@ -135,7 +149,9 @@ _DEAD_COLUMNS = (
 
 
 def _outbox_row(r: tuple[Any, ...]) -> OutboxRow:
-    return OutboxRow(r[0], r[1], r[2], r[3], r[4], json.loads(r[5]), r[6], r[7], r[8], r[9], r[10], r[11])
+    return OutboxRow(
+        r[0], r[1], r[2], r[3], r[4], json.loads(r[5]), r[6], r[7], r[8], r[9], r[10], r[11], bool(r[12])
+    )
 
 
 def _dead_letter(r: tuple[Any, ...]) -> DeadLetter:
@@ -164,7 +180,14 @@ def read_outbox(state_dir: Path) -> tuple[list[OutboxRow], list[DeadLetter]] | N
         return None
     con = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=5.0)
     try:
-        cols = _ROW_COLUMNS if "rejections" in _columns(con, "outbox") else _ROW_COLUMNS_V0
+        have = _columns(con, "outbox")
+        cols = (
+            _ROW_COLUMNS
+            if "own_failure" in have
+            else _ROW_COLUMNS_V1
+            if "rejections" in have
+            else _ROW_COLUMNS_V0
+        )
         rows = con.execute(f"SELECT {cols} FROM outbox ORDER BY id").fetchall()  # noqa: S608
         dead = (
             con.execute(f"SELECT {_DEAD_COLUMNS} FROM dead_letters ORDER BY dead_at, id").fetchall()  # noqa: S608
@@ -338,13 +361,16 @@ class Outbox:
                 (row.dedup_key, row.hook, now, row.attempts + 1),
             )
 
-    def failed(self, row: OutboxRow, error: str, next_attempt_at: float, permanent: bool = False) -> None:
-        """An attempt failed: count it (and the permanent rejection), schedule the next one."""
+    def failed(
+        self, row: OutboxRow, error: str, next_attempt_at: float, permanent: bool = False, own: bool = False
+    ) -> None:
+        """An attempt failed: count it (and the permanent rejection), schedule the next one; ``own``:
+        the failure was the notification's own (it holds back only its series' later notices)."""
         with self._tx() as con:
             con.execute(
                 "UPDATE outbox SET attempts = attempts + 1, rejections = rejections + ?, last_error = ?, "
-                "next_attempt_at = ? WHERE id = ?",
-                (int(permanent), error[:500], next_attempt_at, row.id),
+                "next_attempt_at = ?, own_failure = ? WHERE id = ?",
+                (int(permanent), error[:500], next_attempt_at, int(own), row.id),
             )
 
     def dead_letter(self, row: OutboxRow, error: str, permanent: bool, reason: str, now: float) -> None:

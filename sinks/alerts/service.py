@@ -9,7 +9,7 @@ import os
 import random
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +56,11 @@ class AlertService:
     it records notifications durably and returns at once. Delivery runs in a background thread
     (``start``/``stop``) or explicitly (``deliver_pending``).
 
+    ``user_hooks``: per detector, more :class:`AlertHook` implementations (a chat or a pager client,
+    say) delivered exactly like the configured webhooks and emails; their ``hook_id`` must be stable
+    across restarts (outbox rows refer to it). Whatever a hook raises is a failed attempt of that one
+    notification (see :meth:`deliver_pending`).
+
     Example:
         >>> svc = AlertService({"shop": AlertsConfig(webhooks=(WebhookConfig(url=...),))},
         ...                    Path("data/alerts"))  # doctest: +SKIP
@@ -69,8 +74,12 @@ class AlertService:
         delivery: DeliveryConfig | None = None,
         *,
         seed: int | None = None,
+        user_hooks: Mapping[str, Sequence[AlertHook]] | None = None,
     ) -> None:
-        self.detectors = {name: cfg for name, cfg in detectors.items() if cfg.has_hooks}
+        user_hooks = user_hooks or {}
+        self.detectors = {
+            name: cfg for name, cfg in detectors.items() if cfg.has_hooks or user_hooks.get(name)
+        }
         self.delivery = delivery or DeliveryConfig()
         self.outbox = Outbox(Path(state_dir))
         self._lock_path = Path(state_dir) / "deliver.lock"
@@ -83,6 +92,7 @@ class AlertService:
             hooks: list[AlertHook] = [
                 *(WebhookHook(w) for w in cfg.webhooks),
                 *(EmailHook(e) for e in cfg.emails),
+                *user_hooks.get(name, ()),
             ]
             for hook in hooks:
                 self._hooks.setdefault(hook.hook_id, hook)
@@ -192,22 +202,27 @@ class AlertService:
         """Try every due notification once, oldest first; returns how many endpoints accepted.
 
         Per hook, notifications go in the order they were recorded: one that waits for a retry
-        holds back the later ones of the same hook (an 'update' never overtakes its 'open').
-        Notifications over the global rate limit stay in the outbox for a later call.
+        because its endpoint failed holds back the later ones of the same hook (an 'update' never
+        overtakes its 'open'); one that failed on its own (``Attempt.own``: it cannot be built or
+        encoded, or its hook raised) holds back only the later ones of its series for that hook.
+        Anything a hook raises is a failed attempt of that notification, counted as permanent (the
+        same payload runs the same code again), never an end of the pass: every other notification
+        is still tried. Notifications over the global rate limit stay in the outbox for a later call.
         """
         if not self._acquire_delivery_lock():
             return 0
         accepted = 0
         blocked: set[str] = set()
+        blocked_series: set[tuple[str, tuple[str, str]]] = set()
         for row in self.outbox.pending():
             if self._stopping.is_set() and self._thread is not None:
                 break
             hook = self._hooks.get(row.hook)
-            if hook is None or row.hook in blocked:
+            if hook is None or row.hook in blocked or (row.hook, row.series_key) in blocked_series:
                 continue
             t = time.time() if now is None else now
             if row.next_attempt_at > t:
-                blocked.add(row.hook)
+                self._hold(row, row.own_failure, blocked, blocked_series)
                 continue
             if self._rate_release(t) is not None:
                 logger.info(
@@ -215,7 +230,7 @@ class AlertService:
                     self.delivery.max_per_minute,
                 )
                 break
-            result = hook.send(row.payload)
+            result = self._attempt(hook, row)
             t = time.time() if now is None else now
             if result.accepted:
                 self._accepted(row, hook, t)
@@ -225,8 +240,35 @@ class AlertService:
                 self._dead_letter(row, hook, result, reason, t)
             else:
                 self._retry_later(row, hook, result, t)
-                blocked.add(row.hook)
+                self._hold(row, result.own, blocked, blocked_series)
         return accepted
+
+    @staticmethod
+    def _hold(
+        row: OutboxRow, own: bool, blocked: set[str], blocked_series: set[tuple[str, tuple[str, str]]]
+    ) -> None:
+        """``row`` waits for a retry: hold back its hook's later rows, or only its series' if ``own``."""
+        if own:
+            blocked_series.add((row.hook, row.series_key))
+        else:
+            blocked.add(row.hook)
+
+    @staticmethod
+    def _attempt(hook: AlertHook, row: OutboxRow) -> Attempt:
+        """One attempt; whatever the hook raises is this notification's own permanent failure."""
+        try:
+            return hook.send(row.payload)
+        except Exception as exc:  # any hook, a user's too: one notification must not stop the others
+            logger.error(
+                "alert hook raised hook=%s endpoint=%s key=%s error=%s",
+                row.hook,
+                hook.label,
+                row.dedup_key,
+                type(exc).__name__,
+                exc_info=logger.isEnabledFor(logging.DEBUG),
+            )
+            # The type only: str(exc) may hold a URL with a token, a password or personal data.
+            return Attempt(False, f"{type(exc).__name__} raised by {hook.label}", permanent=True, own=True)
 
     def _accepted(self, row: OutboxRow, hook: AlertHook, t: float) -> None:
         self.outbox.accepted(row, t)
@@ -260,7 +302,7 @@ class AlertService:
         delay = self._backoff(row.attempts + 1)
         if result.retry_after_s is not None:
             delay = min(self.delivery.retry_after_max_s, max(result.retry_after_s, 0.0))
-        self.outbox.failed(row, result.error or "rejected", t + delay, result.permanent)
+        self.outbox.failed(row, result.error or "rejected", t + delay, result.permanent, result.own)
         logger.warning(
             "alert delivery failed hook=%s endpoint=%s key=%s attempt=%d permanent=%s error=%r "
             "retry_in_s=%.2f",
@@ -314,11 +356,14 @@ class AlertService:
         """Seconds until something may be delivered (bounded by ``idle_wait_s``)."""
         wait = self.delivery.idle_wait_s
         release = self._rate_release(now)
-        seen: set[str] = set()
+        held: set[str] = set()
+        held_series: set[tuple[str, tuple[str, str]]] = set()
         for row in self.outbox.pending():
-            if row.hook in seen or row.hook not in self._hooks:
+            # The first row of each hook (or, behind an own failure, of each series) that
+            # deliver_pending would try: the same holds as there.
+            if row.hook in held or row.hook not in self._hooks or (row.hook, row.series_key) in held_series:
                 continue
-            seen.add(row.hook)
+            self._hold(row, row.own_failure, held, held_series)
             due = max(row.next_attempt_at, release or 0.0)
             wait = min(wait, due - now)
         return max(wait, 0.01)

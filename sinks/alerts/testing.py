@@ -1,12 +1,12 @@
 """A real webhook receiver for tests and demos: verifies signatures and records de-duplication keys.
 
 It runs ``http.server`` on 127.0.0.1 in a thread and answers from a script (e.g. 500, 500, 429 with
-Retry-After, then 200), so that retry behaviour is exercised against a real HTTP server.
+Retry-After, then 200), so that retry behaviour is exercised against a real HTTP server. It verifies
+signatures with :func:`sinks.alerts.hooks.verify_signature`, as a receiver would.
 """
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import json
 import threading
@@ -16,7 +16,7 @@ from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from sinks.alerts.hooks import DEDUP_HEADER, SIGNATURE_HEADER
+from sinks.alerts.hooks import DEDUP_HEADER, SIGNATURE_HEADER, SIGNATURE_TOLERANCE_S, verify_signature
 
 #: A response plan: given the 1-based request number, return (status, extra headers).
 Plan = Callable[[int], tuple[int, dict[str, str]]]
@@ -32,7 +32,9 @@ class WebhookReceiver:
     Attributes:
         accepted: Counter of de-dup keys answered with 2xx.
         requests: every request seen, in order: (key, status, payload).
-        bad_signatures: requests whose HMAC did not verify (answered 401).
+        bad_signatures: requests whose signature did not verify, or verified at a time outside
+            ``tolerance_s`` of ``clock()`` (answered 401).
+        raw: every request seen, in order: (headers, body bytes), to replay one.
     """
 
     def __init__(
@@ -41,11 +43,17 @@ class WebhookReceiver:
         plan: Plan = always_ok,
         hold: Callable[[dict[str, Any]], bool] | None = None,
         hold_after_accept: bool = False,
+        tolerance_s: float = SIGNATURE_TOLERANCE_S,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         """``hold(payload)`` True: stall that request until ``release`` is set (to kill the sender
         mid-delivery); before answering, or with ``hold_after_accept`` after counting it accepted
-        and sending a 200 status line, but not the promised body."""
+        and sending a 200 status line, but not the promised body. ``clock`` is the receiver's
+        clock for the signature's timestamp (change it to play a receiver at a later time)."""
         self.secret = secret
+        self.tolerance_s = tolerance_s
+        self.clock = clock
+        self.raw: list[tuple[dict[str, str], bytes]] = []
         self.plan = plan
         self.hold = hold
         self.hold_after_accept = hold_after_accept
@@ -81,9 +89,13 @@ class WebhookReceiver:
         arrived = time.monotonic()
         key = h.headers.get(DEDUP_HEADER, "")
         payload = json.loads(body)
+        with self._lock:
+            self.raw.append((dict(h.headers.items()), body))
         if self.secret is not None:
-            want = "sha256=" + hmac.new(self.secret.encode(), body, hashlib.sha256).hexdigest()
-            if not hmac.compare_digest(want, h.headers.get(SIGNATURE_HEADER, "")):
+            signature = h.headers.get(SIGNATURE_HEADER)
+            if not verify_signature(
+                self.secret, signature, body, tolerance_s=self.tolerance_s, now=self.clock()
+            ):
                 with self._lock:
                     self.bad_signatures += 1
                     self.requests.append((key, 401, payload))
@@ -133,6 +145,9 @@ class WebhookReceiver:
 class SmtpReceiver:
     """A real SMTP server (aiosmtpd) on 127.0.0.1 with STARTTLS required and AUTH LOGIN.
 
+    ``tls="implicit"``: TLS from the first byte instead (SMTPS); ``tls="none"``: no TLS at all, and
+    AUTH accepted in clear text (a catcher like Mailpit, for ``allow_insecure_auth``).
+
     Attributes:
         messages: raw bytes of each accepted message, in order.
         logins: (username, accepted) for each AUTH attempt.
@@ -148,12 +163,15 @@ class SmtpReceiver:
         username: str,
         password: str,
         refuse_rcpt: dict[str, str] | None = None,
+        tls: str = "starttls",
     ) -> None:
         import socket
         import ssl
 
         from aiosmtpd.controller import Controller
 
+        if tls not in ("starttls", "implicit", "none"):
+            raise ValueError(f"tls must be starttls, implicit or none, not {tls!r}")
         self.messages: list[bytes] = []
         self.logins: list[tuple[str, bool]] = []
         self.refuse_rcpt: dict[str, str] = dict(refuse_rcpt or {})
@@ -169,11 +187,14 @@ class SmtpReceiver:
             _SmtpHandler(self),
             hostname="127.0.0.1",
             port=self.port,
-            tls_context=ctx,
-            require_starttls=True,
+            ssl_context=ctx if tls == "implicit" else None,
+            tls_context=ctx if tls == "starttls" else None,
+            require_starttls=tls == "starttls",
             authenticator=self._authenticate,
             auth_required=True,
-            auth_require_tls=True,
+            # aiosmtpd counts only STARTTLS as TLS for AUTH: with implicit TLS the session is
+            # encrypted from the first byte, so its check must be off for AUTH to be offered.
+            auth_require_tls=tls == "starttls",
             auth_exclude_mechanism=["PLAIN"],
         )
 

@@ -327,9 +327,9 @@ def test_an_outbox_of_the_previous_schema_opens_migrates_in_place_and_keeps_its_
         cfg = AlertsConfig(webhooks=(webhook,), cooldown_s=0)
         svc = AlertService({"shop": cfg}, tmp_path, _delivery(), seed=1)
         with sqlite3.connect(path) as con:
-            assert con.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 1
+            assert con.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
             cols = {r[1] for r in con.execute("PRAGMA table_info(outbox)")}
-            assert {"rejections", "requeued_at"} <= cols
+            assert {"rejections", "requeued_at", "own_failure"} <= cols
         assert [(r.id, r.dedup_key, r.attempts, r.rejections) for r in svc.pending()] == [
             (7, "inc-1:open", 2, 0),
             (8, "inc-1:resolve", 1, 0),

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
+import httpx
 import pyarrow as pa
 import pytest
 
 from sinks.alerts import AlertService
+from sinks.alerts.hooks import DEDUP_HEADER, SIGNATURE_HEADER, verify_signature
 from sinks.alerts.testing import WebhookReceiver
 from sinks.config import AlertsConfig, DeliveryConfig, WebhookConfig
 from sinks.testing import result_table
@@ -98,3 +101,34 @@ def test_each_alert_arrives_exactly_once_through_errors_and_throttling(tmp_path:
     assert all(r.last_error == error and r.rejections == r.attempts for r in left if r.attempts)
     assert all((d.last_error, d.attempts, d.rejections, d.reason) == (error, 3, 3, "rejected") for d in dead)
     assert wrong_key.bad_signatures == 3 * len(dead) + sum(r.attempts for r in left)
+
+
+def test_a_captured_request_replayed_after_the_tolerance_is_refused(tmp_path: Path) -> None:
+    """The receiver (WebhookReceiver) checks signatures with verify_signature, as a receiver would."""
+    skew = [0.0]  # how far ahead the receiver's clock is of the real one
+    with WebhookReceiver(secret=SECRET, tolerance_s=300, clock=lambda: time.time() + skew[0]) as rx:
+        cfg = AlertsConfig(webhooks=(WebhookConfig(url=rx.url, secret=SECRET),), cooldown_s=0)
+        svc = AlertService({"shop": cfg}, tmp_path, DeliveryConfig(), seed=1)
+        svc.observe(result_table(values=[1.0, 50.0], scores=[0.0, 99.0]))
+        assert svc.deliver_pending() == 1  # fresh: verified
+        svc.stop()
+        ((headers, body),) = rx.raw
+        signature = headers[SIGNATURE_HEADER]
+        stamp = int(signature.split(",")[0].removeprefix("t="))
+        assert abs(stamp - time.time()) < 60 and f"t={stamp},v1=" in signature
+
+        def replay() -> int:
+            return httpx.post(rx.url, content=body, headers=headers, timeout=5).status_code
+
+        skew[0] = 301.0  # the captured request, replayed 301 s later: refused
+        assert replay() == 401 and rx.bad_signatures == 1
+        skew[0] = 0.0  # within the tolerance the signature holds; the receiver drops the seen key
+        assert replay() == 200 and rx.accepted[headers[DEDUP_HEADER]] == 2
+    # As a receiver runs it, on the captured bytes:
+    assert verify_signature(SECRET, signature, body, now=stamp + 299)
+    assert not verify_signature(SECRET, signature, body, now=stamp + 301)
+    assert not verify_signature(SECRET, signature, body, now=stamp - 301)  # from the future
+    assert not verify_signature(SECRET, signature, body + b" ", now=stamp)  # body changed
+    assert not verify_signature("another-key-4f2a", signature, body, now=stamp)
+    forged = signature.replace(f"t={stamp}", f"t={stamp + 600}")  # a fresh time, the old MAC
+    assert not verify_signature(SECRET, forged, body, now=stamp + 600)

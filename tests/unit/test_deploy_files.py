@@ -426,6 +426,7 @@ def test_dev_overlay_mails_mailpit_with_a_password_from_the_environment(
     monkeypatch.setenv("SMTP_PASSWORD", OPERATOR_ENV["SMTP_PASSWORD"])
     (email,) = load_config(ROOT / "deploy" / "detectors.dev.yaml").detectors[0].alerts.emails
     assert (email.host, email.port, email.starttls) == ("mailpit", 1025, False)
+    assert email.allow_insecure_auth  # Mailpit has no TLS: the login is allowed in clear text, on purpose
     assert email.password is not None and email.password.get_secret_value() == OPERATOR_ENV["SMTP_PASSWORD"]
 
 
