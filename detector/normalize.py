@@ -50,7 +50,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import Any, ClassVar
 
 import numba
 import numpy as np
@@ -71,11 +71,8 @@ _MS_SLOT = 300_000  # the day's fine slots: 5 minutes
 _MONDAY = 3 * _MS_DAY  # the epoch was a Thursday: + 3 days puts Monday 00:00 at week hour 0
 N_DAY, N_WEEK, N_SLOT = 24, 168, 288
 #: Levels at which each channel's exceedance frequency is tracked (calibration).
-LEVELS = np.array(
-    [0.5, 1, 1.5, 2, 2.5, 3, 3.5, 4, 4.5, 5, 6, 7, 8, 10, 12, 15, 20, 25, 30, 40, 50, 70, 100, 150, 200]
-    + [300, 500, 1000],
-    dtype=np.float64,
-)
+_LEVELS_LOW = [0.5, 1, 1.5, 2, 2.5, 3, 3.5, 4, 4.5, 5, 6, 7, 8, 10, 12, 15, 20, 25, 30, 40, 50, 70]
+LEVELS = np.array([*_LEVELS_LOW, 100, 150, 200, 300, 500, 1000], dtype=np.float64)
 N_LEVELS = LEVELS.shape[0]
 #: Sustained channel: residuals averaged.
 MEAN_POINTS = 5
@@ -137,7 +134,7 @@ class NormalizerState:
     """Per-slot arrays of both passes (structure of arrays); a slot is a row, grown on demand."""
 
     #: name -> (trailing shape, dtype, fill). Scalars are float64/int64; the profiles float32.
-    SPEC: dict[str, tuple[tuple[int, ...], Any, float]] = {
+    SPEC: ClassVar[dict[str, tuple[tuple[int, ...], Any, float]]] = {
         # counters and clocks: points processed (processedDataPoints) and points the models learned
         # (they restart at 0 when an older state is upgraded: the models must learn again)
         "n_seen": ((), np.int64, 0),
@@ -200,7 +197,8 @@ class NormalizerState:
     def __getattr__(self, name: str) -> np.ndarray:
         arrays = self.__dict__.get("arrays")
         if arrays is not None and name in arrays:
-            return arrays[name]
+            out: np.ndarray = arrays[name]
+            return out
         raise AttributeError(name)
 
     @property
@@ -299,7 +297,9 @@ def _learn_tail(ex: np.ndarray, s: int, x: float, w: float) -> None:
 
 
 @numba.njit(cache=True, nogil=True)
-def _interp(means: np.ndarray, devs: np.ndarray, counts: np.ndarray, s: int, nb: int, pos: float) -> tuple:
+def _interp(
+    means: np.ndarray, devs: np.ndarray, counts: np.ndarray, s: int, nb: int, pos: float
+) -> tuple[bool, float, float]:
     """(ok, mean, scale) of a cyclic profile at position ``pos`` (bucket units, centres at +0.5)."""
     p = pos - 0.5
     if p < 0.0:
@@ -343,7 +343,7 @@ def _ew(
 
 
 @numba.njit(cache=True, nogil=True)
-def _prepare_kernel(
+def _prepare_kernel(  # type: ignore[no-untyped-def]  # numba infers the types
     slots, values, ts, seasonal,
     n_seen, n_model, t_first, t_last, cadence, c_sum, c_n, level, level_dev, spread_mean, spread_dev, q99,
     err, err_n, day_mean, day_dev, day_n, week_mean, week_dev, week_n, slot_mean, slot_dev, slot_n,
@@ -525,10 +525,10 @@ def _inverse(x: float, c: float) -> float:
 
 
 @numba.njit(cache=True, nogil=True)
-def _judge_kernel(
-    slots, raw, z, values, exp_x, scale, ts, missing, counts, seens, mags, p_threshold, p_learning_points, p_learning_ms,
-    p_learning_max, p_direction, p_min_rel, p_s100, p_suppress, p_cap, p_conf_points, p_missing_conf,
-    p_forest_w, p_value_w,
+def _judge_kernel(  # type: ignore[no-untyped-def]  # numba infers the types
+    slots, raw, z, values, exp_x, scale, ts, missing, counts, seens, mags, p_threshold, p_learning_points,
+    p_learning_ms, p_learning_max, p_direction, p_min_rel, p_s100, p_suppress, p_cap, p_conf_points,
+    p_missing_conf, p_forest_w, p_value_w,
     t_first, recent_z, ex_value, ex_sustained, shift_z, shift_armed, ex_shift, calib_n, recent_raw, raw_mean,
     raw_var, forest_alarms, forest_agreed, since_alert, alert_sign, missing_rate,
     score, decision, confidence, inference, processed, expected, low, high, reason, value_score,

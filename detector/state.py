@@ -6,11 +6,12 @@ this table says which version each part writes now and which it reads. Reading a
 goes through its mappers, one version step each; only the current version is written. Every old
 version has a golden file under ``tests/golden/`` that must keep loading.
 
-| part | written | read | what changed |
-|---|---|---|---|
-| detector state (``Detector.to_state``) | 3 | 1, 2, 3 | 1: one dict per series; 2: the series in a few arrays; 3: the scoring stage of detector/normalize.py version 2 |
-| normalizer state (inside it) | 2 | 2 | 1 (before the seasonal value models) cannot be mapped: the series' models learn again |
-| forest state (one series / many) | 1 | 1 | config gained ``insert_every`` / ``isolation`` for the new engine (absent = CoDisp) |
+- detector state (``Detector.to_state``): writes 3, reads 1, 2, 3. 1: one dict per series; 2: the
+  series in a few arrays; 3: the scoring stage of detector/normalize.py version 2.
+- normalizer state (inside it): writes and reads 2. 1 (before the seasonal value models) cannot be
+  mapped: the series' models learn again.
+- forest state (one series / many): writes and reads 1. Its config gained ``insert_every`` and
+  ``isolation`` with the isolation engine (absent = CoDisp).
 """
 
 from __future__ import annotations
