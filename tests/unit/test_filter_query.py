@@ -4,7 +4,6 @@ is linear in the input (counted by the scanner, never timed)."""
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -13,20 +12,11 @@ from hypothesis import strategies as st
 
 from dashboard import views
 from dashboard.filter_query import MAX_FILTER_CHARS, ScanStats, parse_filter_query
+from dashboard.testing import hostile_filters
 from sinks.query import Filter, QueryInputError
 
-#: Inputs that cost the old regular expression quadratic time (or that stress every scanner step).
-HOSTILE: dict[str, Callable[[int], str]] = {
-    "run of spaces inside a bare value": lambda n: "{dimensions} contains a" + " " * n + "b",
-    "many terms": lambda n: " && ".join(["{anomalyScore} > 1"] * (n // 18)),
-    "many quoted terms holding &&": lambda n: " && ".join(['{dimensions} contains "x && y"'] * (n // 30)),
-    "unterminated quote with escapes": lambda n: '{dimensions} contains "' + 'a\\"' * (n // 3),
-    "opening braces": lambda n: "{" * n,
-    "unclosed columns": lambda n: "{a" * (n // 2),
-    "separators only": lambda n: "{a} = " + " && " * (n // 4),
-    "spaces before the operator": lambda n: "{anomalyScore}" + " " * n + "> 1",
-    "long column name": lambda n: "{" + "c" * n + "} = 1",
-}
+#: The hostile families, by name (each built at several sizes below).
+FAMILIES = sorted(hostile_filters(10))
 
 
 def _work(text: str) -> ScanStats:
@@ -107,14 +97,13 @@ def test_a_100kb_filter_in_the_table_gets_a_message(tmp_path: Path) -> None:
     assert message.startswith("Filter not applied: the filter is 100,024 characters long")
 
 
-@pytest.mark.parametrize("family", sorted(HOSTILE))
+@pytest.mark.parametrize("family", FAMILIES)
 def test_work_is_linear_in_the_input(family: str) -> None:
     """Characters examined stay within 2 x the input (+ a constant) at every size, and the work per
     input character does not grow with the input: no step rescans what an earlier step read."""
-    make = HOSTILE[family]
     per_char = []
     for n in (1_000, 4_000, 16_000):
-        text = make(n)
+        text = hostile_filters(n)[family]
         stats = _work(text)
         assert stats.chars <= 2 * len(text) + 64, (family, len(text), stats)
         assert stats.steps <= len(text) + 8, (family, len(text), stats)
@@ -126,7 +115,7 @@ def test_work_is_linear_in_the_input(family: str) -> None:
 def test_the_count_covers_the_input() -> None:
     """For an accepted filter every character is examined at least once (the count is not blind)."""
     for family in ("many terms", "many quoted terms holding &&", "run of spaces inside a bare value"):
-        text = HOSTILE[family](20_000)
+        text = hostile_filters(20_000)[family]
         stats = ScanStats()
         parse_filter_query(text, max_chars=len(text), stats=stats)
         assert len(text) <= stats.chars <= 2 * len(text) + 64
