@@ -10,6 +10,11 @@ import click
 logger = logging.getLogger(__name__)
 
 
+def _host_names(_ctx: click.Context, _param: click.Parameter, values: tuple[str, ...]) -> tuple[str, ...]:
+    """``--allowed-host`` values; the environment variable may list several, comma- or space-separated."""
+    return tuple(name for value in values for name in value.replace(",", " ").split())
+
+
 def _data_dir(value: Path | None) -> Path:
     import os
 
@@ -44,6 +49,17 @@ def _data_dir(value: Path | None) -> Path:
     help="access token (also $CUTSTREAM_DASHBOARD_TOKEN): Bearer header or basic-auth password",
 )
 @click.option(
+    "--allowed-host",
+    "allowed_host_names",
+    multiple=True,
+    envvar="CUTSTREAM_DASHBOARD_ALLOWED_HOSTS",
+    callback=_host_names,
+    metavar="NAME",
+    help="a Host name the dashboard answers besides the loopback names and the bound address "
+    "(repeatable; also $CUTSTREAM_DASHBOARD_ALLOWED_HOSTS, comma-separated); *.example.com for "
+    "subdomains, * for any name (turns the DNS-rebinding guard off)",
+)
+@click.option(
     "--threads", type=click.IntRange(min=1), default=8, show_default=True, help="waitress worker threads"
 )
 @click.option(
@@ -60,11 +76,13 @@ def dashboard(
     token: str | None,
     threads: int,
     metrics_urls: tuple[str, ...],
+    allowed_host_names: tuple[str, ...],
 ) -> None:
     """Serve the dashboard over a results directory (waitress, a production WSGI server)."""
     from waitress import serve
 
-    from dashboard.app import LOOPBACK_HOSTS, create_app
+    from dashboard.app import create_app
+    from dashboard.security import LOOPBACK_HOSTS, WILDCARD_BINDS, allowed_hosts
 
     root = _data_dir(data_dir)
     if host not in LOOPBACK_HOSTS and not token:
@@ -72,13 +90,30 @@ def dashboard(
             f"refusing to serve the dashboard on {host} without a token: pass --token or set "
             "CUTSTREAM_DASHBOARD_TOKEN (or bind to 127.0.0.1)"
         )
+    try:
+        hosts = allowed_hosts(host, allowed_host_names)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--allowed-host") from None
     if not (root / "results").is_dir():
         logger.warning("no results yet data_dir=%s (the page fills in when a worker writes some)", root)
-    app = create_app(root, refresh_ms=refresh_ms, auth=token, metrics_urls=metrics_urls, warm_up=True)
+    app = create_app(
+        root,
+        refresh_ms=refresh_ms,
+        auth=token,
+        metrics_urls=metrics_urls,
+        warm_up=True,
+        allowed_hosts=hosts,
+    )
     click.echo(
         f"cutstream dashboard on http://{host}:{port}/ over {root}" + (" (token required)" if token else ""),
         err=True,
     )
+    if host.strip("[]") in WILDCARD_BINDS and not allowed_host_names:
+        click.echo(
+            f"bound to {host}: only loopback Host names are answered; add --allowed-host NAME for the "
+            "names clients use to reach this machine",
+            err=True,
+        )
     serve(app.server, host=host, port=port, threads=threads, ident="cutstream")
 
 

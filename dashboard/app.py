@@ -1,4 +1,8 @@
-"""The Dash application: ``create_app(data_dir, refresh_ms, auth)``.
+"""The Dash application: ``create_app(data_dir, refresh_ms, auth, allowed_hosts=...)``.
+
+Every response passes :class:`dashboard.security.Guard` (Host allowlist, security headers); every
+callback request passes :func:`dashboard.inputs.check_callback_request` and the callbacks'
+converters (a malformed one is answered 400 in one line).
 
 Access control: with a token, every request (pages, assets, callbacks) must carry it, as
 ``Authorization: Bearer <token>``, as the password of HTTP basic auth (any user name; the browser
@@ -18,12 +22,11 @@ from pathlib import Path
 import flask
 from dash import Dash
 
-from dashboard import callbacks, layout
+from dashboard import callbacks, inputs, layout, security
 
 logger = logging.getLogger(__name__)
 
 COOKIE = "cutstream_token"
-LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 
 
 def _token_ok(presented: str | None, token: str) -> bool:
@@ -83,6 +86,28 @@ def install_auth(server: flask.Flask, token: str) -> None:
         return response
 
 
+def install_input_checks(app: Dash) -> None:
+    """Answer a malformed ``/_dash-update-component`` request, or an InputError in a callback, with 400."""
+    server = app.server
+    server.config["MAX_CONTENT_LENGTH"] = inputs.MAX_BODY_BYTES  # larger bodies: 413, unread
+    update_path = f"{app.config.routes_pathname_prefix}_dash-update-component"
+
+    @server.before_request
+    def _check_callback_request() -> None:
+        request = flask.request
+        if request.method != "POST" or request.path != update_path:
+            return
+        body = request.get_json(silent=True)
+        if body is None:
+            raise inputs.InputError("the body must be JSON (Content-Type: application/json)")
+        inputs.check_callback_request(body, app.callback_map)
+
+    @server.errorhandler(inputs.InputError)
+    def _bad_input(exc: inputs.InputError) -> flask.Response:
+        logger.info("dashboard request refused path=%s reason=%s", flask.request.path, exc)
+        return flask.Response(f"bad request: {exc}\n", 400, {"Content-Type": "text/plain; charset=utf-8"})
+
+
 def _warm_up(data_dir: Path) -> None:
     """Compute the default first page once, so that the first visitor finds the caches warm."""
     import sinks.query as q
@@ -101,6 +126,7 @@ def create_app(
     auth: str | None = None,
     metrics_urls: tuple[str, ...] = (),
     warm_up: bool = False,
+    allowed_hosts: security.HostAllowlist | None = None,
 ) -> Dash:
     """The dashboard over ``<data_dir>/results`` (read through sinks.query only).
 
@@ -110,6 +136,7 @@ def create_app(
         auth: an access token; None = no authentication (loopback use only).
         metrics_urls: the workers' Prometheus endpoints, for the lag KPI (optional).
         warm_up: compute the default first page in a background thread now (the command does).
+        allowed_hosts: the Host names answered (default: the loopback names only).
     """
     if refresh_ms < 250:
         raise ValueError("refresh_ms must be at least 250")
@@ -124,6 +151,11 @@ def create_app(
 
     if auth:
         install_auth(server, auth)
+    install_input_checks(app)
+    # the CSP names Dash's inline scripts by hash: computed once every callback is registered
+    headers = security.security_headers(security.content_security_policy(app.csp_hashes()))
+    hosts = allowed_hosts if allowed_hosts is not None else security.allowed_hosts("127.0.0.1")
+    server.wsgi_app = security.Guard(server.wsgi_app, hosts, headers)
     if warm_up:
         import threading
 

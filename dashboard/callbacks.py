@@ -1,4 +1,8 @@
-"""Callbacks: thin wiring from page inputs to :mod:`dashboard.views` and back. No queries here."""
+"""Callbacks: thin wiring from page inputs to :mod:`dashboard.views` and back. No queries here.
+
+Every value from the page first goes through a converter of :mod:`dashboard.inputs`, which raises
+``InputError`` (answered 400 by the app) for what the page cannot have sent.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,7 @@ from typing import Any
 from dash import Dash, Input, Output, State, ctx, no_update
 
 import sinks.query as q
-from dashboard import figures, layout, views
+from dashboard import figures, inputs, layout, views
 
 logger = logging.getLogger(__name__)
 
@@ -30,7 +34,9 @@ def register(app: Dash, data_dir: Path, metrics_urls: tuple[str, ...] = ()) -> N
         Input("tick", "n_intervals"),
         Input("period", "value"),
     )
-    def refresh_kpis(_tick: int, period: str) -> tuple[list[Any], list[dict[str, str]]]:
+    def refresh_kpis(tick: Any, period: Any) -> tuple[list[Any], list[dict[str, str]]]:
+        inputs.count(tick, "n_intervals")
+        period = inputs.period(period)
         cards = [layout.kpi_card(*card) for card in views.kpi_values(data_dir, period, metrics_urls)]
         return cards, views.detector_options(data_dir)
 
@@ -40,7 +46,9 @@ def register(app: Dash, data_dir: Path, metrics_urls: tuple[str, ...] = ()) -> N
         Input("period", "value"),
         Input("tick", "n_intervals"),
     )
-    def refresh_measures(detector: str | None, period: str, _tick: int) -> list[dict[str, str]]:
+    def refresh_measures(detector: Any, period: Any, tick: Any) -> list[dict[str, str]]:
+        inputs.count(tick, "n_intervals")
+        detector, period = inputs.text(detector, "detector"), inputs.period(period)
         return views.measure_options(data_dir, period, detector)
 
     @app.callback(
@@ -58,14 +66,12 @@ def register(app: Dash, data_dir: Path, metrics_urls: tuple[str, ...] = ()) -> N
         prevent_initial_call="initial_duplicate",
     )
     def refresh_series(
-        detector: str | None,
-        measure: str | None,
-        search: str | None,
-        selected: str | None,
-        period: str,
-        _tick: int,
-        url_search: str | None,
+        detector: Any, measure: Any, search: Any, selected: Any, period: Any, tick: Any, url_search: Any
     ) -> tuple[list[dict[str, str]], Any, Any, Any]:
+        inputs.count(tick, "n_intervals")
+        detector, measure = inputs.text(detector, "detector"), inputs.text(measure, "measure")
+        search, selected = inputs.text(search, "search"), inputs.series_id(selected)
+        period, url_search = inputs.period(period), inputs.text(url_search, "url")
         if selected:
             options = views.series_options(data_dir, period, detector, measure, search, selected)
             return options, no_update, no_update, no_update
@@ -94,9 +100,10 @@ def register(app: Dash, data_dir: Path, metrics_urls: tuple[str, ...] = ()) -> N
         Input("url", "search"),
         prevent_initial_call="initial_duplicate",
     )
-    def open_series(
-        cell: dict[str, Any] | None, incident_cell: dict[str, Any] | None, search: str | None
-    ) -> tuple[Any, Any]:
+    def open_series(cell: Any, incident_cell: Any, search: Any) -> tuple[Any, Any]:
+        cell = inputs.record(cell, "active_cell", ("row_id", "column_id"))
+        incident_cell = inputs.record(incident_cell, "active_cell", ("row_id", "column_id"))
+        search = inputs.text(search, "url")
         if ctx.triggered_id == "anomalies":
             focus = views.focus_from_row((cell or {}).get("row_id"))
         elif ctx.triggered_id == "incidents":
@@ -116,9 +123,11 @@ def register(app: Dash, data_dir: Path, metrics_urls: tuple[str, ...] = ()) -> N
         Input("tick", "n_intervals"),
         State("chart-key", "data"),
     )
-    def refresh_chart(
-        series: str | None, period: str, focus: dict[str, Any] | None, _tick: int, drawn: str | None
-    ) -> tuple[Any, Any]:
+    def refresh_chart(series: Any, period: Any, focus: Any, tick: Any, drawn: Any) -> tuple[Any, Any]:
+        inputs.count(tick, "n_intervals")
+        series, period = inputs.series_id(series), inputs.period(period)
+        focus = inputs.record(focus, "focus", ("series", "time", "start", "end"))
+        drawn = inputs.text(drawn, "chart-key")
         if ctx.triggered_id != "tick" and series and drawn:
             # the first page draws the default series before the picker names it: no redraw then
             default = views.chart_key(None, period, focus)
@@ -144,12 +153,13 @@ def register(app: Dash, data_dir: Path, metrics_urls: tuple[str, ...] = ()) -> N
         State("anomalies", "data"),
     )
     def refresh_table(
-        period: str,
-        filter_query: str | None,
-        sort_by: list[dict[str, str]] | None,
-        _tick: int,
-        current: list[dict[str, Any]] | None,
+        period: Any, filter_query: Any, sort_by: Any, tick: Any, current: Any
     ) -> tuple[Any, str]:
+        inputs.count(tick, "n_intervals")
+        period, sort_by = inputs.period(period), inputs.sort_by(sort_by)
+        # the filter's length is the parser's to judge: a long paste gets a message on the page
+        filter_query = inputs.text(filter_query, "filter_query", inputs.MAX_BODY_BYTES)
+        current = inputs.rows(current, "anomalies.data")
         try:
             rows, message = views.anomaly_rows(data_dir, period, filter_query, sort_by)
         except q.QueryError as exc:
@@ -162,6 +172,7 @@ def register(app: Dash, data_dir: Path, metrics_urls: tuple[str, ...] = ()) -> N
     @app.callback(
         Output("incidents", "data"), Output("incidents-block", "style"), Input("tick", "n_intervals")
     )
-    def refresh_incidents(_tick: int) -> tuple[Any, dict[str, str]]:
+    def refresh_incidents(tick: Any) -> tuple[Any, dict[str, str]]:
+        inputs.count(tick, "n_intervals")
         rows = views.incident_rows(data_dir)
         return rows, {"display": "block" if rows else "none"}

@@ -27,3 +27,22 @@ def first_page(
         "figure": out.pop("chart"),
         "timings": out["timings"],
     }
+
+
+def hostile_filters(n: int) -> dict[str, str]:
+    """Filter texts of about ``n`` characters that stress the table's filter parser, by family.
+
+    The first cost the regular expression it replaced quadratic time; the others exercise each
+    scanner step (the linearity test and ``cutstream bench dashboard`` use them).
+    """
+    return {
+        "run of spaces inside a bare value": "{dimensions} contains a" + " " * n + "b",
+        "many terms": " && ".join(["{anomalyScore} > 1"] * (n // 18)),
+        "many quoted terms holding &&": " && ".join(['{dimensions} contains "x && y"'] * (n // 30)),
+        "unterminated quote with escapes": '{dimensions} contains "' + 'a\\"' * (n // 3),
+        "opening braces": "{" * n,
+        "unclosed columns": "{a" * (n // 2),
+        "separators only": "{a} = " + " && " * (n // 4),
+        "spaces before the operator": "{anomalyScore}" + " " * n + "> 1",
+        "long column name": "{" + "c" * n + "} = 1",
+    }

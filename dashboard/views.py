@@ -19,6 +19,7 @@ import plotly.graph_objects as go
 
 import sinks.query as q
 from dashboard import figures
+from dashboard.filter_query import parse_filter_query
 
 logger = logging.getLogger(__name__)
 
@@ -191,7 +192,7 @@ def chart(
     span = _focus_span(focus, series_id)
     start = p.start
     if span is not None and span[0] is not None and start is not None and span[0] < start:
-        start = span[0] - dt.timedelta(hours=1)  # an alert link to older data: widen the period to it
+        start = _shift(span[0], -dt.timedelta(hours=1))  # an alert link to older data: widen the period
     points = q.series_points(data_dir, series_id, start, p.end, detector)
     zoom = None
     revision = series_id
@@ -199,13 +200,13 @@ def chart(
         width = figures.window_width(points) or dt.timedelta(minutes=10)
         lo, hi = span
         if hi is None:  # one window (a clicked row): centre it
-            zoom = (lo - FOCUS_WINDOWS * width, lo + FOCUS_WINDOWS * width)
+            zoom = (_shift(lo, -FOCUS_WINDOWS * width), _shift(lo, FOCUS_WINDOWS * width))
         else:
-            zoom = (lo - 6 * width, hi + 6 * width)
+            zoom = (_shift(lo, -6 * width), _shift(hi, 6 * width))
         if points.num_rows:  # no empty margins beyond the data
             first = points.column("windowStart")[0].as_py()
             last = points.column("windowStart")[-1].as_py()
-            zoom = (max(zoom[0], first - width), min(zoom[1], last + width))
+            zoom = (max(zoom[0], _shift(first, -width)), min(zoom[1], _shift(last, width)))
         revision = f"{series_id}@{lo:%Y-%m-%d %H:%M:%S}"
     title = (
         f"{info['dimensions'] or '(no dimensions)'} — {info['measure']} ({info['detectorName']})"
@@ -218,9 +219,21 @@ def chart(
 def _parse_time(text: Any) -> dt.datetime | None:
     try:
         t = dt.datetime.fromisoformat(str(text).strip())
-    except ValueError:
+        return t.astimezone(dt.UTC) if t.tzinfo is not None else t.replace(tzinfo=dt.UTC)
+    except (ValueError, OverflowError):  # not a time, or one whose UTC form is out of range
         return None
-    return t if t.tzinfo is not None else t.replace(tzinfo=dt.UTC)
+
+
+def _shift(t: dt.datetime, delta: dt.timedelta) -> dt.datetime:
+    """``t + delta``, clamped to the representable range (an alert link may name year 1 or 9999)."""
+    try:
+        return t + delta
+    except OverflowError:
+        return (
+            dt.datetime.max.replace(tzinfo=dt.UTC)
+            if delta > dt.timedelta(0)
+            else dt.datetime.min.replace(tzinfo=dt.UTC)
+        )
 
 
 def _focus_span(
@@ -266,78 +279,6 @@ TABLE_COLUMNS: list[tuple[str, str, str]] = [
     ("anomalyScore", "score", "numeric"),
     ("anomalyConfidenceScore", "confidence", "numeric"),
 ]
-
-_OPS = {
-    "=": "=",
-    "eq": "=",
-    "!=": "!=",
-    "ne": "!=",
-    "<": "<",
-    "lt": "<",
-    "<=": "<=",
-    "le": "<=",
-    ">": ">",
-    "gt": ">",
-    ">=": ">=",
-    "ge": ">=",
-    "contains": "contains",
-    "datestartswith": "datestartswith",
-}
-_TERM = re.compile(
-    r"""^\s*\{(?P<col>[^{}]+)\}\s+(?P<op>[is]?(?:eq|ne|lt|le|gt|ge|contains|datestartswith)|!=|<=|>=|=|<|>)\s+"""
-    r"""(?P<val>"(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*'|`(?:[^`\\]|\\.)*`|.+?)\s*$""",
-    re.S,
-)
-
-
-def parse_filter_query(text: str | None) -> list[q.Filter]:
-    """DataTable's ``filter_query`` (``{col} op value && ...``) → query filters.
-
-    Raises:
-        sinks.query.QueryInputError: a term that is not ``{column} operator value`` or an operator
-            this table does not support; the message names it.
-    """
-    if not text or not text.strip():
-        return []
-    out: list[q.Filter] = []
-    for term in text.split(" && "):
-        m = _TERM.match(term)
-        if m is None:
-            raise q.QueryInputError(f"cannot read the filter {term.strip()!r}")
-        col, op, val = m.group("col"), m.group("op"), m.group("val")
-        if op[0] in "is" and op[1:] in _OPS:
-            op = op[1:]
-        if op not in _OPS:
-            raise q.QueryInputError(f"unsupported filter operator {op!r}")
-        if val[:1] in "\"'`" and val[-1:] == val[:1] and len(val) >= 2:
-            val = re.sub(r"\\(.)", r"\1", val[1:-1])
-        op = _OPS[op]
-        if op == "datestartswith":
-            out.extend(_date_prefix(col, val))
-        else:
-            out.append(q.Filter(col, op, val))
-    return out
-
-
-def _date_prefix(col: str, text: str) -> list[q.Filter]:
-    """``datestartswith 2026-01-05`` → ``col >= 2026-01-05 AND col < 2026-01-06`` (also YYYY-MM, YYYY)."""
-    t = text.strip()
-    try:
-        if re.fullmatch(r"\d{4}", t):
-            lo = dt.datetime(int(t), 1, 1, tzinfo=dt.UTC)
-            hi = dt.datetime(int(t) + 1, 1, 1, tzinfo=dt.UTC)
-        elif re.fullmatch(r"\d{4}-\d{2}", t):
-            y, m = int(t[:4]), int(t[5:7])
-            lo = dt.datetime(y, m, 1, tzinfo=dt.UTC)
-            hi = dt.datetime(y + m // 12, m % 12 + 1, 1, tzinfo=dt.UTC)
-        elif re.fullmatch(r"\d{4}-\d{2}-\d{2}", t):
-            lo = dt.datetime.fromisoformat(t).replace(tzinfo=dt.UTC)
-            hi = lo + dt.timedelta(days=1)
-        else:
-            return [q.Filter(col, ">=", t)]
-    except ValueError:
-        raise q.QueryInputError(f"{col}: {text!r} is not a date") from None
-    return [q.Filter(col, ">=", lo), q.Filter(col, "<", hi)]
 
 
 def row_id(series_id: str, window_start: str) -> str:

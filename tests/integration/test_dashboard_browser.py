@@ -385,3 +385,70 @@ def test_token_is_required_off_loopback_and_checked_on_every_request(results_dir
         context.close()
     finally:
         server.close()
+
+
+_CSP_LISTENER = (
+    "window.__csp = [];"
+    " document.addEventListener('securitypolicyviolation', e =>"
+    " window.__csp.push(e.violatedDirective + ' ' + (e.blockedURI || '') + ' ' + (e.sample || '')));"
+)
+
+
+def test_the_page_renders_under_its_csp_and_cannot_be_framed(results_dir: Path, browser: Any) -> None:
+    """Security headers on, the whole page still works: no CSP violation while it loads and is used;
+    an inline script the page did not ship is blocked; a page elsewhere cannot frame it."""
+    server = _serve(results_dir)
+    url = next(server)
+    try:
+        context = browser.new_context(viewport={"width": 1300, "height": 900})
+        page = context.new_page()
+        page.add_init_script(_CSP_LISTENER)
+        console: list[str] = []
+        page.on("console", lambda m: console.append(m.text))
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        response = page.goto(url)
+        assert response is not None
+        assert "frame-ancestors 'none'" in response.headers["content-security-policy"]
+        assert response.headers["x-frame-options"] == "DENY"
+        page.wait_for_function(f"() => document.querySelector('#kpi-series')?.textContent === '{len(HOSTS)}'")
+        page.wait_for_function(f"() => {{ const g = ({_FIGURE})(); return g && g.data.length >= 7; }}")
+        page.locator("#anomalies tbody tr td").first.wait_for()
+        # use it: type-ahead pick, hover the chart, filter the table
+        page.click("#series")
+        page.fill(".dash-dropdown-search", "web-4")
+        page.locator(".dash-dropdown-option", has_text="host=web-4").first.click()
+        page.wait_for_function(
+            "() => document.querySelector('#chart .gtitle')?.textContent.includes('web-4')"
+        )
+        page.hover("#chart .js-plotly-plot")
+        score_filter = page.locator(
+            "#anomalies th.dash-filter[data-dash-column='anomalyScore'] input[type=text]"
+        )
+        score_filter.fill("lots")
+        score_filter.press("Enter")
+        page.wait_for_function(
+            "() => document.querySelector('#table-message').textContent.includes('Filter')"
+        )
+        assert page.evaluate("() => window.__csp") == []
+        assert not [m for m in console if "Content Security Policy" in m], console
+        assert not errors, errors
+
+        # the listener and the policy work: an inline script the page did not ship does not run
+        page.evaluate(
+            "() => { const s = document.createElement('script'); s.textContent = 'window.__ran = 1';"
+            " document.body.appendChild(s); }"
+        )
+        wait_for(lambda: page.evaluate("() => window.__csp.length") > 0, message="the CSP violation")
+        assert page.evaluate("() => window.__ran") is None
+        assert page.evaluate("() => window.__csp[0]").startswith("script-src")
+
+        # another page framing the dashboard gets an empty frame (frame-ancestors 'none')
+        other = context.new_page()
+        other.set_content(f"<iframe id='f' src='{url}/' onload=\"this.dataset.loaded = '1'\"></iframe>")
+        other.wait_for_function("() => document.getElementById('f').dataset.loaded === '1'")
+        framed = [f for f in other.frames if f != other.main_frame]
+        assert framed and all("_dash-config" not in f.content() for f in framed), [f.url for f in framed]
+        context.close()
+    finally:
+        server.close()
