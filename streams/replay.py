@@ -249,8 +249,7 @@ def replay(
             if not sender.send_chunk(batch, sent_before, report, stop):
                 break
             sender.flush()
-            last_row = int(batch.rows[-1]) if len(batch.rows) else batch.first_row
-            state.update(file_index=batch.file_index, row=last_row + 1, offsets=sender.offsets)
+            state.update(file_index=batch.file_index, row=batch.last_row + 1, offsets=sender.offsets)
             _save_state(state_file, state)
             if bar is not None:
                 bar.update(len(batch.rows) + len(batch.bad))
