@@ -177,7 +177,7 @@ def _csv_chunks(path: Path, chunk_rows: int) -> Iterator[_Chunk]:
     """A CSV's rows as text columns, each with its position and the line it starts on.
 
     Arrow parses (fast, in C++) but neither says where a row is nor takes a row with the wrong
-    number of fields (it skips those here); :func:`_csv_records` finds the line and the field count
+    number of fields (it skips those here); :func:`_csv_blocks` finds the line and the field count
     of every row, so the rows Arrow took get their lines and the ones it skipped are reported.
     """
     read = pacsv.ReadOptions(block_size=1 << 22)
@@ -186,58 +186,102 @@ def _csv_chunks(path: Path, chunk_rows: int) -> Iterator[_Chunk]:
         header = head.schema.names
     # Binary, then UTF-8 checked per chunk: a bad byte is a bad row, not an error for the file.
     convert = pacsv.ConvertOptions(column_types={n: pa.binary() for n in header}, strings_can_be_null=False)
-    records = _csv_records(path)
-    header_line = next(records, None)
-    if header_line is None or header_line[1] != len(header):
+    records = _Records(_csv_blocks(path))
+    if records.header_fields() != len(header):
         raise StreamsError(f"{path}: the header line could not be read")
-    fields = len(header)
-    done = 0  # rows handed out so far (their positions)
     for batch in pacsv.open_csv(path, read_options=read, parse_options=parse, convert_options=convert):
         text_batch, bad_cells = _utf8_columns(batch)
         for off in range(0, text_batch.num_rows, chunk_rows):
             part = text_batch.slice(off, chunk_rows)
-            rows, lines, skipped = _take_records(records, part.num_rows, fields, done)
-            first_row, done = done + 1, int(rows[-1])
+            first_row = records.done + 1
+            rows, lines, skipped = records.take(part.num_rows)
             cells = {i - off: r for i, r in bad_cells.items() if off <= i < off + part.num_rows}
-            yield _Chunk(part, rows, lines, first_row, done, skipped, cells)
-    rows, lines, skipped = _take_records(records, 0, fields, done, to_end=True)
+            yield _Chunk(part, rows, lines, first_row, records.done, skipped, cells)
+    first_row = records.done + 1
+    rows, lines, skipped = records.take(0, to_end=True)
     if skipped:
         nothing = pa.RecordBatch.from_arrays([pa.array([], pa.string()) for _ in header], names=header)
-        yield _Chunk(nothing, rows, lines, done + 1, done + len(skipped), skipped, {})
+        yield _Chunk(nothing, rows, lines, first_row, records.done, skipped, {})
 
 
-def _take_records(
-    records: Iterator[tuple[int, int, str]], n: int, fields: int, done: int, *, to_end: bool = False
-) -> tuple[np.ndarray, np.ndarray, list[tuple[int, int, str]]]:
-    """The next ``n`` rows Arrow took (positions, lines) and the rows it skipped before them
-    (``to_end``: the skipped rows after the last one it took)."""
-    rows = np.zeros(n, np.int64)
-    lines = np.zeros(n, np.int64)
-    skipped: list[tuple[int, int, str]] = []
-    got = 0
-    position = done
-    while got < n or to_end:
-        record = next(records, None)
-        if record is None:
-            if got < n:
-                raise StreamsError("the CSV rows could not be matched to their lines; please report it")
-            break
-        line, count, text = record
-        position += 1
-        if count != fields:
-            shown = text if len(text) <= 60 else text[:57] + "..."
-            skipped.append((position, line, f"{count} fields where the header has {fields}: {shown!r}"))
-            continue
-        if to_end:
+#: One block of a CSV's rows: the line each starts on, its field count, and the text of those whose
+#: count is not the header's (by index in the block).
+_Block = tuple[np.ndarray, np.ndarray, dict[int, str]]
+
+
+class _Records:
+    """The rows :func:`_csv_blocks` finds, handed out in the runs Arrow's batches take."""
+
+    def __init__(self, blocks: Iterator[_Block]) -> None:
+        self._blocks = blocks
+        self._lines = np.zeros(0, np.int64)
+        self._counts = np.zeros(0, np.int64)
+        self._texts: dict[int, str] = {}  # by record index from the file's start (header = 0)
+        self._base = 0  # record index of self._lines[0]
+        self._fields = -1
+        self.done = 0  # rows (records after the header) handed out
+
+    def _more(self) -> bool:
+        block = next(self._blocks, None)
+        if block is None:
+            return False
+        lines, counts, texts = block
+        start = self._base + len(self._lines)
+        self._texts.update({start + i: t for i, t in texts.items()})
+        self._lines = np.concatenate([self._lines, lines])
+        self._counts = np.concatenate([self._counts, counts])
+        return True
+
+    def header_fields(self) -> int:
+        while not len(self._lines) and self._more():
+            pass
+        if not len(self._lines):
+            return -1
+        self._fields = int(self._counts[0])
+        self._drop(1)
+        return self._fields
+
+    def _drop(self, k: int) -> None:
+        self._lines, self._counts = self._lines[k:], self._counts[k:]
+        self._base += k
+
+    def take(
+        self, n: int, *, to_end: bool = False
+    ) -> tuple[np.ndarray, np.ndarray, list[tuple[int, int, str]]]:
+        """The next ``n`` rows Arrow took (positions, lines) and the rows it skipped before them
+        (``to_end``: every row left, none of which Arrow may have taken)."""
+        while True:
+            good = self._counts == self._fields
+            have = int(np.count_nonzero(good))
+            if (have >= n and not to_end) or not self._more():
+                break
+        if have < n or (to_end and have):
             raise StreamsError("the CSV rows could not be matched to their lines; please report it")
-        rows[got], lines[got] = position, line
-        got += 1
-    return rows, lines, skipped
+        end = int(np.flatnonzero(good)[n - 1]) + 1 if n else (len(good) if to_end else 0)
+        positions = np.arange(self.done + 1, self.done + end + 1, dtype=np.int64)
+        took = good[:end]
+        skipped = [
+            (
+                int(positions[i]),
+                int(self._lines[i]),
+                f"{int(self._counts[i])} fields where the header has {self._fields}: "
+                f"{_shown(self._texts.pop(self._base + i, ''))!r}",
+            )
+            for i in np.flatnonzero(~took).tolist()
+        ]
+        rows, lines = positions[took], self._lines[:end][took]
+        self.done += end
+        self._drop(end)
+        return rows, lines, skipped
 
 
-def _csv_records(path: Path) -> Iterator[tuple[int, int, str]]:
-    """(line it starts on, number of fields, its text if that number is not the header's) of every
-    row of a CSV, the header first; blank lines are not rows (as Arrow reads them).
+def _shown(text: str) -> str:
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _csv_blocks(path: Path) -> Iterator[_Block]:
+    """The rows of a CSV, block by block (:data:`_Block`), the header first; blank lines are not
+    rows (as Arrow reads them).
 
     Blocks without a quote or a lone carriage return are split with numpy (a row is a line); from
     the first block with one on, Python's ``csv`` module reads the rest of the file, which splits
@@ -266,17 +310,17 @@ def _csv_records(path: Path) -> Iterator[tuple[int, int, str]]:
             starts, ends, counts, numbers = _plain_lines(arr, line)
             if fields is None and len(counts):
                 fields = int(counts[0])
-            for start, end, count, number in zip(starts, ends, counts, numbers, strict=True):
-                text = "" if count == fields else part[start:end].rstrip(b"\r").decode("utf-8", "replace")
-                yield number, count, text
+            odd = np.flatnonzero(counts != fields).tolist()
+            texts = {i: part[starts[i] : ends[i]].rstrip(b"\r").decode("utf-8", "replace") for i in odd}
+            yield numbers, counts, texts
             line += int(np.count_nonzero(arr == 10)) + (0 if part.endswith(b"\n") else 1)
             offset += len(part)
             if not block:
                 return
-    yield from _quoted_records(path, offset, line, fields)
+    yield from _quoted_blocks(path, offset, line, fields)
 
 
-def _plain_lines(arr: np.ndarray, before: int) -> tuple[list[int], list[int], list[int], list[int]]:
+def _plain_lines(arr: np.ndarray, before: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Non-blank lines of a block without quotes: their start, end, field count and line number."""
     nl = np.flatnonzero(arr == 10)
     ends = nl if len(arr) and arr[-1] == 10 else np.append(nl, len(arr))
@@ -285,23 +329,19 @@ def _plain_lines(arr: np.ndarray, before: int) -> tuple[list[int], list[int], li
     has_cr = (length > 0) & (arr[np.maximum(ends - 1, 0)] == 13)
     keep = (length - has_cr) > 0
     commas = np.bincount(np.searchsorted(ends, np.flatnonzero(arr == 44)), minlength=len(ends))
-    numbers = np.arange(before + 1, before + len(ends) + 1)
-    return (
-        starts[keep].tolist(),
-        ends[keep].tolist(),
-        (commas[keep] + 1).tolist(),
-        numbers[keep].tolist(),
-    )
+    numbers = np.arange(before + 1, before + len(ends) + 1, dtype=np.int64)
+    return starts[keep], ends[keep], (commas[keep] + 1).astype(np.int64), numbers[keep]
 
 
-def _quoted_records(
-    path: Path, offset: int, before: int, fields: int | None
-) -> Iterator[tuple[int, int, str]]:
+def _quoted_blocks(path: Path, offset: int, before: int, fields: int | None) -> Iterator[_Block]:
     with open(path, "rb") as raw:
         raw.seek(offset)
         text = io.TextIOWrapper(raw, encoding="utf-8", errors="surrogateescape", newline="")
         reader = csv.reader(text)
         seen = 0
+        lines: list[int] = []
+        counts: list[int] = []
+        texts: dict[int, str] = {}
         for row in reader:
             start = before + seen + 1
             seen = reader.line_num
@@ -309,8 +349,14 @@ def _quoted_records(
                 continue
             if fields is None:
                 fields = len(row)
-            shown = "" if len(row) == fields else ",".join(row).encode("utf-8", "replace").decode()
-            yield start, len(row), shown
+            if len(row) != fields:
+                texts[len(lines)] = ",".join(row).encode("utf-8", "replace").decode()
+            lines.append(start)
+            counts.append(len(row))
+            if len(lines) >= 65_536:
+                yield np.array(lines, np.int64), np.array(counts, np.int64), texts
+                lines, counts, texts = [], [], {}
+        yield np.array(lines, np.int64), np.array(counts, np.int64), texts
 
 
 def _utf8_columns(batch: pa.RecordBatch) -> tuple[pa.RecordBatch, dict[int, str]]:

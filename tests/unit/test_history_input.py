@@ -184,3 +184,21 @@ def test_columns_of_a_type_that_cannot_be_used_are_one_clear_error(tmp_path: Pat
     empty.write_bytes(b"")
     with pytest.raises(StreamsError, match=r"e\.csv: cannot be read as CSV"):
         _read(empty)
+
+
+def test_many_quoted_rows_keep_their_lines(tmp_path: Path) -> None:
+    """Past the csv module's first hand-over of rows (65,536), lines still match."""
+    n = 70_000
+    f = tmp_path / "h.csv"
+    body = "".join(f'"2026-01-01 00:00:00",A,{i}\n' if i != 69_000 else "x,A\n" for i in range(n))
+    f.write_text("ts,item,qty\n" + body)
+    ok, bad = _read(f, chunk_rows=30_000)
+    assert [b.line for b in bad] == [69_002]
+    lines = [line for _, line, *_ in ok]
+    assert (
+        len(lines) == n - 1
+        and lines[0] == 2
+        and lines[-1] == n + 1
+        and lines[68_999] == 69_001
+        and lines[69_000] == 69_003
+    )
