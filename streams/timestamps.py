@@ -141,7 +141,10 @@ def _by_type(
     if pa.types.is_timestamp(t) or pa.types.is_date64(t):
         mul, div = _UNIT[t.unit] if pa.types.is_timestamp(t) else (1, 1)
         raw = _ints(arr.cast(pa.int64()))
-        return (raw * mul if mul > 1 else raw // div), np.ones(n, bool)
+        if mul > 1:  # seconds: beyond the range, * 1000 would wrap around int64
+            ok = (raw >= MIN_TIMESTAMP_MS // mul) & (raw < MAX_TIMESTAMP_MS // mul)
+            return np.where(ok, raw, 0) * mul, ok
+        return raw // div, np.ones(n, bool)
     if pa.types.is_date32(t):
         return _ints(arr.cast(pa.int32())).astype(np.int64) * _DAY_MS, np.ones(n, bool)
     if pa.types.is_integer(t):

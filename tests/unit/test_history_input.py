@@ -202,3 +202,20 @@ def test_many_quoted_rows_keep_their_lines(tmp_path: Path) -> None:
         and lines[68_999] == 69_001
         and lines[69_000] == 69_003
     )
+
+
+def test_timestamps_at_the_edge_of_int64_are_bad_rows(tmp_path: Path) -> None:
+    """Seconds that would wrap around int64 once in milliseconds are bad rows, never a wrong time."""
+    from streams.timestamps import epoch_ms
+
+    extreme = pa.array([2**62, -(2**62), T0 // 1000], pa.int64()).cast(pa.timestamp("s"))
+    ms, valid = epoch_ms(extreme)  # (Parquet stores no seconds: a column read from Arrow IPC, say)
+    assert valid.tolist() == [False, False, True] and ms[2] == T0
+    f2 = tmp_path / "h.csv"
+    f2.write_text(f"ts,item,qty\n{2**62},A,1\n{-(2**63)},A,1\n{10**30},A,1\n{T0},A,1\n")
+    ok, bad = _read(f2, SPEC.model_copy(update={"timestamp_unit": "s"}))
+    assert [b.line for b in bad] == [2, 3, 4, 5]  # the last: ms read as seconds, beyond 9999
+    ok, bad = _read(f2)
+    # as nanoseconds (their magnitude) an int64 is a time (1677 to 2262); -2**63 and 10**30 are bad
+    assert [t for _, _, t, *_ in ok] == [2**62 // 10**6, T0]
+    assert [b.line for b in bad] == [3, 4]
