@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -11,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from cutstream.cli_history import EXIT_BAD_ROWS, _history_options, _pick_detector, _report_bad
+from cutstream.cli_history import _history_options, _pick_detector, _report_bad, exit_if_bad
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -210,8 +209,7 @@ def evaluate(
     except OSError as exc:
         raise click.ClickException(f"cannot write the report under {out_dir}: {exc}") from exc
     click.echo(f"wrote {json_path} and {html_path}", err=True)
-    if report.bad:
-        sys.exit(EXIT_BAD_ROWS)
+    exit_if_bad(report.bad)
 
 
 COMMANDS = [evaluate]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -13,7 +13,7 @@ if TYPE_CHECKING:
     from cutstream.config import AppConfig
     from streams.config import DetectorSpec
 
-#: Exit status when some history rows were skipped (reported on stderr with their row numbers).
+#: Exit status when some history rows were skipped (reported on stderr: file and line, or row).
 EXIT_BAD_ROWS = 2
 
 
@@ -33,7 +33,7 @@ def _pick_detector(app: AppConfig, name: str | None) -> DetectorSpec:
     raise click.UsageError(f"no detector named {name!r} in the config")
 
 
-def _report_bad(bad: list, limit: int = 20) -> None:
+def _report_bad(bad: Sequence[object], limit: int = 20) -> None:
     if not bad:
         return
     click.echo(f"{len(bad)} history rows skipped:", err=True)
@@ -41,6 +41,16 @@ def _report_bad(bad: list, limit: int = 20) -> None:
         click.echo(f"  {b}", err=True)
     if len(bad) > limit:
         click.echo(f"  ... and {len(bad) - limit} more", err=True)
+
+
+def exit_if_bad(bad: Sequence[object]) -> None:
+    """The last line when rows were skipped: how many, and exit status 2."""
+    if bad:
+        click.echo(
+            f"{len(bad)} history rows skipped (listed above; fix or drop them): exit status {EXIT_BAD_ROWS}",
+            err=True,
+        )
+        sys.exit(EXIT_BAD_ROWS)
 
 
 def _history_options(f: Callable[..., None]) -> Callable[..., None]:
@@ -109,8 +119,7 @@ def replay(
     _report_bad(report.bad)
     resumed = f" (resumed; {report.skipped_already_sent} already in the topic)" if report.resumed_from else ""
     click.echo(f"replayed {report.sent} events into {target}{resumed}")
-    if report.bad:
-        sys.exit(EXIT_BAD_ROWS)
+    exit_if_bad(report.bad)
 
 
 @click.command()
@@ -157,8 +166,7 @@ def backfill(
     if warm_start_out is not None:
         n = save_warm_start(det, spec, warm_start_out)
         click.echo(f"saved the models of {n} series to {warm_start_out}")
-    if report.bad:
-        sys.exit(EXIT_BAD_ROWS)
+    exit_if_bad(report.bad)
 
 
 COMMANDS = [replay, backfill]

@@ -45,6 +45,7 @@ import pyarrow.parquet as pq
 from sinks.base import Partition, Sink
 from sinks.errors import SinkError
 from sinks.record import RESULT_SCHEMA, ResultBatch
+from sinks.storage import writing
 
 logger = logging.getLogger(__name__)
 
@@ -179,13 +180,22 @@ def _mkdirs(path: Path) -> None:
         _fsync_dir(d.parent)
 
 
+def _temp_name(final: Path) -> Path:
+    """Where ``final`` is written before it is published: a name no reader globs."""
+    return final.with_name(f".{final.name}.tmp")
+
+
 def _write_hidden(table: pa.Table, final: Path, segments: Sequence[Segment]) -> Path:
-    """Write ``table`` next to ``final`` under a name no reader globs; fsync it; return that name."""
+    """Write ``table`` next to ``final`` under a name no reader globs; fsync it; return that name.
+
+    A failed write (a full disk, a refused permission) removes the temp file and raises
+    ``StorageError`` naming ``final`` and what to do.
+    """
     meta = dict(table.schema.metadata or {})
     meta[SEGMENTS_KEY] = json.dumps([dataclasses.asdict(s) for s in segments]).encode("utf-8")
     table = table.replace_schema_metadata(meta)
-    tmp = final.with_name(f".{final.name}.tmp")
-    with open(tmp, "wb") as fh:
+    tmp = _temp_name(final)
+    with writing(final, "Parquet results file", tmp), open(tmp, "wb") as fh:
         pq.write_table(table, fh, compression="zstd")
         fh.flush()
         os.fsync(fh.fileno())
@@ -249,14 +259,16 @@ class ParquetSink:
             part = table if len(keys) == 1 else table.filter(pa.array((detectors == det) & (days == day)))
             date = str(np.datetime64(day, "D"))
             pdir = partition_dir(self.data_dir, det, date)
-            _mkdirs(pdir)
             final = pdir / name
-            tmp = _write_hidden(
-                part, final, [Segment(source_token(source), first_offset, last_offset, part.num_rows)]
-            )
-            with _flock(pdir / _WRITE_LOCK, shared=False):
-                os.replace(tmp, final)
-            _fsync_dir(pdir)
+            # a full disk, a read-only or foreign directory: one line naming the path, no temp file
+            with writing(final, "Parquet results file", _temp_name(final)):
+                _mkdirs(pdir)
+                tmp = _write_hidden(
+                    part, final, [Segment(source_token(source), first_offset, last_offset, part.num_rows)]
+                )
+                with _flock(pdir / _WRITE_LOCK, shared=False):
+                    os.replace(tmp, final)
+                _fsync_dir(pdir)
             written.append(final)
         logger.debug(
             "parquet written source=%s first=%d last=%d files=%d rows=%d",
@@ -311,15 +323,16 @@ class ParquetSink:
         final = rf.path.with_name(
             f"{rf.source}-{keep[0].first:020d}-{max(s.last for s in keep):020d}.parquet"
         )
-        tmp = _write_hidden(table, final, keep)
-        with (
-            _flock(rf.path.parent / _WRITE_LOCK, shared=False),
-            _flock(results_dir(self.data_dir) / _READ_LOCK, shared=False),
-        ):
-            os.replace(tmp, final)
-            if final != rf.path:
-                rf.path.unlink(missing_ok=True)
-        _fsync_dir(rf.path.parent)
+        with writing(final, "Parquet results file", _temp_name(final)):
+            tmp = _write_hidden(table, final, keep)
+            with (
+                _flock(rf.path.parent / _WRITE_LOCK, shared=False),
+                _flock(results_dir(self.data_dir) / _READ_LOCK, shared=False),
+            ):
+                os.replace(tmp, final)
+                if final != rf.path:
+                    rf.path.unlink(missing_ok=True)
+            _fsync_dir(rf.path.parent)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -408,6 +421,21 @@ def _merge(root: Path, pdir: Path, token: str, files: list[ResultFile]) -> Compa
         segments.extend(read_segments(f.path))
     merged = pa.concat_tables(tables)
     final = pdir / f"{token}-{files[0].first:020d}-{max(f.last for f in files):020d}.parquet"
+    with writing(final, "compacted Parquet file", _temp_name(final)):
+        return _swap_merged(root, pdir, token, files, stats, merged, final, segments)
+
+
+def _swap_merged(
+    root: Path,
+    pdir: Path,
+    token: str,
+    files: list[ResultFile],
+    stats: dict[Path, tuple[int, int, int]],
+    merged: pa.Table,
+    final: Path,
+    segments: list[Segment],
+) -> CompactionResult | None:
+    """Write the merged file hidden, then swap it for the inputs if none of them changed."""
     tmp = _write_hidden(merged, final, segments)
     with _flock(pdir / _WRITE_LOCK, shared=False):
         for path, before in stats.items():

@@ -21,8 +21,11 @@ import pyarrow as pa
 
 from sinks.errors import SinkError
 
-#: Separator for the hashed identity; it cannot appear in a UTF-8 text field by accident.
+#: Separator of the hashed identity's text (the unit separator, which ordinary text never holds).
 _SEP = "\x1f"
+#: Starts the length-prefixed identity text (:func:`timeseries_id`); the plain text never starts
+#: with three separators (its third field is a ``name=value`` pair, never empty).
+_LENGTH_PREFIXED = _SEP * 3 + "v2"
 
 DIMENSION_TYPE = pa.struct([("name", pa.string()), ("value", pa.string())])
 
@@ -98,13 +101,47 @@ def timeseries_id(
 ) -> str:
     """Hex SHA-256 of detector, measure and the sorted ``name=value`` pairs: stable across runs.
 
+    Two different series never share an id, whatever their text: the hashed text is the fields
+    joined by ``\\x1f`` (the form every id had before, kept so that existing ids stay the same)
+    when that text can be split back into them, i.e. no field holds ``\\x1f``, no dimension name
+    holds ``=`` and every field is valid Unicode; otherwise a length-prefixed form that cannot be
+    mistaken for the joined one (:func:`_identity_text`).
+
     Example:
         >>> timeseries_id("bookstore", "quantity", {"product_name": "item-A"})[:12]
         '61547b118584'
+        >>> timeseries_id("s", "m", {"a": "1\\x1fb=2"}) == timeseries_id("s", "m", {"a": "1", "b": "2"})
+        False
     """
     pairs = sorted(dimensions.items() if isinstance(dimensions, Mapping) else dimensions)
-    text = _SEP.join([detector, measure, *(f"{k}={v}" for k, v in pairs)])
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+    return hashlib.sha256(_identity_text(str(detector), str(measure), pairs)).hexdigest()
+
+
+def _identity_text(detector: str, measure: str, pairs: Sequence[tuple[Any, Any]]) -> bytes:
+    """The bytes :func:`timeseries_id` hashes: one-to-one with (detector, measure, pairs).
+
+    The joined form ``detector␟measure␟name=value␟...`` is kept wherever it is one-to-one (no
+    ``␟`` inside a field and no ``=`` inside a name, so it splits back into its fields); everything
+    else is written as ``␟␟␟v2`` followed by each field as ``<length>:<text>`` (surrogates kept with
+    ``surrogatepass``). The joined form never starts with three ``␟`` (its third field is a pair,
+    never empty), so the two forms never give the same text.
+    """
+    texts = [(str(k), str(v)) for k, v in pairs]
+    if (
+        _SEP not in detector
+        and _SEP not in measure
+        and not any(_SEP in k or "=" in k or _SEP in v for k, v in texts)
+    ):
+        try:
+            return _SEP.join([detector, measure, *(f"{k}={v}" for k, v in texts)]).encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate: only the length-prefixed form takes it
+            pass
+    fields = [detector, measure, str(len(texts)), *(f for kv in texts for f in kv)]
+    out = [_LENGTH_PREFIXED.encode("ascii")]
+    for f in fields:
+        data = f.encode("utf-8", "surrogatepass")
+        out.append(b"%d:%s" % (len(data), data))
+    return b"".join(out)
 
 
 def format_period(ms: int) -> str:

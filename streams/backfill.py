@@ -118,18 +118,17 @@ class Backfill:
                 row_base += current_rows
                 current, current_rows = batch.file_index, 0
             self.report.bad.extend(batch.bad)
-            n_rows = len(batch) + len(batch.bad)
-            current_rows = batch.first_row + n_rows - 1
+            current_rows = batch.last_row
             if not len(batch):
                 continue
             rejects = self.pipeline.add_columns(
                 _PARTITION, batch.timestamps_ms, batch.dimensions, batch.measures
             )
             for i, reason in rejects:
-                self.report.bad.append(BadRow(str(files[batch.file_index]), int(batch.rows[i]), reason))
+                row, line = batch.where(i)
+                self.report.bad.append(BadRow(str(files[batch.file_index]), row, reason, line))
             self.report.events += len(batch) - len(rejects)
-            first = row_base + batch.first_row
-            yield from self._score(first, first + n_rows - 1)
+            yield from self._score(row_base + batch.first_row, row_base + batch.last_row)
         if self.close_open:
             self.pipeline.drain(_PARTITION)
             end = row_base + current_rows

@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from sinks.storage import writing
 from streams.config import DetectorSpec
 from streams.errors import ConfigError, StreamsError
 from streams.state import CHECKPOINT_FILE, StateVersionError
@@ -246,16 +247,18 @@ class CheckpointStore:
     def save(self, ckpt: Checkpoint) -> Path:
         """Write atomically: temp file, fsync, rename, fsync the directory."""
         final = self.path(ckpt.topic, ckpt.partition)
-        final.parent.mkdir(parents=True, exist_ok=True)
         tmp = final.with_name(f".{final.name}.{os.getpid()}.tmp")
         size = 0
-        with open(tmp, "wb") as f:
-            for part in _parts(ckpt):
-                size += f.write(part)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, final)
-        _fsync_dir(final.parent)
+        # a full disk, a read-only or foreign directory: one line naming the path, no temp file
+        with writing(final, "checkpoint", tmp):
+            final.parent.mkdir(parents=True, exist_ok=True)
+            with open(tmp, "wb") as f:
+                for part in _parts(ckpt):
+                    size += f.write(part)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, final)
+            _fsync_dir(final.parent)
         logger.debug(
             "checkpoint saved topic=%s partition=%d next_offset=%d bytes=%d",
             ckpt.topic,
@@ -297,12 +300,14 @@ def save_warm_start(det: Any, spec: DetectorSpec, path: Path) -> int:
         detectors={spec.name: det.to_state(keys)},
         series={spec.name: keys},
     )
+    data = dumps(ckpt)
     tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(dumps(ckpt))
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    with writing(path, "warm-start file", tmp):
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
     return len(keys)
 
 

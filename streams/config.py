@@ -43,6 +43,13 @@ class DetectorSpec(BaseModel):
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.\-]+$")
     topic: str = Field(min_length=1)
     timestamp_field: str = "timestamp"
+    timestamp_unit: Literal["auto", "s", "ms", "us", "ns"] = Field(
+        "auto",
+        description="unit of epoch numbers in history files (replay, backfill, evaluate): s, ms, us, "
+        "ns, or auto = from each value's magnitude (right for times from 1973 to 5138; declare it "
+        "for earlier ones). Typed timestamp columns carry their own unit; live JSON events are "
+        "epoch milliseconds or ISO-8601 text",
+    )
     dimensions: tuple[str, ...] = ()
     measures: tuple[MeasureSpec, ...] = Field(min_length=1)
     window_ms: int = Field(60_000, ge=1, description="tumbling window length (detection interval)")

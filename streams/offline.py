@@ -24,6 +24,7 @@ import numpy as np
 
 from detector.config import ModelConfig
 from detector.detector import Detector, ScoreBatch
+from sinks.storage import writing
 from streams.errors import StreamsError
 from streams.timestamps import epoch_ms
 
@@ -135,25 +136,26 @@ def _concat(parts: list[ScoreBatch]) -> ScoreBatch:
 
 def write_scores_csv(path: Path, src: SeriesFile, result: ScoreBatch) -> None:
     """Write ``timestamp,value,anomaly_score`` + extras, one row per input row, via a temp file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", newline="") as fh:
-        w = csv.writer(fh, lineterminator="\n")
-        w.writerow(["timestamp", "value", "anomaly_score", *EXTRA_COLUMNS])
-        for i in range(len(src.timestamp_text)):
-            w.writerow(
-                [
-                    src.timestamp_text[i],
-                    src.value_text[i],
-                    f"{result.anomaly_score[i] / 100.0:.6f}",
-                    f"{result.raw_score[i]:.6g}",
-                    f"{result.expected_value[i]:.6g}",
-                    int(result.decision[i]),
-                    f"{result.confidence[i]:.2f}",
-                    "INFERENCE" if result.inference[i] else "LEARNING",
-                ]
-            )
-    tmp.replace(path)
+    with writing(path, "scores file", tmp):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tmp.open("w", newline="") as fh:
+            w = csv.writer(fh, lineterminator="\n")
+            w.writerow(["timestamp", "value", "anomaly_score", *EXTRA_COLUMNS])
+            for i in range(len(src.timestamp_text)):
+                w.writerow(
+                    [
+                        src.timestamp_text[i],
+                        src.value_text[i],
+                        f"{result.anomaly_score[i] / 100.0:.6f}",
+                        f"{result.raw_score[i]:.6g}",
+                        f"{result.expected_value[i]:.6g}",
+                        int(result.decision[i]),
+                        f"{result.confidence[i]:.2f}",
+                        "INFERENCE" if result.inference[i] else "LEARNING",
+                    ]
+                )
+        tmp.replace(path)
 
 
 def score_paths(

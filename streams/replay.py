@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from sinks.kafka import produce
+from sinks.storage import writing
 from streams.config import DetectorSpec
 from streams.errors import StreamsError
 from streams.history import BadRow, HistoryBatch, count_rows, history_files, read_history
@@ -61,11 +62,12 @@ def _load_state(state_file: Path, path: Path, topic: str) -> dict[str, Any] | No
 
 def _save_state(state_file: Path, state: dict[str, Any]) -> None:
     tmp = state_file.with_name(f".{state_file.name}.tmp")
-    with open(tmp, "w") as f:
-        json.dump(state, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, state_file)
+    with writing(state_file, "replay position file", tmp):
+        with open(tmp, "w") as f:
+            json.dump(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, state_file)
 
 
 def _already_sent(
@@ -249,8 +251,7 @@ def replay(
             if not sender.send_chunk(batch, sent_before, report, stop):
                 break
             sender.flush()
-            last_row = int(batch.rows[-1]) if len(batch.rows) else batch.first_row
-            state.update(file_index=batch.file_index, row=last_row + 1, offsets=sender.offsets)
+            state.update(file_index=batch.file_index, row=batch.last_row + 1, offsets=sender.offsets)
             _save_state(state_file, state)
             if bar is not None:
                 bar.update(len(batch.rows) + len(batch.bad))

@@ -2,7 +2,9 @@
 
 :func:`epoch_ms` takes whatever a source hands over: a pyarrow array or chunked array of any type
 pyarrow can give a timestamp column (``timestamp`` of every unit, with or without a zone;
-``date32``/``date64``; integers and floats as epoch milliseconds; decimals; ``string``,
+``date32``/``date64``; integers, floats and decimals as epoch numbers (milliseconds unless an
+``epoch_unit`` says otherwise: seconds, microseconds, nanoseconds, or ``auto`` from each value's
+magnitude, see :data:`AUTO_BOUNDS`); ``string``,
 ``large_string``, ``string_view``; a dictionary of any of those; ``null``), or a Python sequence
 of strings (a decoded JSON field). Text is ISO-8601 as :func:`iso_to_ms` reads it.
 
@@ -21,7 +23,7 @@ import math
 import re
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeAlias
+from typing import Any, Literal, TypeAlias, get_args
 
 import numpy as np
 import pyarrow as pa
@@ -39,6 +41,18 @@ _UNIT = {"s": (1000, 1), "ms": (1, 1), "us": (1, 1000), "ns": (1, 1_000_000)}
 
 #: What :func:`epoch_ms` reads.
 Column: TypeAlias = pa.Array | pa.ChunkedArray | Sequence[str]
+
+#: The unit of epoch numbers: declared, or ``auto``: decided per value from its magnitude.
+EpochUnit: TypeAlias = Literal["auto", "s", "ms", "us", "ns"]
+EPOCH_UNITS: tuple[str, ...] = get_args(EpochUnit)
+#: ``auto`` reads |v| < 1e11 as seconds, < 1e14 as milliseconds, < 1e17 as microseconds, and
+#: nanoseconds above. Each bound is year 5138 in the smaller unit and March 1973 in the larger, so
+#: every time from 1973-03-03 to 5138 is read right whatever its unit; earlier epoch numbers need
+#: a declared unit (``timestamp_unit`` of the detector).
+AUTO_BOUNDS = np.array([10**11, 10**14, 10**17], dtype=np.int64)
+_UNIT_NAMES = ("s", "ms", "us", "ns")
+_INTEGER_TEXT = re.compile(r"[+-]?\d+", re.ASCII)
+_NUMERIC_TEXT = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?", re.ASCII)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -76,63 +90,113 @@ def timestamp_to_ms(value: Any) -> int | None:
     return None
 
 
-def _text_to_ms(text: str, text_epoch: bool) -> int | None:
-    """The per-value fallback for text: ISO-8601, or (``text_epoch``) an integer of epoch ms."""
-    s = text.strip()
-    if text_epoch and s.lstrip("-").isdigit():
-        return timestamp_to_ms(int(s))
-    return iso_to_ms(s) if s else None
-
-
 # ---------------------------------------------------------------------------------------------
 # The vectorized parser
 
 
-def epoch_ms(column: Column, *, text_epoch: bool = False) -> tuple[np.ndarray, np.ndarray]:
+def epoch_ms(
+    column: Column,
+    *,
+    text_epoch: bool = False,
+    epoch_unit: EpochUnit = "ms",
+    units_seen: set[str] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
     """Every value of ``column`` as epoch ms: ``(ms int64[n], ok bool[n])``, 0 where not ok.
 
     Args:
         column: see the module docstring for the types taken.
-        text_epoch: also read text made of digits (an optional ``-`` first) as epoch ms (history
-            files, whose CSV columns are all text); JSON events keep numbers and text apart.
+        text_epoch: also read numeric text (digits, an optional sign, decimals, an exponent) as an
+            epoch number (history files, whose CSV columns are all text); JSON events keep numbers
+            and text apart.
+        epoch_unit: the unit of epoch numbers (integers, floats, decimals, numeric text); ``auto``
+            decides per value from its magnitude (:data:`AUTO_BOUNDS`). Typed timestamps and dates
+            carry their own unit.
+        units_seen: when given, the units epoch numbers were read in are added to it (to say so).
     """
+    if epoch_unit not in EPOCH_UNITS:
+        raise ValueError(f"epoch_unit must be one of {', '.join(EPOCH_UNITS)}, not {epoch_unit!r}")
     if not isinstance(column, pa.Array | pa.ChunkedArray):
         fixed = _fixed_width_texts(column)
         if fixed is not None and not text_epoch:
             return fixed
         column = pa.array(column, pa.string())
     arr = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
-    ms, ok = _by_type(arr, text_epoch)
+    seen = units_seen if units_seen is not None else set()
+    ms, ok = _by_type(arr, text_epoch, epoch_unit, seen)
     if arr.null_count:
         ok &= pc.is_valid(arr).to_numpy(zero_copy_only=False)
     ok &= (ms >= MIN_TIMESTAMP_MS) & (ms < MAX_TIMESTAMP_MS)
     return np.where(ok, ms, 0), ok
 
 
-def _by_type(arr: pa.Array, text_epoch: bool) -> tuple[np.ndarray, np.ndarray]:
+def _by_type(
+    arr: pa.Array, text_epoch: bool, unit: EpochUnit, seen: set[str]
+) -> tuple[np.ndarray, np.ndarray]:
     t = arr.type
     n = len(arr)
     if pa.types.is_dictionary(t):
-        ms, ok = epoch_ms(arr.dictionary, text_epoch=text_epoch)
+        ms, ok = epoch_ms(arr.dictionary, text_epoch=text_epoch, epoch_unit=unit, units_seen=seen)
         idx = arr.indices.fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64)
         return ms[idx], ok[idx]
     if pa.types.is_timestamp(t) or pa.types.is_date64(t):
         mul, div = _UNIT[t.unit] if pa.types.is_timestamp(t) else (1, 1)
         raw = _ints(arr.cast(pa.int64()))
-        return (raw * mul if mul > 1 else raw // div), np.ones(n, bool)
+        if mul > 1:  # seconds: beyond the range, * 1000 would wrap around int64
+            ok = (raw >= MIN_TIMESTAMP_MS // mul) & (raw < MAX_TIMESTAMP_MS // mul)
+            return np.where(ok, raw, 0) * mul, ok
+        return raw // div, np.ones(n, bool)
     if pa.types.is_date32(t):
         return _ints(arr.cast(pa.int32())).astype(np.int64) * _DAY_MS, np.ones(n, bool)
     if pa.types.is_integer(t):
         if pa.types.is_uint64(t):  # beyond int64 is out of range anyway
             arr = pc.min_element_wise(arr, pa.scalar(2**62, pa.uint64()))
-        return _ints(arr.cast(pa.int64())), np.ones(n, bool)
+        return _scale_ints(_ints(arr.cast(pa.int64())), unit, seen, pc.is_valid(arr))
     if pa.types.is_floating(t) or pa.types.is_decimal(t):
         f = arr.cast(pa.float64()).fill_null(np.nan).to_numpy(zero_copy_only=False)
-        ok = np.isfinite(f) & (f >= MIN_TIMESTAMP_MS) & (f < MAX_TIMESTAMP_MS)
-        return np.floor(np.where(ok, f, 0.0)).astype(np.int64), ok
+        return _scale_floats(f, unit, seen)
     if pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t):
-        return _texts(arr.cast(pa.string()) if not pa.types.is_string(t) else arr, text_epoch)
+        return _texts(arr.cast(pa.string()) if not pa.types.is_string(t) else arr, text_epoch, unit, seen)
     return np.zeros(n, np.int64), np.zeros(n, bool)  # null, binary, nested: no timestamps
+
+
+def _unit_index(magnitude: np.ndarray, unit: EpochUnit) -> np.ndarray:
+    """int[n]: index into ``("s", "ms", "us", "ns")`` of each epoch number's unit."""
+    if unit != "auto":
+        return np.full(len(magnitude), _UNIT_NAMES.index(unit), dtype=np.int64)
+    return np.searchsorted(AUTO_BOUNDS, magnitude, side="right").astype(np.int64)
+
+
+def _scale_ints(
+    v: np.ndarray, unit: EpochUnit, seen: set[str], valid: Any = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Epoch integers (int64[n]) in ``unit`` → (ms, ok); seconds beyond the range are not ok."""
+    if unit == "ms":
+        if len(v):
+            seen.add("ms")
+        return v, np.ones(len(v), bool)
+    u = _unit_index(np.abs(np.maximum(v, -(2**62))), unit)
+    if len(v):
+        counted = u if valid is None else u[np.asarray(valid, dtype=bool)]
+        seen.update(_UNIT_NAMES[i] for i in np.unique(counted).tolist())
+    secs = u == 0
+    ok = ~secs | ((v >= MIN_TIMESTAMP_MS // 1000) & (v < MAX_TIMESTAMP_MS // 1000))
+    ms = np.where(secs, np.where(ok, v, 0) * 1000, v)
+    ms = np.where(u == 2, v // 1000, np.where(u == 3, v // 1_000_000, ms))
+    return ms, ok
+
+
+def _scale_floats(f: np.ndarray, unit: EpochUnit, seen: set[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Epoch floats (float64[n], NaN = none) in ``unit`` → (ms floored, ok)."""
+    finite = np.isfinite(f)
+    u = _unit_index(np.abs(np.where(finite, f, 0.0)), unit)
+    if finite.any():
+        seen.update(_UNIT_NAMES[i] for i in np.unique(u[finite]).tolist())
+    with np.errstate(over="ignore", invalid="ignore"):
+        scaled = np.where(finite, f, 0.0) * np.array([1000.0, 1.0, 1e-3, 1e-6])[u]
+    ok = finite & (scaled >= MIN_TIMESTAMP_MS) & (scaled < MAX_TIMESTAMP_MS)
+    # rounded to the microsecond first: 1700000000.123 s is 1700000000122.9999 ms in binary
+    scaled = np.where(ok, scaled, 0.0)
+    return np.floor(np.where(u == 1, scaled, np.round(scaled, 3))).astype(np.int64), ok
 
 
 def _ints(arr: pa.Array) -> np.ndarray:
@@ -166,7 +230,9 @@ def _fixed_width_texts(texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray] | 
     return ms, ok
 
 
-def _texts(arr: pa.StringArray, text_epoch: bool) -> tuple[np.ndarray, np.ndarray]:
+def _texts(
+    arr: pa.StringArray, text_epoch: bool, unit: EpochUnit = "ms", seen: set[str] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """A string array: each length's rows through the matrix, what remains through the reference."""
     n = len(arr)
     ms = np.zeros(n, np.int64)
@@ -186,14 +252,58 @@ def _texts(arr: pa.StringArray, text_epoch: bool) -> tuple[np.ndarray, np.ndarra
             mat = data[offsets[0] : offsets[-1]].reshape(n, width)
         else:
             mat = data[offsets[rows][:, None] + np.arange(width)]
-        ms[rows], ok[rows] = _epoch_digits(mat) if text_epoch and _all_digits(mat) else _matrix(mat)
+        if text_epoch and _all_digits(mat):
+            ms[rows], ok[rows] = _scale_ints(_epoch_digits(mat)[0], unit, seen if seen is not None else set())
+        else:
+            ms[rows], ok[rows] = _matrix(mat)
     if not ok.all():
-        texts = arr.to_pylist()
-        for i in np.flatnonzero(~ok).tolist():
-            v = _text_to_ms(texts[i], text_epoch) if texts[i] is not None else None
-            if v is not None:
-                ms[i], ok[i] = v, True
+        _per_value(arr.to_pylist(), np.flatnonzero(~ok).tolist(), ms, ok, text_epoch, unit, seen)
     return ms, ok
+
+
+def _per_value(
+    texts: list[str | None],
+    todo: list[int],
+    ms: np.ndarray,
+    ok: np.ndarray,
+    text_epoch: bool,
+    unit: EpochUnit,
+    seen: set[str] | None,
+) -> None:
+    """The rows the matrix did not take (``todo``), one by one: ISO-8601 by the reference or, with
+    ``text_epoch``, numeric text as an epoch number; fills ``ms`` and ``ok`` in place."""
+    seen = seen if seen is not None else set()
+    numbers: list[int] = []
+    values: list[float] = []
+    for i in todo:
+        raw = texts[i]
+        text = raw.strip() if raw is not None else ""
+        if text_epoch and _NUMERIC_TEXT.fullmatch(text):
+            numbers.append(i)
+            values.append(_epoch_number(text))
+            continue
+        v = iso_to_ms(text) if text else None
+        if v is not None:
+            ms[i], ok[i] = v, True
+    if not numbers:
+        return
+    ms[numbers], ok[numbers] = _scale_floats(np.array(values), unit, seen)
+    ints = [i for i in numbers if _INTEGER_TEXT.fullmatch(str(texts[i]).strip())]
+    if ints:  # integers (wide ones: beyond 2**53) exactly, not through a float
+        exact = [int(str(texts[i]).strip()) for i in ints]
+        fits = np.array([abs(x) < 2**63 for x in exact])
+        ims, iok = _scale_ints(
+            np.array([x if f else 0 for x, f in zip(exact, fits, strict=True)], np.int64), unit, set()
+        )
+        ms[ints], ok[ints] = ims, iok & fits
+
+
+def _epoch_number(text: str) -> float:
+    """Numeric text as a float (NaN when it does not fit one)."""
+    try:
+        return float(text)
+    except (OverflowError, ValueError):
+        return float("nan")
 
 
 def _all_digits(mat: np.ndarray) -> bool:

@@ -1,5 +1,5 @@
 """`cutstream backfill`: history → Parquet results through the worker's stages, idempotent, with bad rows
-reported by row number and a warm-start file that restores the models."""
+reported by file line and a warm-start file that restores the models."""
 
 from __future__ import annotations
 
@@ -97,7 +97,7 @@ def test_warm_start_file_restores_the_models(tmp_path: Path) -> None:
         load_warm_start(path, other)
 
 
-def test_cli_reports_bad_rows_with_row_numbers(tmp_path: Path) -> None:
+def test_cli_reports_bad_rows_with_their_line_numbers(tmp_path: Path) -> None:
     hist = tmp_path / "h.csv"
     hist.write_text(
         "ts,item,qty\n2026-01-01 00:00:00,A,1\n2026-01-01 00:01:00,A,x\nyesterday,A,2\n"
@@ -123,6 +123,6 @@ def test_cli_reports_bad_rows_with_row_numbers(tmp_path: Path) -> None:
     )
     assert proc.returncode == 2, proc.stderr
     assert (
-        "h.csv:2: non-numeric qty 'x'" in proc.stderr and "h.csv:3: bad timestamp 'yesterday'" in proc.stderr
+        "h.csv:3: non-numeric qty 'x'" in proc.stderr and "h.csv:4: bad timestamp 'yesterday'" in proc.stderr
     )
     assert "backfilled 2 events into 3 results" in proc.stdout

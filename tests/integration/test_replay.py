@@ -69,7 +69,7 @@ def test_interrupted_replay_resumes_without_duplicates(tmp_path: Path, bootstrap
         on_chunk=lambda sent: stop.set(),
     )
     assert not first.completed and 0 < first.sent < 3000
-    assert [b.row for b in first.bad] == [5]
+    assert [(b.row, b.line) for b in first.bad] == [(5, 6)]  # the 5th row, on line 6
     second = replay(history, SPEC, bootstrap, topic, state_file=state, progress=False, chunk_rows=1000)
     assert second.completed and second.resumed_from is not None
     assert first.sent + second.sent == 3000
@@ -111,7 +111,7 @@ def test_cli_reports_bad_rows_and_exits_nonzero(tmp_path: Path, bootstrap: str, 
         timeout=120,
     )
     assert proc.returncode == 2, proc.stderr
-    assert "history.csv:5" in proc.stderr and "garbage" in proc.stderr
+    assert "history.csv:6: bad timestamp" in proc.stderr and "garbage" in proc.stderr  # line 6 of the file
     assert "20 events" in proc.stdout
 
 
