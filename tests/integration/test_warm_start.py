@@ -30,6 +30,8 @@ def _spec(topic: str) -> dict:
         "measures": [{"field": "value", "aggregation": "sum", "missing": "skip"}],
         "window_ms": WINDOW_MS,
         "idle_timeout_ms": 1_000,
+        # seconds-long windows: the history spans minutes, not the day LEARNING waits for by default
+        "model": {"scoring": {"learning_ms": 0}},
     }
 
 
