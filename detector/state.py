@@ -29,25 +29,37 @@ State = dict[str, Any]
 
 @dataclass(frozen=True)
 class Part:
-    """One kind of saved state: the version written now and how older ones are brought up to it."""
+    """One kind of saved state: the version written now and how older ones are brought up to it.
+
+    streams/state.py uses the same class for the stream side's parts, with its own error type.
+
+    Attributes:
+        name: what the state is (used in error messages).
+        current: the version written now.
+        mappers: ``{old version: function}`` turning a state of that version into one of the next.
+        error: the exception raised for a version that cannot be read.
+        hint: what to do about it, appended to the message.
+    """
 
     name: str
     current: int
     mappers: Mapping[int, Callable[[State], State]] = field(default_factory=dict)
+    error: type[Exception] = StateVersionError
+    hint: str = "; drop the checkpoint to start these series fresh"
 
     @property
     def readable(self) -> tuple[int, ...]:
         return (*sorted(self.mappers), self.current)
 
-    def upgrade(self, state: State) -> State:
+    def upgrade(self, state: State, *, hint: str | None = None) -> State:
         """``state`` (any readable version) as a state of the current version."""
         version = state.get("version")
         while version != self.current:
             mapper = self.mappers.get(version) if isinstance(version, int) else None
             if mapper is None:
-                raise StateVersionError(
+                raise self.error(
                     f"{self.name} version {version!r} is not supported (this version reads "
-                    f"{', '.join(map(str, self.readable))}); drop the checkpoint to start these series fresh"
+                    f"{', '.join(map(str, self.readable))}){self.hint if hint is None else hint}"
                 )
             state = mapper(state)
             version = state.get("version")

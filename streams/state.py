@@ -13,9 +13,9 @@ in detector/; a checkpoint holds it as it is.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
+from detector.state import Part
 from streams.errors import StreamsError
 
 State = dict[str, Any]
@@ -25,37 +25,10 @@ class StateVersionError(StreamsError):
     """A saved state of a version this code cannot read."""
 
 
-@dataclass(frozen=True)
-class Part:
-    """One kind of saved state: the version written now and how older ones are brought up to it.
-
-    Attributes:
-        name: what the state is (used in error messages).
-        current: the version written now.
-        mappers: ``{old version: function}`` turning a state of that version into one of the next.
-    """
-
-    name: str
-    current: int
-    mappers: Mapping[int, Callable[[State], State]] = field(default_factory=dict)
-
-    @property
-    def readable(self) -> tuple[int, ...]:
-        return (*sorted(self.mappers), self.current)
-
-    def upgrade(self, state: State, *, hint: str = "") -> State:
-        """``state`` (any readable version) as a state of the current version."""
-        version = state.get("version")
-        while version != self.current:
-            mapper = self.mappers.get(version) if isinstance(version, int) else None
-            if mapper is None:
-                raise StateVersionError(
-                    f"{self.name} version {version!r} is not supported (this version reads "
-                    f"{', '.join(map(str, self.readable))}){hint}"
-                )
-            state = mapper(state)
-            version = state.get("version")
-        return state
+def part(name: str, current: int, mappers: Mapping[int, Callable[[State], State]] | None = None) -> Part:
+    """A stream-side part: detector/state.py's ``Part`` (the version written now, one mapper per
+    older version), raising this package's error."""
+    return Part(name, current, mappers or {}, error=StateVersionError, hint="")
 
 
 def _checkpoint_v2_to_v3(header: State) -> State:
@@ -68,11 +41,11 @@ def _checkpoint_v2_to_v3(header: State) -> State:
 
 
 #: The checkpoint file's header (streams/checkpoint.py); the states inside carry their own versions.
-CHECKPOINT_FILE = Part("checkpoint file layout", 3, {2: _checkpoint_v2_to_v3})
+CHECKPOINT_FILE = part("checkpoint file layout", 3, {2: _checkpoint_v2_to_v3})
 #: A partition's windows (``WindowState.to_state``).
-WINDOW_STATE = Part("window state", 1)
+WINDOW_STATE = part("window state", 1)
 #: A replay's position file (streams/replay.py).
-REPLAY_POSITION = Part("replay position file", 1)
+REPLAY_POSITION = part("replay position file", 1)
 
 #: Every part streams/ saves, for the docs and the tests.
 PARTS: tuple[Part, ...] = (CHECKPOINT_FILE, WINDOW_STATE, REPLAY_POSITION)

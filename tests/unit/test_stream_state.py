@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from streams.checkpoint import MAGIC, Checkpoint, CheckpointError, dumps, loads
-from streams.state import CHECKPOINT_FILE, PARTS, WINDOW_STATE, Part, StateVersionError
+from streams.state import CHECKPOINT_FILE, PARTS, WINDOW_STATE, StateVersionError, part
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden"
 
@@ -38,15 +38,15 @@ def test_an_unknown_version_is_refused_with_what_can_be_read() -> None:
 
 
 def test_mappers_run_one_step_at_a_time() -> None:
-    part = Part(
+    thing = part(
         "thing",
         3,
         {1: lambda s: {**s, "version": 2, "b": 1}, 2: lambda s: {**s, "version": 3, "c": s["b"] + 1}},
     )
-    assert part.upgrade({"version": 1}) == {"version": 3, "b": 1, "c": 2}
-    assert part.upgrade({"version": 3, "x": 0}) == {"version": 3, "x": 0}
+    assert thing.upgrade({"version": 1}) == {"version": 3, "b": 1, "c": 2}
+    assert thing.upgrade({"version": 3, "x": 0}) == {"version": 3, "x": 0}
     with pytest.raises(StateVersionError, match="thing version 0"):
-        part.upgrade({"version": 0})
+        thing.upgrade({"version": 0})
 
 
 def test_the_table_names_every_part() -> None:
