@@ -30,7 +30,7 @@ import numpy as np
 from detector import kernels
 from detector.backend import Backend, get_backend
 from detector.config import ForestConfig
-from detector.errors import BackendUnavailable, DetectorError, StateVersionError
+from detector.errors import DetectorError, StateVersionError
 
 logger = logging.getLogger(__name__)
 
@@ -64,8 +64,8 @@ class ForestOutput:
     """Per-point results, aligned with the input of :meth:`Forest.update`.
 
     Attributes:
-        raw_score: float64[n], CoDisp of the point averaged over the trees (0 until the shingle
-            is full).
+        raw_score: float64[n], the point's raw score (isolation or CoDisp) averaged over the
+            trees (0 until the shingle is full).
         expected: float64[n], the forest's imputation of the point's value from the previous
             ``shingle_size - 1`` values (median over trees; the value itself until the shingle
             is full).
@@ -113,15 +113,16 @@ class Forest:
         #: Walk all trees in lockstep before each step (see kernels_cpu.prewalk); pays off once the
         #: forest no longer fits in cache.
         self._prefetch = True
+        from detector import kernels_cpu
+
+        #: log2 of the integer masses, read by the isolation score on either target (bit-identity).
+        self._lg = self._backend.asarray(kernels_cpu.log2_table(self._W + 2))
         if self._backend.name in ("gpu", "cudasim"):
-            if self._isolation:
-                raise BackendUnavailable(
-                    "the isolation-score forest (the default) has no GPU build yet; use backend 'cpu', "
-                    "or raw_score 'codisp' with insert_every 1 on the GPU"
-                )
             from detector import kernels_cuda
 
-            self._gpu = kernels_cuda.GpuKernels(self._N, self._K, self._T, self._bo)
+            self._gpu = kernels_cuda.gpu_kernels(
+                self._N, self._K, self._T, self._bo, self._every, self._isolation
+            )
         logger.info(
             "forest created backend=%s n_trees=%d sample_size=%d shingle_size=%d capacity=%d",
             self._backend.name,
@@ -285,7 +286,9 @@ class Forest:
         if n == 0:
             return ForestOutput(np.zeros(0), np.zeros(0))
         if self._gpu is not None:
-            score, expected = self._gpu.update(self._a, self._v, self._seed, slots, vals, self._backend.xp)
+            score, expected = self._gpu.update(
+                self._a, self._v, self._lg, self._seed, slots, vals, self._backend.xp
+            )
             return ForestOutput(score, expected)
         from detector import kernels_cpu
 
@@ -328,6 +331,7 @@ class Forest:
                 a["root"],
                 a["free_head"],
                 a["n_alloc"],
+                self._lg,
                 out_score,
                 out_expected,
             )

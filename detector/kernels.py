@@ -425,7 +425,7 @@ def tree_expect_new(g, si, K, n16, u16, f32, pts, root, newpt):
     return np.float64(pts[si, -ref - 1, K - 1])
 
 
-def tree_score(g, si, K, bo, n16, u16, f32, box, root, pts, cnt, newpt):
+def tree_score(g, si, K, bo, n16, u16, f32, box, root, pts, cnt, newpt, lg):
     """The isolation score of the new shingle ``newpt[si]`` in tree ``g``, which does not hold it.
 
     AWS RCF's anomaly score (``AnomalyScoreVisitor``): walk down following the cuts; at a node at
@@ -436,6 +436,8 @@ def tree_score(g, si, K, bo, n16, u16, f32, box, root, pts, cnt, newpt):
     The expectation over the path, times ``log2(tree mass + 1)``: about 1 for a typical point,
     up to ``log2(N + 1)`` for one cut off at the root. Deterministic (no random draw), so it
     varies less from tree to tree than CoDisp, which depends on where the insert's cut falls.
+    ``lg[i]`` is ``log2(i)`` (``kernels_cpu.log2_table``: masses are integers, and a table read gives the
+    CPU and the GPU the same bits, where their ``log2`` functions may differ in the last one).
     """
     ref = np.int64(root[g])
     if ref == 0:
@@ -463,10 +465,10 @@ def tree_score(g, si, K, bo, n16, u16, f32, box, root, pts, cnt, newpt):
         else:
             ref = np.int64(n16[g, m, 1])
         depth += 1
-    return leaf_score(si, K, ref, depth, acc, q, tmass, pts, cnt, newpt)
+    return leaf_score(si, K, ref, depth, acc, q, tmass, pts, cnt, newpt, lg)
 
 
-def leaf_score(si, K, ref, depth, acc, q, tmass, pts, cnt, newpt):
+def leaf_score(si, K, ref, depth, acc, q, tmass, pts, cnt, newpt, lg):
     """The end of ``tree_score``'s walk at leaf ``ref`` (depth ``depth``): the leaf's term, then
     the whole expectation ``acc + q * leaf`` scaled by ``log2(tree mass + 1)``."""
     leaf = -ref - 1
@@ -475,11 +477,12 @@ def leaf_score(si, K, ref, depth, acc, q, tmass, pts, cnt, newpt):
         if pts[si, leaf, d] != newpt[si, d]:
             same = False
     if same:
-        lm = np.float64(cnt[si, leaf])
-        acc += q * (1.0 - lm / (2.0 * tmass)) / (depth + np.log2(lm + 1.0))
+        c = np.int64(cnt[si, leaf])
+        lm = np.float64(c)
+        acc += q * (1.0 - lm / (2.0 * tmass)) / (depth + lg[c + 1])
     else:
         acc += q / (depth + 1.0)
-    return acc * np.log2(tmass + 1.0)
+    return acc * lg[np.int64(tmass) + 1]
 
 
 # ----------------------------------------------------------------------------------------------

@@ -125,7 +125,7 @@ def prewalk(si, T, r, K, bo, n16, u16, f32, box, pts, newpt, root, refs):
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def score_trees(si, T, K, bo, n16, u16, f32, box, root, pts, cnt, newpt, refs, acc, q, tmass, dep):
+def score_trees(si, T, K, bo, n16, u16, f32, box, root, pts, cnt, newpt, lg, refs, acc, q, tmass, dep):
     """``kernels.tree_score`` of ``newpt[si]`` in the T trees of series ``si``, summed.
 
     The same arithmetic in the same order per tree (so the same bits), but the trees are walked
@@ -178,7 +178,7 @@ def score_trees(si, T, K, bo, n16, u16, f32, box, root, pts, cnt, newpt, refs, a
         ref = np.int64(refs[t])
         if ref == 0:
             continue  # an empty tree scores 0
-        total += leaf_score(si, K, ref, dep[t], acc[t], q[t], tmass[t], pts, cnt, newpt)
+        total += leaf_score(si, K, ref, dep[t], acc[t], q[t], tmass[t], pts, cnt, newpt, lg)
     return total
 
 
@@ -297,6 +297,7 @@ def update_batch_iso(
     root,
     nfree,
     nalloc,
+    lg,
     out_score,
     out_expected,
 ):
@@ -328,7 +329,7 @@ def update_batch_iso(
             point = npts[si]
             c = slot_class(point % W, every)
             score = score_trees(
-                si, T, K, bo, n16, u16, f32, box, root, pts, cnt, newpt, refs, acc, qq, tmass, dep
+                si, T, K, bo, n16, u16, f32, box, root, pts, cnt, newpt, lg, refs, acc, qq, tmass, dep
             )
             for t in range(0, T, estride):
                 ev[t // estride] = tree_expect_new(si * T + t, si, K, n16, u16, f32, pts, root, newpt)
@@ -396,6 +397,21 @@ update_batch_iso_serial = numba.njit(cache=True, nogil=True)(
 
 #: Fewer distinct series than this in a batch run on the calling thread.
 PARALLEL_MIN_SERIES = 16
+
+
+@numba.njit(cache=True)
+def log2_table(n):
+    """float64[n]: ``log2(i)`` for i = 0 .. n-1, the ``lg`` argument of ``kernels.tree_score``.
+
+    Computed here, by the CPU build's own ``log2``, and read by both builds: the isolation score
+    takes the log2 of integer masses only, and CUDA's ``log2`` may differ from the host's in the
+    last bit, which would break the GPU's bit-identity with the CPU. (These are the values the CPU
+    kernels computed inline before, so CPU scores did not change.)
+    """
+    out = np.empty(n, np.float64)
+    for i in range(n):
+        out[i] = np.log2(np.float64(i))
+    return out
 
 
 @numba.njit(cache=True, nogil=True, parallel=True)

@@ -1,9 +1,13 @@
 """`cutstream bench engine`: throughput, latency and memory of the batched forest (and references).
 
-``cutstream bench engine --series S --points P ...`` prints one JSON line. ``markdown_report``
-runs, in one process: our engine at S=1000 tick by tick, krcf single-series (its best case) and
-on 1000 interleaved series, rrcf on a short stream, single-series latency, bytes per series and
-the time to create 100,000 series; and reports the ratios.
+``cutstream bench engine --series S --points P ...`` prints one JSON line: the forest alone, tick
+by tick, at the product's default model (``ForestConfig()``) unless options change it; with
+``--pipeline`` also the whole scoring path, ``Detector.process_many`` (keys, the scoring stage
+around the forest, the forest), at the same S and model in the same process, where the time
+goes inside it, and the ratio to the forest alone. ``markdown_report`` runs, in one process: the
+default model and the whole path at S=1000; the engine at T=50, N=256, K=4 tick by tick next to
+krcf single-series (its best case) and on 1000 interleaved series, rrcf on a short stream;
+single-series latency, bytes per series and the time to create 100,000 series; and the ratios.
 
 Every stream is synthetic and seasonal: a sine of period 50 with per-series phase and amplitude,
 plus Gaussian noise, seeded.
@@ -31,27 +35,45 @@ def seasonal(n_series: int, n_points: int, seed: int = 0) -> np.ndarray[Any, Any
     return level + amp * np.sin(2 * np.pi * t / 50 + phase) + rng.normal(0, 1, (n_points, n_series))
 
 
-def bench_engine(
-    series: int,
-    points: int,
-    trees: int,
-    sample_size: int,
-    shingle: int,
-    backend: str,
+def forest_config(
+    trees: int | None = None,
+    sample_size: int | None = None,
+    shingle: int | None = None,
+    insert_every: int | None = None,
+    raw_score: str | None = None,
     seed: int = 0,
-    warmup: int | None = None,
+) -> Any:
+    """The product's default forest (``ForestConfig()``) with the given settings changed.
+
+    Built from the fields given, so ``insert_every`` follows ForestConfig's own rule when not
+    given (10, fewer for a small forest, 1 for codisp).
+    """
+    from detector.config import ForestConfig
+
+    given = {"n_trees": trees, "sample_size": sample_size, "shingle_size": shingle}
+    given |= {"insert_every": insert_every, "raw_score": raw_score}
+    return ForestConfig(seed=seed, **{k: v for k, v in given.items() if v is not None})
+
+
+def _warmup_ticks(cfg: Any, warmup: int | None) -> int:
+    """Ticks before timing: by default until the store is full (points leave: the steady state)."""
+    return int(cfg.store_size + cfg.shingle_size) if warmup is None else warmup
+
+
+def bench_engine(
+    series: int, points: int, cfg: Any = None, backend: str = "cpu", warmup: int | None = None
 ) -> dict[str, Any]:
     """Time our forest tick by tick: each step is one value for every series.
 
-    The first ``warmup`` ticks (default: enough to fill the window) are not timed, so the figure
-    is the steady state (delete + insert + score in every tree).
+    ``cfg`` is a ForestConfig (default: the product's, ``ForestConfig()``). The first ``warmup``
+    ticks (default: enough to fill the store, so points leave) are not timed, so the figure is
+    the steady state (score + delete + insert).
     """
-    from detector.config import ForestConfig
     from detector.forest import Forest
 
-    cfg = ForestConfig(n_trees=trees, sample_size=sample_size, shingle_size=shingle, seed=seed)
-    warm = sample_size + shingle if warmup is None else warmup
-    data = seasonal(series, warm + points, seed)
+    cfg = forest_config() if cfg is None else cfg
+    warm = _warmup_ticks(cfg, warmup)
+    data = seasonal(series, warm + points, cfg.seed)
     t0 = time.perf_counter()
     forest = Forest(cfg, capacity=series, backend=backend)
     slots = forest.add_series(series)
@@ -71,9 +93,7 @@ def bench_engine(
         "backend": forest.backend,
         "series": series,
         "points": points,
-        "trees": trees,
-        "sample_size": sample_size,
-        "shingle": shingle,
+        **_model_fields(cfg),
         "warmup_ticks": warm,
         "points_per_s": series * points / wall,
         "cpu_s": cpu,
@@ -81,6 +101,86 @@ def bench_engine(
         "bytes_per_series": forest.bytes_per_series,
         "create_s": create_s,
         "score_quantiles": {str(q): float(np.quantile(sc, q)) for q in (0.1, 0.5, 0.9, 0.99)},
+    }
+
+
+def _model_fields(cfg: Any) -> dict[str, Any]:
+    return {
+        "trees": cfg.n_trees,
+        "sample_size": cfg.sample_size,
+        "shingle": cfg.shingle_size,
+        "insert_every": cfg.insert_every,
+        "raw_score": cfg.raw_score,
+    }
+
+
+#: Event time of the first tick of ``bench_pipeline``; ticks are 5-minute windows, so the scoring
+#: stage leaves LEARNING after a day of them (288 ticks).
+_T0_MS = 1_767_225_600_000
+_TICK_MS = 300_000
+
+
+def bench_pipeline(
+    series: int, points: int, cfg: Any = None, backend: str = "cpu", warmup: int | None = None
+) -> dict[str, Any]:
+    """Time ``Detector.process_many`` tick by tick (the whole scoring path) and where its time goes.
+
+    Same input and defaults as :func:`bench_engine`; every tick is one call with one value per
+    series under its key (a timeseriesId-like string), as a worker makes it. Inside the timed
+    calls the detector's own steps are timed too (the keys to slots, ``prepare``, the forest,
+    ``judge``), so ``forest_s`` is the forest's share of the same calls on the same state.
+    """
+    import detector.detector as det_mod
+    from detector.config import ModelConfig
+
+    cfg = forest_config() if cfg is None else cfg
+    warm = _warmup_ticks(cfg, warmup)
+    data = seasonal(series, warm + points, cfg.seed)
+    keys = [f"{i:064x}" for i in range(series)]  # hex SHA-256 lengths, as timeseriesId
+    det = det_mod.Detector(ModelConfig(forest=cfg), backend=backend, capacity=series)
+
+    def tick(i: int) -> Any:
+        return det.process_many(keys, data[i], np.full(series, _T0_MS + i * _TICK_MS, dtype=np.int64))
+
+    for i in range(warm):
+        tick(i)
+    spent = dict.fromkeys(("keys", "prepare", "forest", "judge"), 0.0)
+
+    def timed(name: str, f: Any) -> Any:
+        def run(*args: Any, **kwargs: Any) -> Any:
+            t = time.perf_counter()
+            try:
+                return f(*args, **kwargs)
+            finally:
+                spent[name] += time.perf_counter() - t
+
+        return run
+
+    # The bench's own instrumentation: the detector's steps wrapped for the timed ticks only.
+    patched = {"prepare": det_mod.prepare, "judge": det_mod.judge}
+    det_mod.prepare, det_mod.judge = timed("prepare", det_mod.prepare), timed("judge", det_mod.judge)
+    det._slots_for = timed("keys", det._slots_for)  # type: ignore[method-assign]
+    det._forest.update = timed("forest", det._forest.update)  # type: ignore[method-assign]
+    try:
+        inference = 0
+        t0 = time.perf_counter()
+        for i in range(warm, warm + points):
+            inference += int(np.count_nonzero(tick(i).inference))
+        wall = time.perf_counter() - t0
+    finally:
+        det_mod.prepare, det_mod.judge = patched["prepare"], patched["judge"]
+    return {
+        "bench": "pipeline",
+        "backend": backend,
+        "series": series,
+        "points": points,
+        **_model_fields(cfg),
+        "warmup_ticks": warm,
+        "points_per_s": series * points / wall,
+        "wall_s": wall,
+        **{f"{name}_s": s for name, s in spent.items()},
+        "other_s": wall - sum(spent.values()),
+        "inference_fraction": inference / (series * points),
     }
 
 
@@ -229,64 +329,101 @@ def bench_walk_floor(
     return {"points_per_s": series * ticks / (time.perf_counter() - t0)}
 
 
-def compare_backends(
-    series: int, ticks: int, trees: int = 50, sample_size: int = 256, shingle: int = 4
-) -> dict[str, Any]:
+def compare_backends(series: int, ticks: int, cfg: Any = None, batch: int = 1) -> dict[str, Any]:
     """Score the same seasonal input (with injected spikes) on the CPU and the GPU; compare.
 
-    Returns the fraction of bit-identical scores, the largest difference, both sets of quantiles
-    and the two-sample Kolmogorov-Smirnov statistic over all scores after the window filled.
+    ``cfg``: a ForestConfig (default: the product's with seed 7). ``batch`` ticks go in one
+    ``update`` (series repeat in it: the GPU runs them in rounds). Returns the fraction of
+    bit-identical raw scores and imputations, the largest difference, both sets of quantiles
+    and the two-sample Kolmogorov-Smirnov statistic over the scores after the store filled.
     """
     from scipy import stats
 
-    from detector.config import ForestConfig
     from detector.forest import Forest
 
-    cfg = ForestConfig(n_trees=trees, sample_size=sample_size, shingle_size=shingle, seed=7)
+    cfg = forest_config(seed=7) if cfg is None else cfg
     data = seasonal(series, ticks, 3)
     rng = np.random.default_rng(4)
     spikes = rng.random(data.shape) < 0.01
     data[spikes] += rng.choice([-1, 1], spikes.sum()) * rng.uniform(20, 60, spikes.sum())
-    out = {}
+    score, expected, seconds = {}, {}, {}
     for backend in ("cpu", "gpu"):
         forest = Forest(cfg, capacity=series, backend=backend)
         slots = forest.add_series(series)
-        out[backend] = np.stack([forest.update(slots, data[i]).raw_score for i in range(ticks)])
-    a, b = out["cpu"][sample_size:].ravel(), out["gpu"][sample_size:].ravel()
+        rows = np.tile(slots, batch)
+        s, e = [], []
+        t0 = time.perf_counter()
+        for i in range(0, ticks, batch):
+            out = forest.update(rows[: data[i : i + batch].size], data[i : i + batch].ravel())
+            s.append(out.raw_score)
+            e.append(out.expected)
+        seconds[backend] = time.perf_counter() - t0
+        score[backend], expected[backend] = np.concatenate(s), np.concatenate(e)
+    filled = series * min(cfg.store_size, ticks)
+    a, b = score["cpu"][filled:], score["gpu"][filled:]
     qs = (0.5, 0.9, 0.99, 0.999)
     return {
         "series": series,
         "ticks": ticks,
-        "identical_fraction": float(np.mean(out["cpu"] == out["gpu"])),
-        "max_abs_diff": float(np.max(np.abs(out["cpu"] - out["gpu"]))),
-        "cpu_quantiles": [float(np.quantile(a, q)) for q in qs],
-        "gpu_quantiles": [float(np.quantile(b, q)) for q in qs],
-        "ks_statistic": float(stats.ks_2samp(a, b).statistic),
-        "ks_pvalue": float(stats.ks_2samp(a, b).pvalue),
+        "batch": batch,
+        **_model_fields(cfg),
+        "identical_fraction": float(np.mean(score["cpu"] == score["gpu"])),
+        "identical_expected_fraction": float(np.mean(expected["cpu"] == expected["gpu"])),
+        "max_abs_diff": float(np.max(np.abs(score["cpu"] - score["gpu"]))),
+        "cpu_quantiles": [float(np.quantile(a, q)) for q in qs] if a.size else [],
+        "gpu_quantiles": [float(np.quantile(b, q)) for q in qs] if b.size else [],
+        "ks_statistic": float(stats.ks_2samp(a, b).statistic) if a.size else float("nan"),
+        "seconds": seconds,
     }
 
 
 @click.command("engine")
 @click.option("--series", type=int, default=1000, show_default=True, help="series advanced per tick")
 @click.option("--points", type=int, default=100, show_default=True, help="timed ticks (after the warm-up)")
-@click.option("--trees", type=int, default=50, show_default=True)
-@click.option("--sample-size", type=int, default=256, show_default=True)
-@click.option("--shingle", type=int, default=4, show_default=True)
+@click.option("--trees", type=int, default=None, help="[default: the product's, ForestConfig()]")
+@click.option("--sample-size", type=int, default=None, help="[default: the product's]")
+@click.option("--shingle", type=int, default=None, help="[default: the product's]")
+@click.option("--insert-every", type=int, default=None, help="[default: ForestConfig's rule]")
+@click.option("--raw-score", type=click.Choice(["isolation", "codisp"]), default=None)
 @click.option("--backend", type=click.Choice(["cpu", "gpu", "auto"]), default="cpu", show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--warmup", type=int, default=None, help="untimed ticks first (default: fill the window)")
+@click.option("--warmup", type=int, default=None, help="untimed ticks first (default: fill the store)")
+@click.option(
+    "--pipeline",
+    is_flag=True,
+    help="also time Detector.process_many (the whole scoring path) at the same S and model",
+)
+@click.option(
+    "--pipeline-warmup",
+    type=int,
+    default=None,
+    help="untimed process_many ticks first (default: as --warmup; a day of 5-minute windows, 288, "
+    "ends LEARNING)",
+)
 def engine_command(
     series: int,
     points: int,
-    trees: int,
-    sample_size: int,
-    shingle: int,
+    trees: int | None,
+    sample_size: int | None,
+    shingle: int | None,
+    insert_every: int | None,
+    raw_score: str | None,
     backend: str,
     seed: int,
     warmup: int | None,
+    pipeline: bool,
+    pipeline_warmup: int | None,
 ) -> None:
     """Throughput of the batched forest on synthetic seasonal series (one JSON line)."""
-    click.echo(json.dumps(bench_engine(series, points, trees, sample_size, shingle, backend, seed, warmup)))
+    cfg = forest_config(trees, sample_size, shingle, insert_every, raw_score, seed)
+    out = bench_engine(series, points, cfg, backend, warmup)
+    if pipeline:
+        pipe = bench_pipeline(
+            series, points, cfg, backend, warmup if pipeline_warmup is None else pipeline_warmup
+        )
+        out["pipeline"] = pipe
+        out["forest_over_pipeline"] = out["points_per_s"] / pipe["points_per_s"]
+    click.echo(json.dumps(out))
 
 
 COMMANDS = [engine_command]
@@ -297,7 +434,9 @@ def markdown_report(quick: bool) -> str:
     import numba
 
     ticks = 20 if quick else 100
-    ours = bench_engine(1000, ticks, 50, 256, 4, "cpu")
+    default = bench_engine(1000, ticks)
+    pipe = bench_pipeline(1000, ticks)
+    ours = bench_engine(1000, ticks, forest_config(50, 256, 4))
     single = bench_krcf(1, 500 if quick else 3000, 300 if quick else 2000)
     many = bench_krcf(1000, 2 if quick else 5, 260)
     rr = bench_rrcf(10 if quick else 50, 50, 256, 4)
@@ -307,9 +446,17 @@ def markdown_report(quick: bool) -> str:
     r1 = ours["points_per_s"] / single["points_per_s"]
     r2 = ours["points_per_s"] / many["points_per_s"]
     r3 = ours["points_per_s"] / rr["points_per_s"]
+    threads = numba.get_num_threads()
+    d = default
+    model = (
+        f"{d['trees']} trees × {d['sample_size']} points, every {d['insert_every']}, shingle {d['shingle']}"
+    )
+    spent = ", ".join(
+        f"{k} {pipe[f'{k}_s'] / pipe['wall_s']:.0%}" for k in ("keys", "prepare", "forest", "judge")
+    )
     rows = [
         (
-            f"cutstream engine, S=1000 tick by tick (numba, {numba.get_num_threads()} threads)",
+            f"cutstream engine, S=1000 tick by tick (numba, {threads} threads)",
             f"{ours['points_per_s']:,.0f}",
             "1.00",
         ),
@@ -318,8 +465,21 @@ def markdown_report(quick: bool) -> str:
         ("rrcf 0.4.4, one series", f"{rr['points_per_s']:,.1f}", f"{r3:,.0f}"),
     ]
     out = [
+        f"Product default model ({model}, the isolation score; `ForestConfig()`), S=1000 tick by tick "
+        f"after the store filled ({d['warmup_ticks']:,} ticks), numba {threads} threads: "
+        "`cutstream bench engine --pipeline`.",
+        "",
+        "| path | points/s | forest alone ÷ it |",
+        "|---|---:|---:|",
+        f"| the forest alone (`Forest.update`) | {d['points_per_s']:,.0f} | 1.00 |",
+        f"| the whole scoring path (`Detector.process_many`: keys, scoring stage, forest) | "
+        f"{pipe['points_per_s']:,.0f} | {d['points_per_s'] / pipe['points_per_s']:.2f} |",
+        "",
+        f"Inside `process_many` (share of its wall time): {spent}.",
+        "",
         "Command: `.venv/bin/python -m cutstream.bench.report --only engine` "
-        "(T=50 trees, N=256 sample, K=4 shingle, steady state: window full; seasonal series).",
+        "(below: T=50 trees, N=256 sample, K=4 shingle, the isolation score with every tree taking every "
+        "10th point, as krcf's 50 × 256; steady state: store full; seasonal series).",
         "",
         "| engine | points/s | ours ÷ it |",
         "|---|---:|---:|",

@@ -299,11 +299,14 @@ def test_checkpoint_arrays_are_copies_of_bytes_and_views_of_a_bytearray() -> Non
 
 
 SIM_SCRIPT = """
-import numpy as np, warnings
+import sys, numpy as np, warnings
 warnings.simplefilter("ignore")
 from detector.config import ForestConfig
 from detector.forest import Forest
-config = ForestConfig(n_trees=2, sample_size=6, shingle_size=2, seed=3, raw_score="codisp", insert_every=1)
+if sys.argv[1] == "codisp":
+    config = ForestConfig(n_trees=2, sample_size=6, shingle_size=2, seed=3, raw_score="codisp")
+else:  # the default engine in small: the isolation score, trees taking turns (2 classes)
+    config = ForestConfig(n_trees=3, sample_size=4, shingle_size=2, seed=3, insert_every=2)
 slots = np.array([0, 1, 2, 0, 0, 1, 1, 0, 1] * 3)
 vals = np.round(np.sin(np.arange(slots.size)), 1)
 vals[::5] = 0.5
@@ -319,15 +322,17 @@ a = sim.update(np.repeat([2, 0, 1], 2), nxt)
 b = cpu.update(np.repeat(moved, 2), nxt)
 c = back.update(np.repeat(again, 2), nxt)
 assert np.array_equal(a.raw_score, b.raw_score) and np.array_equal(a.raw_score, c.raw_score)
+assert np.array_equal(a.expected, b.expected) and np.array_equal(a.expected, c.expected)
+assert a.raw_score.max() > 0.0
 print("SIM-MANY-OK")
 """
 
 
-@pytest.mark.slow
-def test_many_series_state_moves_between_the_cuda_simulator_and_the_cpu() -> None:
+@pytest.mark.parametrize("engine", ["codisp", "isolation"])
+def test_many_series_state_moves_between_the_cuda_simulator_and_the_cpu(engine: str) -> None:
     env = {**os.environ, "NUMBA_ENABLE_CUDASIM": "1"}
     out = subprocess.run(
-        [sys.executable, "-c", SIM_SCRIPT], capture_output=True, text=True, env=env, timeout=280
+        [sys.executable, "-c", SIM_SCRIPT, engine], capture_output=True, text=True, env=env, timeout=280
     )
     assert out.returncode == 0, out.stderr[-3000:]
     assert "SIM-MANY-OK" in out.stdout
