@@ -342,162 +342,164 @@ def _ew(
     dev[s, b] += w * (abs(d) - dev[s, b])
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, parallel=True)
 def _prepare_kernel(  # type: ignore[no-untyped-def]  # numba infers the types
-    slots, values, ts, seasonal,
+    order, starts, slots, values, ts, seasonal,
     n_seen, n_model, t_first, t_last, cadence, c_sum, c_n, level, level_dev, spread_mean, spread_dev, q99,
     err, err_n, day_mean, day_dev, day_n, week_mean, week_dev, week_n, slot_mean, slot_dev, slot_n,
     slot_err, coarse_err, week_err, day_err,
     out_z, out_exp, out_scale, out_x, out_adj, out_count, out_seen, out_c,
 ):  # fmt: skip
-    for j in range(slots.shape[0]):
-        s = slots[j]
-        v = values[j]
-        t = ts[j]
-        n = n_model[s]
-        n_seen[s] += 1
-        if n == 0:
-            t_first[s] = t
-        elif t > t_last[s]:
-            d = float(t - t_last[s])
-            cadence[s] = d if cadence[s] == 0.0 else cadence[s] + 0.05 * (d - cadence[s])
-        t_last[s] = t
-        # transform: the typical magnitude is fixed after the first points
-        if c_n[s] < _TRANSFORM_POINTS or c_sum[s] == 0.0:
-            c_sum[s] += abs(v)
-            c_n[s] += 1
-        c = c_sum[s] / c_n[s] if c_sum[s] > 0.0 else 1.0
-        x = math.copysign(math.log1p(abs(v) / c), v)
-        # the models' predictions
-        e_l = level[s]
-        s_l = 1.2533 * level_dev[s]
-        ok_d = ok_w = ok_f = False
-        e_d = s_d = e_w = s_w = e_f = s_f = 0.0
-        hb = (t % _MS_DAY) / _MS_HOUR
-        wb = ((t + _MONDAY) % _MS_WEEK) / _MS_HOUR
-        fb = int((t % _MS_DAY) // _MS_SLOT)
-        wk = int(wb)
-        if seasonal and n > 0:
-            ok_d, e_d, s_d = _interp(day_mean, day_dev, day_n, s, N_DAY, hb)
-            ok_w, e_w, s_w = _interp(week_mean, week_dev, week_n, s, N_WEEK, wb)
-            per_slot_point = max(_MS_SLOT / cadence[s], 1.0) if cadence[s] > 0.0 else 1.0
-            if slot_n[s, fb] >= _MIN_SLOT_COUNT * per_slot_point - 0.5:  # seen on 2 days, not 2 points
-                ok_f = True
-                e_f = float(slot_mean[s, fb])
-                s_f = 1.2533 * float(slot_dev[s, fb])
-        e, sc = e_l, s_l
-        if ok_d and err_n[s, 1] > 50 and err[s, 1] < _SELECT_DAY * err[s, 0]:
-            e, sc = e_d, s_d
-            if ok_w and err_n[s, 2] > 50 and err[s, 2] < _SELECT_WEEK * err[s, 1]:
+    for run in numba.prange(starts.shape[0] - 1):  # the series of the batch, in parallel
+        for jj in range(starts[run], starts[run + 1]):  # a series' points, in input order
+            j = order[jj]
+            s = slots[j]
+            v = values[j]
+            t = ts[j]
+            n = n_model[s]
+            n_seen[s] += 1
+            if n == 0:
+                t_first[s] = t
+            elif t > t_last[s]:
+                d = float(t - t_last[s])
+                cadence[s] = d if cadence[s] == 0.0 else cadence[s] + 0.05 * (d - cadence[s])
+            t_last[s] = t
+            # transform: the typical magnitude is fixed after the first points
+            if c_n[s] < _TRANSFORM_POINTS or c_sum[s] == 0.0:
+                c_sum[s] += abs(v)
+                c_n[s] += 1
+            c = c_sum[s] / c_n[s] if c_sum[s] > 0.0 else 1.0
+            x = math.copysign(math.log1p(abs(v) / c), v)
+            # the models' predictions
+            e_l = level[s]
+            s_l = 1.2533 * level_dev[s]
+            ok_d = ok_w = ok_f = False
+            e_d = s_d = e_w = s_w = e_f = s_f = 0.0
+            hb = (t % _MS_DAY) / _MS_HOUR
+            wb = ((t + _MONDAY) % _MS_WEEK) / _MS_HOUR
+            fb = int((t % _MS_DAY) // _MS_SLOT)
+            wk = int(wb)
+            if seasonal and n > 0:
+                ok_d, e_d, s_d = _interp(day_mean, day_dev, day_n, s, N_DAY, hb)
+                ok_w, e_w, s_w = _interp(week_mean, week_dev, week_n, s, N_WEEK, wb)
+                per_slot_point = max(_MS_SLOT / cadence[s], 1.0) if cadence[s] > 0.0 else 1.0
+                if slot_n[s, fb] >= _MIN_SLOT_COUNT * per_slot_point - 0.5:  # seen on 2 days, not 2 points
+                    ok_f = True
+                    e_f = float(slot_mean[s, fb])
+                    s_f = 1.2533 * float(slot_dev[s, fb])
+            e, sc = e_l, s_l
+            if ok_d and err_n[s, 1] > 50 and err[s, 1] < _SELECT_DAY * err[s, 0]:
+                e, sc = e_d, s_d
+                if ok_w and err_n[s, 2] > 50 and err[s, 2] < _SELECT_WEEK * err[s, 1]:
+                    e, sc = e_w, s_w
+            best = err[s, 0]
+            if ok_d and err_n[s, 1] > 50:
+                best = min(best, err[s, 1])
+            if ok_w and err_n[s, 2] > 50:
+                best = min(best, err[s, 2])
+            if ok_f and err_n[s, 3] > 50 and err[s, 3] < _SELECT_SLOT * best:
+                e, sc = e_f, max(s_f, 0.25 * sc)
+            # local choice: the week hour's or the day slot's better model
+            if ok_w and ok_d and week_err[s, wk] > 0.0 and week_err[s, wk] < _LOCAL_RATIO * day_err[s, wk]:
                 e, sc = e_w, s_w
-        best = err[s, 0]
-        if ok_d and err_n[s, 1] > 50:
-            best = min(best, err[s, 1])
-        if ok_w and err_n[s, 2] > 50:
-            best = min(best, err[s, 2])
-        if ok_f and err_n[s, 3] > 50 and err[s, 3] < _SELECT_SLOT * best:
-            e, sc = e_f, max(s_f, 0.25 * sc)
-        # local choice: the week hour's or the day slot's better model
-        if ok_w and ok_d and week_err[s, wk] > 0.0 and week_err[s, wk] < _LOCAL_RATIO * day_err[s, wk]:
-            e, sc = e_w, s_w
-        if ok_f and slot_err[s, fb] > 0.0 and slot_err[s, fb] < _LOCAL_RATIO * coarse_err[s, fb]:
-            e, sc = e_f, max(s_f, 0.25 * sc)
-        sc = max(sc, _SPREAD_FLOOR * 1.2533 * spread_dev[s], 1e-3 * abs(e), 1e-12)
-        if n > 100:
-            sc = max(sc, _Q_FLOOR * q99[s] / 2.5758)
-        z = (x - e) / sc if n > 0 else 0.0
-        out_z[j] = z
-        out_exp[j] = e
-        out_scale[j] = sc
-        out_x[j] = x
-        # the forest reads the value with the seasonal part of the expectation removed (linear units)
-        out_adj[j] = (
-            (x - (e - e_l) if n > 0 else x)
-            if FOREST_SYMLOG
-            else (v - (_inverse(e, c) - _inverse(e_l, c)) if n > 0 else v)
-        )
-        # learn (after judging)
-        if n > 0:
-            r = abs(x - e)
-            if q99[s] == 0.0:
-                q99[s] = r
-            else:
-                q99[s] += _Q_RATE * max(q99[s], 1e-12) * ((1.0 if r > q99[s] else 0.0) - (1.0 - _Q_LEVEL))
-            g = max(1.0 / (n + 1), 1.0 / _SELECT_POINTS)
-            err[s, 0] += g * (abs(x - e_l) - err[s, 0])
-            err_n[s, 0] += 1
-            if ok_d:
-                _ew_model_err(err, err_n, s, 1, abs(x - e_d))
-            if ok_w:
-                _ew_model_err(err, err_n, s, 2, abs(x - e_w))
-            if ok_f:
-                _ew_model_err(err, err_n, s, 3, abs(x - e_f))
-            per_slot_day = max(_MS_SLOT / cadence[s], 1.0) if cadence[s] > 0.0 else 1.0
-            wl = 1.0 / (_DAY_MEMORY * per_slot_day)
-            coarse = e_w if ok_w else (e_d if ok_d else e_l)
-            if ok_f:
-                _ew_err(slot_err, s, fb, abs(x - e_f), wl)
-                _ew_err(coarse_err, s, fb, abs(x - coarse), wl)
-            if ok_w and ok_d:
+            if ok_f and slot_err[s, fb] > 0.0 and slot_err[s, fb] < _LOCAL_RATIO * coarse_err[s, fb]:
+                e, sc = e_f, max(s_f, 0.25 * sc)
+            sc = max(sc, _SPREAD_FLOOR * 1.2533 * spread_dev[s], 1e-3 * abs(e), 1e-12)
+            if n > 100:
+                sc = max(sc, _Q_FLOOR * q99[s] / 2.5758)
+            z = (x - e) / sc if n > 0 else 0.0
+            out_z[j] = z
+            out_exp[j] = e
+            out_scale[j] = sc
+            out_x[j] = x
+            # the forest reads the value with the seasonal part of the expectation removed (linear units)
+            out_adj[j] = (
+                (x - (e - e_l) if n > 0 else x)
+                if FOREST_SYMLOG
+                else (v - (_inverse(e, c) - _inverse(e_l, c)) if n > 0 else v)
+            )
+            # learn (after judging)
+            if n > 0:
+                r = abs(x - e)
+                if q99[s] == 0.0:
+                    q99[s] = r
+                else:
+                    q99[s] += _Q_RATE * max(q99[s], 1e-12) * ((1.0 if r > q99[s] else 0.0) - (1.0 - _Q_LEVEL))
+                g = max(1.0 / (n + 1), 1.0 / _SELECT_POINTS)
+                err[s, 0] += g * (abs(x - e_l) - err[s, 0])
+                err_n[s, 0] += 1
+                if ok_d:
+                    _ew_model_err(err, err_n, s, 1, abs(x - e_d))
+                if ok_w:
+                    _ew_model_err(err, err_n, s, 2, abs(x - e_w))
+                if ok_f:
+                    _ew_model_err(err, err_n, s, 3, abs(x - e_f))
+                per_slot_day = max(_MS_SLOT / cadence[s], 1.0) if cadence[s] > 0.0 else 1.0
+                wl = 1.0 / (_DAY_MEMORY * per_slot_day)
+                coarse = e_w if ok_w else (e_d if ok_d else e_l)
+                if ok_f:
+                    _ew_err(slot_err, s, fb, abs(x - e_f), wl)
+                    _ew_err(coarse_err, s, fb, abs(x - coarse), wl)
+                if ok_w and ok_d:
+                    per_hour = max(_MS_HOUR / cadence[s], 1.0) if cadence[s] > 0.0 else 1.0
+                    ww = 1.0 / (_WEEK_MEMORY * per_hour)
+                    _ew_err(week_err, s, wk, abs(x - e_w), ww)
+                    _ew_err(day_err, s, wk, abs(x - e_d), ww)
+            n += 1
+            n_model[s] = n
+            out_count[j] = n
+            out_seen[j] = n_seen[s]
+            out_c[j] = c
+            cap = _CLIP * sc
+            xc = min(max(x, e - cap), e + cap) if n > 2 else x
+            b = max(1.0 / n, 1.0 / _LEVEL_POINTS)
+            dl = xc - level[s] if n > 1 else x - level[s]
+            level[s] += b * dl
+            level_dev[s] += b * (abs(dl) - level_dev[s])
+            g2 = max(1.0 / n, 1.0 / _SPREAD_POINTS)
+            dg = x - spread_mean[s]
+            spread_mean[s] += g2 * dg
+            spread_dev[s] += g2 * (abs(dg) - spread_dev[s])
+            if seasonal:
                 per_hour = max(_MS_HOUR / cadence[s], 1.0) if cadence[s] > 0.0 else 1.0
-                ww = 1.0 / (_WEEK_MEMORY * per_hour)
-                _ew_err(week_err, s, wk, abs(x - e_w), ww)
-                _ew_err(day_err, s, wk, abs(x - e_d), ww)
-        n += 1
-        n_model[s] = n
-        out_count[j] = n
-        out_seen[j] = n_seen[s]
-        out_c[j] = c
-        cap = _CLIP * sc
-        xc = min(max(x, e - cap), e + cap) if n > 2 else x
-        b = max(1.0 / n, 1.0 / _LEVEL_POINTS)
-        dl = xc - level[s] if n > 1 else x - level[s]
-        level[s] += b * dl
-        level_dev[s] += b * (abs(dl) - level_dev[s])
-        g2 = max(1.0 / n, 1.0 / _SPREAD_POINTS)
-        dg = x - spread_mean[s]
-        spread_mean[s] += g2 * dg
-        spread_dev[s] += g2 * (abs(dg) - spread_dev[s])
-        if seasonal:
-            per_hour = max(_MS_HOUR / cadence[s], 1.0) if cadence[s] > 0.0 else 1.0
-            per_slot = max(_MS_SLOT / cadence[s], 1.0) if cadence[s] > 0.0 else 1.0
-            hd = int(hb)
-            _ew(
-                day_mean,
-                day_dev,
-                day_n,
-                s,
-                hd,
-                x,
-                max(1.0 / (day_n[s, hd] + 1.0), 1.0 / (_DAY_MEMORY * per_hour)),
-                cap,
-                level_dev[s],
-                e if n > 2 else x,
-            )
-            _ew(
-                week_mean,
-                week_dev,
-                week_n,
-                s,
-                wk,
-                x,
-                max(1.0 / (week_n[s, wk] + 1.0), 1.0 / (_WEEK_MEMORY * per_hour)),
-                cap,
-                level_dev[s],
-                e if n > 2 else x,
-            )
-            _ew(
-                slot_mean,
-                slot_dev,
-                slot_n,
-                s,
-                fb,
-                x,
-                max(1.0 / (slot_n[s, fb] + 1.0), 1.0 / (_DAY_MEMORY * per_slot)),
-                cap,
-                level_dev[s],
-                e if n > 2 else x,
-            )
+                per_slot = max(_MS_SLOT / cadence[s], 1.0) if cadence[s] > 0.0 else 1.0
+                hd = int(hb)
+                _ew(
+                    day_mean,
+                    day_dev,
+                    day_n,
+                    s,
+                    hd,
+                    x,
+                    max(1.0 / (day_n[s, hd] + 1.0), 1.0 / (_DAY_MEMORY * per_hour)),
+                    cap,
+                    level_dev[s],
+                    e if n > 2 else x,
+                )
+                _ew(
+                    week_mean,
+                    week_dev,
+                    week_n,
+                    s,
+                    wk,
+                    x,
+                    max(1.0 / (week_n[s, wk] + 1.0), 1.0 / (_WEEK_MEMORY * per_hour)),
+                    cap,
+                    level_dev[s],
+                    e if n > 2 else x,
+                )
+                _ew(
+                    slot_mean,
+                    slot_dev,
+                    slot_n,
+                    s,
+                    fb,
+                    x,
+                    max(1.0 / (slot_n[s, fb] + 1.0), 1.0 / (_DAY_MEMORY * per_slot)),
+                    cap,
+                    level_dev[s],
+                    e if n > 2 else x,
+                )
 
 
 @numba.njit(cache=True, nogil=True)
@@ -524,9 +526,10 @@ def _inverse(x: float, c: float) -> float:
 # Pass B: judging the point (after the forest)
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, parallel=True)
 def _judge_kernel(  # type: ignore[no-untyped-def]  # numba infers the types
-    slots, raw, z, values, exp_x, scale, ts, missing, counts, seens, mags, p_threshold, p_learning_points,
+    order, starts, slots, raw, z, values, exp_x, scale, ts, missing, counts, seens, mags, p_threshold,
+    p_learning_points,
     p_learning_ms, p_learning_max, p_direction, p_min_rel, p_s100, p_suppress, p_cap, p_conf_points,
     p_missing_conf, p_forest_w, p_value_w,
     t_first, recent_z, ex_value, ex_sustained, shift_z, shift_armed, ex_shift, calib_n, recent_raw, raw_mean,
@@ -539,136 +542,140 @@ def _judge_kernel(  # type: ignore[no-untyped-def]  # numba infers the types
     z_band = 1.0
     while -_log_tail(z_band, True) < s_thr and z_band < 40.0:
         z_band += 0.01
-    for j in range(slots.shape[0]):
-        s = slots[j]
-        n = counts[j]  # points the models have learned, this one included (pass A)
-        processed[j] = seens[j]
-        r = raw[j]
-        if not (r >= 0.0):
-            r = 0.0
-        k = (n - 1) % _RAW_POINTS
-        recent_raw[s, k] = r
-        m = min(n, _RAW_POINTS)
-        a = 0.0
-        for i in range(m):
-            a += recent_raw[s, i]
-        a /= m
-        zz = z[j]
-        recent_z[s, (n - 1) % MEAN_POINTS] = zz
-        # the shift channel: an EW mean of the clipped residuals, in units of its own spread
-        alpha = max(1.0 / n, 1.0 / SHIFT_POINTS)
-        shift_z[s] += alpha * (min(max(zz, -_SHIFT_CLIP), _SHIFT_CLIP) - shift_z[s])
-        zsh = abs(shift_z[s]) * math.sqrt((2.0 - alpha) / alpha)
-        if zsh < _SHIFT_REARM:
-            shift_armed[s] = 1
-        mr = missing_rate[s] + 0.01 * ((1.0 if missing[j] else 0.0) - missing_rate[s])
-        missing_rate[s] = mr
-        c = mags[j]
-        e = exp_x[j]
-        expected[j] = _inverse(e, c)
-        low[j] = _inverse(e - z_band * scale[j], c)
-        high[j] = _inverse(e + z_band * scale[j], c)
-        t = ts[j]
-        is_inf = n > p_learning_points and ((t - t_first[s]) >= p_learning_ms or n >= p_learning_max)
-        fs = vs = ms = hs = 0.0
-        sc = 0.0
-        why = 0
-        sign = 1
-        s_now = 0.0
-        zb = 0.0
-        zb_sum = 0.0
-        if n > MEAN_POINTS:
-            for i in range(MEAN_POINTS):
-                zb_sum += recent_z[s, i]
-            zb = abs(zb_sum) / math.sqrt(MEAN_POINTS)
-        xf = 0.0
-        sd = math.sqrt(raw_var[s])
-        if sd > 0.0:
-            xf = max((a - raw_mean[s]) / sd, 0.0)
-        if is_inf and n > 2:
-            nc = calib_n[s]
-            v_raw = _surprise(abs(zz), ex_value[s], nc)
-            m_raw = _surprise(zb, ex_sustained[s], nc) if n > MEAN_POINTS else 0.0
-            h_raw = _surprise(zsh, ex_shift[s], nc) if n > SHIFT_POINTS else 0.0
-            f_raw = -_log_tail(xf, False)
-            # the forest's voice: gated by value evidence, weighted by its agreement on this series
-            support = max(v_raw, m_raw, h_raw)
-            f_gated = f_raw if support >= _FOREST_GATE else 0.0
-            trust = ((forest_agreed[s] + _TRUST_PRIOR) / (forest_alarms[s] + _TRUST_PRIOR)) ** _TRUST_POWER
-            if f_raw >= _TRUST_FOREST:  # every forest alarm counts, gated or not
-                forest_alarms[s] += 1.0
-                if support >= _TRUST_VALUE:
-                    forest_agreed[s] += 1.0
-            fs = p_forest_w * f_gated * trust
-            vs = p_value_w * v_raw
-            ms = p_value_w * m_raw
-            hs = p_value_w * _SHIFT_WEIGHT * h_raw if shift_armed[s] == 1 else 0.0
-            s_val = max(vs, ms, hs)
-            s_now = max(fs, s_val)
-            if fs > s_val:
-                why = 3
-            elif vs >= max(ms, hs):
-                why = 1
-            elif ms >= hs:
-                why = 2
-            else:
-                why = 4
-            sc = 100.0 * min(1.0, s_now / p_s100)
-            # the direction of the strongest value evidence (the forest's has none)
-            if vs >= max(ms, hs):
-                sign = 1 if zz > 0.0 else -1
-            elif ms >= hs:
-                sign = 1 if zb_sum > 0.0 else -1
-            else:
-                sign = 1 if shift_z[s] > 0.0 else -1
-            if since_alert[s] < p_suppress:
-                other = s_val > s_thr and sign != alert_sign[s]
-                if not other:
-                    sc = min(sc, p_cap * p_threshold)
-        dec = 0
-        if is_inf and sc > p_threshold:
-            dec = 1
-            v = values[j]
-            diff = v - expected[j]
-            if p_direction == 1 and not diff > 0.0:
-                dec = 0
-            elif p_direction == 2 and not diff < 0.0:
-                dec = 0
-            if p_min_rel > 0.0:
-                base = abs(expected[j])
-                rel = abs(diff) / base if base > 0.0 else (math.inf if diff != 0.0 else 0.0)
-                if not rel >= p_min_rel:
-                    dec = 0
-        if dec == 1:
-            since_alert[s] = 0
-            shift_armed[s] = 0
-            alert_sign[s] = sign
-        elif since_alert[s] < _NEVER:
-            since_alert[s] += 1
-        score[j] = sc
-        decision[j] = dec
-        inference[j] = is_inf
-        reason[j] = why if sc > 0.0 else 0
-        value_score[j] = 100.0 * min(1.0, max(vs, ms, hs) / p_s100)
-        forest_score[j] = 100.0 * min(1.0, fs / p_s100)
-        conf = 100.0 * min(1.0, n / p_conf_points) * (1.0 - mr)
-        if missing[j]:
-            conf *= p_missing_conf
-        confidence[j] = conf
-        # learn after judging: the tails from points that did not alert, the forest's moments
-        if n > 2 and dec == 0:
-            nc = calib_n[s] + 1
-            calib_n[s] = nc
-            w = max(1.0 / nc, 1.0 / _CALIB_POINTS)
-            _learn_tail(ex_value, s, abs(zz), w)
+    for run in numba.prange(starts.shape[0] - 1):  # the series of the batch, in parallel
+        for jj in range(starts[run], starts[run + 1]):  # a series' points, in input order
+            j = order[jj]
+            s = slots[j]
+            n = counts[j]  # points the models have learned, this one included (pass A)
+            processed[j] = seens[j]
+            r = raw[j]
+            if not (r >= 0.0):
+                r = 0.0
+            k = (n - 1) % _RAW_POINTS
+            recent_raw[s, k] = r
+            m = min(n, _RAW_POINTS)
+            a = 0.0
+            for i in range(m):
+                a += recent_raw[s, i]
+            a /= m
+            zz = z[j]
+            recent_z[s, (n - 1) % MEAN_POINTS] = zz
+            # the shift channel: an EW mean of the clipped residuals, in units of its own spread
+            alpha = max(1.0 / n, 1.0 / SHIFT_POINTS)
+            shift_z[s] += alpha * (min(max(zz, -_SHIFT_CLIP), _SHIFT_CLIP) - shift_z[s])
+            zsh = abs(shift_z[s]) * math.sqrt((2.0 - alpha) / alpha)
+            if zsh < _SHIFT_REARM:
+                shift_armed[s] = 1
+            mr = missing_rate[s] + 0.01 * ((1.0 if missing[j] else 0.0) - missing_rate[s])
+            missing_rate[s] = mr
+            c = mags[j]
+            e = exp_x[j]
+            expected[j] = _inverse(e, c)
+            low[j] = _inverse(e - z_band * scale[j], c)
+            high[j] = _inverse(e + z_band * scale[j], c)
+            t = ts[j]
+            is_inf = n > p_learning_points and ((t - t_first[s]) >= p_learning_ms or n >= p_learning_max)
+            fs = vs = ms = hs = 0.0
+            sc = 0.0
+            why = 0
+            sign = 1
+            s_now = 0.0
+            zb = 0.0
+            zb_sum = 0.0
             if n > MEAN_POINTS:
-                _learn_tail(ex_sustained, s, zb, w)
-            if n > SHIFT_POINTS:
-                _learn_tail(ex_shift, s, zsh, w)
-        aw = max(1.0 / n, 1.0 / _FOREST_HISTORY)
-        d = a - raw_mean[s]
-        raw_mean[s] += aw * d
-        raw_var[s] = (1.0 - aw) * (raw_var[s] + aw * d * d)
+                for i in range(MEAN_POINTS):
+                    zb_sum += recent_z[s, i]
+                zb = abs(zb_sum) / math.sqrt(MEAN_POINTS)
+            xf = 0.0
+            sd = math.sqrt(raw_var[s])
+            if sd > 0.0:
+                xf = max((a - raw_mean[s]) / sd, 0.0)
+            if is_inf and n > 2:
+                nc = calib_n[s]
+                v_raw = _surprise(abs(zz), ex_value[s], nc)
+                m_raw = _surprise(zb, ex_sustained[s], nc) if n > MEAN_POINTS else 0.0
+                h_raw = _surprise(zsh, ex_shift[s], nc) if n > SHIFT_POINTS else 0.0
+                f_raw = -_log_tail(xf, False)
+                # the forest's voice: gated by value evidence, weighted by its agreement on this series
+                support = max(v_raw, m_raw, h_raw)
+                f_gated = f_raw if support >= _FOREST_GATE else 0.0
+                trust = (
+                    (forest_agreed[s] + _TRUST_PRIOR) / (forest_alarms[s] + _TRUST_PRIOR)
+                ) ** _TRUST_POWER
+                if f_raw >= _TRUST_FOREST:  # every forest alarm counts, gated or not
+                    forest_alarms[s] += 1.0
+                    if support >= _TRUST_VALUE:
+                        forest_agreed[s] += 1.0
+                fs = p_forest_w * f_gated * trust
+                vs = p_value_w * v_raw
+                ms = p_value_w * m_raw
+                hs = p_value_w * _SHIFT_WEIGHT * h_raw if shift_armed[s] == 1 else 0.0
+                s_val = max(vs, ms, hs)
+                s_now = max(fs, s_val)
+                if fs > s_val:
+                    why = 3
+                elif vs >= max(ms, hs):
+                    why = 1
+                elif ms >= hs:
+                    why = 2
+                else:
+                    why = 4
+                sc = 100.0 * min(1.0, s_now / p_s100)
+                # the direction of the strongest value evidence (the forest's has none)
+                if vs >= max(ms, hs):
+                    sign = 1 if zz > 0.0 else -1
+                elif ms >= hs:
+                    sign = 1 if zb_sum > 0.0 else -1
+                else:
+                    sign = 1 if shift_z[s] > 0.0 else -1
+                if since_alert[s] < p_suppress:
+                    other = s_val > s_thr and sign != alert_sign[s]
+                    if not other:
+                        sc = min(sc, p_cap * p_threshold)
+            dec = 0
+            if is_inf and sc > p_threshold:
+                dec = 1
+                v = values[j]
+                diff = v - expected[j]
+                if p_direction == 1 and not diff > 0.0:
+                    dec = 0
+                elif p_direction == 2 and not diff < 0.0:
+                    dec = 0
+                if p_min_rel > 0.0:
+                    base = abs(expected[j])
+                    rel = abs(diff) / base if base > 0.0 else (math.inf if diff != 0.0 else 0.0)
+                    if not rel >= p_min_rel:
+                        dec = 0
+            if dec == 1:
+                since_alert[s] = 0
+                shift_armed[s] = 0
+                alert_sign[s] = sign
+            elif since_alert[s] < _NEVER:
+                since_alert[s] += 1
+            score[j] = sc
+            decision[j] = dec
+            inference[j] = is_inf
+            reason[j] = why if sc > 0.0 else 0
+            value_score[j] = 100.0 * min(1.0, max(vs, ms, hs) / p_s100)
+            forest_score[j] = 100.0 * min(1.0, fs / p_s100)
+            conf = 100.0 * min(1.0, n / p_conf_points) * (1.0 - mr)
+            if missing[j]:
+                conf *= p_missing_conf
+            confidence[j] = conf
+            # learn after judging: the tails from points that did not alert, the forest's moments
+            if n > 2 and dec == 0:
+                nc = calib_n[s] + 1
+                calib_n[s] = nc
+                w = max(1.0 / nc, 1.0 / _CALIB_POINTS)
+                _learn_tail(ex_value, s, abs(zz), w)
+                if n > MEAN_POINTS:
+                    _learn_tail(ex_sustained, s, zb, w)
+                if n > SHIFT_POINTS:
+                    _learn_tail(ex_shift, s, zsh, w)
+            aw = max(1.0 / n, 1.0 / _FOREST_HISTORY)
+            d = a - raw_mean[s]
+            raw_mean[s] += aw * d
+            raw_var[s] = (1.0 - aw) * (raw_var[s] + aw * d * d)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -686,6 +693,8 @@ class Prepared:
     count: np.ndarray  # int64[n] points the series' models have learned, this one included
     seen: np.ndarray  # int64[n] points the series has processed, this one included
     magnitude: np.ndarray  # float64[n] the transform's typical magnitude ``c`` for the point
+    order: np.ndarray  # int64[n] the batch's points grouped by series (stable: input order inside)
+    starts: np.ndarray  # int64[series + 1] where each series' points begin in ``order``
 
 
 def prepare(state: NormalizerState, params: NormalizerParams, slots: np.ndarray, values: np.ndarray,
@@ -693,10 +702,14 @@ def prepare(state: NormalizerState, params: NormalizerParams, slots: np.ndarray,
     """Judge each value against its series' models and learn it (in input order)."""
     n = slots.shape[0]
     out = [np.zeros(n) for _ in range(5)] + [np.zeros(n, np.int64), np.zeros(n, np.int64), np.zeros(n)]
+    slots = np.ascontiguousarray(slots, dtype=np.int64)
+    order, starts = _runs(slots)
     if n:
         a = state.arrays
         _prepare_kernel(
-            np.ascontiguousarray(slots, dtype=np.int64),
+            order,
+            starts,
+            slots,
             np.ascontiguousarray(values, dtype=np.float64),
             np.ascontiguousarray(timestamps_ms, dtype=np.int64),
             bool(params.seasonal),
@@ -704,6 +717,8 @@ def prepare(state: NormalizerState, params: NormalizerParams, slots: np.ndarray,
             *out,
         )
     return Prepared(
+        order=order,
+        starts=starts,
         z=out[0],
         expected_x=out[1],
         scale=out[2],
@@ -712,6 +727,15 @@ def prepare(state: NormalizerState, params: NormalizerParams, slots: np.ndarray,
         seen=out[6],
         magnitude=out[7],
     )
+
+
+def _runs(slots: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The points of each series, together and in input order (``order``), and where each series'
+    run begins (``starts``, with ``n`` last): the compiled passes take the series in parallel."""
+    order = np.argsort(slots, kind="stable")
+    ordered = slots[order]
+    cut = np.flatnonzero(ordered[1:] != ordered[:-1]) + 1
+    return order.astype(np.int64, copy=False), np.concatenate(([0], cut, [slots.shape[0]])).astype(np.int64)
 
 
 _PREPARE_STATE = (
@@ -772,6 +796,8 @@ def judge(
         return out
     p = params
     _judge_kernel(
+        prepared.order,
+        prepared.starts,
         np.ascontiguousarray(slots, dtype=np.int64),
         np.ascontiguousarray(raw, dtype=np.float64),
         prepared.z,
