@@ -431,7 +431,8 @@ def _merge(root: Path, pdir: Path, token: str, files: list[ResultFile]) -> Compa
                 if f.path != final:
                     f.path.unlink()
     _fsync_dir(pdir)
-    logger.info(
+    # debug: `cutstream compact`, its one caller, prints each result itself (once)
+    logger.debug(
         "compacted partition=%s source=%s inputs=%d rows=%d output=%s",
         pdir,
         token,

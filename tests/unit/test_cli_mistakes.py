@@ -1,0 +1,84 @@
+"""A newcomer's mistakes end in one clear line and a documented exit status, never a traceback."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from cutstream.cli import main
+from sinks.parquet import ParquetSink
+from sinks.testing import result_table
+
+
+def _results(data: Path) -> None:
+    ParquetSink(data).write(result_table(values=[1.0, 2.0], scores=[0.0, 90.0]), "events.0", 0, 1)
+
+
+def test_query_of_a_table_that_is_not_there_names_the_results_view(tmp_path: Path) -> None:
+    _results(tmp_path)
+    out = CliRunner().invoke(main, ["query", "SELECT * FROM anomalies", "--data-dir", str(tmp_path)])
+    assert out.exit_code == 1
+    assert out.output.strip() == (
+        "Error: there is no table 'anomalies': the results are the view `results` "
+        "(its anomalies: ... FROM results WHERE anomalyDecision = 1)"
+    )
+
+
+def test_query_of_a_mistyped_data_dir_says_so_instead_of_0_rows(tmp_path: Path) -> None:
+    out = CliRunner().invoke(
+        main, ["query", "SELECT count(*) FROM results", "--data-dir", str(tmp_path / "dta")]
+    )
+    assert out.exit_code == 1
+    assert out.output.strip() == (
+        f"Error: no data directory {tmp_path / 'dta'}: pass the one the worker or demo writes to "
+        "(--data-dir or CUTSTREAM_DATA_DIR)"
+    )
+
+
+def test_query_of_a_directory_without_results_runs_and_says_there_are_none(tmp_path: Path) -> None:
+    out = CliRunner().invoke(
+        main, ["query", "SELECT count(*) AS n FROM results", "--data-dir", str(tmp_path)]
+    )
+    assert out.exit_code == 0
+    assert f"note: {tmp_path} holds no results yet (is it the worker's --data-dir?)" in out.stderr
+    assert "(1 rows)" in out.stdout
+
+
+def test_score_lists_the_lines_of_every_bad_value_and_exits_1(tmp_path: Path) -> None:
+    src = tmp_path / "in.csv"
+    rows = [f"2026-01-01 00:{m:02d}:00,{m}" for m in range(10)]
+    rows[2] = "2026-01-01 00:02:00,abc"
+    rows[5] = "2026-01-01 00:05:00"  # a missing column
+    rows[7] = "2026-01-01 00:07:00,nan"
+    src.write_text("timestamp,value\n" + "\n".join(rows) + "\n")
+    out = CliRunner().invoke(main, ["score", str(src), "--output", str(tmp_path / "out.csv")])
+    assert out.exit_code == 1
+    assert out.output.strip() == (
+        f"Error: {src}: 3 row(s) without a finite number in 'value', on line(s) 4, 7, 9; "
+        "fill or drop them first"
+    )
+    assert not (tmp_path / "out.csv").exists()
+
+
+def test_compact_prints_each_partition_once(tmp_path: Path) -> None:
+    sink = ParquetSink(tmp_path)
+    for day in range(2):
+        for i in range(3):
+            start = 1_714_521_600_000 + day * 86_400_000 + i * 600_000
+            sink.write(
+                result_table(start_ms=start, values=[float(i)] * 5), f"events.{day}", i * 10, i * 10 + 4
+            )
+    done = subprocess.run(
+        [sys.executable, "-m", "cutstream", "compact", "--data-dir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    lines = (done.stdout + done.stderr).splitlines()
+    for day in ("2024-05-01", "2024-05-02"):
+        assert sum(f"date={day}" in line for line in lines) == 1, lines
+    assert lines[-1].startswith("compacted ")
