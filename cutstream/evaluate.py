@@ -65,10 +65,6 @@ class LabelError(EvaluateError):
     """A labels file that cannot be read (the message names the file and line)."""
 
 
-# --------------------------------------------------------------------------- durations
-
-
-
 # --------------------------------------------------------------------------- labels
 
 

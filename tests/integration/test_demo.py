@@ -12,6 +12,7 @@ import duckdb
 import httpx
 import pytest
 
+from sinks import query
 from streams.broker import free_port
 from streams.generator import bookstore
 from tests.conftest import wait_for
@@ -91,6 +92,7 @@ def test_demo_runs_unattended_and_reports_the_injected_spikes(tmp_path: Path) ->
     assert webhooks > 0 and emails > 0
     assert len(list((data / "inbox").glob("webhook-*.json"))) == webhooks
     assert "Subject:" in next((data / "inbox").glob("email-*.eml")).read_text()
+    assert query.incidents(data).num_rows > 0  # what the dashboard's incidents table shows
     assert "connection refused" not in text.lower()  # the Kafka clients closed before the broker stopped
 
 
