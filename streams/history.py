@@ -44,7 +44,9 @@ class BadRow:
     reason: str
 
     def __str__(self) -> str:
-        return f"{self.file}:{self.row}: {self.reason}"
+        if self.file.lower().endswith(".csv"):  # file:line, as editors read it (the header is line 1)
+            return f"{self.file}:{self.row + 1}: {self.reason}"
+        return f"{self.file}: row {self.row}: {self.reason}"
 
 
 @dataclass
@@ -107,26 +109,87 @@ def count_rows(files: Sequence[Path]) -> int:
     return total
 
 
-def _record_batches(path: Path, chunk_rows: int) -> Iterator[pa.RecordBatch]:
-    """The file's rows in batches of at most ``chunk_rows``."""
-    for whole in _file_batches(path, chunk_rows):
+def _record_batches(path: Path, chunk_rows: int, skipped: list[BadRow]) -> Iterator[pa.RecordBatch]:
+    """The file's rows in batches of at most ``chunk_rows``; rows of the wrong width go to ``skipped``."""
+    for whole in _file_batches(path, chunk_rows, skipped):
         for off in range(0, whole.num_rows, chunk_rows):
             yield whole.slice(off, chunk_rows)
 
 
-def _file_batches(path: Path, chunk_rows: int) -> Iterator[pa.RecordBatch]:
+def _file_batches(path: Path, chunk_rows: int, skipped: list[BadRow]) -> Iterator[pa.RecordBatch]:
     if path.suffix.lower() == ".parquet":
         yield from pq.ParquetFile(path).iter_batches(batch_size=chunk_rows)
         return
     # Read everything as text: the history reader does its own, reported, conversion.
     opts = pacsv.ConvertOptions(column_types=None, strings_can_be_null=False, auto_dict_encode=False)
-    reader = pacsv.open_csv(path, read_options=pacsv.ReadOptions(block_size=1 << 22), convert_options=opts)
+    reader = pacsv.open_csv(
+        path,
+        read_options=pacsv.ReadOptions(block_size=1 << 22),
+        parse_options=pacsv.ParseOptions(invalid_row_handler=lambda _: "skip"),  # the names only
+        convert_options=opts,
+    )
     header = reader.schema.names
     reader.close()
     convert = pacsv.ConvertOptions(column_types={n: pa.string() for n in header})
+    lines = _LineFinder(path)
+
+    def wrong_width(row: pacsv.InvalidRow) -> str:
+        line = lines.find(row.text)
+        skipped.append(
+            BadRow(
+                str(path),
+                line - 1,
+                f"{row.actual_columns} columns where the header has {row.expected_columns}",
+            )
+        )
+        return "skip"
+
     yield from pacsv.open_csv(
-        path, read_options=pacsv.ReadOptions(block_size=1 << 22), convert_options=convert
+        path,
+        # one thread: rows of the wrong width are met in file order (their lines are found in order)
+        read_options=pacsv.ReadOptions(block_size=1 << 22, use_threads=False),
+        parse_options=pacsv.ParseOptions(invalid_row_handler=wrong_width),
+        convert_options=convert,
     )
+
+
+class _LineFinder:
+    """File line numbers of rows pyarrow skipped (it gives their text, not their number).
+
+    Reads the file from where the last one was found, so that all of them cost one pass at most;
+    nothing is read for a file without such rows.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lines: Iterator[tuple[int, str]] | None = None
+        self._last = 1
+
+    def find(self, text: str) -> int:
+        if self._lines is None:
+            fh = self.path.open(encoding="utf-8", errors="replace", newline="")
+            self._lines = enumerate(fh, start=1)
+        for number, line in self._lines:
+            if line.rstrip("\r\n") == text:
+                self._last = number
+                return number
+        return self._last  # not found line by line (a quoted value spanning lines): the nearest
+
+
+class _RowNumbers:
+    """1-based data row numbers of the rows pyarrow returns, counting the rows it skipped."""
+
+    def __init__(self, skipped: list[BadRow]) -> None:
+        self.skipped = skipped
+        self.next = 1
+
+    def take(self, n: int) -> np.ndarray:
+        ahead = np.array(sorted(b.row for b in self.skipped if b.row >= self.next), dtype=np.int64)
+        candidates = np.arange(self.next, self.next + n + len(ahead), dtype=np.int64)
+        rows = candidates[~np.isin(candidates, ahead)][:n] if len(ahead) else candidates
+        if n:
+            self.next = int(rows[-1]) + 1
+        return rows
 
 
 def _numbers(col: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, np.ndarray]:
@@ -213,14 +276,29 @@ def read_history(
     for fi, file in enumerate(files):
         if fi < start[0]:
             continue
-        first_row = 1
-        for batch in _record_batches(file, chunk_rows):
-            rows = np.arange(first_row, first_row + batch.num_rows, dtype=np.int64)
-            first_row += batch.num_rows
-            skip_before = start[1] if fi == start[0] else 0
-            if rows[-1] < skip_before:
+        skipped: list[BadRow] = []  # rows of the wrong width, met by the CSV reader
+        numbers = _RowNumbers(skipped)
+        reported = 0
+        skip_before = start[1] if fi == start[0] else 0
+        for batch in _record_batches(file, chunk_rows, skipped):
+            rows = numbers.take(batch.num_rows)
+            if batch.num_rows == 0 or rows[-1] < skip_before:
                 continue
-            yield _columns(spec, fi, file, batch, rows, skip_before)
+            out = _columns(spec, fi, file, batch, rows, skip_before)
+            out.bad[:0] = [b for b in skipped[reported:] if b.row >= skip_before]
+            reported = len(skipped)
+            yield out
+        left = [b for b in skipped[reported:] if b.row >= skip_before]
+        if left:  # skipped after the last row that parsed (or no row parsed at all)
+            yield _no_rows(spec, fi, numbers.next, left)
+
+
+def _no_rows(spec: DetectorSpec, fi: int, first_row: int, bad: list[BadRow]) -> HistoryBatch:
+    """A batch of bad rows only."""
+    k = sum(1 for m in spec.measures if m.aggregation != "count")
+    empty = np.zeros(0, dtype=np.int64)
+    dims = [pa.array([], pa.string()) for _ in spec.dimensions]
+    return HistoryBatch(spec, fi, first_row, empty, empty, dims, np.zeros((0, k)), bad)
 
 
 def _column(batch: pa.RecordBatch, name: str, file: Path, what: str) -> pa.Array:

@@ -123,6 +123,6 @@ def test_cli_reports_bad_rows_with_row_numbers(tmp_path: Path) -> None:
     )
     assert proc.returncode == 2, proc.stderr
     assert (
-        "h.csv:2: non-numeric qty 'x'" in proc.stderr and "h.csv:3: bad timestamp 'yesterday'" in proc.stderr
+        "h.csv:3: non-numeric qty 'x'" in proc.stderr and "h.csv:4: bad timestamp 'yesterday'" in proc.stderr
     )
     assert "backfilled 2 events into 3 results" in proc.stdout

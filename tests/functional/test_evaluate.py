@@ -160,7 +160,7 @@ def test_bad_history_rows_are_reported_and_exit_2_with_the_report_written(shop: 
         (tmp_path / name).write_bytes((shop / name).read_bytes())
     res = evaluate(tmp_path, "--out", str(tmp_path / "out"))
     assert res.exit_code == 2
-    assert "1 history rows skipped:" in res.stderr and "history.csv:100: non-numeric qty 'lots'" in res.stderr
+    assert "1 history rows skipped:" in res.stderr and "history.csv:101: non-numeric qty 'lots'" in res.stderr
     assert _figures(tmp_path / "out")["data"]["bad_rows"] == 1
 
 
@@ -169,7 +169,7 @@ def test_history_without_a_valid_row_is_reported_and_one_line(shop: Path, tmp_pa
     for name in ("labels.csv", "detector.yaml"):
         (tmp_path / name).write_bytes((shop / name).read_bytes())
     res = evaluate(tmp_path, "--out", str(tmp_path / "out"))
-    assert res.exit_code == 1 and "history.csv:1: non-numeric qty 'lots'" in res.stderr
+    assert res.exit_code == 1 and "history.csv:2: non-numeric qty 'lots'" in res.stderr
     assert "no valid history row, so no window to evaluate" in res.stderr and "Traceback" not in res.output
 
 

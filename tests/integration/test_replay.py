@@ -111,7 +111,7 @@ def test_cli_reports_bad_rows_and_exits_nonzero(tmp_path: Path, bootstrap: str, 
         timeout=120,
     )
     assert proc.returncode == 2, proc.stderr
-    assert "history.csv:5" in proc.stderr and "garbage" in proc.stderr
+    assert "history.csv:6" in proc.stderr and "garbage" in proc.stderr
     assert "20 events" in proc.stdout
 
 

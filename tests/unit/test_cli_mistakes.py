@@ -82,3 +82,27 @@ def test_compact_prints_each_partition_once(tmp_path: Path) -> None:
     for day in ("2024-05-01", "2024-05-02"):
         assert sum(f"date={day}" in line for line in lines) == 1, lines
     assert lines[-1].startswith("compacted ")
+
+
+def test_backfill_skips_rows_of_the_wrong_width_with_their_file_lines_and_exits_2(tmp_path: Path) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text(
+        '{"detectors": [{"name": "shop", "timestamp_field": "ts", "dimensions": ["item"],'
+        ' "measures": [{"field": "qty"}]}]}'
+    )
+    hist = tmp_path / "h.csv"
+    rows = [f"2026-01-01 00:{m:02d}:00,A,{m}" for m in range(6)]
+    rows[1] = "2026-01-01 00:01:00,A"  # line 3: a column short
+    rows[3] = "2026-01-01 00:03:00,A,3,9"  # line 5: one too many
+    rows[4] = "2026-01-01 00:04:00,A,x"  # line 6: not a number (numbered after the skipped rows)
+    hist.write_text("ts,item,qty\n" + "\n".join(rows) + "\n")
+    out = CliRunner().invoke(
+        main, ["backfill", str(hist), "--config", str(config), "--data-dir", str(tmp_path)]
+    )
+    assert out.exit_code == 2, out.output
+    assert "3 history rows skipped:" in out.stderr
+    assert f"{hist}:3: 2 columns where the header has 3" in out.stderr
+    assert f"{hist}:5: 4 columns where the header has 3" in out.stderr
+    assert f"{hist}:6: non-numeric qty 'x'" in out.stderr
+    assert "Traceback" not in out.output
+    assert "backfilled 3 events" in out.stdout
