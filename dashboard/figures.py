@@ -281,9 +281,42 @@ def series_figure(
             "showgrid": False,
         },
     }
+    shapes = learning_shapes(points, x)
+    if shapes:
+        layout["shapes"] = shapes
     if revision:
         layout["uirevision"] = revision
     return _figure(data, layout)
+
+
+#: The shading of the windows a series' model was still learning in (its score is 0 there).
+LEARNING_FILL = "rgba(120, 120, 120, 0.12)"
+
+
+def learning_shapes(points: pa.Table, x: list[str]) -> list[dict[str, Any]]:
+    """Grey bands behind the LEARNING stretches (from their first window to the next scored one)."""
+    if "modelStage" not in points.column_names or not x:
+        return []
+    learning = np.array([s == "LEARNING" for s in points.column("modelStage").to_pylist()], dtype=bool)
+    edges = np.flatnonzero(np.diff(np.concatenate([[False], learning, [False]]).astype(np.int8)))
+    shapes = []
+    for start, stop in zip(edges[::2], edges[1::2], strict=True):
+        shapes.append(
+            {
+                "type": "rect",
+                "name": "learning",
+                "xref": "x",
+                "yref": "paper",
+                "x0": x[start],
+                "x1": x[min(stop, len(x) - 1)],
+                "y0": 0,
+                "y1": 1,
+                "fillcolor": LEARNING_FILL,
+                "line": {"width": 0},
+                "layer": "below",
+            }
+        )
+    return shapes
 
 
 def window_width(points: pa.Table) -> dt.timedelta | None:

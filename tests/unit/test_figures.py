@@ -181,3 +181,15 @@ def test_the_band_of_a_non_negative_measure_stays_at_or_above_zero() -> None:
     )
     low = np.array(_trace(figures.series_figure(points), figures.BAND_LOW).y, dtype=float)
     assert np.nanmin(low) == 0.0  # the unclipped band (5 ± 3 × 5) would reach -10
+
+
+def test_learning_stretches_are_shaded_up_to_the_first_scored_window() -> None:
+    points = _points(n=30, flagged=())
+    stages = ["LEARNING"] * 10 + ["INFERENCE"] * 15 + ["LEARNING"] * 5  # a reset at the end
+    points = points.append_column("modelStage", pa.array(stages))
+    fig = figures.series_figure(points)
+    x = figures.time_strings(points.column("windowStart"))
+    spans = [(s.x0, s.x1) for s in fig.layout.shapes if s.name == "learning"]
+    assert spans == [(x[0], x[10]), (x[25], x[29])]
+    assert all(s.fillcolor == figures.LEARNING_FILL for s in fig.layout.shapes)
+    assert figures.series_figure(_points(n=30, flagged=())).layout.shapes == ()  # no stage: no shading
