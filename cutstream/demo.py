@@ -240,7 +240,9 @@ def _summary(data_dir: Path, spikes: list[Spike]) -> str:
     series = len({dims for dims, _ in windows})
     parts = [
         f"{sum(r['n'] for r in rows)} results for {series} series",
-        f"found {found} of {len(scored)} injected spikes scored after learning",
+        f"found {found} of {len(scored)} injected spikes scored after learning"
+        if spikes
+        else "no spike injected yet (they start after 3 simulated days: run longer or raise --speed)",
         f"{other} other alarm{'s' if other != 1 else ''}",
     ]
     if learning:

@@ -95,3 +95,14 @@ def test_the_summary_counts_found_missed_learning_pending_and_other_alarms(tmp_p
         "6 results for 1 series; found 1 of 2 injected spikes scored after learning; 1 other alarm; "
         "1 spike fell in the learning period; 1 not scored yet when the demo stopped"
     )
+
+
+def test_a_run_too_short_for_a_spike_says_so(tmp_path: Path) -> None:
+    ParquetSink(tmp_path).write(
+        result_table(detector="bookstore", start_ms=T0, window_ms=HOUR, values=[1, 1]), "t.0", 0, 1
+    )
+    assert _summary(tmp_path, []) == (
+        "2 results for 1 series; no spike injected yet (they start after 3 simulated days: "
+        "run longer or raise --speed); 0 other alarms"
+    )
+    assert _summary(tmp_path / "none", []) == "no results yet (the run was too short for a window to close)"
