@@ -109,6 +109,12 @@ def replay(
         state_file=state_file,
         progress=not no_progress,
     )
+    if report.already_complete:
+        click.echo(
+            f"nothing to replay: an earlier replay sent all of {path} to {target} (its position file is "
+            f"{report.state_file}); delete that file to replay from the start"
+        )
+        return
     _report_bad(report.bad)
     resumed = f" (resumed; {report.skipped_already_sent} already in the topic)" if report.resumed_from else ""
     click.echo(f"replayed {report.sent} events into {target}{resumed}")

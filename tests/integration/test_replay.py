@@ -161,3 +161,8 @@ def test_replay_killed_mid_chunk_resumes_without_duplicates(
     msgs = _read_all(bootstrap, topic, 3000)
     rows = [dict(m.headers())[HEADER] for m in msgs]
     assert len(rows) == len(set(rows)) == 3000
+    # once complete, another run says why it sends nothing and how to start over
+    again = subprocess.run([*cmd, "--as-fast-as-possible"], capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.startswith(f"nothing to replay: an earlier replay sent all of {history} to {topic}")
+    assert again.stdout.rstrip().endswith("delete that file to replay from the start")
