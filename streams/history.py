@@ -301,6 +301,12 @@ def _no_rows(spec: DetectorSpec, fi: int, first_row: int, bad: list[BadRow]) -> 
     return HistoryBatch(spec, fi, first_row, empty, empty, dims, np.zeros((0, k)), bad)
 
 
+#: Read as epoch ms, these fall in 1970-01-12 .. 1973-03-03: epoch *seconds* of 2001-2286 (a
+#: history file of those would put every event into one window of 1970).
+_SECONDS_LOW = 1_000_000_000
+_SECONDS_HIGH = 100_000_000_000
+
+
 def _column(batch: pa.RecordBatch, name: str, file: Path, what: str) -> pa.Array:
     if name not in batch.schema.names:
         raise StreamsError(f"{file}: no column {name!r} ({what})")
@@ -317,6 +323,11 @@ def _columns(
     ts, ok = epoch_ms(ts_col, text_epoch=True)
     for i in np.flatnonzero(~ok).tolist():
         bad_reason[i] = f"bad timestamp {ts_col[i].as_py()!r}"
+    for i in np.flatnonzero(ok & (ts >= _SECONDS_LOW) & (ts < _SECONDS_HIGH)).tolist():
+        bad_reason[i] = (
+            f"timestamp {ts_col[i].as_py()!r} looks like epoch seconds; "
+            "write epoch milliseconds (x1000) or ISO-8601"
+        )
     dims: list[pa.Array] = []  # per dimension, the text of every row
     for d in spec.dimensions:
         col = _column(batch, d, file, f"a dimension of detector {spec.name}")

@@ -106,3 +106,22 @@ def test_backfill_skips_rows_of_the_wrong_width_with_their_file_lines_and_exits_
     assert f"{hist}:6: non-numeric qty 'x'" in out.stderr
     assert "Traceback" not in out.output
     assert "backfilled 3 events" in out.stdout
+
+
+def test_backfill_refuses_epoch_seconds_with_the_lines_and_exits_2(tmp_path: Path) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text(
+        '{"detectors": [{"name": "shop", "timestamp_field": "ts", "dimensions": ["item"],'
+        ' "measures": [{"field": "qty"}]}]}'
+    )
+    hist = tmp_path / "h.csv"
+    hist.write_text("ts,item,qty\n1767225600000,A,1\n1767225660,A,2\n1767225720000,A,3\n")
+    out = CliRunner().invoke(
+        main, ["backfill", str(hist), "--config", str(config), "--data-dir", str(tmp_path)]
+    )
+    assert out.exit_code == 2, out.output
+    assert (
+        f"{hist}:3: timestamp '1767225660' looks like epoch seconds; write epoch milliseconds (x1000) "
+        "or ISO-8601" in out.stderr
+    )
+    assert "1 history rows skipped:" in out.stderr and "backfilled 2 events" in out.stdout
