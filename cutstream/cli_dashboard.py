@@ -139,10 +139,18 @@ def query(sql: str, data_dir: Path | None, fmt: str, max_rows: int) -> None:
 
     from sinks.query import QueryError, run_sql
 
+    root = _data_dir(data_dir)
+    if not root.is_dir():
+        raise click.ClickException(
+            f"no data directory {root}: pass the one the worker or demo writes to "
+            "(--data-dir or CUTSTREAM_DATA_DIR)"
+        )
     try:
-        table = run_sql(_data_dir(data_dir), sql)
+        table = run_sql(root, sql)
     except QueryError as exc:
         raise click.ClickException(str(exc)) from exc
+    if not (root / "results").is_dir():
+        click.echo(f"note: {root} holds no results yet (is it the worker's --data-dir?)", err=True)
     if fmt == "csv":
         import pyarrow.csv as pcsv
 

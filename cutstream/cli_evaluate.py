@@ -34,7 +34,7 @@ class _Duration(click.ParamType):
     name = "duration"
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
-        from cutstream.evaluate import parse_duration_ms
+        from cutstream.durations import parse_duration_ms
 
         if isinstance(value, int):
             return value
@@ -175,7 +175,7 @@ def evaluate(
     from cutstream import evaluate as backtest
     from cutstream.config import load_config
 
-    app = load_config(config_path)
+    app = load_config(config_path, topic_required=False)
     spec = _pick_detector(app, detector)
     try:
         labels = backtest.load_labels(labels_path, spec.dimensions, [m.field for m in spec.measures])

@@ -30,7 +30,9 @@ def _pick_detector(app: AppConfig, name: str | None) -> DetectorSpec:
     for d in app.detectors:
         if d.name == name:
             return d
-    raise click.UsageError(f"no detector named {name!r} in the config")
+    raise click.UsageError(
+        f"no detector named {name!r} in the config; it has: {', '.join(d.name for d in app.detectors)}"
+    )
 
 
 def _report_bad(bad: Sequence[object], limit: int = 20) -> None:
@@ -98,7 +100,8 @@ def replay(
         raise click.UsageError("--speed and --as-fast-as-possible exclude each other")
     if speed is not None and speed <= 0:
         raise click.UsageError("--speed must be positive")
-    app = load_config(config_path, brokers=brokers)
+    # the config's topic is where replay publishes unless --topic names one
+    app = load_config(config_path, topic_required=topic is None, brokers=brokers)
     spec = _pick_detector(app, detector)
     if app.brokers is None:
         raise click.UsageError(
@@ -116,6 +119,12 @@ def replay(
         state_file=state_file,
         progress=not no_progress,
     )
+    if report.already_complete:
+        click.echo(
+            f"nothing to replay: an earlier replay sent all of {path} to {target} (its position file is "
+            f"{report.state_file}); delete that file to replay from the start"
+        )
+        return
     _report_bad(report.bad)
     resumed = f" (resumed; {report.skipped_already_sent} already in the topic)" if report.resumed_from else ""
     click.echo(f"replayed {report.sent} events into {target}{resumed}")
@@ -154,7 +163,7 @@ def backfill(
     from streams.backfill import backfill as run_backfill
     from streams.backfill import save_warm_start
 
-    app = load_config(config_path, data_dir=data_dir)
+    app = load_config(config_path, topic_required=False, data_dir=data_dir)
     spec = _pick_detector(app, detector)
     report, det = run_backfill(path, spec, app.data_dir, backend=backend, write=not no_results)
     _report_bad(report.bad)

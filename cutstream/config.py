@@ -5,14 +5,17 @@ Built once by the command line and passed down; never at import time.
 
 from __future__ import annotations
 
+import difflib
 import os
+import typing
 from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import Field, SecretStr, ValidationError
+from pydantic import BaseModel, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from cutstream.durations import parse_duration_ms
 from sinks.config import DeliveryConfig
 from streams.config import DetectorSpec
 from streams.errors import ConfigError
@@ -44,8 +47,12 @@ class AppConfig(BaseSettings):
     )
 
 
-def load_config(path: Path | None, **overrides: Any) -> AppConfig:
-    """Read ``path`` (YAML) if given, apply non-None ``overrides`` and the environment."""
+def load_config(path: Path | None, *, topic_required: bool = True, **overrides: Any) -> AppConfig:
+    """Read ``path`` (YAML) if given, apply non-None ``overrides`` and the environment.
+
+    Every ``*_ms`` setting also takes a duration (``60s``, ``5m``, ``1h``, ``1d``). With
+    ``topic_required=False`` (backfill, evaluate: history from a file) a detector needs no ``topic``.
+    """
     data: dict[str, Any] = {}
     if path is not None:
         try:
@@ -54,7 +61,11 @@ def load_config(path: Path | None, **overrides: Any) -> AppConfig:
             raise ConfigError(f"cannot read config file {path}: {exc}") from exc
         if not isinstance(loaded, dict):
             raise ConfigError(f"config file {path} must hold a mapping at the top level")
-        data.update(loaded)
+        data.update(_with_durations(loaded))
+        if not topic_required:
+            for spec in data.get("detectors") or ():
+                if isinstance(spec, dict):
+                    spec.setdefault("topic", NO_TOPIC)
     # Precedence: command-line overrides > CUTSTREAM_* environment > the file > defaults.
     # (pydantic-settings ranks constructor arguments above the environment, so the file's values
     # are dropped where the environment names the same setting.)
@@ -68,6 +79,62 @@ def load_config(path: Path | None, **overrides: Any) -> AppConfig:
         raise ConfigError(f"invalid config {path or '(defaults)'}: {describe(exc)}") from None
 
 
+#: The topic of a detector read by a command that takes its events from a file.
+NO_TOPIC = "(none: history from a file)"
+
+
+def _with_durations(node: Any, key: str = "") -> Any:
+    """``*_ms`` settings written as durations (``90s``, ``5m``, ``1h``, ``1d``) as milliseconds.
+
+    librdkafka's settings under ``kafka`` pass through as they are (their names end in ``.ms``).
+    A text that is not a duration is left for validation to report.
+    """
+    if isinstance(node, dict):
+        return {k: v if k == "kafka" else _with_durations(v, str(k)) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_with_durations(v) for v in node]
+    if key.endswith("_ms") and isinstance(node, str):
+        try:
+            return parse_duration_ms(node)
+        except ValueError:
+            return node
+    return node
+
+
+def _model_at(loc: tuple[str | int, ...]) -> type[BaseModel] | None:
+    """The settings class that a validation error's location (less its last part) points into."""
+    model: type[BaseModel] = AppConfig
+    for part in loc:
+        if isinstance(part, int) or part.isdigit():
+            continue
+        field = model.model_fields.get(part)
+        inner = _model_in(field.annotation) if field is not None else None
+        if inner is None:
+            return None
+        model = inner
+    return model
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in typing.get_args(annotation):
+        found = _model_in(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def _did_you_mean(loc: tuple[str | int, ...]) -> str:
+    model = _model_at(loc[:-1])
+    if model is None:
+        return ""
+    close = difflib.get_close_matches(str(loc[-1]), list(model.model_fields), n=1, cutoff=0.6)
+    if close:
+        return f" (did you mean `{close[0]}`?)"
+    return f" (known: {', '.join(model.model_fields)})"
+
+
 def describe(exc: ValidationError) -> str:
     """Each error as ``where: what``, on one line, never with the value (it may be a secret)."""
     parts = []
@@ -78,5 +145,9 @@ def describe(exc: ValidationError) -> str:
             what += " (and it belongs in the CUTSTREAM_KAFKA_PASSWORD environment variable, not the file)"
         elif loc[:1] == ("kafka",) and err["type"] == "string_type":
             what += " (librdkafka settings are strings: quote the value)"
+        if err["type"] == "extra_forbidden":
+            what = "unknown setting" + _did_you_mean(tuple(err["loc"]))
+        elif loc[-1:] and loc[-1].endswith("_ms") and err["type"] == "int_parsing":
+            what += " (milliseconds, or a duration such as 90s, 5m, 1h, 1d)"
         parts.append(f"{'.'.join(loc) or '(top level)'}: {what}")
     return "; ".join(parts)

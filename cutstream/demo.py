@@ -8,15 +8,20 @@ Ctrl-C or ``--duration`` seconds, then stops every part cleanly and prints what 
 from __future__ import annotations
 
 import logging
+import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
+
+if TYPE_CHECKING:
+    from streams.generator import Spike
 
 logger = logging.getLogger(__name__)
 
@@ -76,7 +81,7 @@ def _produce(
     speed: float,
     stop: threading.Event,
     extra: dict[str, str],
-    stats: dict[str, int],
+    stats: dict[str, Any],
 ) -> None:
     """Publish simulated hours at ``speed`` hours per second until ``stop`` (or the scenario ends)."""
     from confluent_kafka import Producer
@@ -105,12 +110,17 @@ def _produce(
         producer.poll(0)
         stats["events"] += len(batch.messages)
         stats["hours"] += 1
-        stats["spikes"] += len(batch.spikes)
+        stats["spikes"].extend(batch.spikes)
     producer.flush(30)
 
 
-def _wait(stop: threading.Event, duration: float, worker: threading.Thread) -> None:
-    """Until Ctrl-C, SIGTERM or ``duration`` seconds (0: no limit); the worker must stay alive."""
+def _wait(
+    stop: threading.Event,
+    duration: float,
+    worker: threading.Thread,
+    dashboard: subprocess.Popen[bytes] | None,
+) -> None:
+    """Until Ctrl-C, SIGTERM or ``duration`` seconds (0: no limit); worker and dashboard must stay up."""
     deadline = time.monotonic() + duration if duration else None
     try:
         while not stop.is_set():
@@ -120,6 +130,8 @@ def _wait(stop: threading.Event, duration: float, worker: threading.Thread) -> N
             stop.wait(1.0 if remaining is None else min(1.0, remaining))
             if not worker.is_alive():
                 raise click.ClickException("the worker stopped unexpectedly; see the log above")
+            if dashboard is not None and dashboard.poll() is not None:
+                raise click.ClickException("the dashboard stopped unexpectedly; see the log above")
     except KeyboardInterrupt:
         click.echo("stopping...")
 
@@ -143,18 +155,101 @@ def _stop_all(
         broker.stop()
 
 
-def _summary(data_dir: Path) -> str:
+def _check_port(port: int) -> None:
+    """Refuse a dashboard port that is taken before anything starts (the URL would be someone else's)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            raise click.ClickException(
+                f"port {port} on 127.0.0.1 is in use (another dashboard or demo?): "
+                f'pick another with --port (make demo ARGS="--port {port + 1}")'
+            ) from None
+
+
+#: A data directory the demo wrote; a fresh embedded broker means its contents are stale.
+DEMO_MARK = ".cutstream-demo"
+_DEMO_ENTRIES = {DEMO_MARK, "results", "checkpoints", "alerts", "status", "inbox"}
+
+
+def _written_by_a_demo(data_dir: Path) -> bool:
+    if (data_dir / DEMO_MARK).exists():
+        return True
+    # a data dir of a demo from before the mark: only the demo's folders, its detectors and groups
+    entries = {p.name for p in data_dir.iterdir()}
+    results = {p.name for p in (data_dir / "results").glob("*")}
+    groups = {p.name for p in (data_dir / "checkpoints").glob("*")}
+    return (
+        entries <= _DEMO_ENTRIES
+        and results <= {f"detector={name}" for name in SCENARIOS}
+        and all(g.startswith("cutstream-demo-") for g in groups)
+    )
+
+
+def _prepare_data_dir(data_dir: Path, embedded: bool) -> str:
+    """Tie the data directory to the broker: a fresh embedded broker starts from a fresh directory.
+
+    The embedded broker keeps nothing between runs, so the checkpoints of an earlier demo would
+    point at offsets of topics that no longer exist (and its results would mix with the new ones).
+    Returns a line saying what was done.
+    """
+    if data_dir.exists() and any(data_dir.iterdir()):
+        if not _written_by_a_demo(data_dir):
+            raise click.ClickException(
+                f"{data_dir} holds files that no demo wrote; the demo starts from an empty directory: "
+                "pass a new one with --data-dir"
+            )
+        if not embedded:
+            data_dir.joinpath(DEMO_MARK).touch()
+            return f"reusing {data_dir}: its checkpoints resume the demo's consumer group on these brokers"
+        for entry in data_dir.iterdir():
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+        note = (
+            f"starting fresh: removed the previous demo run from {data_dir} "
+            "(the embedded broker keeps nothing between runs)"
+        )
+    else:
+        note = f"results, checkpoints and alerts go to {data_dir}"
+    data_dir.mkdir(parents=True, exist_ok=True)
+    data_dir.joinpath(DEMO_MARK).touch()
+    return note
+
+
+def _summary(data_dir: Path, spikes: list[Spike]) -> str:
+    """Found k of n injected spikes (those scored after learning), m other alarms; honest about the rest."""
     from sinks import query
 
-    try:
-        row = query.run_sql(
-            data_dir,
-            "SELECT count(*) AS results, coalesce(sum(anomalyDecision), 0) AS anomalies, "
-            "count(DISTINCT timeseriesId) AS series FROM results",
-        ).to_pylist()[0]
-    except Exception as exc:
-        return f"(no summary: {exc})"
-    return f"{row['results']} results for {row['series']} series, {int(row['anomalies'])} anomalies"
+    rows = query.run_sql(
+        data_dir,
+        "SELECT list_sort([d.name || '=' || d.value FOR d IN dimensionList]) AS dims, "
+        "epoch_ms(windowStart) AS start, max(anomalyDecision) AS decision, "
+        "bool_or(modelStage = 'INFERENCE') AS ready, count(*) AS n FROM results GROUP BY ALL",
+    ).to_pylist()
+    if not rows:
+        return "no results yet (the run was too short for a window to close)"
+    windows = {(tuple(r["dims"]), r["start"]): (r["decision"], r["ready"]) for r in rows}
+    injected = {(tuple(sorted(f"{k}={v}" for k, v in s.dims)), s.window_start_ms) for s in spikes}
+    scored = [w for w in injected if w in windows and windows[w][1]]
+    found = sum(1 for w in scored if windows[w][0] == 1)
+    learning = sum(1 for w in injected if w in windows and not windows[w][1])
+    pending = len(injected) - len(scored) - learning
+    other = sum(1 for w, (decision, _) in windows.items() if decision == 1 and w not in injected)
+    series = len({dims for dims, _ in windows})
+    parts = [
+        f"{sum(r['n'] for r in rows)} results for {series} series",
+        f"found {found} of {len(scored)} injected spikes scored after learning"
+        if spikes
+        else "no spike injected yet (they start after 3 simulated days: run longer or raise --speed)",
+        f"{other} other alarm{'s' if other != 1 else ''}",
+    ]
+    if learning:
+        parts.append(f"{learning} spike{'s' if learning != 1 else ''} fell in the learning period")
+    if pending:
+        parts.append(f"{pending} not scored yet when the demo stopped")
+    return "; ".join(parts)
 
 
 @click.command()
@@ -197,20 +292,24 @@ def demo(
 ) -> None:
     """Run the whole pipeline on one machine: broker, generator, worker, Parquet, dashboard."""
     from cutstream.config import load_config
+    from cutstream.demo_inbox import DemoInbox
     from streams.broker import EmbeddedBroker
     from streams.config import WorkerSettings
     from streams.kafka import ensure_topics
     from streams.worker import Worker
 
-    spec = SCENARIOS[scenario]
-    data_dir.mkdir(parents=True, exist_ok=True)
+    if not no_dashboard:
+        _check_port(port)
+    note = _prepare_data_dir(data_dir, embedded=not brokers)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     broker = None if brokers else EmbeddedBroker().start()
     bootstrap = brokers or (broker.bootstrap if broker else "")
+    inbox = DemoInbox(data_dir / "inbox").start()
+    spec = {**SCENARIOS[scenario], "alerts": inbox.alerts_config(f"http://127.0.0.1:{port}")}
     dashboard: subprocess.Popen[bytes] | None = None
     threads: list[threading.Thread] = []
-    stats = {"events": 0, "hours": 0, "spikes": 0}
+    stats: dict[str, Any] = {"events": 0, "hours": 0, "spikes": []}
     try:
         app = load_config(
             None,
@@ -238,18 +337,24 @@ def demo(
             t.start()
         if not no_dashboard:
             dashboard = _start_dashboard(data_dir, port)
-        click.echo(f"cutstream demo ({scenario}) running: broker {bootstrap}, results in {data_dir}/results")
+        click.echo(f"cutstream demo ({scenario}) running: broker {bootstrap}; {note}")
+        click.echo(
+            f"alerts: webhook {inbox.webhook_url} and SMTP 127.0.0.1:{inbox.smtp_port}, "
+            f"kept in {inbox.directory}/ (cutstream outbox --data-dir {data_dir})"
+        )
         if not no_dashboard:
             click.echo(f"dashboard: http://127.0.0.1:{port}")
         click.echo("stop with Ctrl-C" if not duration else f"stopping by itself after {duration:.0f} s")
-        _wait(stop, duration, threads[0])
+        _wait(stop, duration, threads[0], dashboard)
     finally:
         _stop_all(stop, threads, dashboard, broker)
+        inbox.stop()
     click.echo(
         f"published {stats['events']} events over {stats['hours']} simulated hours "
-        f"({stats['spikes']} injected spikes)"
+        f"({len(stats['spikes'])} injected spikes)"
     )
-    click.echo(f"results: {_summary(data_dir)}")
+    click.echo(f"results: {_summary(data_dir, stats['spikes'])}")
+    click.echo(f"alerts received: {inbox.webhooks} webhooks, {inbox.emails} emails in {inbox.directory}/")
 
 
 COMMANDS = [demo]

@@ -31,7 +31,6 @@ from __future__ import annotations
 import csv
 import json
 import math
-import re
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -42,6 +41,9 @@ import numba
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+
+# parse_duration_ms is shared with the config file's *_ms settings; imported here for its old callers
+from cutstream.durations import parse_duration_ms as parse_duration_ms
 
 if TYPE_CHECKING:
     from streams.backfill import BackfillReport
@@ -61,32 +63,6 @@ class EvaluateError(ValueError):
 
 class LabelError(EvaluateError):
     """A labels file that cannot be read (the message names the file and line)."""
-
-
-# --------------------------------------------------------------------------- durations
-
-_DURATION_UNITS_MS = {"ms": 1, "s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000}
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
-
-
-def parse_duration_ms(text: str) -> int:
-    """``7d``, ``12h``, ``30m``, ``90s``, ``250ms``, ``1d12h`` or a plain number of ms → ms.
-
-    Raises:
-        ValueError: the text is not such a duration.
-    """
-    s = str(text).strip().lower()
-    if s.isdigit():
-        return int(s)
-    pos, total = 0, 0.0
-    for m in _DURATION_PART.finditer(s):
-        if m.start() != pos:
-            break
-        total += float(m.group(1)) * _DURATION_UNITS_MS[m.group(2)]
-        pos = m.end()
-    if pos == 0 or pos != len(s):
-        raise ValueError(f"{text!r} is not a duration (e.g. 7d, 12h, 30m, 90s, 250ms, or ms as a number)")
-    return round(total)
 
 
 # --------------------------------------------------------------------------- labels

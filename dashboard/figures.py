@@ -137,6 +137,29 @@ def empty_figure(message: str) -> go.Figure:
     )
 
 
+#: The value's hover: what was expected, the band, the score and how far the model trusts itself.
+VALUE_HOVER = (
+    "value %{y:.4g}<br>expected %{customdata[0]:.4g} (band %{customdata[1]:.4g} to %{customdata[2]:.4g})"
+    "<br>score %{customdata[3]:.1f}, confidence %{customdata[4]:.0f}, %{customdata[5]}<extra>value</extra>"
+)
+
+
+def _hover_facts(
+    points: pa.Table, expected: np.ndarray, low: np.ndarray, high: np.ndarray, score: np.ndarray
+) -> list[list[Any]]:
+    """Per point: [expected, band low, band high, score, confidence, model stage] (None where unknown)."""
+    n = points.num_rows
+    names = points.column_names
+    confidence = _floats(points, "anomalyConfidenceScore") if "anomalyConfidenceScore" in names else None
+    stage = points.column("modelStage").to_pylist() if "modelStage" in names else [""] * n
+    numbers = [expected, low, high, score, confidence if confidence is not None else np.full(n, np.nan)]
+    rows = np.column_stack(numbers).tolist() if n else []
+    return [
+        [None if np.isnan(v) else v for v in row] + [stage[i] or ""]  # NaN: blank in the tooltip
+        for i, row in enumerate(rows)
+    ]
+
+
 def series_figure(
     points: pa.Table,
     title: str = "",
@@ -147,7 +170,8 @@ def series_figure(
 
     Args:
         points: columns windowStart, aggregatedMeasureValue, expectedValue, anomalyScore,
-            anomalyDecisionThreshold, anomalyDecision (others are ignored).
+            anomalyDecisionThreshold, anomalyDecision; anomalyConfidenceScore and modelStage, when
+            there, go into the value's hover (others are ignored).
         title: shown above the chart.
         focus: an x range to zoom to (a clicked anomaly's neighbourhood).
         revision: plotly ``uirevision``: the user's zoom survives refreshes with the same revision.
@@ -161,6 +185,8 @@ def series_figure(
     threshold = _floats(points, "anomalyDecisionThreshold")
     flagged = np.asarray(points.column("anomalyDecision").to_numpy(zero_copy_only=False)) == 1
     low, high = expected_band(value, expected, exclude=flagged)
+    if len(value) and np.nanmin(value) >= 0:
+        low = np.maximum(low, 0.0)  # a non-negative measure (a count, a sum of sales) never expects < 0
     x_arr = np.array(x, dtype=object)
     line = "lines"
     data: list[dict[str, Any]] = [
@@ -202,6 +228,8 @@ def series_figure(
             "name": VALUE,
             "mode": line,
             "line": {"color": _COLORS["value"], "width": 2},
+            "customdata": _hover_facts(points, expected, low, high, score),
+            "hovertemplate": VALUE_HOVER,
         },
         {
             "type": "scatter",
@@ -253,9 +281,42 @@ def series_figure(
             "showgrid": False,
         },
     }
+    shapes = learning_shapes(points, x)
+    if shapes:
+        layout["shapes"] = shapes
     if revision:
         layout["uirevision"] = revision
     return _figure(data, layout)
+
+
+#: The shading of the windows a series' model was still learning in (its score is 0 there).
+LEARNING_FILL = "rgba(120, 120, 120, 0.12)"
+
+
+def learning_shapes(points: pa.Table, x: list[str]) -> list[dict[str, Any]]:
+    """Grey bands behind the LEARNING stretches (from their first window to the next scored one)."""
+    if "modelStage" not in points.column_names or not x:
+        return []
+    learning = np.array([s == "LEARNING" for s in points.column("modelStage").to_pylist()], dtype=bool)
+    edges = np.flatnonzero(np.diff(np.concatenate([[False], learning, [False]]).astype(np.int8)))
+    shapes = []
+    for start, stop in zip(edges[::2], edges[1::2], strict=True):
+        shapes.append(
+            {
+                "type": "rect",
+                "name": "learning",
+                "xref": "x",
+                "yref": "paper",
+                "x0": x[start],
+                "x1": x[min(stop, len(x) - 1)],
+                "y0": 0,
+                "y1": 1,
+                "fillcolor": LEARNING_FILL,
+                "line": {"width": 0},
+                "layer": "below",
+            }
+        )
+    return shapes
 
 
 def window_width(points: pa.Table) -> dt.timedelta | None:

@@ -459,7 +459,8 @@ def _swap_merged(
                 if f.path != final:
                     f.path.unlink()
     _fsync_dir(pdir)
-    logger.info(
+    # debug: `cutstream compact`, its one caller, prints each result itself (once)
+    logger.debug(
         "compacted partition=%s source=%s inputs=%d rows=%d output=%s",
         pdir,
         token,

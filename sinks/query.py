@@ -22,6 +22,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
+import re
 import sqlite3
 import threading
 import time
@@ -963,6 +964,8 @@ def run_sql(data_dir: Path | str, sql: str) -> pa.Table:
         files = result_files(data_dir)
         try:
             cur.execute("SET TimeZone = 'UTC'")
+            # no Python variable of this module (a function named `anomalies`...) may stand in for a table
+            cur.execute("SET python_enable_replacements = false")
             if files:
                 source = cur.read_parquet([f.path for f in files], hive_partitioning=True, union_by_name=True)
             else:
@@ -973,5 +976,16 @@ def run_sql(data_dir: Path | str, sql: str) -> pa.Table:
             source.create_view("results", replace=True)
             rel = cur.sql(sql)
             return pa.table({}) if rel is None else rel.to_arrow_table()
+        except duckdb.CatalogException as exc:
+            missing = _MISSING_TABLE.search(str(exc))
+            if missing is None:
+                raise QueryError(str(exc).strip()) from exc
+            raise QueryError(f"there is no table {missing.group(1)!r}: {_ONLY_RESULTS}") from None
         except duckdb.Error as exc:
             raise QueryError(str(exc).strip()) from exc
+
+
+_ONLY_RESULTS = (
+    "the results are the view `results` (its anomalies: ... FROM results WHERE anomalyDecision = 1)"
+)
+_MISSING_TABLE = re.compile(r"Table with name (\S+) does not exist")

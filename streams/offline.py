@@ -69,17 +69,36 @@ def read_series_csv(path: Path) -> SeriesFile:
         header = [h.strip() for h in next(reader, [])]
         if header[:2] != ["timestamp", "value"]:
             raise OfflineInputError(f"{path}: expected a 'timestamp,value' header, got {header!r}")
-        rows = [r for r in reader if r]
-    ts_text = [r[0] for r in rows]
-    val_text = [r[1] for r in rows]
-    try:
-        values = np.array([float(v) for v in val_text], dtype=np.float64)
-    except ValueError as exc:
-        raise OfflineInputError(f"{path}: a value is not a number ({exc})") from exc
-    if not np.all(np.isfinite(values)):
-        row = int(np.flatnonzero(~np.isfinite(values))[0]) + 2
-        raise OfflineInputError(f"{path}: line {row} has a non-finite value; fill or drop it first")
+        ts_text: list[str] = []
+        val_text: list[str] = []
+        parsed: list[float] = []
+        bad: list[int] = []  # file line numbers of the rows whose value is not a finite number
+        for row in reader:
+            if not row:
+                continue
+            value = _finite(row[1]) if len(row) >= 2 else None
+            if value is None:
+                bad.append(reader.line_num)
+                continue
+            ts_text.append(row[0])
+            val_text.append(row[1])
+            parsed.append(value)
+    if bad:
+        lines = ", ".join(map(str, bad[:5])) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
+        raise OfflineInputError(
+            f"{path}: {len(bad)} row(s) without a finite number in 'value', on line(s) {lines}; "
+            "fill or drop them first"
+        )
+    values = np.array(parsed, dtype=np.float64)
     return SeriesFile(path, ts_text, val_text, values, _parse_timestamps(ts_text))
+
+
+def _finite(text: str) -> float | None:
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if np.isfinite(value) else None
 
 
 #: The key every offline file is scored under: a file's scores depend only on its own rows and the

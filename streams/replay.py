@@ -43,6 +43,9 @@ class ReplayReport:
     bad: list[BadRow] = field(default_factory=list)
     resumed_from: tuple[int, int] | None = None
     completed: bool = False
+    #: an earlier replay had sent everything already: nothing was read (its position file says so)
+    already_complete: bool = False
+    state_file: Path | None = None
 
 
 def _load_state(state_file: Path, path: Path, topic: str) -> dict[str, Any] | None:
@@ -233,8 +236,9 @@ def replay(
     files = history_files(path)
     state_file = state_file or path.with_name(f".{path.name}.replay-{topic}.json")
     state = _start_state(state_file, path, topic)
-    report = ReplayReport()
+    report = ReplayReport(state_file=state_file)
     start = (int(state["file_index"]), int(state["row"]))
+    report.already_complete = state_file.exists() and start[0] >= len(files)
     sent_before: set[tuple[int, int]] = set()
     if state_file.exists():  # an earlier replay started: some of what follows may be in the topic
         report.resumed_from = start

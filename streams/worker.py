@@ -307,6 +307,10 @@ class Worker:
                 self.coordinator.close()
             if self._producer is not None and clean:
                 self._producer.flush(10.0)
+                # closed, not left to the garbage collector: an open producer keeps reconnecting to a
+                # broker that stops next (the demo's), printing librdkafka's connection-refused lines
+                self._producer.close()
+                self._producer = None
             self._report(force=True)
         finally:
             if self.alerts is not None:

@@ -13,6 +13,7 @@ import json
 import math
 import os
 import random
+import re
 import socket
 import subprocess
 import sys
@@ -209,6 +210,22 @@ def _trace_x(page: Any, name: str) -> list[str]:
     )
 
 
+def _value_point(page: Any, x: str) -> tuple[float, float]:
+    """The page coordinates of the value trace's point at ``x`` (where a mouse hovers it)."""
+    from dashboard import figures
+
+    xy = page.evaluate(
+        f"() => {{ const g = ({_FIGURE})();"
+        # _fullData: y decoded (data holds numpy's arrays as base64 specs)
+        f" const t = g._fullData.find(t => t.name === {json.dumps(figures.VALUE)});"
+        f" const i = Array.from(t.x).indexOf({json.dumps(x)});"
+        " const L = g._fullLayout, r = g.getBoundingClientRect();"
+        " return [r.left + L.xaxis._offset + L.xaxis.d2p(t.x[i]),"
+        " r.top + L.yaxis._offset + L.yaxis.d2p(t.y[i])]; }"
+    )
+    return float(xy[0]), float(xy[1])
+
+
 def test_dashboard_shows_the_workers_spike(results_dir: Path, browser: Any) -> None:
     from dashboard import figures
     from sinks import query
@@ -253,6 +270,15 @@ def test_dashboard_shows_the_workers_spike(results_dir: Path, browser: Any) -> N
             timeout_s=20,
             message="the anomaly marker at the spike",
         )
+        # hovering the spike's value reads what was expected, the band, the score and the confidence
+        page.mouse.move(*_value_point(page, spike_time))
+        page.wait_for_function(
+            "() => (document.querySelector('#chart .hoverlayer')?.textContent || '').includes('confidence')"
+        )
+        tip = page.text_content("#chart .hoverlayer") or ""
+        assert re.search(r"expected [\d.]+ \(band [-\d.]+ to [\d.]+\)", tip), tip
+        assert re.search(r"score \d+\.\d, confidence \d+, INFERENCE", tip), tip
+        page.mouse.move(0, 0)
         names = page.evaluate(f"() => ({_FIGURE})().data.map(t => [t.name, t.yaxis || 'y'])")
         assert [figures.SCORE, "y2"] in names and [figures.THRESHOLD, "y2"] in names
         assert [figures.VALUE, "y"] in names and [figures.EXPECTED, "y"] in names

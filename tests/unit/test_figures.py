@@ -148,3 +148,48 @@ def test_row_ids_and_alert_links_round_trip() -> None:
         "start": "2026-01-01 08:00:00",
         "end": "2026-01-01 09:00:00",
     }
+
+
+def test_the_value_hover_gives_expected_value_band_score_confidence_and_stage() -> None:
+    points = _points(n=30, flagged=(20,))
+    n = points.num_rows
+    points = points.append_column("anomalyConfidenceScore", pa.array(np.full(n, 80.0)))
+    points = points.append_column("modelStage", pa.array(["LEARNING"] * 10 + ["INFERENCE"] * (n - 10)))
+    value = _trace(figures.series_figure(points), figures.VALUE)
+    band = _trace(figures.series_figure(points), figures.BAND_HIGH)
+    for name in ("expected", "band", "score", "confidence"):
+        assert name in value.hovertemplate
+    facts = value.customdata[20]
+    assert facts[0] == pytest.approx(points.column("expectedValue")[20].as_py())
+    assert facts[2] == pytest.approx(band.y[20])
+    assert facts[3] == 95 and facts[4] == 80.0 and facts[5] == "INFERENCE"
+    assert value.customdata[0][0] is None and value.customdata[0][5] == "LEARNING"  # no expected value yet
+
+
+def test_the_band_of_a_non_negative_measure_stays_at_or_above_zero() -> None:
+    n = 40
+    value = np.where(np.arange(n) % 2 == 0, 0.0, 10.0)  # counts swinging between 0 and 10
+    points = pa.table(
+        {
+            "windowStart": pa.array([T0 + i * STEP for i in range(n)], pa.timestamp("us", tz="UTC")),
+            "aggregatedMeasureValue": value,
+            "expectedValue": np.full(n, 5.0),
+            "anomalyScore": np.zeros(n),
+            "anomalyDecisionThreshold": np.full(n, 70.0),
+            "anomalyDecision": np.zeros(n, np.int8),
+        }
+    )
+    low = np.array(_trace(figures.series_figure(points), figures.BAND_LOW).y, dtype=float)
+    assert np.nanmin(low) == 0.0  # the unclipped band (5 ± 3 × 5) would reach -10
+
+
+def test_learning_stretches_are_shaded_up_to_the_first_scored_window() -> None:
+    points = _points(n=30, flagged=())
+    stages = ["LEARNING"] * 10 + ["INFERENCE"] * 15 + ["LEARNING"] * 5  # a reset at the end
+    points = points.append_column("modelStage", pa.array(stages))
+    fig = figures.series_figure(points)
+    x = figures.time_strings(points.column("windowStart"))
+    spans = [(s.x0, s.x1) for s in fig.layout.shapes if s.name == "learning"]
+    assert spans == [(x[0], x[10]), (x[25], x[29])]
+    assert all(s.fillcolor == figures.LEARNING_FILL for s in fig.layout.shapes)
+    assert figures.series_figure(_points(n=30, flagged=())).layout.shapes == ()  # no stage: no shading
