@@ -19,6 +19,7 @@ def _assigned(w: WorkerProc) -> set[str]:
     return set(s["assigned"]) if s else set()
 
 
+@pytest.mark.brokers("tansu", "kafka")
 def test_survivor_takes_over_a_killed_workers_partitions(bootstrap, topic_factory, group_factory, tmp_path):
     stream = Stream(n_series=8, n_windows=80)
     topic = topic_factory("rebalance", partitions=4)

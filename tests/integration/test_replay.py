@@ -51,6 +51,7 @@ def _read_all(bootstrap: str, topic: str, expected: int) -> list:
     return got
 
 
+@pytest.mark.brokers("tansu", "kafka")
 def test_interrupted_replay_resumes_without_duplicates(tmp_path: Path, bootstrap: str, topic_factory) -> None:
     topic = topic_factory("replay", partitions=2)
     history = tmp_path / "history.csv"

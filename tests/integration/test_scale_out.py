@@ -66,6 +66,7 @@ def _assignments(workers: list[WorkerProc]) -> list[set[str]] | None:
     return [set(s["assigned"]) for s in statuses if s is not None]
 
 
+@pytest.mark.brokers("tansu", "kafka")
 def test_three_workers_in_one_group_equal_one_worker(
     bootstrap: str, topic_factory: Any, group_factory: Any, tmp_path: Path
 ) -> None:

@@ -88,6 +88,7 @@ def _read_all(bootstrap: str, topic: str, expected: int) -> list[Any]:
     return got
 
 
+@pytest.mark.brokers("tansu", "kafka")
 def test_worker_scores_windows_and_dead_letters_bad_input(bootstrap, topic_factory, group_factory, tmp_path):
     from confluent_kafka import Producer
 
