@@ -76,7 +76,8 @@ def consumer_config(
 
     ``enable.auto.commit=false``: the worker commits explicit offsets after its checkpoint.
     ``auto.offset.reset=earliest``: ``latest`` relies on end-offset lookups, which the embedded
-    broker gets wrong (and a new group should see the whole topic anyway).
+    broker gets wrong (and a new group should see the whole topic anyway). With
+    ``group.protocol=consumer`` (KIP-848, Apache Kafka 4) the group timing is the broker's.
     """
     cfg: dict[str, Any] = {
         "group.id": group_id,
@@ -96,7 +97,21 @@ def consumer_config(
             if not k.startswith(_PRODUCER_ONLY_PREFIXES)
         }
     )
+    if cfg.get("group.protocol") == "consumer":
+        # KIP-848: the broker owns session timeout, heartbeat and assignor; librdkafka refuses the
+        # client-side keys, so our defaults go (a value set in `kafka:` stays and fails loudly)
+        for key, default in DEFAULT_GROUP_TIMING.items():
+            if cfg.get(key) == default and key not in (passthrough or {}):
+                del cfg[key]
     return cfg
+
+
+def incremental_rebalance(config: Mapping[str, Any]) -> bool:
+    """True when the group's rebalances add and remove partitions one by one (``incremental_assign``):
+    the KIP-848 consumer protocol and the cooperative-sticky assignor; False for eager ones."""
+    return config.get("group.protocol") == "consumer" or "cooperative" in str(
+        config.get("partition.assignment.strategy", "")
+    )
 
 
 def producer_config(

@@ -39,6 +39,7 @@ from streams.kafka import (
     broker_is_tansu,
     consumer_config,
     ensure_topics,
+    incremental_rebalance,
     offsets_for_time,
     producer_config,
 )
@@ -112,6 +113,7 @@ class Worker:
         self._dlq: DeadLetterProducer | None = None
         self._broker: Any = None
         self._end_offsets: EndOffsets | None = None
+        self._incremental = False  # rebalances add/remove partitions (KIP-848, cooperative-sticky)
         self._metrics_server: Any = None
         self._failed = False
         self._last_report = 0.0
@@ -259,12 +261,9 @@ class Worker:
             }
         )
         self._dlq = DeadLetterProducer(self._producer, tracker)
-        self._consumer = Consumer(
-            {
-                **consumer_config(self.bootstrap, app.group_id, app.kafka, password),
-                "error_cb": self._on_kafka_error,
-            }
-        )
+        consumer_cfg = consumer_config(self.bootstrap, app.group_id, app.kafka, password)
+        self._incremental = incremental_rebalance(consumer_cfg)
+        self._consumer = Consumer({**consumer_cfg, "error_cb": self._on_kafka_error})
         self.coordinator = CheckpointCoordinator(
             CheckpointStore(Path(app.data_dir), app.group_id),
             self.by_topic,
@@ -363,7 +362,10 @@ class Worker:
             found = offsets_for_time(consumer, [(tp.topic, tp.partition) for tp in fresh], start_ms)
             for tp in fresh:
                 tp.offset = found[(tp.topic, tp.partition)]
-        consumer.assign(partitions)
+        if self._incremental:  # KIP-848 / cooperative: `partitions` are the ones added
+            consumer.incremental_assign(partitions)
+        else:
+            consumer.assign(partitions)
         self._assignment_changed()
         logger.info(
             "partitions assigned group=%s partitions=%s",
