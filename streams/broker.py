@@ -251,8 +251,15 @@ def ensure_kafka(version: str = KAFKA_VERSION) -> Path:
 
 
 def _kafka_cluster_id() -> str:
-    """A KRaft cluster id: 16 random bytes in URL-safe base64 without padding."""
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+    """A KRaft cluster id: 16 random bytes in URL-safe base64 without padding.
+
+    Never one that starts with ``-``: kafka-storage's argument parser takes it for an option (Kafka's
+    own ``Uuid.randomUuid`` draws again in that case too).
+    """
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        if not cluster_id.startswith("-"):
+            return cluster_id
 
 
 class KafkaBroker:

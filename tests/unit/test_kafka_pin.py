@@ -26,3 +26,15 @@ def test_kafka_lib_dir_follows_the_environment(monkeypatch, tmp_path) -> None:
     assert kafka_lib_dir("9.9.9") == REPO / ".kafka" / "9.9.9" / "lib"
     monkeypatch.setenv("CUTSTREAM_KAFKA_LIB", str(tmp_path))
     assert kafka_lib_dir() == tmp_path
+
+
+def test_cluster_ids_never_look_like_an_option(monkeypatch) -> None:
+    """A KRaft cluster id that starts with '-' made kafka-storage format fail (seen in a suite run)."""
+    import uuid
+
+    from streams import broker
+
+    # the first draw encodes to "-AAAA...": it must be drawn again
+    draws = iter([uuid.UUID(bytes=b"\xf8" + bytes(15)), uuid.UUID(bytes=bytes(16))])
+    monkeypatch.setattr(broker.uuid, "uuid4", lambda: next(draws))
+    assert broker._kafka_cluster_id() == "A" * 22
