@@ -318,10 +318,11 @@ class KafkaBroker:
     def start(self) -> KafkaBroker:
         """Format a fresh log directory, start the broker and wait until it answers; retry on a port clash."""
         lib, java = ensure_kafka(self._version), self._java()
+        _remove_orphaned_workdirs()
         t0 = time.monotonic()
         last_log = ""
         for _attempt in range(3):
-            workdir = Path(tempfile.mkdtemp(prefix="cutstream-kafka-"))
+            workdir = Path(tempfile.mkdtemp(prefix=_WORKDIR_PREFIX))
             port, controller_port = free_port(), free_port()
             props, log4j = workdir / "server.properties", workdir / "log4j2.properties"
             props.write_text(
@@ -346,6 +347,7 @@ class KafkaBroker:
                     stdin=subprocess.DEVNULL,
                     preexec_fn=_die_with_parent,
                 )
+            (workdir / _PID_FILE).write_text(str(proc.pid))
             if self._wait_ready(proc, f"127.0.0.1:{port}"):
                 self._proc, self._dir, self.port = proc, workdir, port
                 self.startup_s = time.monotonic() - t0
@@ -388,6 +390,31 @@ class KafkaBroker:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.stop()
+
+
+_WORKDIR_PREFIX = "cutstream-kafka-"
+_PID_FILE = "broker.pid"
+
+
+def _remove_orphaned_workdirs() -> None:
+    """Remove log directories of test brokers that are gone without a stop (their parent was killed:
+    the broker died with it, but nobody removed its folder)."""
+    for workdir in Path(tempfile.gettempdir()).glob(f"{_WORKDIR_PREFIX}*"):
+        try:
+            pid = int((workdir / _PID_FILE).read_text())
+        except (OSError, ValueError):
+            continue  # still starting, or not ours
+        if not _running(pid):
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _running(pid: int) -> bool:
+    """True while ``pid`` is a live process (a zombie, dead but not yet reaped, is not)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
 
 
 def _port_open(host: str, port: int) -> bool:

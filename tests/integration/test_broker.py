@@ -47,23 +47,33 @@ def _alive(pid: int) -> bool:
 
 @pytest.mark.parametrize("kind", ["EmbeddedBroker", pytest.param("KafkaBroker", marks=pytest.mark.slow)])
 def test_broker_dies_with_a_killed_parent(tmp_path, kind: str) -> None:
-    """kill -9 of the process that started the broker leaves no orphan broker behind."""
+    """kill -9 of the process that started the broker leaves no orphan broker behind (and the next
+    Kafka broker started removes the dead one's log directory)."""
     script = textwrap.dedent(
         f"""
         import sys, time
         from streams.broker import {kind}
         b = {kind}().start()
-        print(b.pid, flush=True)
+        print(b.pid, getattr(b, "_dir", None) or "", flush=True)
         time.sleep(600)
         """
     )
     parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
     assert parent.stdout is not None
-    broker_pid = int(parent.stdout.readline())
+    pid_text, _, workdir = parent.stdout.readline().strip().partition(" ")
+    broker_pid = int(pid_text)
     assert _alive(broker_pid)
     parent.send_signal(signal.SIGKILL)
     parent.wait(10)
     wait_for(lambda: not _alive(broker_pid), timeout_s=30, message="the orphaned broker to exit")
+    if kind == "KafkaBroker":
+        from pathlib import Path
+
+        from streams.broker import _remove_orphaned_workdirs
+
+        assert Path(workdir).is_dir()
+        _remove_orphaned_workdirs()  # what KafkaBroker.start does first
+        assert not Path(workdir).exists()
 
 
 @pytest.mark.brokers("kafka")
