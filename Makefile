@@ -9,7 +9,7 @@ NAB_DIR ?= ../shared/nab
 ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help demo test test-fast bench eval nab lint fmt clean browser
+.PHONY: help demo test test-fast bench eval nab lint fmt clean browser kafka
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -29,10 +29,13 @@ $(STAMP): $(RUNTIME_STAMP) requirements.lock
 browser: ## install Debian's chromium for the dashboard tests (needs root or sudo)
 	@deploy/ensure-chromium.sh
 
+kafka: ## resolve Apache Kafka's jars (deploy/kafka/pom.xml) from Maven Central into .kafka/ for the tests (needs Java 17, Maven)
+	@deploy/ensure-kafka.sh
+
 demo: $(RUNTIME_STAMP) ## run the whole pipeline on the embedded broker (ARGS="--duration 120" to stop by itself)
 	$(VENV)/bin/cutstream demo $(ARGS)
 
-test: $(STAMP) browser ## run the whole test suite (unit, property, functional, integration, browser)
+test: $(STAMP) browser kafka ## run the whole test suite (unit, property, functional, integration, browser; Tansu and Apache Kafka)
 	$(PY) -m pytest -n 2 --dist loadgroup -m "not gpu" $(ARGS)
 
 test-fast: $(STAMP) ## only the tests that need no broker, server or browser
@@ -58,4 +61,4 @@ fmt: $(STAMP) ## format the code
 	$(VENV)/bin/ruff check --fix .
 
 clean: ## remove the virtualenv, caches and local data
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache data
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache data .kafka

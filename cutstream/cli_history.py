@@ -80,6 +80,13 @@ def _history_options(f: Callable[..., None]) -> Callable[..., None]:
     default=None,
     help="position file for resuming (default: .<path>.replay-<topic>.json beside the input)",
 )
+@click.option(
+    "--from",
+    "start_from",
+    default=None,
+    metavar="TIME",
+    help="leave out rows whose event time is before TIME (ISO-8601, UTC unless it names a zone)",
+)
 @click.option("--no-progress", is_flag=True, help="no progress bar")
 def replay(
     path: Path,
@@ -90,9 +97,11 @@ def replay(
     speed: float | None,
     fast: bool,
     state_file: Path | None,
+    start_from: str | None,
     no_progress: bool,
 ) -> None:
     """Publish CSV/Parquet history (a file or a directory) into Kafka with its original event times."""
+    from cutstream.cli_streams import time_option
     from cutstream.config import load_config
     from streams.replay import replay as run_replay
 
@@ -118,6 +127,7 @@ def replay(
         extra=dict(app.kafka),
         state_file=state_file,
         progress=not no_progress,
+        start_ms=time_option("--from", start_from),
     )
     if report.already_complete:
         click.echo(
@@ -127,7 +137,8 @@ def replay(
         return
     _report_bad(report.bad)
     resumed = f" (resumed; {report.skipped_already_sent} already in the topic)" if report.resumed_from else ""
-    click.echo(f"replayed {report.sent} events into {target}{resumed}")
+    before = f", {report.skipped_before_from} before --from left out" if report.skipped_before_from else ""
+    click.echo(f"replayed {report.sent} events into {target}{resumed}{before}")
     exit_if_bad(report.bad)
 
 

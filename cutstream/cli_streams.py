@@ -83,6 +83,15 @@ if TYPE_CHECKING:
     help="address of the metrics server (0.0.0.0 in a container)",
 )
 @click.option(
+    "--from",
+    "start_from",
+    default=None,
+    metavar="TIME",
+    help="partitions without a checkpoint start at the first record produced at or after TIME (its "
+    "Kafka timestamp; ISO-8601, UTC unless it names a zone); uses offsets_for_times: Apache Kafka, "
+    "not the embedded broker",
+)
+@click.option(
     "--status-file",
     type=click.Path(dir_okay=False),
     default=None,
@@ -96,6 +105,18 @@ def worker(**options: Any) -> None:
     starts the embedded broker. SIGTERM or Ctrl-C checkpoints every partition and leaves the group.
     """
     run_worker(options)
+
+
+def time_option(name: str, text: str | None) -> int | None:
+    """``--from`` text → epoch ms (None when absent); a usage error names the option."""
+    from streams.timestamps import iso_to_ms
+
+    if text is None:
+        return None
+    ms = iso_to_ms(text)
+    if ms is None:
+        raise click.BadParameter(f"{text!r} is not an ISO-8601 time (e.g. 2026-11-01T00:00)", param_hint=name)
+    return ms
 
 
 def run_worker(options: Mapping[str, Any], sensors: Sequence[Sensor] = ()) -> None:
@@ -125,6 +146,7 @@ def run_worker(options: Mapping[str, Any], sensors: Sequence[Sensor] = ()) -> No
             series_capacity=o["series_capacity"],
             warm_start=o["warm_start"],
             status_file=o["status_file"],
+            start_from_ms=time_option("--from", o["start_from"]),
         )
         metrics = MetricsConfig(port=o["metrics_port"], host=o["metrics_host"])
         w = Worker(app, o["backend"], settings, metrics, sensors)

@@ -116,6 +116,20 @@ class WorkerSettings(BaseModel):
     status_file: str | None = Field(
         default=None, description="write counters and the assignment as JSON here about once a second"
     )
+    start_from_ms: int | None = Field(
+        default=None,
+        description=(
+            "partitions without a checkpoint start at the first record whose timestamp is at or after "
+            "this time (epoch ms; `--from`); needs offsets_for_times, which Tansu lacks"
+        ),
+    )
+    lag_source: Literal["auto", "end_offsets", "fetch"] = Field(
+        default="auto",
+        description=(
+            "consumer lag from ListOffsets end offsets, or from the fetch-cached high watermark; "
+            "auto: end offsets except on Tansu, whose end offsets are stale"
+        ),
+    )
 
 
 class WorkerApp(Protocol):

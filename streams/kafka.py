@@ -76,7 +76,8 @@ def consumer_config(
 
     ``enable.auto.commit=false``: the worker commits explicit offsets after its checkpoint.
     ``auto.offset.reset=earliest``: ``latest`` relies on end-offset lookups, which the embedded
-    broker gets wrong (and a new group should see the whole topic anyway).
+    broker gets wrong (and a new group should see the whole topic anyway). With
+    ``group.protocol=consumer`` (KIP-848, Apache Kafka 4) the group timing is the broker's.
     """
     cfg: dict[str, Any] = {
         "group.id": group_id,
@@ -96,7 +97,21 @@ def consumer_config(
             if not k.startswith(_PRODUCER_ONLY_PREFIXES)
         }
     )
+    if cfg.get("group.protocol") == "consumer":
+        # KIP-848: the broker owns session timeout, heartbeat and assignor; librdkafka refuses the
+        # client-side keys, so our defaults go (a value set in `kafka:` stays and fails loudly)
+        for key, default in DEFAULT_GROUP_TIMING.items():
+            if cfg.get(key) == default and key not in (passthrough or {}):
+                del cfg[key]
     return cfg
+
+
+def incremental_rebalance(config: Mapping[str, Any]) -> bool:
+    """True when the group's rebalances add and remove partitions one by one (``incremental_assign``):
+    the KIP-848 consumer protocol and the cooperative-sticky assignor; False for eager ones."""
+    return config.get("group.protocol") == "consumer" or "cooperative" in str(
+        config.get("partition.assignment.strategy", "")
+    )
 
 
 def producer_config(
@@ -118,6 +133,97 @@ def producer_config(
     return cfg
 
 
+def admin_config(
+    bootstrap: str, passthrough: Mapping[str, str] | None = None, password: str | None = None
+) -> dict[str, Any]:
+    """An admin client's settings: the shared ones without consumer- or producer-only keys."""
+    return {
+        k: v
+        for k, v in base_config(bootstrap, passthrough, password).items()
+        if not k.startswith(_CONSUMER_ONLY_PREFIXES + _PRODUCER_ONLY_PREFIXES)
+    }
+
+
+#: The cluster id the Tansu broker reports unless told otherwise (the embedded one always does).
+TANSU_CLUSTER_ID = "tansu_cluster"
+
+
+def broker_is_tansu(
+    bootstrap: str,
+    passthrough: Mapping[str, str] | None = None,
+    password: str | None = None,
+    timeout_s: float = 10.0,
+) -> bool:
+    """True when the cluster is a Tansu broker, whose end offsets and ``offsets_for_times`` are wrong.
+
+    Everything else (Apache Kafka, Redpanda, managed Kafka) is trusted with them. A cluster that
+    does not answer DescribeCluster is treated as Tansu: the cautious choice.
+    """
+    from confluent_kafka import KafkaException
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient(admin_config(bootstrap, passthrough, password))
+    try:
+        cluster_id = admin.describe_cluster(request_timeout=timeout_s).result(timeout=timeout_s).cluster_id
+    except (KafkaException, TimeoutError) as exc:
+        logger.warning("DescribeCluster failed; treating the broker as Tansu error=%s", exc)
+        return True
+    return str(cluster_id or "").startswith("tansu")
+
+
+class EndOffsets:
+    """Partitions' end offsets from ListOffsets, asked in the background (never blocks the caller).
+
+    :meth:`poll` returns what the last answer said and sends the next request once that answer
+    came, so a worker that polls once a second sees end offsets at most about a second old.
+    """
+
+    def __init__(self, config: Mapping[str, Any]) -> None:
+        from confluent_kafka.admin import AdminClient
+
+        self._admin = AdminClient(dict(config))
+        self._pending: dict[Any, Any] | None = None
+        self._known: dict[tuple[str, int], int] = {}
+
+    def poll(self, partitions: Sequence[tuple[str, int]]) -> dict[tuple[str, int], int]:
+        """The latest end offset known of each of ``partitions`` (absent until the first answer)."""
+        from confluent_kafka import KafkaException, TopicPartition
+        from confluent_kafka.admin import OffsetSpec  # type: ignore[attr-defined]
+
+        if self._pending is not None and all(f.done() for f in self._pending.values()):
+            for tp, fut in self._pending.items():
+                try:
+                    self._known[(tp.topic, tp.partition)] = int(fut.result().offset)
+                except KafkaException as exc:
+                    logger.debug(
+                        "end offset unknown topic=%s partition=%d error=%s", tp.topic, tp.partition, exc
+                    )
+            self._pending = None
+        if self._pending is None and partitions:
+            self._pending = self._admin.list_offsets(
+                {TopicPartition(t, p): OffsetSpec.latest() for t, p in partitions},  # type: ignore[no-untyped-call]
+                request_timeout=10,
+            )
+        return {tp: self._known[tp] for tp in partitions if tp in self._known}
+
+
+def offsets_for_time(
+    consumer: Any, partitions: Sequence[tuple[str, int]], time_ms: int
+) -> dict[tuple[str, int], int]:
+    """Per partition, the first offset whose record timestamp is at or after ``time_ms``.
+
+    A partition with no such record gets its end offset (``OFFSET_END``): it starts with the next
+    event produced. Needs a broker whose ListOffsets reads record timestamps (not Tansu).
+    """
+    from confluent_kafka import OFFSET_END, KafkaException, TopicPartition
+
+    try:
+        found = consumer.offsets_for_times([TopicPartition(t, p, time_ms) for t, p in partitions], timeout=10)
+    except KafkaException as exc:
+        raise StreamsError(f"offsets_for_times failed for --from: {exc}") from exc
+    return {(tp.topic, tp.partition): (tp.offset if tp.offset >= 0 else OFFSET_END) for tp in found}
+
+
 def ensure_topics(
     bootstrap: str,
     topics: Sequence[str],
@@ -129,12 +235,7 @@ def ensure_topics(
     from confluent_kafka import KafkaException
     from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
-    cfg = {
-        k: v
-        for k, v in base_config(bootstrap, passthrough, password).items()
-        if not k.startswith(_CONSUMER_ONLY_PREFIXES + _PRODUCER_ONLY_PREFIXES)
-    }
-    admin = AdminClient(cfg)
+    admin = AdminClient(admin_config(bootstrap, passthrough, password))
     existing = set(admin.list_topics(timeout=10).topics)
     missing = [t for t in topics if t not in existing]
     if not missing:

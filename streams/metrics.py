@@ -101,7 +101,8 @@ class WorkerMetrics:
         )
         self._lag = Gauge(
             "cutstream_consumer_lag",
-            "Messages between the consumer position and the partition's high watermark (fetch-cached)",
+            "Messages between the consumer position and the partition's end offset "
+            "(ListOffsets; the fetch-cached high watermark on Tansu)",
             ["topic", "partition"],
             registry=r,
         )
@@ -174,7 +175,7 @@ class WorkerMetrics:
         self._model_bytes.set(n)
 
     def lag(self, partition: int, n: int, topic: str = "") -> None:
-        """Set the lag of one assigned partition (high watermark − position, from the fetch cache)."""
+        """Set the lag of one assigned partition (end offset − position)."""
         self._lag.labels(topic=topic, partition=str(partition)).set(max(n, 0))
 
     def forget_partitions(self, partitions: Iterable[tuple[str, int]]) -> None:

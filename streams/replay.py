@@ -40,6 +40,7 @@ STATE_VERSION = REPLAY_POSITION.current
 class ReplayReport:
     sent: int = 0
     skipped_already_sent: int = 0
+    skipped_before_from: int = 0
     bad: list[BadRow] = field(default_factory=list)
     resumed_from: tuple[int, int] | None = None
     completed: bool = False
@@ -129,6 +130,7 @@ class _Sender:
         self.topic = topic
         self.speed = speed
         self.offsets = offsets
+        self.start_ms: int | None = None  # rows before this event time are left out (--from)
         self.errors: list[str] = []
         self.producer = Producer(
             {
@@ -176,6 +178,9 @@ class _Sender:
                 return False
             if (batch.file_index, row) in sent_before:
                 report.skipped_already_sent += 1
+                continue
+            if self.start_ms is not None and ts < self.start_ms:
+                report.skipped_before_from += 1
                 continue
             self.pace(ts, stop)
             headers = [(HEADER, f"{batch.file_index}:{row}".encode())]
@@ -227,8 +232,13 @@ def replay(
     stop: threading.Event | None = None,
     chunk_rows: int = 50_000,
     on_chunk: Callable[[int], None] | None = None,
+    start_ms: int | None = None,
 ) -> ReplayReport:
-    """Publish every valid history row under ``path`` to ``topic``; see the module docstring."""
+    """Publish every valid history row under ``path`` to ``topic``; see the module docstring.
+
+    ``start_ms`` (``--from``) leaves out the rows whose event time is before it; pacing starts at
+    the first row sent. It reads no offsets, so it works on every broker.
+    """
     from confluent_kafka import KafkaException
 
     extra = dict(extra or {})
@@ -248,6 +258,7 @@ def replay(
         )
     _save_state(state_file, state)  # from now on, an interruption is resumed (and de-duplicated)
     sender = _Sender(bootstrap, topic, extra, dict(state["offsets"]), speed)
+    sender.start_ms = start_ms
     bar = _progress_bar(files, topic) if progress else None
     try:
         for batch in read_history(path, spec, chunk_rows=chunk_rows, start=start):

@@ -32,7 +32,17 @@ from streams.checkpoint import CheckpointError, CheckpointStore, load_warm_start
 from streams.config import WorkerApp, WorkerSettings
 from streams.coordinator import CheckpointCoordinator
 from streams.errors import StreamsError
-from streams.kafka import DeadLetterProducer, consumer_config, ensure_topics, producer_config
+from streams.kafka import (
+    DeadLetterProducer,
+    EndOffsets,
+    admin_config,
+    broker_is_tansu,
+    consumer_config,
+    ensure_topics,
+    incremental_rebalance,
+    offsets_for_time,
+    producer_config,
+)
 from streams.metrics import MetricsConfig, WorkerMetrics
 from streams.pipeline import DetectorPipeline
 from streams.sensors import (
@@ -102,6 +112,8 @@ class Worker:
         self._producer: Any = None
         self._dlq: DeadLetterProducer | None = None
         self._broker: Any = None
+        self._end_offsets: EndOffsets | None = None
+        self._incremental = False  # rebalances add/remove partitions (KIP-848, cooperative-sticky)
         self._metrics_server: Any = None
         self._failed = False
         self._last_report = 0.0
@@ -238,6 +250,7 @@ class Worker:
             ensure_topics(self.bootstrap, sorted(self.by_topic), self.settings.embedded_partitions)
         app = self.app
         password = app.kafka_password.get_secret_value() if app.kafka_password else None
+        self._check_broker_features(password)
         tracker = DeliveryTracker()
         # a producer-wide delivery callback: cheaper than one per message
         self._producer = Producer(
@@ -248,12 +261,9 @@ class Worker:
             }
         )
         self._dlq = DeadLetterProducer(self._producer, tracker)
-        self._consumer = Consumer(
-            {
-                **consumer_config(self.bootstrap, app.group_id, app.kafka, password),
-                "error_cb": self._on_kafka_error,
-            }
-        )
+        consumer_cfg = consumer_config(self.bootstrap, app.group_id, app.kafka, password)
+        self._incremental = incremental_rebalance(consumer_cfg)
+        self._consumer = Consumer({**consumer_cfg, "error_cb": self._on_kafka_error})
         self.coordinator = CheckpointCoordinator(
             CheckpointStore(Path(app.data_dir), app.group_id),
             self.by_topic,
@@ -279,6 +289,23 @@ class Worker:
             self.bootstrap,
         )
         return self.coordinator
+
+    def _check_broker_features(self, password: str | None) -> None:
+        """Use end offsets and ``offsets_for_times`` where the broker gets them right (not on Tansu)."""
+        settings, bootstrap = self.settings, str(self.bootstrap)
+        need_probe = settings.lag_source == "auto" or settings.start_from_ms is not None
+        tansu = self._broker is not None or (
+            need_probe and broker_is_tansu(bootstrap, self.app.kafka, password)
+        )
+        if settings.start_from_ms is not None and tansu:
+            raise StreamsError(
+                "--from needs offsets_for_times, which the Tansu broker lacks (it answers with write "
+                "times, not record timestamps): run against Apache Kafka, or start without --from"
+            )
+        end_offsets = settings.lag_source == "end_offsets" or (settings.lag_source == "auto" and not tansu)
+        if end_offsets:
+            self._end_offsets = EndOffsets(admin_config(bootstrap, self.app.kafka, password))
+        logger.info("consumer lag source=%s", "end_offsets" if end_offsets else "fetch_cache")
 
     def _sinks(self, tracker: DeliveryTracker) -> list[Sink]:
         """The results topic (first: latency), Parquet, then alerts (observed after each Parquet write)."""
@@ -327,11 +354,22 @@ class Worker:
     def _on_assign(self, consumer: Any, partitions: list[Any]) -> None:
         if self.coordinator is None:
             raise StreamsError("partitions assigned to a worker that is not running")
+        fresh = []
         for tp in partitions:
             offset = self.coordinator.assign((tp.topic, tp.partition))
             if offset is not None:
                 tp.offset = offset
-        consumer.assign(partitions)
+            else:
+                fresh.append(tp)
+        start_ms = self.settings.start_from_ms
+        if start_ms is not None and fresh:  # a checkpoint wins over --from: its state covers its offset
+            found = offsets_for_time(consumer, [(tp.topic, tp.partition) for tp in fresh], start_ms)
+            for tp in fresh:
+                tp.offset = found[(tp.topic, tp.partition)]
+        if self._incremental:  # KIP-848 / cooperative: `partitions` are the ones added
+            consumer.incremental_assign(partitions)
+        else:
+            consumer.assign(partitions)
         self._assignment_changed()
         logger.info(
             "partitions assigned group=%s partitions=%s",
@@ -414,14 +452,23 @@ class Worker:
         )
 
     def _lag(self) -> dict[Partition, int]:
-        """Per partition, the fetch-cached high watermark minus the next offset (never a ListOffsets call)."""
+        """Per partition, the end offset minus the next offset.
+
+        End offsets come from ListOffsets in the background (:class:`EndOffsets`); on Tansu, whose
+        ListOffsets answers are stale, from the high watermark cached by the last fetch.
+        """
         from confluent_kafka import KafkaException, TopicPartition
 
         lag: dict[Partition, int] = {}
         if self._consumer is None or self.coordinator is None:
             return lag
+        ends = self._end_offsets.poll(list(self.coordinator.progress)) if self._end_offsets else None
         for tp, p in self.coordinator.progress.items():
             if p.next_offset is None:
+                continue
+            if ends is not None:
+                if tp in ends:
+                    lag[tp] = max(ends[tp] - p.next_offset, 0)
                 continue
             try:
                 _low, high = self._consumer.get_watermark_offsets(TopicPartition(*tp), cached=True)

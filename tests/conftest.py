@@ -1,4 +1,10 @@
-"""Shared fixtures: the embedded broker (one per test process) and factories for topics and groups."""
+"""Shared fixtures: the brokers (one of each kind per test process) and factories for topics and groups.
+
+``broker`` is the embedded Tansu broker unless a test asks for others with the ``brokers`` marker:
+``@pytest.mark.brokers("tansu", "kafka")`` runs it once on each (ids ``[tansu]``, ``[kafka]``);
+``@pytest.mark.brokers("kafka")`` runs it on Apache Kafka only (a feature Tansu lacks). The Kafka
+broker starts on first use in a process; its tests share one xdist group, so one JVM serves them.
+"""
 
 from __future__ import annotations
 
@@ -18,8 +24,31 @@ SHARED_NAB = Path(__file__).resolve().parents[1].parent / "shared" / "nab"
 FAST_GROUP = {"session.timeout.ms": "2000", "heartbeat.interval.ms": "500"}
 
 
+BROKER_KINDS = ("tansu", "kafka")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    marker = metafunc.definition.get_closest_marker("brokers")
+    if marker is None or "broker" not in metafunc.fixturenames:
+        return
+    kinds = marker.args or BROKER_KINDS
+    unknown = set(kinds) - set(BROKER_KINDS)
+    if unknown:
+        raise pytest.UsageError(f"unknown broker kinds {sorted(unknown)}; choose from {BROKER_KINDS}")
+    metafunc.parametrize("broker", kinds, indirect=True, ids=str)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests on Apache Kafka share one xdist group: one JVM per run instead of one per worker."""
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        if callspec is not None and callspec.params.get("broker") == "kafka":
+            item.add_marker(pytest.mark.xdist_group("kafka"))
+
+
 @pytest.fixture(scope="session")
-def broker() -> Iterator[Any]:
+def tansu_broker() -> Iterator[Any]:
     """A real Tansu broker on a free loopback port, shared by the tests of this process."""
     from streams.broker import EmbeddedBroker
 
@@ -29,6 +58,32 @@ def broker() -> Iterator[Any]:
         yield b
     finally:
         b.stop()
+
+
+@pytest.fixture(scope="session")
+def kafka_broker() -> Iterator[Any]:
+    """Apache Kafka (KRaft, one node) on free loopback ports, shared by the tests of this process."""
+    from streams.broker import KafkaBroker
+
+    b = KafkaBroker()
+    b.start()
+    try:
+        yield b
+    finally:
+        b.stop()
+
+
+@pytest.fixture
+def broker(request: pytest.FixtureRequest) -> Any:
+    """The broker this test runs on: Tansu by default, each kind of its ``brokers`` marker otherwise."""
+    kind = getattr(request, "param", "tansu")
+    return request.getfixturevalue(f"{kind}_broker")
+
+
+@pytest.fixture
+def broker_kind(broker: Any) -> str:
+    """``"tansu"`` or ``"kafka"``."""
+    return str(broker.kind)
 
 
 @pytest.fixture

@@ -164,17 +164,17 @@ def _serve(data_dir: Path, *extra: str, env: dict[str, str] | None = None) -> It
 
 
 @pytest.fixture(scope="module")
-def results_dir(broker: Any, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def results_dir(tansu_broker: Any, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A results directory written by a real worker run (embedded broker, Parquet sink)."""
     from confluent_kafka.admin import AdminClient, NewTopic
 
     data_dir = tmp_path_factory.mktemp("dash") / "data"
     topic = f"dash-e2e-{os.getpid()}"
-    admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+    admin = AdminClient({"bootstrap.servers": tansu_broker.bootstrap})
     admin.create_topics([NewTopic(topic, num_partitions=2, replication_factor=1)])[topic].result(timeout=10)
     url, receiver = _webhook_receiver()
     try:
-        _worker_run(str(broker.bootstrap), topic, f"g-dash-{os.getpid()}", data_dir, url)
+        _worker_run(str(tansu_broker.bootstrap), topic, f"g-dash-{os.getpid()}", data_dir, url)
     finally:
         receiver.shutdown()
         receiver.server_close()

@@ -74,6 +74,7 @@ def _complete(data_dir, expected: int) -> bool:
     return table is not None and table.num_rows >= expected
 
 
+@pytest.mark.brokers("tansu", "kafka")
 def test_sigkill_at_random_points_keeps_parquet_exactly_once(
     bootstrap, topic_factory, group_factory, tmp_path
 ):

@@ -19,13 +19,23 @@ def _assigned(w: WorkerProc) -> set[str]:
     return set(s["assigned"]) if s else set()
 
 
-def test_survivor_takes_over_a_killed_workers_partitions(bootstrap, topic_factory, group_factory, tmp_path):
+@pytest.mark.parametrize(
+    ("broker", "group_protocol"),
+    [("tansu", "classic"), ("kafka", "classic"), ("kafka", "consumer")],  # KIP-848: Kafka 4 only
+    indirect=["broker"],
+    ids=["tansu", "kafka", "kafka-kip848"],
+)
+def test_survivor_takes_over_a_killed_workers_partitions(
+    bootstrap, topic_factory, group_factory, tmp_path, group_protocol
+):
     stream = Stream(n_series=8, n_windows=80)
     topic = topic_factory("rebalance", partitions=4)
     all_parts = {f"{topic}-{p}" for p in range(4)}
     half = stream.n_windows // 2
     produce(bootstrap, topic, stream.events(0, half))
-    cfg = write_config(tmp_path / "w.yaml", topic, group_factory(), f"{topic}.results")
+    cfg = write_config(
+        tmp_path / "w.yaml", topic, group_factory(), f"{topic}.results", group_protocol=group_protocol
+    )
     data = tmp_path / "data"  # one data dir: the survivor restores the victim's checkpoints
     a = WorkerProc(cfg, bootstrap, data, tmp_path / "a.log", *FLUSH)
     b = WorkerProc(cfg, bootstrap, data, tmp_path / "b.log", *FLUSH)

@@ -17,6 +17,7 @@ from tests.conftest import wait_for
 pytestmark = pytest.mark.integration
 
 
+@pytest.mark.brokers("tansu", "kafka")
 def test_records_arrive_as_contract_json(bootstrap: str, topic_factory: Callable[..., str]) -> None:
     topic = topic_factory("results")
     table = result_table(values=[1.0, 2.0, float("nan")], scores=[0.0, 80.0, 0.0], expected=[1.0, 1.0, 1.0])

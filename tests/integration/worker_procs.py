@@ -50,13 +50,24 @@ class Stream:
 
 
 def write_config(
-    path: Path, topic: str, group: str, results_topic: str, idle_timeout_ms: int = 0, window_ms: int = 1_000
+    path: Path,
+    topic: str,
+    group: str,
+    results_topic: str,
+    idle_timeout_ms: int = 0,
+    window_ms: int = 1_000,
+    group_protocol: str = "classic",
 ) -> Path:
-    """A one-detector config; no idle timeout by default (results then depend on event time only)."""
+    """A one-detector config; no idle timeout by default (results then depend on event time only).
+
+    ``group_protocol="consumer"``: KIP-848 (Apache Kafka only), whose timing the broker sets (the
+    test broker: 6 s sessions, 500 ms heartbeats).
+    """
+    kafka = {"group.protocol": "consumer"} if group_protocol == "consumer" else dict(FAST_GROUP)
     cfg = {
         "group_id": group,
         "results_topic": results_topic,
-        "kafka": dict(FAST_GROUP),
+        "kafka": kafka,
         "detectors": [
             {
                 "name": "hosts",
