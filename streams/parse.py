@@ -11,7 +11,8 @@ the batch as NDJSON was measured too, and is slower: see docs/ARCHITECTURE.md.)
 
 Reasons (stable strings, sent as the ``reason`` header of the dead-letter record):
 ``empty``, ``invalid_json``, ``not_an_object``, ``missing_timestamp``, ``bad_timestamp``,
-``missing_dimension``, ``bad_dimension``, ``bad_measure:<field>``, ``non_finite:<field>``,
+``missing_dimension``, ``bad_dimension``, ``dimension_too_long`` (a dimension value of more than
+:data:`MAX_DIMENSION_BYTES` bytes of UTF-8), ``bad_measure:<field>``, ``non_finite:<field>``,
 ``missing_measure`` (no configured measure present and no ``count`` measure).
 A measure field that is absent or null in an otherwise valid event is not a reject: the event
 still counts for the other measures, and the parser counts ``absent:<field>``.
@@ -47,6 +48,17 @@ BAD_TIMESTAMP = "bad_timestamp"
 MISSING_DIMENSION = "missing_dimension"
 BAD_DIMENSION = "bad_dimension"
 MISSING_MEASURE = "missing_measure"
+DIMENSION_TOO_LONG = "dimension_too_long"
+
+#: Longest dimension value taken (bytes of UTF-8). Every result record carries its dimension values
+#: (results topic, Parquet, alerts), and a series is named by them: a longer value, typically an id
+#: or a payload put in a dimension by mistake, would make records that no longer fit the results
+#: topic and one series per event. Such events are dead-lettered as ``dimension_too_long``.
+MAX_DIMENSION_BYTES = 1024
+
+#: What a msgspec decode of one hostile message may raise (RecursionError: nesting deeper than the
+#: decoder's limit, even inside a field that is skipped).
+_DECODE_ERRORS = (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError, TypeError, RecursionError)
 
 #: Largest dense table of dimension-code combinations (entries; int64): 32 MB.
 _DENSE_COMBOS = 1 << 22
@@ -98,6 +110,18 @@ def _reject_constant(name: str) -> float:
 
 
 _json_decoder = json.JSONDecoder(parse_constant=_reject_constant)
+
+
+def dimension_problem(text: str) -> str | None:
+    """Why a dimension text cannot name a series (None when it can): text that is not valid
+    Unicode (a lone surrogate, from a ``\\ud800`` escape) cannot be encoded, hashed or written."""
+    if text.isascii():
+        return DIMENSION_TOO_LONG if len(text) > MAX_DIMENSION_BYTES else None
+    try:
+        size = len(text.encode("utf-8"))
+    except UnicodeEncodeError:
+        return BAD_DIMENSION
+    return DIMENSION_TOO_LONG if size > MAX_DIMENSION_BYTES else None
 
 
 def dimension_text(value: Any) -> str | None:
@@ -165,6 +189,9 @@ def _event_dims(obj: dict[str, Any], spec: DetectorSpec) -> tuple[str, ...] | st
         text = dimension_text(v)
         if text is None:
             return BAD_DIMENSION
+        problem = dimension_problem(text)
+        if problem is not None:
+            return problem
         dims.append(text)
     return tuple(dims)
 
@@ -407,7 +434,7 @@ class EventParser:
         try:
             events = list(map(self._decode, msgs))
             bad_decode: list[int] = []
-        except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError, TypeError):
+        except _DECODE_ERRORS:
             events, bad_decode = self._decode_each(msgs)
         slow = np.zeros(n, dtype=bool)
         if bad_decode:
@@ -439,7 +466,7 @@ class EventParser:
         for i, m in enumerate(msgs):
             try:
                 events.append(decode(m))
-            except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError, TypeError):
+            except _DECODE_ERRORS:
                 events.append(None)
                 bad.append(i)
         if bad:
@@ -492,7 +519,8 @@ class EventParser:
                     code = raw_codes.get(raw)  # registered by an earlier row of this batch
                     if code is None:
                         text = dimension_text(raw)
-                        if text is None:  # missing or not a scalar: the reference decides
+                        if text is None or dimension_problem(text) is not None:
+                            # missing, not a scalar, not Unicode or too long: the reference decides
                             slow[i] = True
                             c[i] = 0
                             continue

@@ -39,6 +39,7 @@ FIXED = {
     "missing_dimension",
     "bad_dimension",
     "missing_measure",
+    "dimension_too_long",
 }
 
 
@@ -128,6 +129,17 @@ def events(draw: st.DrawFn) -> bytes | None:
         if draw(st.integers(0, 9)) > 0:  # each field is sometimes absent
             obj[key] = draw(strategy)
     text = json.dumps(obj)  # NaN and Infinity become (invalid JSON) literals
+    hostile = draw(st.integers(0, 11))
+    if hostile == 0 and "product" in obj:  # a lone surrogate escape in a dimension (valid JSON syntax)
+        text = text.replace('"product": ', '"product": "\\ud83d" , "_": ', 1)
+    elif hostile == 1 and "product" in obj:  # a dimension value around the byte limit
+        size = draw(st.sampled_from([1023, 1024, 1025, 4000]))
+        text = text.replace(
+            '"product": ', f'"product": "{draw(st.sampled_from(["x", "é"])) * size}", "_": ', 1
+        )
+    elif hostile == 2:  # nesting deeper than any decoder takes
+        depth = draw(st.sampled_from([100, 2000, 100_000]))
+        text = text.replace("{", '{"deep": ' + "[" * depth + "]" * depth + ", ", 1)
     if draw(st.integers(0, 15)) == 0:
         text = text.replace("{", '{ "q": 1, ', 1)  # a duplicate key
     return text.encode()

@@ -125,6 +125,21 @@ def test_dimension_values_are_stringified_and_share_a_series() -> None:
         (b'{"timestamp": 1, "product": "A", "region": "r", "quantity": 1, "price": {}}', "bad_measure:price"),
         (b'{"timestamp": 1, "product": "A", "region": "r", "quantity": 1e400}', "non_finite:quantity"),
         (b'{"timestamp": 1, "product": "A", "region": "r"}', "missing_measure"),
+        # hostile input: each one used to raise outside the dead-letter path
+        (b'{"timestamp": 1, "product": "\\ud800", "region": "r", "quantity": 1}', "bad_dimension"),
+        (b'{"timestamp": 1, "product": "a\\udc00b", "region": "r", "quantity": 1}', "bad_dimension"),
+        (_ev(timestamp=1, product="x" * 1025, region="r", quantity=1), "dimension_too_long"),
+        (_ev(timestamp=1, product="é" * 513, region="r", quantity=1), "dimension_too_long"),
+        (
+            b'{"timestamp": 1, "product": "A", "region": "r", "quantity": 1, "x": '
+            + b"[" * 100_000
+            + b"]" * 100_000
+            + b"}",
+            "invalid_json",
+        ),
+        (b'{"a":' * 50_000 + b"1" + b"}" * 50_000, "invalid_json"),
+        (b'{"timestamp": 1, "product": ' + b"9" * 5000 + b', "region": "r", "quantity": 1}', "invalid_json"),
+        (bytes(range(256)), "invalid_json"),
     ],
 )
 def test_reject_reasons(raw: bytes | None, reason: str) -> None:
@@ -257,3 +272,20 @@ def test_many_dimension_values_across_batches(monkeypatch: pytest.MonkeyPatch, d
             assert isinstance(ref, ParsedEvent)
             assert parser.registry.dims(int(batch.combo[row])) == ref.dims
     assert len(parser.registry) == len({parser.registry.dims(i) for i in range(len(parser.registry))})
+
+
+def test_dimension_values_up_to_the_byte_limit_are_taken() -> None:
+    from streams.parse import MAX_DIMENSION_BYTES
+
+    parser = EventParser(_spec())
+    ascii_max = "x" * MAX_DIMENSION_BYTES
+    multi_max = "é" * (MAX_DIMENSION_BYTES // 2)  # 2 bytes each
+    batch = parser.parse(
+        [
+            _ev(timestamp=1, product=ascii_max, region="r", quantity=1),
+            _ev(timestamp=1, product=multi_max, region="\u0000\u001f", quantity=1),
+            _ev(timestamp=1, product=ascii_max + "y", region="r", quantity=1),
+        ]
+    )
+    assert batch.rejects == [(2, "dimension_too_long")]
+    assert [parser.registry.dims(int(c)) for c in batch.combo] == [(ascii_max, "r"), (multi_max, "\x00\x1f")]
