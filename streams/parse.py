@@ -13,6 +13,7 @@ Reasons (stable strings, sent as the ``reason`` header of the dead-letter record
 ``empty``, ``invalid_json``, ``not_an_object``, ``missing_timestamp``, ``bad_timestamp``,
 ``missing_dimension``, ``bad_dimension``, ``dimension_too_long`` (a dimension value of more than
 :data:`MAX_DIMENSION_BYTES` bytes of UTF-8), ``bad_measure:<field>``, ``non_finite:<field>``,
+``out_of_range:<field>`` (a finite measure beyond ±:data:`MAX_MEASURE_ABS`),
 ``missing_measure`` (no configured measure present and no ``count`` measure).
 A measure field that is absent or null in an otherwise valid event is not a reject: the event
 still counts for the other measures, and the parser counts ``absent:<field>``.
@@ -56,6 +57,11 @@ DIMENSION_TOO_LONG = "dimension_too_long"
 #: topic and one series per event. Such events are dead-lettered as ``dimension_too_long``.
 MAX_DIMENSION_BYTES = 1024
 
+#: Largest measure magnitude taken. The scoring stage works on differences and spreads of window
+#: values; beyond about 1e307 they overflow to inf and the detector refuses the whole step. 1e300
+#: leaves room for sums of many such values (a window whose aggregate passes it is skipped, counted).
+MAX_MEASURE_ABS = 1e300
+
 #: What a msgspec decode of one hostile message may raise (RecursionError: nesting deeper than the
 #: decoder's limit, even inside a field that is skipped).
 _DECODE_ERRORS = (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError, TypeError, RecursionError)
@@ -70,6 +76,10 @@ def bad_measure(field_name: str) -> str:
 
 def non_finite(field_name: str) -> str:
     return f"non_finite:{field_name}"
+
+
+def out_of_range(field_name: str) -> str:
+    return f"out_of_range:{field_name}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,6 +226,8 @@ def _event_measures(
             return non_finite(m.field)
         if not math.isfinite(f):
             return non_finite(m.field)
+        if abs(f) > MAX_MEASURE_ABS:
+            return out_of_range(m.field)
         values.append(f)
         present.append(True)
     return tuple(values), tuple(present)
@@ -588,7 +600,7 @@ class EventParser:
                 col = [0 if v is None else v for v in col]
                 present[nulls, m] = False
             arr = _floats(col, slow)
-            finite = np.isfinite(arr)
+            finite = np.abs(arr) <= MAX_MEASURE_ABS  # False for NaN and inf too
             if not finite.all():
                 slow |= ~finite
                 arr[~finite] = 0.0

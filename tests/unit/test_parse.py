@@ -124,6 +124,11 @@ def test_dimension_values_are_stringified_and_share_a_series() -> None:
         (b'{"timestamp": 1, "product": "A", "region": "r", "quantity": true}', "bad_measure:quantity"),
         (b'{"timestamp": 1, "product": "A", "region": "r", "quantity": 1, "price": {}}', "bad_measure:price"),
         (b'{"timestamp": 1, "product": "A", "region": "r", "quantity": 1e400}', "non_finite:quantity"),
+        (b'{"timestamp": 1, "product": "A", "region": "r", "quantity": -1e301}', "out_of_range:quantity"),
+        (
+            b'{"timestamp": 1, "product": "A", "region": "r", "quantity": 1, "price": 1e308}',
+            "out_of_range:price",
+        ),
         (b'{"timestamp": 1, "product": "A", "region": "r"}', "missing_measure"),
         # hostile input: each one used to raise outside the dead-letter path
         (b'{"timestamp": 1, "product": "\\ud800", "region": "r", "quantity": 1}', "bad_dimension"),
