@@ -68,6 +68,13 @@ class DetectorSpec(BaseModel):
         "consecutive events agree (within max_future_ms of each other) that the stream moved on; "
         "they are dead-lettered, the next one is taken",
     )
+    max_series: int = Field(
+        1_000_000,
+        ge=0,
+        description="series (dimension combinations x measures) one worker registers for this "
+        "detector; a valid event of a new series beyond it is dead-lettered as cardinality_limit "
+        "(bounds memory when a producer puts a unique id in a dimension); 0 = no cap",
+    )
     model: ModelConfig = ModelConfig()
     alerts: AlertsConfig = AlertsConfig()
 

@@ -14,7 +14,8 @@ Reasons (stable strings, sent as the ``reason`` header of the dead-letter record
 ``missing_dimension``, ``bad_dimension``, ``dimension_too_long`` (a dimension value of more than
 :data:`MAX_DIMENSION_BYTES` bytes of UTF-8), ``bad_measure:<field>``, ``non_finite:<field>``,
 ``out_of_range:<field>`` (a finite measure beyond ±:data:`MAX_MEASURE_ABS`),
-``missing_measure`` (no configured measure present and no ``count`` measure).
+``missing_measure`` (no configured measure present and no ``count`` measure), ``cardinality_limit``
+(a valid event of a new series when the detector already has ``max_series``).
 A measure field that is absent or null in an otherwise valid event is not a reject: the event
 still counts for the other measures, and the parser counts ``absent:<field>``.
 """
@@ -50,6 +51,7 @@ MISSING_DIMENSION = "missing_dimension"
 BAD_DIMENSION = "bad_dimension"
 MISSING_MEASURE = "missing_measure"
 DIMENSION_TOO_LONG = "dimension_too_long"
+CARDINALITY_LIMIT = "cardinality_limit"
 
 #: Longest dimension value taken (bytes of UTF-8). Every result record carries its dimension values
 #: (results topic, Parquet, alerts), and a series is named by them: a longer value, typically an id
@@ -362,19 +364,12 @@ class EventParser:
             return self._empty(0)
         ts_ms, slow, combo, values_arr, present = self._columns(values)
 
-        rejects: list[tuple[int, str]] = []
-        if slow.any():
-            for i in np.flatnonzero(slow).tolist():
-                result = parse_event(values[i], self.spec)
-                if isinstance(result, str):
-                    rejects.append((i, result))
-                    continue
-                ts_ms[i] = result.timestamp_ms
-                combo[i] = self.registry.combo_for(result.dims)
-                values_arr[i] = result.values
-                present[i] = result.present
-                slow[i] = False
+        rejects = self._slow_rows(values, slow, ts_ms, combo, values_arr, present)
         valid = ~slow
+        capped = valid & (combo < 0)  # a new series beyond max_series (see _combo_lookup)
+        if capped.any():
+            rejects += [(i, CARDINALITY_LIMIT) for i in np.flatnonzero(capped).tolist()]
+            valid &= ~capped
         if rejects:
             self.counters.update(reason for _, reason in rejects)
         index = np.flatnonzero(valid)
@@ -388,6 +383,35 @@ class EventParser:
                     self.counters[f"absent:{measure.field}"] += k
         self.counters["valid"] += len(index)
         return ParsedBatch(n, index, ts_ms, combo, values_arr, present, rejects, self.registry)
+
+    def _slow_rows(
+        self,
+        values: Sequence[bytes | None],
+        slow: np.ndarray,
+        ts_ms: np.ndarray,
+        combo: np.ndarray,
+        values_arr: np.ndarray,
+        present: np.ndarray,
+    ) -> list[tuple[int, str]]:
+        """The rows the fast path did not accept, through the reference: filled in, or rejected."""
+        rejects: list[tuple[int, str]] = []
+        for i in np.flatnonzero(slow).tolist():
+            result = parse_event(values[i], self.spec)
+            if isinstance(result, str):
+                rejects.append((i, result))
+                continue
+            code = self.registry.lookup(result.dims)
+            if code is None:
+                if self._at_cap():
+                    rejects.append((i, CARDINALITY_LIMIT))
+                    continue
+                code = self.registry.combo_for(result.dims)
+            ts_ms[i] = result.timestamp_ms
+            combo[i] = code
+            values_arr[i] = result.values
+            present[i] = result.present
+            slow[i] = False
+        return rejects
 
     def from_columns(
         self, timestamps_ms: np.ndarray, dimensions: Sequence[pa.Array], measures: np.ndarray
@@ -416,7 +440,7 @@ class EventParser:
             lut = np.array([self._dim_code(d, t) for t in enc.dictionary.to_pylist()], dtype=np.int64)
             codes[d] = lut[enc.indices.to_numpy(zero_copy_only=False)] if len(lut) else 0
         if dimensions:
-            combo = self._combo_lookup(codes, np.zeros(n, dtype=bool))
+            combo = self._combo_lookup(codes, np.zeros(n, dtype=bool), capped=False)
         else:
             self.registry.combo_for(())
             combo = np.zeros(n, dtype=np.int64)
@@ -521,28 +545,46 @@ class EventParser:
                 self.registry.combo_for(())
             return np.zeros(n, dtype=np.int64)
         codes = np.empty((len(self._dim_getters), n), dtype=np.int64)
+        capped: list[int] = []
         for d, get in enumerate(self._dim_getters):
             col = list(map(get, events))
             raw_codes = self._dim_alias[d]
             c = list(map(raw_codes.get, col))
             if None in c:
-                for i in [i for i, code in enumerate(c) if code is None]:
-                    raw = col[i]
-                    code = raw_codes.get(raw)  # registered by an earlier row of this batch
-                    if code is None:
-                        text = dimension_text(raw)
-                        if text is None or dimension_problem(text) is not None:
-                            # missing, not a scalar, not Unicode or too long: the reference decides
-                            slow[i] = True
-                            c[i] = 0
-                            continue
-                        code = self._dim_code(d, text)
-                        if type(raw) is str or type(raw) is int:
-                            # str and int keys cannot collide in a dict (1.0 == 1 and True == 1 could)
-                            raw_codes[raw] = code
-                    c[i] = code
+                self._new_codes(d, col, c, slow, capped)
             codes[d] = np.asarray(c, dtype=np.int64)
-        return self._combo_lookup(codes, slow)
+        if not capped:
+            return self._combo_lookup(codes, slow)
+        skip = slow.copy()
+        skip[capped] = True
+        combo = self._combo_lookup(codes, skip)
+        combo[capped] = -1
+        return combo
+
+    def _new_codes(self, d: int, col: list[Any], c: list[Any], slow: np.ndarray, capped: list[int]) -> None:
+        """Codes of dimension ``d``'s values seen for the first time (``c`` is None there)."""
+        raw_codes = self._dim_alias[d]
+        for i in [i for i, code in enumerate(c) if code is None]:
+            raw = col[i]
+            code = raw_codes.get(raw)  # registered by an earlier row of this batch
+            if code is None:
+                text = dimension_text(raw)
+                if text is None or dimension_problem(text) is not None:
+                    # missing, not a scalar, not Unicode or too long: the reference decides
+                    slow[i] = True
+                    c[i] = 0
+                    continue
+                if text not in self._dim_text_codes[d] and self._at_cap():
+                    # a value never seen makes a new series: beyond max_series nothing of it is
+                    # kept (a unique id in a dimension must not grow these tables)
+                    capped.append(i)
+                    c[i] = 0
+                    continue
+                code = self._dim_code(d, text)
+                if type(raw) is str or type(raw) is int:
+                    # str and int keys cannot collide in a dict (1.0 == 1 and True == 1 could)
+                    raw_codes[raw] = code
+            c[i] = code
 
     def _dim_code(self, d: int, text: str) -> int:
         code = self._dim_text_codes[d].get(text)
@@ -552,7 +594,14 @@ class EventParser:
             self._dim_texts[d].append(text)
         return code
 
-    def _combo_lookup(self, codes: np.ndarray, slow: np.ndarray) -> np.ndarray:
+    def _at_cap(self) -> bool:
+        """Whether a new dimension combination would pass the spec's ``max_series``."""
+        cap = self.spec.max_series
+        return cap > 0 and (len(self.registry) + 1) * self.n_measures > cap
+
+    def _combo_lookup(self, codes: np.ndarray, slow: np.ndarray, capped: bool = True) -> np.ndarray:
+        """Combination codes of dimension codes, registering new combinations; with ``capped``, a
+        new one beyond ``max_series`` is not registered and its rows get -1."""
         sizes = [len(t) for t in self._dim_texts]
         if self._table is not None and any(s > c for s, c in zip(sizes, self._table.shape, strict=True)):
             caps = tuple(max(16, 2 * s) for s in sizes)
@@ -574,6 +623,9 @@ class EventParser:
                 key = tuple(codes[:, i].tolist())
                 code = self._known.get(key)
                 if code is None:
+                    if capped and self._at_cap():
+                        combo[i] = -1
+                        continue
                     texts = tuple(self._dim_texts[d][k] for d, k in enumerate(key))
                     code = self.registry.combo_for(texts)
                     self._known[key] = code

@@ -26,6 +26,7 @@ KNOWN_REASONS = {
     "missing_measure",
     "late",
     "future_timestamp",
+    "cardinality_limit",
 }
 
 

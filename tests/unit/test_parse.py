@@ -294,3 +294,31 @@ def test_dimension_values_up_to_the_byte_limit_are_taken() -> None:
     )
     assert batch.rejects == [(2, "dimension_too_long")]
     assert [parser.registry.dims(int(c)) for c in batch.combo] == [(ascii_max, "r"), (multi_max, "\x00\x1f")]
+
+
+def test_new_series_beyond_max_series_are_refused_and_nothing_of_them_is_kept() -> None:
+    parser = EventParser(_spec(max_series=4))  # two measures: two dimension combinations
+    batch = parser.parse(
+        [
+            _ev(timestamp=1, product="A", region="r", quantity=1),
+            _ev(timestamp=1, product="B", region="r", quantity=1),
+            _ev(timestamp=1, product="C", region="r", quantity=1),  # a third combination
+            _ev(timestamp=2, product="A", region="r", quantity=1),  # known: taken
+            _ev(timestamp=2, product=1.5, region="r", quantity=1),  # new, through the reference
+            _ev(timestamp=2, product="D", region="r", quantity="x"),  # invalid first
+            _ev(timestamp=2, product="B", region="s", quantity=1),  # known values, new combination
+        ]
+    )
+    assert sorted(batch.rejects) == [
+        (2, "cardinality_limit"),
+        (4, "cardinality_limit"),
+        (5, "bad_measure:quantity"),
+        (6, "cardinality_limit"),
+    ]
+    assert batch.index.tolist() == [0, 1, 3]
+    assert [parser.registry.dims(int(c)) for c in batch.combo] == [("A", "r"), ("B", "r"), ("A", "r")]
+    assert len(parser.registry) == 2 and parser.counters["cardinality_limit"] == 3
+    # once the cap is reached, a new value is not even given a code
+    again = parser.parse([_ev(timestamp=3, product=f"id-{i}", region="r", quantity=1) for i in range(100)])
+    assert again.rejects == [(i, "cardinality_limit") for i in range(100)]
+    assert not any(t.startswith("id-") for t in parser._dim_text_codes[0])
