@@ -263,7 +263,10 @@ def _timestamp_column(values: list[Any]) -> tuple[np.ndarray, np.ndarray]:
             return np.zeros(n, np.int64), np.zeros(n, bool)
         return ms, (ms >= MIN_TIMESTAMP_MS) & (ms < MAX_TIMESTAMP_MS)
     if kinds <= {int, float}:  # epoch ms as numbers: floats are floored
-        f = np.array(values, dtype=np.float64)
+        try:
+            f = np.array(values, dtype=np.float64)
+        except OverflowError:  # an integer beyond any float, next to floats: per value
+            return np.zeros(n, np.int64), np.zeros(n, bool)
         ok = np.isfinite(f) & (f >= MIN_TIMESTAMP_MS) & (f < MAX_TIMESTAMP_MS)
         return np.floor(np.where(ok, f, 0.0)).astype(np.int64), ok
     return np.zeros(n, np.int64), np.zeros(n, bool)

@@ -96,6 +96,10 @@ def corpus(base_ms: int) -> list[Hostile]:
         lambda t: Hostile(_ev("+275760-09-13T00:00:00Z"), "bad_timestamp"),
         lambda t: Hostile(_ev(base_ms + 365 * DAY_MS), "future_timestamp"),
         lambda t: Hostile(_ev(base_ms + 2 * DAY_MS), "future_timestamp"),
+        lambda t: Hostile(_ev(t + 0.5), None),  # epoch ms as a float...
+        lambda t: Hostile(
+            b'{"ts": %s, "host": "h", "value": 1}' % (b"9" * 400), "bad_timestamp"
+        ),  # ...then beyond any float
         lambda t: Hostile(_ev(True), "bad_timestamp"),
         lambda t: Hostile(_ev(None), "missing_timestamp"),
         # non-object JSON

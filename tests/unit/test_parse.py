@@ -145,6 +145,10 @@ def test_dimension_values_are_stringified_and_share_a_series() -> None:
         (b'{"a":' * 50_000 + b"1" + b"}" * 50_000, "invalid_json"),
         (b'{"timestamp": 1, "product": ' + b"9" * 5000 + b', "region": "r", "quantity": 1}', "invalid_json"),
         (bytes(range(256)), "invalid_json"),
+        (
+            b'{"timestamp": ' + b"9" * 400 + b', "product": "A", "region": "r", "quantity": 1}',
+            "bad_timestamp",
+        ),
     ],
 )
 def test_reject_reasons(raw: bytes | None, reason: str) -> None:
@@ -322,3 +326,10 @@ def test_new_series_beyond_max_series_are_refused_and_nothing_of_them_is_kept() 
     again = parser.parse([_ev(timestamp=3, product=f"id-{i}", region="r", quantity=1) for i in range(100)])
     assert again.rejects == [(i, "cardinality_limit") for i in range(100)]
     assert not any(t.startswith("id-") for t in parser._dim_text_codes[0])
+
+
+def test_a_huge_integer_timestamp_among_float_ones_is_a_bad_timestamp() -> None:
+    # found by the worker soak: the column of floats and one integer beyond any float raised
+    huge = b'{"timestamp": ' + b"9" * 400 + b', "product": "A", "region": "r", "quantity": 1}'
+    batch = EventParser(_spec()).parse([_ev(timestamp=1.5, product="A", region="r", quantity=1), huge])
+    assert batch.rejects == [(1, "bad_timestamp")] and batch.timestamp_ms.tolist() == [1]
