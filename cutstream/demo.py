@@ -20,7 +20,8 @@ import click
 
 logger = logging.getLogger(__name__)
 
-#: The demo's detectors, one per scenario (the same shape as a detectors.yaml entry).
+#: The demo's detectors, one per scenario (the same shape as a detectors.yaml entry). Their event time
+#: is simulated from 2026-01-01 at hours per second, so it is no wall clock: the future guard is off.
 SCENARIOS: dict[str, dict[str, Any]] = {
     "bookstore": {
         "name": "bookstore",
@@ -30,6 +31,7 @@ SCENARIOS: dict[str, dict[str, Any]] = {
         "measures": [{"field": "quantity", "aggregation": "sum"}],
         "window_ms": 3_600_000,
         "idle_timeout_ms": 5_000,
+        "max_future_ms": 0,
     },
     "hosts": {
         "name": "hosts",
@@ -39,6 +41,7 @@ SCENARIOS: dict[str, dict[str, Any]] = {
         "measures": [{"field": "cpu", "aggregation": "avg"}, {"field": "latency_ms", "aggregation": "avg"}],
         "window_ms": 3_600_000,
         "idle_timeout_ms": 5_000,
+        "max_future_ms": 0,
     },
 }
 
