@@ -9,7 +9,7 @@ NAB_DIR ?= ../shared/nab
 ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help demo test test-fast bench eval nab lint fmt clean browser kafka
+.PHONY: help demo test test-fast bench eval nab lint fmt clean browser kafka fuzz
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -40,6 +40,10 @@ test: $(STAMP) browser kafka ## run the whole test suite (unit, property, functi
 
 test-fast: $(STAMP) ## only the tests that need no broker, server or browser
 	$(PY) -m pytest -n 2 -m "not integration and not e2e and not gpu and not slow" $(ARGS)
+
+FUZZ_SECONDS ?= 180
+fuzz: $(STAMP) ## soak a live worker with hostile events for FUZZ_SECONDS (180) and print the figures
+	CUTSTREAM_FUZZ_SECONDS=$(FUZZ_SECONDS) $(PY) -m pytest -s -p no:cacheprovider tests/integration/test_fuzz_worker.py -k soak $(ARGS)
 
 bench: $(STAMP) ## run the benchmarks and rewrite their tables in BENCHMARKS.md
 	$(PY) -m cutstream.bench.report $(ARGS)

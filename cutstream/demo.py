@@ -25,7 +25,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-#: The demo's detectors, one per scenario (the same shape as a detectors.yaml entry).
+#: The demo's detectors, one per scenario (the same shape as a detectors.yaml entry). Their event time
+#: is simulated from 2026-01-01 at hours per second, so it is no wall clock: the future guard is off.
 SCENARIOS: dict[str, dict[str, Any]] = {
     "bookstore": {
         "name": "bookstore",
@@ -35,6 +36,7 @@ SCENARIOS: dict[str, dict[str, Any]] = {
         "measures": [{"field": "quantity", "aggregation": "sum"}],
         "window_ms": 3_600_000,
         "idle_timeout_ms": 5_000,
+        "max_future_ms": 0,
     },
     "hosts": {
         "name": "hosts",
@@ -44,6 +46,7 @@ SCENARIOS: dict[str, dict[str, Any]] = {
         "measures": [{"field": "cpu", "aggregation": "avg"}, {"field": "latency_ms", "aggregation": "avg"}],
         "window_ms": 3_600_000,
         "idle_timeout_ms": 5_000,
+        "max_future_ms": 0,
     },
 }
 

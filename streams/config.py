@@ -61,6 +61,27 @@ class DetectorSpec(BaseModel):
         ge=0,
         description="wall-clock ms after which an idle partition no longer holds the watermark back",
     )
+    max_future_ms: int = Field(
+        86_400_000,
+        ge=0,
+        description="live (the worker): an event more than this ahead of the wall clock, or of the "
+        "partition's watermark, is dead-lettered as future_timestamp and never moves the watermark; "
+        "0 disables the guard",
+    )
+    future_confirm_events: int = Field(
+        10,
+        ge=1,
+        description="live: the watermark jumps more than max_future_ms ahead only after this many "
+        "consecutive events agree (within max_future_ms of each other) that the stream moved on; "
+        "they are dead-lettered, the next one is taken",
+    )
+    max_series: int = Field(
+        1_000_000,
+        ge=0,
+        description="series (dimension combinations x measures) one worker registers for this "
+        "detector; a valid event of a new series beyond it is dead-lettered as cardinality_limit "
+        "(bounds memory when a producer puts a unique id in a dimension); 0 = no cap",
+    )
     model: ModelConfig = ModelConfig()
     alerts: AlertsConfig = AlertsConfig()
 

@@ -23,6 +23,12 @@ DEFAULT_GROUP_TIMING: Mapping[str, str] = {"session.timeout.ms": "6000", "heartb
 
 #: The header that carries why an event went to the dead-letter topic.
 REASON_HEADER = "cutstream-reason"
+#: Set on a dead letter whose key or value was cut (``key=<bytes>,value=<bytes>``, the original sizes).
+TRUNCATED_HEADER = "cutstream-truncated"
+#: Largest key + value a dead letter carries (bytes). The original message stays in its topic at the
+#: offset the headers name; a larger copy could exceed the producer's or the broker's message size
+#: limit (1 MB by default on both), and its failed delivery would stop the worker.
+MAX_DEAD_LETTER_BYTES = 512 * 1024
 
 _CONSUMER_ONLY_PREFIXES = (
     "group.",
@@ -260,9 +266,10 @@ def dlq_topic(topic: str) -> str:
 class DeadLetterProducer:
     """Sends rejected input to ``<topic>.dlq``: the original key and value, the reason in a header.
 
-    Headers: ``cutstream-reason`` (e.g. ``bad-json``, ``missing-timestamp``, ``late``),
+    Headers: ``cutstream-reason`` (e.g. ``invalid_json``, ``missing_timestamp``, ``late``),
     ``cutstream-detector``, and where the event came from: ``cutstream-topic``,
-    ``cutstream-partition``, ``cutstream-offset``.
+    ``cutstream-partition``, ``cutstream-offset``; ``cutstream-truncated`` when the key and value
+    together were longer than :data:`MAX_DEAD_LETTER_BYTES` and were cut to fit.
     """
 
     def __init__(self, producer: Any, tracker: DeliveryTracker) -> None:
@@ -286,4 +293,11 @@ class DeadLetterProducer:
             ("cutstream-partition", str(partition).encode()),
             ("cutstream-offset", str(offset).encode()),
         ]
+        n_key, n_value = len(key or b""), len(value or b"")
+        if n_key + n_value > MAX_DEAD_LETTER_BYTES:
+            # the key first keeps what it can (it routes and names the series), the value the rest
+            key = key[:MAX_DEAD_LETTER_BYTES] if key is not None else None
+            if value is not None:
+                value = value[: MAX_DEAD_LETTER_BYTES - len(key or b"")]
+            headers.append((TRUNCATED_HEADER, f"key={n_key},value={n_value}".encode()))
         produce(self._producer, dlq_topic(topic), value, key, headers=headers, on_delivery=self._tracker)

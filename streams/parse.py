@@ -11,8 +11,11 @@ the batch as NDJSON was measured too, and is slower: see docs/ARCHITECTURE.md.)
 
 Reasons (stable strings, sent as the ``reason`` header of the dead-letter record):
 ``empty``, ``invalid_json``, ``not_an_object``, ``missing_timestamp``, ``bad_timestamp``,
-``missing_dimension``, ``bad_dimension``, ``bad_measure:<field>``, ``non_finite:<field>``,
-``missing_measure`` (no configured measure present and no ``count`` measure).
+``missing_dimension``, ``bad_dimension``, ``dimension_too_long`` (a dimension value of more than
+:data:`MAX_DIMENSION_BYTES` bytes of UTF-8), ``bad_measure:<field>``, ``non_finite:<field>``,
+``out_of_range:<field>`` (a finite measure beyond ±:data:`MAX_MEASURE_ABS`),
+``missing_measure`` (no configured measure present and no ``count`` measure), ``cardinality_limit``
+(a valid event of a new series when the detector already has ``max_series``).
 A measure field that is absent or null in an otherwise valid event is not a reject: the event
 still counts for the other measures, and the parser counts ``absent:<field>``.
 """
@@ -47,6 +50,23 @@ BAD_TIMESTAMP = "bad_timestamp"
 MISSING_DIMENSION = "missing_dimension"
 BAD_DIMENSION = "bad_dimension"
 MISSING_MEASURE = "missing_measure"
+DIMENSION_TOO_LONG = "dimension_too_long"
+CARDINALITY_LIMIT = "cardinality_limit"
+
+#: Longest dimension value taken (bytes of UTF-8). Every result record carries its dimension values
+#: (results topic, Parquet, alerts), and a series is named by them: a longer value, typically an id
+#: or a payload put in a dimension by mistake, would make records that no longer fit the results
+#: topic and one series per event. Such events are dead-lettered as ``dimension_too_long``.
+MAX_DIMENSION_BYTES = 1024
+
+#: Largest measure magnitude taken. The scoring stage works on differences and spreads of window
+#: values; beyond about 1e307 they overflow to inf and the detector refuses the whole step. 1e300
+#: leaves room for sums of many such values (a window whose aggregate passes it is skipped, counted).
+MAX_MEASURE_ABS = 1e300
+
+#: What a msgspec decode of one hostile message may raise (RecursionError: nesting deeper than the
+#: decoder's limit, even inside a field that is skipped).
+_DECODE_ERRORS = (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError, TypeError, RecursionError)
 
 #: Largest dense table of dimension-code combinations (entries; int64): 32 MB.
 _DENSE_COMBOS = 1 << 22
@@ -58,6 +78,10 @@ def bad_measure(field_name: str) -> str:
 
 def non_finite(field_name: str) -> str:
     return f"non_finite:{field_name}"
+
+
+def out_of_range(field_name: str) -> str:
+    return f"out_of_range:{field_name}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +122,18 @@ def _reject_constant(name: str) -> float:
 
 
 _json_decoder = json.JSONDecoder(parse_constant=_reject_constant)
+
+
+def dimension_problem(text: str) -> str | None:
+    """Why a dimension text cannot name a series (None when it can): text that is not valid
+    Unicode (a lone surrogate, from a ``\\ud800`` escape) cannot be encoded, hashed or written."""
+    if text.isascii():
+        return DIMENSION_TOO_LONG if len(text) > MAX_DIMENSION_BYTES else None
+    try:
+        size = len(text.encode("utf-8"))
+    except UnicodeEncodeError:
+        return BAD_DIMENSION
+    return DIMENSION_TOO_LONG if size > MAX_DIMENSION_BYTES else None
 
 
 def dimension_text(value: Any) -> str | None:
@@ -165,6 +201,9 @@ def _event_dims(obj: dict[str, Any], spec: DetectorSpec) -> tuple[str, ...] | st
         text = dimension_text(v)
         if text is None:
             return BAD_DIMENSION
+        problem = dimension_problem(text)
+        if problem is not None:
+            return problem
         dims.append(text)
     return tuple(dims)
 
@@ -189,6 +228,8 @@ def _event_measures(
             return non_finite(m.field)
         if not math.isfinite(f):
             return non_finite(m.field)
+        if abs(f) > MAX_MEASURE_ABS:
+            return out_of_range(m.field)
         values.append(f)
         present.append(True)
     return tuple(values), tuple(present)
@@ -222,7 +263,10 @@ def _timestamp_column(values: list[Any]) -> tuple[np.ndarray, np.ndarray]:
             return np.zeros(n, np.int64), np.zeros(n, bool)
         return ms, (ms >= MIN_TIMESTAMP_MS) & (ms < MAX_TIMESTAMP_MS)
     if kinds <= {int, float}:  # epoch ms as numbers: floats are floored
-        f = np.array(values, dtype=np.float64)
+        try:
+            f = np.array(values, dtype=np.float64)
+        except OverflowError:  # an integer beyond any float, next to floats: per value
+            return np.zeros(n, np.int64), np.zeros(n, bool)
         ok = np.isfinite(f) & (f >= MIN_TIMESTAMP_MS) & (f < MAX_TIMESTAMP_MS)
         return np.floor(np.where(ok, f, 0.0)).astype(np.int64), ok
     return np.zeros(n, np.int64), np.zeros(n, bool)
@@ -323,19 +367,12 @@ class EventParser:
             return self._empty(0)
         ts_ms, slow, combo, values_arr, present = self._columns(values)
 
-        rejects: list[tuple[int, str]] = []
-        if slow.any():
-            for i in np.flatnonzero(slow).tolist():
-                result = parse_event(values[i], self.spec)
-                if isinstance(result, str):
-                    rejects.append((i, result))
-                    continue
-                ts_ms[i] = result.timestamp_ms
-                combo[i] = self.registry.combo_for(result.dims)
-                values_arr[i] = result.values
-                present[i] = result.present
-                slow[i] = False
+        rejects = self._slow_rows(values, slow, ts_ms, combo, values_arr, present)
         valid = ~slow
+        capped = valid & (combo < 0)  # a new series beyond max_series (see _combo_lookup)
+        if capped.any():
+            rejects += [(i, CARDINALITY_LIMIT) for i in np.flatnonzero(capped).tolist()]
+            valid &= ~capped
         if rejects:
             self.counters.update(reason for _, reason in rejects)
         index = np.flatnonzero(valid)
@@ -349,6 +386,35 @@ class EventParser:
                     self.counters[f"absent:{measure.field}"] += k
         self.counters["valid"] += len(index)
         return ParsedBatch(n, index, ts_ms, combo, values_arr, present, rejects, self.registry)
+
+    def _slow_rows(
+        self,
+        values: Sequence[bytes | None],
+        slow: np.ndarray,
+        ts_ms: np.ndarray,
+        combo: np.ndarray,
+        values_arr: np.ndarray,
+        present: np.ndarray,
+    ) -> list[tuple[int, str]]:
+        """The rows the fast path did not accept, through the reference: filled in, or rejected."""
+        rejects: list[tuple[int, str]] = []
+        for i in np.flatnonzero(slow).tolist():
+            result = parse_event(values[i], self.spec)
+            if isinstance(result, str):
+                rejects.append((i, result))
+                continue
+            code = self.registry.lookup(result.dims)
+            if code is None:
+                if self._at_cap():
+                    rejects.append((i, CARDINALITY_LIMIT))
+                    continue
+                code = self.registry.combo_for(result.dims)
+            ts_ms[i] = result.timestamp_ms
+            combo[i] = code
+            values_arr[i] = result.values
+            present[i] = result.present
+            slow[i] = False
+        return rejects
 
     def from_columns(
         self, timestamps_ms: np.ndarray, dimensions: Sequence[pa.Array], measures: np.ndarray
@@ -377,7 +443,7 @@ class EventParser:
             lut = np.array([self._dim_code(d, t) for t in enc.dictionary.to_pylist()], dtype=np.int64)
             codes[d] = lut[enc.indices.to_numpy(zero_copy_only=False)] if len(lut) else 0
         if dimensions:
-            combo = self._combo_lookup(codes, np.zeros(n, dtype=bool))
+            combo = self._combo_lookup(codes, np.zeros(n, dtype=bool), capped=False)
         else:
             self.registry.combo_for(())
             combo = np.zeros(n, dtype=np.int64)
@@ -407,7 +473,7 @@ class EventParser:
         try:
             events = list(map(self._decode, msgs))
             bad_decode: list[int] = []
-        except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError, TypeError):
+        except _DECODE_ERRORS:
             events, bad_decode = self._decode_each(msgs)
         slow = np.zeros(n, dtype=bool)
         if bad_decode:
@@ -439,7 +505,7 @@ class EventParser:
         for i, m in enumerate(msgs):
             try:
                 events.append(decode(m))
-            except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError, TypeError):
+            except _DECODE_ERRORS:
                 events.append(None)
                 bad.append(i)
         if bad:
@@ -482,27 +548,46 @@ class EventParser:
                 self.registry.combo_for(())
             return np.zeros(n, dtype=np.int64)
         codes = np.empty((len(self._dim_getters), n), dtype=np.int64)
+        capped: list[int] = []
         for d, get in enumerate(self._dim_getters):
             col = list(map(get, events))
             raw_codes = self._dim_alias[d]
             c = list(map(raw_codes.get, col))
             if None in c:
-                for i in [i for i, code in enumerate(c) if code is None]:
-                    raw = col[i]
-                    code = raw_codes.get(raw)  # registered by an earlier row of this batch
-                    if code is None:
-                        text = dimension_text(raw)
-                        if text is None:  # missing or not a scalar: the reference decides
-                            slow[i] = True
-                            c[i] = 0
-                            continue
-                        code = self._dim_code(d, text)
-                        if type(raw) is str or type(raw) is int:
-                            # str and int keys cannot collide in a dict (1.0 == 1 and True == 1 could)
-                            raw_codes[raw] = code
-                    c[i] = code
+                self._new_codes(d, col, c, slow, capped)
             codes[d] = np.asarray(c, dtype=np.int64)
-        return self._combo_lookup(codes, slow)
+        if not capped:
+            return self._combo_lookup(codes, slow)
+        skip = slow.copy()
+        skip[capped] = True
+        combo = self._combo_lookup(codes, skip)
+        combo[capped] = -1
+        return combo
+
+    def _new_codes(self, d: int, col: list[Any], c: list[Any], slow: np.ndarray, capped: list[int]) -> None:
+        """Codes of dimension ``d``'s values seen for the first time (``c`` is None there)."""
+        raw_codes = self._dim_alias[d]
+        for i in [i for i, code in enumerate(c) if code is None]:
+            raw = col[i]
+            code = raw_codes.get(raw)  # registered by an earlier row of this batch
+            if code is None:
+                text = dimension_text(raw)
+                if text is None or dimension_problem(text) is not None:
+                    # missing, not a scalar, not Unicode or too long: the reference decides
+                    slow[i] = True
+                    c[i] = 0
+                    continue
+                if text not in self._dim_text_codes[d] and self._at_cap():
+                    # a value never seen makes a new series: beyond max_series nothing of it is
+                    # kept (a unique id in a dimension must not grow these tables)
+                    capped.append(i)
+                    c[i] = 0
+                    continue
+                code = self._dim_code(d, text)
+                if type(raw) is str or type(raw) is int:
+                    # str and int keys cannot collide in a dict (1.0 == 1 and True == 1 could)
+                    raw_codes[raw] = code
+            c[i] = code
 
     def _dim_code(self, d: int, text: str) -> int:
         code = self._dim_text_codes[d].get(text)
@@ -512,7 +597,14 @@ class EventParser:
             self._dim_texts[d].append(text)
         return code
 
-    def _combo_lookup(self, codes: np.ndarray, slow: np.ndarray) -> np.ndarray:
+    def _at_cap(self) -> bool:
+        """Whether a new dimension combination would pass the spec's ``max_series``."""
+        cap = self.spec.max_series
+        return cap > 0 and (len(self.registry) + 1) * self.n_measures > cap
+
+    def _combo_lookup(self, codes: np.ndarray, slow: np.ndarray, capped: bool = True) -> np.ndarray:
+        """Combination codes of dimension codes, registering new combinations; with ``capped``, a
+        new one beyond ``max_series`` is not registered and its rows get -1."""
         sizes = [len(t) for t in self._dim_texts]
         if self._table is not None and any(s > c for s, c in zip(sizes, self._table.shape, strict=True)):
             caps = tuple(max(16, 2 * s) for s in sizes)
@@ -534,6 +626,9 @@ class EventParser:
                 key = tuple(codes[:, i].tolist())
                 code = self._known.get(key)
                 if code is None:
+                    if capped and self._at_cap():
+                        combo[i] = -1
+                        continue
                     texts = tuple(self._dim_texts[d][k] for d, k in enumerate(key))
                     code = self.registry.combo_for(texts)
                     self._known[key] = code
@@ -560,7 +655,7 @@ class EventParser:
                 col = [0 if v is None else v for v in col]
                 present[nulls, m] = False
             arr = _floats(col, slow)
-            finite = np.isfinite(arr)
+            finite = np.abs(arr) <= MAX_MEASURE_ABS  # False for NaN and inf too
             if not finite.all():
                 slow |= ~finite
                 arr[~finite] = 0.0

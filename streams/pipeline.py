@@ -39,7 +39,7 @@ import pyarrow as pa
 from detector.detector import Detector, ScoreBatch
 from sinks.record import ResultBatch
 from streams.config import DetectorSpec
-from streams.parse import EventParser
+from streams.parse import MAX_MEASURE_ABS, EventParser
 from streams.window import ClosedWindows, WindowState
 
 logger = logging.getLogger(__name__)
@@ -276,13 +276,14 @@ class DetectorPipeline(Generic[P]):
 
 
 def _finite(closed: ClosedWindows) -> tuple[ClosedWindows, int]:
-    """Drop windows whose aggregate is not finite (a sum that overflowed): they cannot be scored.
+    """Drop windows whose aggregate is not finite or beyond ±MAX_MEASURE_ABS (a sum that
+    overflowed): they cannot be scored.
 
-    Each event was finite (the parser checks); only an aggregate can overflow. Such windows get no
+    Each event was within range (the parser checks); only an aggregate can pass it. Such windows get no
     result; the driver counts them, and goes on instead of failing on the same input after every
     restart.
     """
-    ok = np.isfinite(closed.value)
+    ok = np.abs(closed.value) <= MAX_MEASURE_ABS  # False for NaN and inf too
     if ok.all():
         return closed, 0
     kept = replace(

@@ -36,10 +36,13 @@ from streams.errors import StreamsError
 from streams.parse import ParsedBatch
 from streams.series import SeriesRegistry
 from streams.state import WINDOW_STATE, StateVersionError
+from streams.timestamps import MAX_TIMESTAMP_MS, MIN_TIMESTAMP_MS
 
 logger = logging.getLogger(__name__)
 
 LATE = "late"
+FUTURE_TIMESTAMP = "future_timestamp"
+BAD_TIMESTAMP = "bad_timestamp"
 STATE_VERSION = WINDOW_STATE.current
 _NONE = np.iinfo(np.int64).max  # "no window yet" for a series' next window index
 _AGG_CODES = {"sum": 0, "count": 1, "avg": 2, "min": 3, "max": 4}
@@ -206,6 +209,9 @@ class WindowState:
         self._last_activity_wall_ms: int | None = None
         self._watermark_at_activity: int | None = None
         self._active = False
+        # the future guard's run of consecutive far-ahead events: (length, last event time)
+        self._future_run = 0
+        self._future_last = 0
         # per series (global series index): next window to emit, last data value (for carry)
         self._next = np.full(0, _NONE, dtype=np.int64)
         self._last = np.full(0, np.nan)
@@ -229,7 +235,8 @@ class WindowState:
                 no clock.
 
         Returns:
-            ``(position in the consumed batch, "late")`` for every late event.
+            ``(position in the consumed batch, reason)`` for every event not taken: ``late``,
+            ``future_timestamp`` or ``bad_timestamp`` (see :meth:`_refused`).
         """
         if self.registry is None:
             self.registry = batch.registry
@@ -238,7 +245,10 @@ class WindowState:
         n = len(batch)
         if n == 0:
             return []
-        ts = batch.timestamp_ms
+        rejects, (ts, index, combo, values, present) = self._screen(batch, now_ms)
+        n = len(ts)
+        if n == 0:
+            return rejects
         widx = ts // self.window_ms
         running = np.maximum.accumulate(ts)
         before = np.empty(n, dtype=np.int64)
@@ -253,24 +263,92 @@ class WindowState:
             self._last_activity_wall_ms, self._watermark_at_activity = now_ms, self.watermark
         else:
             self._active = True  # idle_advance stamps the activity with its own wall-clock
-        rejects: list[tuple[int, str]] = []
         if late.any():
-            rejects = [(i, LATE) for i in batch.index[late].tolist()]
-            self.counters[LATE] += len(rejects)
+            rejects += [(i, LATE) for i in index[late].tolist()]
+            self.counters[LATE] += int(late.sum())
             keep = ~late
-            combo, widx, values, present = (
-                batch.combo[keep],
-                widx[keep],
-                batch.values[keep],
-                batch.present[keep],
-            )
-        else:
-            combo, values, present = batch.combo, batch.values, batch.present
+            combo, widx, values, present = combo[keep], widx[keep], values[keep], present[keep]
         accepted = len(combo)
         self.counters["accepted"] += accepted
         if accepted:
             self._aggregate(combo, widx, values, present)
         return rejects
+
+    def _screen(
+        self, batch: ParsedBatch, now_ms: int | None
+    ) -> tuple[list[tuple[int, str]], tuple[np.ndarray, ...]]:
+        """The events :meth:`_refused` refuses, as rejects, and the batch's columns without them."""
+        cols = (batch.timestamp_ms, batch.index, batch.combo, batch.values, batch.present)
+        refused = self._refused(batch.timestamp_ms, now_ms)
+        if refused is None:
+            return [], cols
+        rejects: list[tuple[int, str]] = []
+        for reason in (BAD_TIMESTAMP, FUTURE_TIMESTAMP):
+            mask = refused == reason
+            if mask.any():
+                rejects += [(i, reason) for i in batch.index[mask].tolist()]
+                self.counters[reason] += int(mask.sum())
+        keep = refused == ""
+        return rejects, tuple(c[keep] for c in cols)
+
+    def _refused(self, ts: np.ndarray, now_ms: int | None) -> np.ndarray | None:
+        """Per event, why the window stage refuses it before lateness: ``bad_timestamp`` (its window
+        would start or end outside what a result record can name, years 1-9999), ``future_timestamp``
+        (the future guard) or "" (taken); None when every event is taken (the usual case, one
+        vectorized check).
+
+        The future guard, live only (``now_ms`` given) and ``max_future_ms > 0``: an event more than
+        ``max_future_ms`` ahead of the wall clock is refused; so is one that far ahead of the
+        watermark before it, unless it follows ``future_confirm_events`` consecutive refused events
+        that agree with it (each within ``max_future_ms`` of the last): then the stream has moved on
+        (a replayed history with a gap, a partition resuming after an outage) and it is taken. A
+        refused event does not move the watermark, so one event far in the future neither makes
+        the later real events late nor makes missing windows up to it. Decided per event in arrival
+        order, so batching does not change the result; the run of refused events is in the state.
+        """
+        start = ts // self.window_ms * self.window_ms
+        bad = (start < MIN_TIMESTAMP_MS) | (start + self.window_ms >= MAX_TIMESTAMP_MS)
+        horizon = self.spec.max_future_ms
+        far = np.zeros(len(ts), dtype=bool)
+        if now_ms is not None and horizon > 0:
+            far = ts > now_ms + horizon
+            # the watermark before each event if every event is taken: exact when none is far ahead
+            # (the usual case); otherwise the batch goes event by event
+            lowest = np.iinfo(np.int64).min
+            prev = np.empty(len(ts), dtype=np.int64)
+            prev[0] = self.watermark if self.watermark is not None else lowest
+            np.maximum(np.maximum.accumulate(ts)[:-1], prev[0], out=prev[1:])
+            far |= (prev != lowest) & (ts > prev + horizon)
+            if not far.any() and not bad.all():
+                self._future_run = 0
+        if not bad.any() and not far.any():
+            return None
+        out = np.where(bad, BAD_TIMESTAMP, "").astype(object)
+        if now_ms is not None and far.any():
+            self._guard_sequential(ts, bad, out, now_ms + horizon)
+        return out
+
+    def _guard_sequential(self, ts: np.ndarray, bad: np.ndarray, out: np.ndarray, wall_limit: int) -> None:
+        """The future guard event by event (only for batches where some event is far ahead)."""
+        horizon = self.spec.max_future_ms
+        confirm = self.spec.future_confirm_events
+        mark = self.watermark
+        run, last = self._future_run, self._future_last
+        for i, t in enumerate(ts.tolist()):
+            if bad[i]:
+                continue
+            if t > wall_limit:
+                out[i] = FUTURE_TIMESTAMP
+                continue
+            if mark is not None and t > mark + horizon:
+                run = run + 1 if run and abs(t - last) <= horizon else 1
+                last = t
+                if run <= confirm:
+                    out[i] = FUTURE_TIMESTAMP
+                    continue
+            run = 0
+            mark = t if mark is None else max(mark, t)
+        self._future_run, self._future_last = run, last
 
     def _aggregate(
         self, combo: np.ndarray, widx: np.ndarray, values: np.ndarray, present: np.ndarray
@@ -545,6 +623,7 @@ class WindowState:
             "closed_through": self.closed_through,
             "last_activity_wall_ms": self._last_activity_wall_ms,
             "watermark_at_activity": self._watermark_at_activity,
+            "future_run": [self._future_run, self._future_last],
             "combos": [list(registry.dims(c)) for c in combos],
             "series": {
                 "ref": ref(known),
@@ -631,4 +710,5 @@ class WindowState:
         self.closed_through = state["closed_through"]
         self._last_activity_wall_ms = state.get("last_activity_wall_ms")
         self._watermark_at_activity = state.get("watermark_at_activity")
+        self._future_run, self._future_last = state.get("future_run", (0, 0))  # absent before the guard
         self.counters.update(state.get("counters", {}))

@@ -124,7 +124,31 @@ def test_dimension_values_are_stringified_and_share_a_series() -> None:
         (b'{"timestamp": 1, "product": "A", "region": "r", "quantity": true}', "bad_measure:quantity"),
         (b'{"timestamp": 1, "product": "A", "region": "r", "quantity": 1, "price": {}}', "bad_measure:price"),
         (b'{"timestamp": 1, "product": "A", "region": "r", "quantity": 1e400}', "non_finite:quantity"),
+        (b'{"timestamp": 1, "product": "A", "region": "r", "quantity": -1e301}', "out_of_range:quantity"),
+        (
+            b'{"timestamp": 1, "product": "A", "region": "r", "quantity": 1, "price": 1e308}',
+            "out_of_range:price",
+        ),
         (b'{"timestamp": 1, "product": "A", "region": "r"}', "missing_measure"),
+        # hostile input: each one used to raise outside the dead-letter path
+        (b'{"timestamp": 1, "product": "\\ud800", "region": "r", "quantity": 1}', "bad_dimension"),
+        (b'{"timestamp": 1, "product": "a\\udc00b", "region": "r", "quantity": 1}', "bad_dimension"),
+        (_ev(timestamp=1, product="x" * 1025, region="r", quantity=1), "dimension_too_long"),
+        (_ev(timestamp=1, product="é" * 513, region="r", quantity=1), "dimension_too_long"),
+        (
+            b'{"timestamp": 1, "product": "A", "region": "r", "quantity": 1, "x": '
+            + b"[" * 100_000
+            + b"]" * 100_000
+            + b"}",
+            "invalid_json",
+        ),
+        (b'{"a":' * 50_000 + b"1" + b"}" * 50_000, "invalid_json"),
+        (b'{"timestamp": 1, "product": ' + b"9" * 5000 + b', "region": "r", "quantity": 1}', "invalid_json"),
+        (bytes(range(256)), "invalid_json"),
+        (
+            b'{"timestamp": ' + b"9" * 400 + b', "product": "A", "region": "r", "quantity": 1}',
+            "bad_timestamp",
+        ),
     ],
 )
 def test_reject_reasons(raw: bytes | None, reason: str) -> None:
@@ -257,3 +281,55 @@ def test_many_dimension_values_across_batches(monkeypatch: pytest.MonkeyPatch, d
             assert isinstance(ref, ParsedEvent)
             assert parser.registry.dims(int(batch.combo[row])) == ref.dims
     assert len(parser.registry) == len({parser.registry.dims(i) for i in range(len(parser.registry))})
+
+
+def test_dimension_values_up_to_the_byte_limit_are_taken() -> None:
+    from streams.parse import MAX_DIMENSION_BYTES
+
+    parser = EventParser(_spec())
+    ascii_max = "x" * MAX_DIMENSION_BYTES
+    multi_max = "é" * (MAX_DIMENSION_BYTES // 2)  # 2 bytes each
+    batch = parser.parse(
+        [
+            _ev(timestamp=1, product=ascii_max, region="r", quantity=1),
+            _ev(timestamp=1, product=multi_max, region="\u0000\u001f", quantity=1),
+            _ev(timestamp=1, product=ascii_max + "y", region="r", quantity=1),
+        ]
+    )
+    assert batch.rejects == [(2, "dimension_too_long")]
+    assert [parser.registry.dims(int(c)) for c in batch.combo] == [(ascii_max, "r"), (multi_max, "\x00\x1f")]
+
+
+def test_new_series_beyond_max_series_are_refused_and_nothing_of_them_is_kept() -> None:
+    parser = EventParser(_spec(max_series=4))  # two measures: two dimension combinations
+    batch = parser.parse(
+        [
+            _ev(timestamp=1, product="A", region="r", quantity=1),
+            _ev(timestamp=1, product="B", region="r", quantity=1),
+            _ev(timestamp=1, product="C", region="r", quantity=1),  # a third combination
+            _ev(timestamp=2, product="A", region="r", quantity=1),  # known: taken
+            _ev(timestamp=2, product=1.5, region="r", quantity=1),  # new, through the reference
+            _ev(timestamp=2, product="D", region="r", quantity="x"),  # invalid first
+            _ev(timestamp=2, product="B", region="s", quantity=1),  # known values, new combination
+        ]
+    )
+    assert sorted(batch.rejects) == [
+        (2, "cardinality_limit"),
+        (4, "cardinality_limit"),
+        (5, "bad_measure:quantity"),
+        (6, "cardinality_limit"),
+    ]
+    assert batch.index.tolist() == [0, 1, 3]
+    assert [parser.registry.dims(int(c)) for c in batch.combo] == [("A", "r"), ("B", "r"), ("A", "r")]
+    assert len(parser.registry) == 2 and parser.counters["cardinality_limit"] == 3
+    # once the cap is reached, a new value is not even given a code
+    again = parser.parse([_ev(timestamp=3, product=f"id-{i}", region="r", quantity=1) for i in range(100)])
+    assert again.rejects == [(i, "cardinality_limit") for i in range(100)]
+    assert not any(t.startswith("id-") for t in parser._dim_text_codes[0])
+
+
+def test_a_huge_integer_timestamp_among_float_ones_is_a_bad_timestamp() -> None:
+    # found by the worker soak: the column of floats and one integer beyond any float raised
+    huge = b'{"timestamp": ' + b"9" * 400 + b', "product": "A", "region": "r", "quantity": 1}'
+    batch = EventParser(_spec()).parse([_ev(timestamp=1.5, product="A", region="r", quantity=1), huge])
+    assert batch.rejects == [(1, "bad_timestamp")] and batch.timestamp_ms.tolist() == [1]

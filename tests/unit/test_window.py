@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from typing import Any
 
@@ -269,3 +270,98 @@ def test_arrow_columns_of_closed_windows() -> None:
         assert closed.timeseries_id_array().to_pylist() == closed.timeseries_id
         expected = pa.array(closed.dimension_lists, RESULT_SCHEMA.field("dimensionList").type)
         assert closed.dimension_list_array().equals(expected)
+
+
+# -- event-time guards ----------------------------------------------------------------------------
+
+DAY = 86_400_000
+NOW = 1_704_067_200_000  # the wall clock of the guard tests
+
+
+def test_an_event_far_ahead_of_the_wall_clock_is_refused_and_moves_nothing() -> None:
+    parser, ws = _setup(_spec(max_future_ms=DAY))
+    batch = [_ev(NOW - 5_000, q=1), _ev(NOW + 2 * DAY, q=9), _ev(NOW - 4_000, q=2), _ev(NOW - 2_500, q=3)]
+    assert ws.add(parser.parse(batch), NOW) == [(1, "future_timestamp")]
+    assert ws.watermark == NOW - 2_500
+    assert ws.counters["future_timestamp"] == 1
+    closed = ws.advance()
+    assert closed.value.tolist() == [1.0, 2.0]  # windows -5 and -4; -3 is still open
+    assert not closed.missing.any()
+
+
+def test_an_event_far_ahead_of_the_watermark_is_refused_until_enough_events_agree() -> None:
+    spec = _spec(max_future_ms=DAY, future_confirm_events=3)
+    parser, ws = _setup(spec)
+    old = NOW - 30 * DAY  # a replayed history: event time far behind the wall clock
+    assert ws.add(parser.parse([_ev(old, q=1)]), NOW) == []
+    # one event of a later day, then the history goes on: it is refused, the rest is not late
+    rejects = ws.add(parser.parse([_ev(old + 5 * DAY, q=1), _ev(old + 500, q=1), _ev(old + 1_500, q=1)]), NOW)
+    assert rejects == [(0, "future_timestamp")]
+    assert ws.watermark == old + 1_500
+    # the history really jumps (a gap of days): three agreeing events are refused, the fourth is taken
+    jump = [_ev(old + 5 * DAY + i, q=1) for i in range(5)]
+    assert ws.add(parser.parse(jump[:2]), NOW) == [(0, "future_timestamp"), (1, "future_timestamp")]
+    state = ws.to_state()  # the run of refused events survives a restart
+    ws2 = WindowState.from_state(spec, state, parser.registry)
+    assert ws2.add(parser.parse(jump[2:]), NOW) == [(0, "future_timestamp")]
+    assert ws2.watermark == old + 5 * DAY + 4
+
+
+def test_the_future_guard_does_not_depend_on_batching() -> None:
+    spec = _spec(max_future_ms=DAY, future_confirm_events=2)
+    ts = [NOW - 9_000, NOW + 5 * DAY, NOW - 8_000, NOW - 8 * DAY, NOW - 7_000, NOW + 2 * DAY, NOW - 6_000]
+    ts += [NOW + 2 * DAY + i for i in range(4)] + [NOW - 5_000, NOW + 2 * DAY + 10]
+    events = [_ev(t, q=1) for t in ts]
+    results = []
+    for cuts in ([], [1], [3, 8], list(range(1, len(events)))):
+        parser, ws = _setup(spec)
+        rejects: list[tuple[int, str]] = []
+        bounds = [0, *cuts, len(events)]
+        for a, b in itertools.pairwise(bounds):
+            rejects += [(a + i, r) for i, r in ws.add(parser.parse(events[a:b]), NOW + 3 * DAY)]
+        results.append((sorted(rejects), ws.watermark))
+    assert all(r == results[0] for r in results)
+    future, late = "future_timestamp", "late"
+    # beyond the wall clock; late; alone ahead of the watermark; a run of two refused, the third taken
+    assert results[0] == ([(1, future), (3, late), (5, future), (7, future), (8, future), (11, late)], ts[-1])
+
+
+def test_without_a_wall_clock_or_with_the_guard_off_nothing_is_refused_as_future() -> None:
+    for spec, now in ((_spec(max_future_ms=DAY), None), (_spec(max_future_ms=0), NOW)):
+        parser, ws = _setup(spec)
+        assert ws.add(parser.parse([_ev(NOW, q=1), _ev(NOW + 5 * DAY, q=1)]), now) == []
+        assert ws.watermark == NOW + 5 * DAY
+
+
+@pytest.mark.parametrize(
+    ("window_ms", "ts", "ok"),
+    [
+        (1000, 253_402_300_799_999, False),  # 9999-12-31T23:59:59.999: its window ends in year 10000
+        (1000, 253_402_300_798_999, True),
+        (1000, -62_135_596_800_000, True),  # 0001-01-01: its window starts there
+        (7 * DAY, -62_135_596_800_000, False),  # weekly windows from the epoch start before year 1
+    ],
+)
+def test_events_whose_window_cannot_be_named_are_bad_timestamps(window_ms: int, ts: int, ok: bool) -> None:
+    parser, ws = _setup(_spec(window_ms=window_ms))
+    rejects = ws.add(parser.parse([_ev(ts, q=1)]))
+    assert rejects == ([] if ok else [(0, "bad_timestamp")])
+    if ok:
+        from sinks.record import ResultBatch
+
+        ws.watermark = ws.watermark + window_ms  # type: ignore[operator]
+        closed = ws.advance()
+        assert len(closed) == 1
+        ResultBatch.build("shop", closed, _Scores(len(closed))).messages()  # the bounds format
+
+
+class _Scores:
+    """Enough of a ScoreBatch for the record's fields."""
+
+    def __init__(self, n: int) -> None:
+        z = np.zeros(n)
+        self.inference = np.zeros(n, bool)
+        self.anomaly_score = self.threshold = self.confidence = self.expected_value = self.raw_score = z
+        self.decision = np.zeros(n, np.int8)
+        self.processed_points = np.zeros(n, np.int64)
+        self.warm_started = np.zeros(n, bool)
