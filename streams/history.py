@@ -521,6 +521,30 @@ def _text(col: pa.Array, file: Path, name: str) -> pa.Array:
         ) from exc
 
 
+def _measure_columns(
+    spec: DetectorSpec, batch: pa.RecordBatch, file: Path, bad_reason: list[str | None]
+) -> tuple[list[np.ndarray], np.ndarray]:
+    """Each measure's values (NaN where its cell is empty), and which rows hold any measure; a
+    cell that is not a number marks its row bad in ``bad_reason``."""
+    values: list[np.ndarray] = []
+    any_present = np.zeros(batch.num_rows, dtype=bool)
+    for m in spec.measures:
+        if m.aggregation == "count":
+            any_present[:] = True
+            continue
+        raw = _column(batch, m.field, file, f"a measure of detector {spec.name}")
+        v, vok = _numbers(raw)
+        # An empty cell is an absent measure, as a live event without the field: the row still
+        # counts for the other measures (NaN marks it absent).
+        absent = _empty_cells(raw)
+        v = np.where(absent, np.nan, v)
+        for i in np.flatnonzero(~vok & ~absent).tolist():
+            bad_reason[i] = bad_reason[i] or f"non-numeric {m.field} {raw[i].as_py()!r}"
+        any_present |= ~absent
+        values.append(v)
+    return values, any_present
+
+
 def _columns(
     spec: DetectorSpec, fi: int, file: Path, chunk: _Chunk, skip_before: int, units: set[str]
 ) -> HistoryBatch:
@@ -545,22 +569,7 @@ def _columns(
         for i in np.flatnonzero(~pc.is_valid(col).to_numpy(zero_copy_only=False)).tolist():
             bad_reason[i] = bad_reason[i] or f"missing dimension {d!r}"
         dims.append(_text(col, file, d).fill_null(""))
-    values: list[np.ndarray] = []
-    any_present = np.zeros(n, dtype=bool)
-    for m in spec.measures:
-        if m.aggregation == "count":
-            any_present[:] = True
-            continue
-        raw = _column(batch, m.field, file, f"a measure of detector {spec.name}")
-        v, vok = _numbers(raw)
-        # An empty cell is an absent measure, as a live event without the field: the row still
-        # counts for the other measures (NaN marks it absent).
-        absent = _empty_cells(raw)
-        v = np.where(absent, np.nan, v)
-        for i in np.flatnonzero(~vok & ~absent).tolist():
-            bad_reason[i] = bad_reason[i] or f"non-numeric {m.field} {raw[i].as_py()!r}"
-        any_present |= ~absent
-        values.append(v)
+    values, any_present = _measure_columns(spec, batch, file, bad_reason)
     for i in np.flatnonzero(~any_present).tolist():
         bad_reason[i] = bad_reason[i] or "no measure value (every measure field is empty)"
     keep = (np.array([r is None for r in bad_reason], dtype=bool) if n else np.zeros(0, bool)) & (

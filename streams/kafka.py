@@ -213,6 +213,66 @@ class EndOffsets:
         return {tp: self._known[tp] for tp in partitions if tp in self._known}
 
 
+def broker_features(
+    bootstrap: str,
+    passthrough: Mapping[str, str] | None,
+    password: str | None,
+    settings: Any,
+    *,
+    embedded: bool,
+) -> EndOffsets | None:
+    """Where consumer lag comes from, and whether ``--from`` can work, on this broker.
+
+    End offsets and ``offsets_for_times`` are used where the broker gets them right (not on Tansu,
+    the embedded broker or a cluster whose id says so). ``settings``: ``lag_source`` ("auto",
+    "end_offsets" or "fetch_cache") and ``start_from_ms``. Returns the background end-offset
+    reader, or None for the fetch-cached high watermark.
+
+    Raises:
+        StreamsError: ``--from`` on Tansu.
+    """
+    need_probe = settings.lag_source == "auto" or settings.start_from_ms is not None
+    tansu = embedded or (need_probe and broker_is_tansu(bootstrap, passthrough, password))
+    if settings.start_from_ms is not None and tansu:
+        raise StreamsError(
+            "--from needs offsets_for_times, which the Tansu broker lacks (it answers with write "
+            "times, not record timestamps): run against Apache Kafka, or start without --from"
+        )
+    use_end = settings.lag_source == "end_offsets" or (settings.lag_source == "auto" and not tansu)
+    logger.info("consumer lag source=%s", "end_offsets" if use_end else "fetch_cache")
+    return EndOffsets(admin_config(bootstrap, passthrough, password)) if use_end else None
+
+
+def consumer_lag(
+    consumer: Any, progress: Mapping[tuple[str, int], Any], end_offsets: EndOffsets | None
+) -> dict[tuple[str, int], int]:
+    """Per partition (``progress``: its ``next_offset``), the end offset minus the next offset.
+
+    End offsets come from ListOffsets in the background (:class:`EndOffsets`); without one (Tansu,
+    whose ListOffsets answers are stale) from the high watermark cached by the last fetch.
+    """
+    from confluent_kafka import KafkaException, TopicPartition
+
+    lag: dict[tuple[str, int], int] = {}
+    if consumer is None:
+        return lag
+    ends = end_offsets.poll(list(progress)) if end_offsets is not None else None
+    for tp, p in progress.items():
+        if p.next_offset is None:
+            continue
+        if ends is not None:
+            if tp in ends:
+                lag[tp] = max(ends[tp] - p.next_offset, 0)
+            continue
+        try:
+            _low, high = consumer.get_watermark_offsets(TopicPartition(*tp), cached=True)
+        except KafkaException:
+            continue
+        if high is not None and high >= 0:
+            lag[tp] = max(int(high) - p.next_offset, 0)
+    return lag
+
+
 def offsets_for_time(
     consumer: Any, partitions: Sequence[tuple[str, int]], time_ms: int
 ) -> dict[tuple[str, int], int]:

@@ -219,6 +219,26 @@ def _start_state(state_file: Path, path: Path, topic: str) -> dict[str, Any]:
     }
 
 
+def _resume(
+    state_file: Path,
+    state: dict[str, Any],
+    start: tuple[int, int],
+    bootstrap: str,
+    topic: str,
+    extra: dict[str, str],
+    report: ReplayReport,
+) -> set[tuple[int, int]]:
+    """The rows an earlier, interrupted replay already put in the topic (none for a first replay)."""
+    if not state_file.exists():
+        return set()
+    report.resumed_from = start
+    sent_before = _already_sent(bootstrap, topic, state["offsets"], extra)
+    logger.info(
+        "replay resuming file_index=%d row=%d already_in_topic=%d", start[0], start[1], len(sent_before)
+    )
+    return sent_before
+
+
 def replay(
     path: Path,
     spec: DetectorSpec,
@@ -249,13 +269,7 @@ def replay(
     report = ReplayReport(state_file=state_file)
     start = (int(state["file_index"]), int(state["row"]))
     report.already_complete = state_file.exists() and start[0] >= len(files)
-    sent_before: set[tuple[int, int]] = set()
-    if state_file.exists():  # an earlier replay started: some of what follows may be in the topic
-        report.resumed_from = start
-        sent_before = _already_sent(bootstrap, topic, state["offsets"], extra)
-        logger.info(
-            "replay resuming file_index=%d row=%d already_in_topic=%d", start[0], start[1], len(sent_before)
-        )
+    sent_before = _resume(state_file, state, start, bootstrap, topic, extra, report)
     _save_state(state_file, state)  # from now on, an interruption is resumed (and de-duplicated)
     sender = _Sender(bootstrap, topic, extra, dict(state["offsets"]), speed)
     sender.start_ms = start_ms

@@ -35,9 +35,9 @@ from streams.errors import StreamsError
 from streams.kafka import (
     DeadLetterProducer,
     EndOffsets,
-    admin_config,
-    broker_is_tansu,
+    broker_features,
     consumer_config,
+    consumer_lag,
     ensure_topics,
     incremental_rebalance,
     offsets_for_time,
@@ -250,7 +250,9 @@ class Worker:
             ensure_topics(self.bootstrap, sorted(self.by_topic), self.settings.embedded_partitions)
         app = self.app
         password = app.kafka_password.get_secret_value() if app.kafka_password else None
-        self._check_broker_features(password)
+        self._end_offsets = broker_features(
+            str(self.bootstrap), self.app.kafka, password, self.settings, embedded=self._broker is not None
+        )
         tracker = DeliveryTracker()
         # a producer-wide delivery callback: cheaper than one per message
         self._producer = Producer(
@@ -289,23 +291,6 @@ class Worker:
             self.bootstrap,
         )
         return self.coordinator
-
-    def _check_broker_features(self, password: str | None) -> None:
-        """Use end offsets and ``offsets_for_times`` where the broker gets them right (not on Tansu)."""
-        settings, bootstrap = self.settings, str(self.bootstrap)
-        need_probe = settings.lag_source == "auto" or settings.start_from_ms is not None
-        tansu = self._broker is not None or (
-            need_probe and broker_is_tansu(bootstrap, self.app.kafka, password)
-        )
-        if settings.start_from_ms is not None and tansu:
-            raise StreamsError(
-                "--from needs offsets_for_times, which the Tansu broker lacks (it answers with write "
-                "times, not record timestamps): run against Apache Kafka, or start without --from"
-            )
-        end_offsets = settings.lag_source == "end_offsets" or (settings.lag_source == "auto" and not tansu)
-        if end_offsets:
-            self._end_offsets = EndOffsets(admin_config(bootstrap, self.app.kafka, password))
-        logger.info("consumer lag source=%s", "end_offsets" if end_offsets else "fetch_cache")
 
     def _sinks(self, tracker: DeliveryTracker) -> list[Sink]:
         """The results topic (first: latency), Parquet, then alerts (observed after each Parquet write)."""
@@ -435,7 +420,9 @@ class Worker:
         alerts = self.alerts
         self.sensor.on_report(
             Gauges(
-                lag=self._lag(),
+                lag=consumer_lag(
+                    self._consumer, self.coordinator.progress if self.coordinator else {}, self._end_offsets
+                ),
                 series=sum(len(d) for d in dets),
                 model_bytes=sum(len(d) * d.bytes_per_series for d in dets),
                 alerts=(
@@ -450,33 +437,6 @@ class Worker:
                 ),
             )
         )
-
-    def _lag(self) -> dict[Partition, int]:
-        """Per partition, the end offset minus the next offset.
-
-        End offsets come from ListOffsets in the background (:class:`EndOffsets`); on Tansu, whose
-        ListOffsets answers are stale, from the high watermark cached by the last fetch.
-        """
-        from confluent_kafka import KafkaException, TopicPartition
-
-        lag: dict[Partition, int] = {}
-        if self._consumer is None or self.coordinator is None:
-            return lag
-        ends = self._end_offsets.poll(list(self.coordinator.progress)) if self._end_offsets else None
-        for tp, p in self.coordinator.progress.items():
-            if p.next_offset is None:
-                continue
-            if ends is not None:
-                if tp in ends:
-                    lag[tp] = max(ends[tp] - p.next_offset, 0)
-                continue
-            try:
-                _low, high = self._consumer.get_watermark_offsets(TopicPartition(*tp), cached=True)
-            except KafkaException:
-                continue
-            if high is not None and high >= 0:
-                lag[tp] = max(int(high) - p.next_offset, 0)
-        return lag
 
     def _load_warm_starts(self, paths: Sequence[str]) -> None:
         """Load models saved by ``cutstream backfill --warm-start-out`` (each file names its detector).
