@@ -20,10 +20,11 @@ is from what this series does at this time:
    absolute deviation, floored by 70 % of the series' 99th-percentile residual / 2.58 and by 2 %
    of its overall spread (a step in a constant series is not infinitely unusual).
 3. *Evidence.* ``z = (x - E) / S``; the instant channel judges ``|z|``, the sustained channel the
-   mean of the last 5 residuals (a shift or a silence of a few windows). Each is calibrated to the
-   series' own tail: the EW frequency with which it exceeded each of 28 levels (over ~10,000
-   points) replaces the Gaussian tail probability where the series has exceeded that level at
-   least 10 times, and the Gaussian shape carries on beyond (``_surprise``). A series whose
+   mean of the last 5 residuals (a shift or a silence of a few windows), the shift channel an EW
+   mean of the clipped residuals over ~15 points (weighted 0.6; one alert per shift). Each is
+   calibrated to the series' own tail: the EW frequency with which it exceeded each of 28 levels
+   (over ~10,000 points) replaces the Gaussian tail probability where the series has exceeded that
+   level at least 5 times, and the Gaussian shape carries on beyond (``_surprise``). A series whose
    outliers are common thus learns that they are; a series that never had one keeps the Gaussian.
 
 **The forest channel** judges the forest's raw isolation score: the mean of the last 2 raw scores
@@ -78,7 +79,7 @@ N_LEVELS = LEVELS.shape[0]
 MEAN_POINTS = 5
 #: Shift channel: EW mean of the clipped residuals over about this many points, weighted.
 SHIFT_POINTS = 15.0
-_SHIFT_WEIGHT = 0.5
+_SHIFT_WEIGHT = 0.6
 _SHIFT_CLIP = 4.0
 _SHIFT_REARM = 2.0  # after an alert the shift channel waits until its mean is back within this
 #: Models and their EW horizons.
@@ -101,7 +102,7 @@ _RAW_POINTS = 2
 _FOREST_HISTORY = 3000.0
 #: Calibration.
 _CALIB_POINTS = 10_000.0
-_CALIB_EVIDENCE = 10.0
+_CALIB_EVIDENCE = 5.0
 #: Forest trust: an alarm-level forest surprise, the value evidence that agrees with it, the prior.
 _TRUST_FOREST, _TRUST_VALUE, _TRUST_PRIOR = 6.0, 3.0, 3.0
 #: The forest's evidence counts where the value's surprise is at least this (p ~ 1 %) ...
