@@ -59,6 +59,10 @@ def test_survivor_takes_over_a_killed_workers_partitions(
         )
         victim, survivor = (a, b) if len(_assigned(a)) >= len(_assigned(b)) else (b, a)
         taken = _assigned(victim)
+        # what the victim had checkpointed when it died (the survivor must restore those partitions)
+        checkpointed = {
+            tp for tp in taken if any((data / "checkpoints").glob(f"*/{topic}/{tp.rsplit('-', 1)[1]}.ckpt"))
+        }
         victim.kill()
         killed_at = time.monotonic()
         produce(bootstrap, topic, stream.events(half))
@@ -90,4 +94,7 @@ def test_survivor_takes_over_a_killed_workers_partitions(
     for points in by_series.values():
         points.sort()
         assert [p for _, p in points] == list(range(1, stream.n_windows))
-    assert "partition restored" in survivor.log.read_text()
+    log = survivor.log.read_text()
+    for tp in checkpointed:  # a partition the victim never checkpointed is re-read from its start
+        part = tp.rsplit("-", 1)[1]
+        assert f"partition restored topic={topic} partition={part}" in log, log[-3000:]
