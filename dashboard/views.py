@@ -278,6 +278,9 @@ TABLE_COLUMNS: list[tuple[str, str, str]] = [
     ("expectedValue", "expected", "numeric"),
     ("anomalyScore", "score", "numeric"),
     ("anomalyConfidenceScore", "confidence", "numeric"),
+    ("anomalyReason", "why", "text"),
+    ("valueScore", "value channel", "numeric"),
+    ("forestScore", "forest channel", "numeric"),
 ]
 
 
@@ -317,10 +320,20 @@ def anomaly_rows(
                 "expectedValue": _round(r["expectedValue"]),
                 "anomalyScore": _round(r["anomalyScore"], 1),
                 "anomalyConfidenceScore": _round(r["anomalyConfidenceScore"], 0),
+                "anomalyReason": _reason(r["anomalyReason"]),
+                "valueScore": _round(r["valueScore"], 1),
+                "forestScore": _round(r["forestScore"], 1),
             }
         )
     message = f"showing the first {TABLE_LIMIT} matching anomalies" if len(rows) >= TABLE_LIMIT else ""
     return rows, message
+
+
+def _reason(reason: str | None) -> str:
+    """anomalyReason for the table: '' (no channel stood out) and NULL (older results) say so."""
+    if reason is None:
+        return "not recorded"
+    return reason or "no channel"
 
 
 def _round(v: float | None, digits: int = 3) -> float | None:

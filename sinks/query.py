@@ -172,6 +172,14 @@ def _cursor() -> Iterator[duckdb.DuckDBPyConnection]:
 #: The results source: the listed files, bound as the first parameter of every query.
 _SRC = "read_parquet(?, hive_partitioning = true, union_by_name = true)"
 
+#: The results source with the record's explanation columns always there: files written before the
+#: record had them (``anomalyReason``, ``valueScore``, ``forestScore``) read them as NULL, even when no
+#: listed file has them (an empty relation that has them is unioned by name).
+_SRC_EXPLAINED = (
+    "(SELECT * FROM {src} UNION ALL BY NAME SELECT NULL::VARCHAR AS anomalyReason,"
+    " NULL::DOUBLE AS valueScore, NULL::DOUBLE AS forestScore WHERE false)"
+)
+
 
 @contextmanager
 def _read_lock(data_dir: Path | str) -> Iterator[None]:
@@ -551,11 +559,11 @@ def search_series(
 _POINTS_SQL = """
 SELECT windowStart, detectionPeriodStartTime, detectionPeriodEndTime, aggregatedMeasureValue,
        expectedValue, anomalyScore, anomalyDecisionThreshold, anomalyDecision, anomalyConfidenceScore,
-       modelStage, processedDataPoints, missingWindow
-FROM {src}
+       modelStage, processedDataPoints, missingWindow, anomalyReason, valueScore, forestScore
+FROM {explained}
 WHERE timeseriesId = ? AND windowStart >= ? AND windowStart < ?
 ORDER BY windowStart
-"""
+""".replace("{explained}", _SRC_EXPLAINED)
 
 _POINTS_SCHEMA = pa.schema(
     [
@@ -571,6 +579,9 @@ _POINTS_SCHEMA = pa.schema(
         ("modelStage", pa.string()),
         ("processedDataPoints", pa.int64()),
         ("missingWindow", pa.bool_()),
+        ("anomalyReason", pa.string()),
+        ("valueScore", pa.float64()),
+        ("forestScore", pa.float64()),
     ]
 )
 
@@ -634,6 +645,9 @@ ANOMALY_COLUMNS: dict[str, tuple[str, Literal["text", "number", "time"]]] = {
     "anomalyScore": ("anomalyScore", "number"),
     "anomalyDecisionThreshold": ("anomalyDecisionThreshold", "number"),
     "anomalyConfidenceScore": ("anomalyConfidenceScore", "number"),
+    "anomalyReason": ("anomalyReason", "text"),
+    "valueScore": ("valueScore", "number"),
+    "forestScore": ("forestScore", "number"),
     "timeseriesId": ("timeseriesId", "text"),
 }
 
@@ -698,8 +712,9 @@ def _filter_time(f: Filter) -> dt.datetime:
 _ANOMALIES_SQL = """
 SELECT windowStart, detectionPeriodStartTime, detectorName, measure,
        {dims} AS dimensions, aggregatedMeasureValue, expectedValue, anomalyScore,
-       anomalyDecisionThreshold, anomalyConfidenceScore, timeseriesId
-FROM {{src}}
+       anomalyDecisionThreshold, anomalyConfidenceScore, anomalyReason, valueScore, forestScore,
+       timeseriesId
+FROM {explained}
 WHERE anomalyDecision = 1 AND windowStart >= ? AND windowStart < ?{where}
 ORDER BY {order}
 LIMIT ?
@@ -717,6 +732,9 @@ _ANOMALIES_SCHEMA = pa.schema(
         ("anomalyScore", pa.float64()),
         ("anomalyDecisionThreshold", pa.float64()),
         ("anomalyConfidenceScore", pa.float64()),
+        ("anomalyReason", pa.string()),
+        ("valueScore", pa.float64()),
+        ("forestScore", pa.float64()),
         ("timeseriesId", pa.string()),
     ]
 )
@@ -756,6 +774,7 @@ def anomalies(
     order_sql.append("timeseriesId")
     lo, hi = _bounds(start, end)
     sql = _ANOMALIES_SQL.format(
+        explained=_SRC_EXPLAINED,
         dims=ANOMALY_COLUMNS["dimensions"][0],
         where="".join(f" AND {c}" for c in where),
         order=", ".join(order_sql),

@@ -164,6 +164,33 @@ def test_the_value_hover_gives_expected_value_band_score_confidence_and_stage() 
     assert facts[2] == pytest.approx(band.y[20])
     assert facts[3] == 95 and facts[4] == 80.0 and facts[5] == "INFERENCE"
     assert value.customdata[0][0] is None and value.customdata[0][5] == "LEARNING"  # no expected value yet
+    assert facts[6] == "not recorded"  # no anomalyReason column: results from before the record had it
+
+
+def test_the_hover_and_the_marker_say_why_from_the_reason_and_the_channel_scores() -> None:
+    points = _points(n=30, flagged=(20, 25))
+    n = points.num_rows
+    reason = [""] * n
+    reason[20], reason[25] = "value", "forest"
+    value_score = [float(i) for i in range(n)]
+    forest_score: list[float | None] = [50.0] * n
+    forest_score[3] = None
+    points = points.append_column("anomalyReason", pa.array(reason))
+    points = points.append_column("valueScore", pa.array(value_score))
+    points = points.append_column("forestScore", pa.array(forest_score, pa.float64()))
+    fig = figures.series_figure(points)
+    value = _trace(fig, figures.VALUE)
+    assert "why: %{customdata[6]}" in value.hovertemplate
+    assert value.customdata[20][6] == "value, value channel 20.0, forest 50.0"
+    assert value.customdata[25][6] == "forest, value channel 25.0, forest 50.0"
+    assert value.customdata[1][6] == "no channel, value channel 1.0, forest 50.0"
+    assert value.customdata[3][6] == "no channel, value channel 3.0"  # a NULL score is left out
+    marker = _trace(fig, figures.ANOMALY)
+    assert [row[1] for row in marker.customdata] == [value.customdata[20][6], value.customdata[25][6]]
+    assert [row[0] for row in marker.customdata] == [95, 95]
+    # older results: NULL reason and scores
+    assert figures.why_text(None, None, None) == "not recorded"
+    assert figures.why_text(None, float("nan"), None) == "not recorded"
 
 
 def test_the_band_of_a_non_negative_measure_stays_at_or_above_zero() -> None:

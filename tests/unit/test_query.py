@@ -374,3 +374,39 @@ def test_dashboard_view_turns_a_malformed_filter_into_a_message(data_dir: Path) 
         data_dir, "all", "{anomalyScore} >= 94", [{"column_id": "anomalyScore", "direction": "asc"}]
     )
     assert [r["anomalyScore"] for r in rows] == [94.0, 95.0] and message == ""
+
+
+def test_files_without_the_explanation_columns_read_them_as_null(tmp_path: Path) -> None:
+    """Parquet written before the record carried anomalyReason, valueScore and forestScore: the series
+    and the anomaly table still read, with NULL there; next to newer files, those keep their values."""
+    from sinks.parquet import file_name, partition_dir
+
+    old_columns = [n for n in RESULT_SCHEMA.names if n not in ("anomalyReason", "valueScore", "forestScore")]
+    scores = [10.0, 95.0, 20.0]
+    old = result_table(start_ms=T0, window_ms=HOUR, values=[1.0, 9.0, 1.0], scores=scores).select(old_columns)
+    folder = partition_dir(tmp_path, "shop", "2026-01-01")
+    folder.mkdir(parents=True)
+    pq.write_table(old, folder / file_name("events.0", 0, 2))
+    sid = old.column("timeseriesId")[0].as_py()
+
+    points = q.series_points(tmp_path, sid)
+    assert points.column("anomalyScore").to_pylist() == scores
+    assert points.column("anomalyReason").to_pylist() == [None] * 3
+    assert points.column("valueScore").to_pylist() == [None] * 3
+    (flagged,) = q.anomalies(tmp_path).to_pylist()
+    assert flagged["anomalyScore"] == 95.0 and flagged["anomalyReason"] is None
+
+    newer = result_table(start_ms=T0 + 3 * HOUR, window_ms=HOUR, values=[1.0, 9.0], scores=[5.0, 90.0])
+    ParquetSink(tmp_path).write(newer, "events.0", 3, 4)
+    points = q.series_points(tmp_path, sid)
+    assert points.column("anomalyReason").to_pylist() == [None, None, None, "value", "value"]
+    assert points.column("valueScore").to_pylist() == [None, None, None, 5.0, 90.0]
+    reasons = q.anomalies(tmp_path, filters=[q.Filter("anomalyReason", "=", "value")]).to_pylist()
+    assert [(r["anomalyScore"], r["valueScore"], r["forestScore"]) for r in reasons] == [(90.0, 90.0, 0.0)]
+    from dashboard import views
+
+    rows, _ = views.anomaly_rows(tmp_path, "all", None, None)
+    assert [(r["anomalyScore"], r["anomalyReason"], r["valueScore"]) for r in rows] == [
+        (90.0, "value", 90.0),  # newest first
+        (95.0, "not recorded", None),
+    ]
