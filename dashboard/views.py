@@ -117,7 +117,9 @@ def _lag_card(lag: dict[str, Any] | None) -> tuple[str, str]:
     else:
         value = f"{float(lag['latency_p99_s']):.2f} s"
         notes.append("p99, window close → result")
-    notes.append(f"{lag['workers']} worker(s)")
+    notes.append(f"{lag['workers']} worker(s) running")
+    if lag.get("stale"):
+        notes.append(f"{lag['stale']} stopped/stale (last known figures)")
     return value, " · ".join(notes)
 
 

@@ -877,8 +877,12 @@ def incidents(data_dir: Path | str, limit: int = 200) -> pa.Table:
 
 
 STATUS_DIR = "status"
-#: A status file older than this is ignored (its worker has stopped).
+#: A status file older than this is ignored altogether (its figures are too old to show).
 STATUS_MAX_AGE_S = 300.0
+#: A worker whose status file is older than this is counted as stopped or stale, not running: a live
+#: worker rewrites it on every report, about once a second, so this is 15 missed reports (a long
+#: scoring pass or checkpoint does not make a busy worker look dead).
+WORKER_STALE_S = 15.0
 LAG_METRIC = "cutstream_consumer_lag"
 
 
@@ -899,8 +903,8 @@ def _scrape_lag(url: str, timeout_s: float) -> float | None:
         return None
 
 
-def _status_docs(folder: Path) -> Iterator[dict[str, Any]]:
-    """The workers' status files in ``folder`` that are fresh (``STATUS_MAX_AGE_S``) and readable."""
+def _status_docs(folder: Path) -> Iterator[tuple[dict[str, Any], float]]:
+    """Readable workers' status files in ``folder`` younger than ``STATUS_MAX_AGE_S``, with their age (s)."""
     import json
 
     now = time.time()
@@ -908,14 +912,20 @@ def _status_docs(folder: Path) -> Iterator[dict[str, Any]]:
         if path.name.startswith("."):
             continue
         try:
-            if now - path.stat().st_mtime > STATUS_MAX_AGE_S:
+            age = now - path.stat().st_mtime
+            if age > STATUS_MAX_AGE_S:
                 continue
             doc = json.loads(path.read_text())
         except (OSError, ValueError) as exc:
             logger.debug("skipping worker status path=%s error=%s", path, exc)
             continue
         if isinstance(doc, dict):
-            yield doc
+            yield doc, age
+
+
+def _running(doc: dict[str, Any], age_s: float) -> bool:
+    """Whether a status file's worker is running: it said nothing of stopping and wrote it lately."""
+    return doc.get("stopped") is not True and age_s <= WORKER_STALE_S
 
 
 def worker_lag(
@@ -928,21 +938,25 @@ def worker_lag(
     ``<data_dir>/status/*.json`` (files older than ``STATUS_MAX_AGE_S`` are ignored) with keys
     ``lag_messages`` and/or ``lag_seconds``, or a worker's own status file (``cutstream worker
     --status-file <data_dir>/status/NAME.json``), whose ``latency_ms_p99`` (window closed → result
-    written) is kept as ``latency_p99_s``.
+    written) is kept as ``latency_p99_s``. A status file counts as a running worker only while it is
+    younger than ``WORKER_STALE_S`` and does not say ``"stopped": true`` (a worker's last write);
+    otherwise its worker is ``stale`` (stopped, killed or hung), and its figures are its last known.
 
     Returns:
-        ``{"messages", "seconds", "latency_p99_s", "workers"}`` (None for what no source gave).
+        ``{"messages", "seconds", "latency_p99_s", "workers", "stale"}`` (None for what no source
+        gave); ``workers``: running workers (answering endpoints and fresh status files); ``stale``:
+        status files of workers that are not.
     """
     messages: list[float] = []
     seconds: list[float] = []
     latency: list[float] = []
-    workers = 0
+    workers = stale = 0
     for url in metrics_urls:
         lag = _scrape_lag(url, timeout_s)
         if lag is not None:
             workers += 1
             messages.append(lag)
-    for doc in _status_docs(Path(data_dir) / STATUS_DIR):
+    for doc, age_s in _status_docs(Path(data_dir) / STATUS_DIR):
         found = False
         for key, into, scale in (
             ("lag_messages", messages, 1.0),
@@ -953,7 +967,10 @@ def worker_lag(
             if isinstance(value, int | float) and not isinstance(value, bool):
                 into.append(float(value) * scale)
                 found = True
-        workers += found
+        if found and _running(doc, age_s):
+            workers += 1
+        elif found:
+            stale += 1
     if not (messages or seconds or latency):
         return None
     return {
@@ -961,6 +978,7 @@ def worker_lag(
         "seconds": max(seconds) if seconds else None,
         "latency_p99_s": max(latency) if latency else None,
         "workers": workers,
+        "stale": stale,
     }
 
 

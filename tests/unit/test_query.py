@@ -295,10 +295,22 @@ def test_worker_lag_from_status_files_and_metrics(tmp_path: Path) -> None:
     stale.write_text(json.dumps({"lag_messages": 10_000}))
     old = stale.stat().st_mtime - 3600
     os.utime(stale, (old, old))
-    assert q.worker_lag(tmp_path) == {"messages": 150.0, "seconds": 1.5, "latency_p99_s": None, "workers": 2}
+    assert q.worker_lag(tmp_path) == {
+        "messages": 150.0,
+        "seconds": 1.5,
+        "latency_p99_s": None,
+        "workers": 2,
+        "stale": 0,
+    }
     # a worker's own status file (cutstream worker --status-file) gives its result latency
     (status / "w4.json").write_text(json.dumps({"pid": 1, "events_in": 10, "latency_ms_p99": 250.0}))
-    assert q.worker_lag(tmp_path) == {"messages": 150.0, "seconds": 1.5, "latency_p99_s": 0.25, "workers": 3}
+    assert q.worker_lag(tmp_path) == {
+        "messages": 150.0,
+        "seconds": 1.5,
+        "latency_p99_s": 0.25,
+        "workers": 3,
+        "stale": 0,
+    }
 
     body = (
         b"# TYPE cutstream_consumer_lag gauge\n"
@@ -316,7 +328,7 @@ def test_worker_lag_from_status_files_and_metrics(tmp_path: Path) -> None:
     try:
         url = f"http://127.0.0.1:{server.server_port}/metrics"
         lag = q.worker_lag(tmp_path / "nothing", [url, "http://127.0.0.1:1/metrics"])
-        assert lag == {"messages": 12.0, "seconds": None, "latency_p99_s": None, "workers": 1}
+        assert lag == {"messages": 12.0, "seconds": None, "latency_p99_s": None, "workers": 1, "stale": 0}
     finally:
         server.shutdown()
         server.server_close()
@@ -410,3 +422,43 @@ def test_files_without_the_explanation_columns_read_them_as_null(tmp_path: Path)
         (90.0, "value", 90.0),  # newest first
         (95.0, "not recorded", None),
     ]
+
+
+def _age(path: Path, seconds: float) -> None:
+    then = path.stat().st_mtime - seconds
+    os.utime(path, (then, then))
+
+
+def test_a_stopped_or_silent_worker_is_not_counted_as_running(tmp_path: Path) -> None:
+    """'N worker(s) running' counts fresh status files only: a worker whose file is older than a few
+    report intervals, or whose last write says it stopped, is stale (its figures are the last known)."""
+    from dashboard import views
+
+    status = tmp_path / "status"
+    status.mkdir()
+    running, silent, stopped = (status / f"{n}.json" for n in ("running", "silent", "stopped"))
+    running.write_text(json.dumps({"latency_ms_p99": 100.0}))
+    silent.write_text(json.dumps({"latency_ms_p99": 300.0}))
+    _age(silent, q.WORKER_STALE_S + 5)  # killed: no last write, the file just stops changing
+    stopped.write_text(json.dumps({"latency_ms_p99": 200.0, "stopped": True}))  # fresh, but said it stopped
+    lag = q.worker_lag(tmp_path)
+    assert lag is not None and (lag["workers"], lag["stale"], lag["latency_p99_s"]) == (1, 2, 0.3)
+    value, note = views._lag_card(lag)
+    assert value == "0.30 s" and "1 worker(s) running" in note and "2 stopped/stale" in note
+
+    _age(running, q.WORKER_STALE_S + 5)
+    lag = q.worker_lag(tmp_path)
+    assert lag is not None and (lag["workers"], lag["stale"]) == (0, 3)
+    assert "0 worker(s) running" in views._lag_card(lag)[1]
+    # a worker within the limit is running; past STATUS_MAX_AGE_S a file is not read at all
+    running.write_text(json.dumps({"latency_ms_p99": 100.0}))
+    _age(running, q.WORKER_STALE_S - 5)
+    for path in (silent, stopped):
+        _age(path, q.STATUS_MAX_AGE_S)
+    assert q.worker_lag(tmp_path) == {
+        "messages": None,
+        "seconds": None,
+        "latency_p99_s": 0.1,
+        "workers": 1,
+        "stale": 0,
+    }
