@@ -462,3 +462,26 @@ def test_a_stopped_or_silent_worker_is_not_counted_as_running(tmp_path: Path) ->
         "workers": 1,
         "stale": 0,
     }
+
+
+def test_periods_end_at_the_newest_data_not_the_wall_clock(data_dir: Path) -> None:
+    """The results lie in the past (a replayed demo): "last 24 hours" is the 24 h up to the newest
+    window, so it is not empty, and it holds exactly the windows of those 24 hours."""
+    from dashboard import views
+
+    newest = _utc(T0 + 29 * HOUR)  # the fixture's last window
+    assert newest < dt.datetime.now(dt.UTC) - dt.timedelta(days=1)
+    period = views.resolve_period(data_dir, "24h")
+    assert period == views.Period(newest - dt.timedelta(hours=24) + dt.timedelta(microseconds=1), None)
+    want = [r for r in _naive_rows(data_dir) if _in(r, period.start, None)]
+    assert {r["windowStart"] for r in want} == {_utc(T0 + h * HOUR) for h in range(6, 30)}
+    k = q.kpis(data_dir, period.start, period.end)
+    assert k["windows"] == len(want) > 0
+    cards = {cid: text for cid, _, text, _ in views.kpi_values(data_dir, "24h")}
+    assert cards["kpi-series"] == str(len({r["timeseriesId"] for r in want}))
+    rows, _ = views.anomaly_rows(data_dir, "6h", None, None)  # hours 24-29 hold item-B's spike at 27
+    assert [(r["dimensions"], r["windowStart"]) for r in rows] == [("product=item-B", "2026-01-02 03:00:00")]
+    assert views.anomaly_rows(data_dir, "1h", None, None)[0] == []  # hour 29 alone: none
+    assert views.resolve_period(data_dir, "all") == views.Period(None, None)
+    assert views.resolve_period(data_dir, "no-such-period") == period  # the default, 24 h
+    assert views.resolve_period(data_dir.parent / "empty", "24h") == views.Period(None, None)
