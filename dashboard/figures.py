@@ -1,7 +1,8 @@
 """Figures: pure functions from a result frame (a pyarrow Table) to a plotly Figure. No I/O here.
 
 The series chart has two y axes. On the left: the window's aggregated value (line), the model's
-expected value (dashed line) inside an expected band, and the anomalies (red markers on the value).
+expected value (dashed line) inside an expected band, the anomalies (red markers on the value) and
+the points held after an alert (open orange circles: see :func:`held_after_alert`).
 On the right (0–100): the anomaly score and the decision threshold in force (dotted line).
 
 The band: expectedValue ± ``BAND_SIGMAS`` × the rolling standard deviation of the residual
@@ -25,7 +26,7 @@ BAND_SIGMAS = 3.0
 BAND_WINDOWS = 48
 
 #: Trace names (tests and the browser check find traces by these).
-VALUE, EXPECTED, BAND_LOW, BAND_HIGH, SCORE, THRESHOLD, ANOMALY = (
+VALUE, EXPECTED, BAND_LOW, BAND_HIGH, SCORE, THRESHOLD, ANOMALY, HELD = (
     "value",
     "expected",
     "expected band (low)",
@@ -33,6 +34,7 @@ VALUE, EXPECTED, BAND_LOW, BAND_HIGH, SCORE, THRESHOLD, ANOMALY = (
     "anomaly score",
     "threshold",
     "anomaly",
+    "held after an alert",
 )
 
 _COLORS = {
@@ -42,6 +44,7 @@ _COLORS = {
     "score": "#e69f00",
     "threshold": "#b8860b",
     "anomaly": "#d62728",
+    "held": "#e07b00",
 }
 
 TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
@@ -163,6 +166,30 @@ def why_text(reason: str | None, value_score: float | None, forest_score: float 
     return ", ".join(parts)
 
 
+#: How far below its channels' score a point's score must be to count as held (the detector computes
+#: both from the same number, so an unheld point's are equal to the bit).
+HELD_MARGIN = 1e-6
+
+
+def held_after_alert(points: pa.Table) -> np.ndarray:
+    """bool[n]: the points whose score the detector held down after an alert (no decision of their own).
+
+    An unheld point's anomalyScore is exactly max(valueScore, forestScore) (0 for both while
+    LEARNING); after an alert the detector caps the score below the threshold for a few points, so a
+    score under its channels' maximum is a held one. Older results without the channel scores (NULL)
+    are never marked.
+    """
+    n = points.num_rows
+    names = points.column_names
+    if n == 0 or "valueScore" not in names or "forestScore" not in names:
+        return np.zeros(n, dtype=bool)
+    channels = np.fmax(_floats(points, "valueScore"), _floats(points, "forestScore"))  # NaN only if both are
+    score = _floats(points, "anomalyScore")
+    undecided = np.asarray(points.column("anomalyDecision").to_numpy(zero_copy_only=False)) != 1
+    with np.errstate(invalid="ignore"):
+        return np.asarray(undecided & (score < channels - HELD_MARGIN), dtype=bool)
+
+
 def _column(points: pa.Table, name: str) -> list[Any]:
     return points.column(name).to_pylist() if name in points.column_names else [None] * points.num_rows
 
@@ -184,6 +211,8 @@ def _hover_facts(
             strict=True,
         )
     ]
+    for i in np.flatnonzero(held_after_alert(points)):
+        why[i] += "; held after an alert"
     numbers = [expected, low, high, score, confidence if confidence is not None else np.full(n, np.nan)]
     rows = np.column_stack(numbers).tolist() if n else []
     return [
@@ -222,6 +251,7 @@ def series_figure(
     x_arr = np.array(x, dtype=object)
     facts = _hover_facts(points, expected, low, high, score)
     why_flagged = [facts[i][6] for i in np.flatnonzero(flagged)]
+    held = held_after_alert(points)
     line = "lines"
     data: list[dict[str, Any]] = [
         {
@@ -296,6 +326,15 @@ def series_figure(
                 "%{x}<br>value %{y:.4g}<br>score %{customdata[0]:.1f}"
                 "<br>why: %{customdata[1]}<extra>anomaly</extra>"
             ),
+        },
+        {
+            "type": "scatter",
+            "x": x_arr[held].tolist(),
+            "y": value[held],
+            "name": HELD,
+            "mode": "markers",
+            "marker": {"color": _COLORS["held"], "size": 9, "symbol": "circle-open", "line": {"width": 2}},
+            "hoverinfo": "skip",  # the value's hover says it (a second line would repeat it)
         },
     ]
     xaxis: dict[str, Any] = {"showgrid": True, "type": "date"}

@@ -286,6 +286,20 @@ TABLE_COLUMNS: list[tuple[str, str, str]] = [
 ]
 
 
+#: Rows at or above this score are drawn in STRONG_COLOR, bold (the rest: above the threshold).
+STRONG_SCORE = 90
+STRONG_COLOR = "#b00"
+PLAIN_COLOR = "#222"
+
+#: The anomaly table's key: what a row's colour and the "why" words mean.
+REASON_KEY: list[tuple[str, str]] = [
+    ("value", "the value itself is far from what was expected"),
+    ("sustained", "a run of values on one side of the expectation"),
+    ("shift", "the level moved and stayed"),
+    ("forest", "the shape of the recent values (Random Cut Forest)"),
+]
+
+
 def row_id(series_id: str, window_start: str) -> str:
     return f"{series_id}@{window_start}"
 
