@@ -3,18 +3,15 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
 
 from cutstream.cli_history import _history_options, _pick_detector, _report_bad, exit_if_bad
+from cutstream.progress import rows_progress
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
-
     from cutstream.evaluate import Evaluation
 
 _EPILOG = """\b
@@ -42,33 +39,6 @@ class _Duration(click.ParamType):
             return parse_duration_ms(value)
         except ValueError as exc:
             self.fail(str(exc), param, ctx)
-
-
-@contextmanager
-def _progress(path: Path, enabled: bool) -> Iterator[Callable[[int], None]]:
-    """A bar of the history rows read (rate, ETA); silent when stderr is not a terminal."""
-    from tqdm import tqdm
-
-    from streams.history import count_rows, history_files
-
-    total = count_rows(history_files(path)) if enabled else None
-    bar = tqdm(
-        total=total,
-        unit="rows",
-        unit_scale=True,
-        desc="evaluate",
-        dynamic_ncols=True,
-        disable=None if enabled else True,
-    )
-
-    def to(rows: int) -> None:
-        # the step that closes the last windows counts one row past the end
-        bar.update((rows if total is None else min(rows, total)) - bar.n)
-
-    try:
-        yield to
-    finally:
-        bar.close()
 
 
 def _warn_labels(ev: Evaluation, detector: str) -> None:
@@ -180,7 +150,7 @@ def evaluate(
     try:
         labels = backtest.load_labels(labels_path, spec.dimensions, [m.field for m in spec.measures])
         t0 = time.perf_counter()
-        with _progress(path, not no_progress) as on_rows:
+        with rows_progress(path, not no_progress, "evaluate") as on_rows:
             scored, report = backtest.score_history(path, spec, backend=backend, on_rows=on_rows)
         scoring_s = time.perf_counter() - t0
         _report_bad(report.bad)

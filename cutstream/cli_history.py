@@ -160,6 +160,7 @@ def replay(
 @click.option(
     "--no-results", is_flag=True, help="only build the models (with --warm-start-out); write no results"
 )
+@click.option("--no-progress", is_flag=True, help="no progress bar (none when stderr is no terminal)")
 def backfill(
     path: Path,
     config_path: Path,
@@ -168,15 +169,20 @@ def backfill(
     backend: str,
     warm_start_out: Path | None,
     no_results: bool,
+    no_progress: bool,
 ) -> None:
     """Score CSV/Parquet history straight into Parquet results, without Kafka (same path as the worker)."""
     from cutstream.config import load_config
+    from cutstream.progress import rows_progress
     from streams.backfill import backfill as run_backfill
     from streams.backfill import save_warm_start
 
     app = load_config(config_path, topic_required=False, data_dir=data_dir)
     spec = _pick_detector(app, detector)
-    report, det = run_backfill(path, spec, app.data_dir, backend=backend, write=not no_results)
+    with rows_progress(path, not no_progress, "backfill") as on_rows:
+        report, det = run_backfill(
+            path, spec, app.data_dir, backend=backend, write=not no_results, on_rows=on_rows
+        )
     _report_bad(report.bad)
     click.echo(
         f"backfilled {report.events} events into {report.results} results "

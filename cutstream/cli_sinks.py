@@ -33,16 +33,27 @@ _data_dir_option = click.option(
     show_default=True,
     help="merge a source's files in a partition when there are at least this many",
 )
-def compact(data_dir: Path | None, detector: str | None, date: str | None, min_files: int) -> None:
+@click.option("--no-progress", is_flag=True, help="no progress bar (none when stderr is no terminal)")
+def compact(
+    data_dir: Path | None, detector: str | None, date: str | None, min_files: int, no_progress: bool
+) -> None:
     """Merge small result files (per partition and source); query results stay identical.
 
     Safe while workers run and readers query: see docs/ARCHITECTURE.md, "Sinks and alerts".
     """
+    from cutstream.progress import count_progress
     from sinks.errors import SinkError
     from sinks.parquet import compact as run_compact
 
     try:
-        results = run_compact(_data_dir(data_dir), detector=detector, date=date, min_files=min_files)
+        with count_progress(not no_progress, "compact", "partitions") as on_partition:
+            results = run_compact(
+                _data_dir(data_dir),
+                detector=detector,
+                date=date,
+                min_files=min_files,
+                on_partition=on_partition,
+            )
     except SinkError as exc:
         raise click.ClickException(str(exc)) from exc
     for r in results:

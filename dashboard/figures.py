@@ -1,7 +1,8 @@
 """Figures: pure functions from a result frame (a pyarrow Table) to a plotly Figure. No I/O here.
 
 The series chart has two y axes. On the left: the window's aggregated value (line), the model's
-expected value (dashed line) inside an expected band, and the anomalies (red markers on the value).
+expected value (dashed line) inside an expected band, the anomalies (red markers on the value) and
+the points held after an alert (open orange circles: see :func:`held_after_alert`).
 On the right (0–100): the anomaly score and the decision threshold in force (dotted line).
 
 The band: expectedValue ± ``BAND_SIGMAS`` × the rolling standard deviation of the residual
@@ -25,7 +26,7 @@ BAND_SIGMAS = 3.0
 BAND_WINDOWS = 48
 
 #: Trace names (tests and the browser check find traces by these).
-VALUE, EXPECTED, BAND_LOW, BAND_HIGH, SCORE, THRESHOLD, ANOMALY = (
+VALUE, EXPECTED, BAND_LOW, BAND_HIGH, SCORE, THRESHOLD, ANOMALY, HELD = (
     "value",
     "expected",
     "expected band (low)",
@@ -33,6 +34,7 @@ VALUE, EXPECTED, BAND_LOW, BAND_HIGH, SCORE, THRESHOLD, ANOMALY = (
     "anomaly score",
     "threshold",
     "anomaly",
+    "held after an alert",
 )
 
 _COLORS = {
@@ -42,6 +44,7 @@ _COLORS = {
     "score": "#e69f00",
     "threshold": "#b8860b",
     "anomaly": "#d62728",
+    "held": "#e07b00",
 }
 
 TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
@@ -137,25 +140,83 @@ def empty_figure(message: str) -> go.Figure:
     )
 
 
-#: The value's hover: what was expected, the band, the score and how far the model trusts itself.
+#: The value's hover: what was expected, the band, the score and how far the model trusts itself,
+#: and why the score is what it is (the channel that carried it and each channel's own score).
 VALUE_HOVER = (
     "value %{y:.4g}<br>expected %{customdata[0]:.4g} (band %{customdata[1]:.4g} to %{customdata[2]:.4g})"
-    "<br>score %{customdata[3]:.1f}, confidence %{customdata[4]:.0f}, %{customdata[5]}<extra>value</extra>"
+    "<br>score %{customdata[3]:.1f}, confidence %{customdata[4]:.0f}, %{customdata[5]}"
+    "<br>why: %{customdata[6]}<extra>value</extra>"
 )
+
+
+def why_text(reason: str | None, value_score: float | None, forest_score: float | None) -> str:
+    """The reason of one result in words: its channel and the channels' scores.
+
+    ``reason`` is anomalyReason (``value``, ``sustained``, ``shift``, ``forest`` or ``""`` when no channel
+    stood out); all three are None in results written before the record carried them.
+    """
+    known = [v for v in (value_score, forest_score) if v is not None and v == v]
+    if reason is None and not known:
+        return "not recorded"
+    parts = [reason or "no channel"]
+    if value_score is not None and value_score == value_score:
+        parts.append(f"value channel {value_score:.1f}")
+    if forest_score is not None and forest_score == forest_score:
+        parts.append(f"forest {forest_score:.1f}")
+    return ", ".join(parts)
+
+
+#: How far below its channels' score a point's score must be to count as held (the detector computes
+#: both from the same number, so an unheld point's are equal to the bit).
+HELD_MARGIN = 1e-6
+
+
+def held_after_alert(points: pa.Table) -> np.ndarray:
+    """bool[n]: the points whose score the detector held down after an alert (no decision of their own).
+
+    An unheld point's anomalyScore is exactly max(valueScore, forestScore) (0 for both while
+    LEARNING); after an alert the detector caps the score below the threshold for a few points, so a
+    score under its channels' maximum is a held one. Older results without the channel scores (NULL)
+    are never marked.
+    """
+    n = points.num_rows
+    names = points.column_names
+    if n == 0 or "valueScore" not in names or "forestScore" not in names:
+        return np.zeros(n, dtype=bool)
+    channels = np.fmax(_floats(points, "valueScore"), _floats(points, "forestScore"))  # NaN only if both are
+    score = _floats(points, "anomalyScore")
+    undecided = np.asarray(points.column("anomalyDecision").to_numpy(zero_copy_only=False)) != 1
+    with np.errstate(invalid="ignore"):
+        return np.asarray(undecided & (score < channels - HELD_MARGIN), dtype=bool)
+
+
+def _column(points: pa.Table, name: str) -> list[Any]:
+    return points.column(name).to_pylist() if name in points.column_names else [None] * points.num_rows
 
 
 def _hover_facts(
     points: pa.Table, expected: np.ndarray, low: np.ndarray, high: np.ndarray, score: np.ndarray
 ) -> list[list[Any]]:
-    """Per point: [expected, band low, band high, score, confidence, model stage] (None where unknown)."""
+    """Per point: [expected, band low, band high, score, confidence, stage, why] (None where unknown)."""
     n = points.num_rows
     names = points.column_names
     confidence = _floats(points, "anomalyConfidenceScore") if "anomalyConfidenceScore" in names else None
     stage = points.column("modelStage").to_pylist() if "modelStage" in names else [""] * n
+    why = [
+        why_text(r, v, f)
+        for r, v, f in zip(
+            _column(points, "anomalyReason"),
+            _column(points, "valueScore"),
+            _column(points, "forestScore"),
+            strict=True,
+        )
+    ]
+    for i in np.flatnonzero(held_after_alert(points)):
+        why[i] += "; held after an alert"
     numbers = [expected, low, high, score, confidence if confidence is not None else np.full(n, np.nan)]
     rows = np.column_stack(numbers).tolist() if n else []
     return [
-        [None if np.isnan(v) else v for v in row] + [stage[i] or ""]  # NaN: blank in the tooltip
+        [None if np.isnan(v) else v for v in row] + [stage[i] or "", why[i]]  # NaN: blank in the tooltip
         for i, row in enumerate(rows)
     ]
 
@@ -170,8 +231,8 @@ def series_figure(
 
     Args:
         points: columns windowStart, aggregatedMeasureValue, expectedValue, anomalyScore,
-            anomalyDecisionThreshold, anomalyDecision; anomalyConfidenceScore and modelStage, when
-            there, go into the value's hover (others are ignored).
+            anomalyDecisionThreshold, anomalyDecision; anomalyConfidenceScore, modelStage, anomalyReason,
+            valueScore and forestScore, when there, go into the value's hover (others are ignored).
         title: shown above the chart.
         focus: an x range to zoom to (a clicked anomaly's neighbourhood).
         revision: plotly ``uirevision``: the user's zoom survives refreshes with the same revision.
@@ -188,6 +249,9 @@ def series_figure(
     if len(value) and np.nanmin(value) >= 0:
         low = np.maximum(low, 0.0)  # a non-negative measure (a count, a sum of sales) never expects < 0
     x_arr = np.array(x, dtype=object)
+    facts = _hover_facts(points, expected, low, high, score)
+    why_flagged = [facts[i][6] for i in np.flatnonzero(flagged)]
+    held = held_after_alert(points)
     line = "lines"
     data: list[dict[str, Any]] = [
         {
@@ -228,7 +292,7 @@ def series_figure(
             "name": VALUE,
             "mode": line,
             "line": {"color": _COLORS["value"], "width": 2},
-            "customdata": _hover_facts(points, expected, low, high, score),
+            "customdata": facts,
             "hovertemplate": VALUE_HOVER,
         },
         {
@@ -257,8 +321,20 @@ def series_figure(
             "name": ANOMALY,
             "mode": "markers",
             "marker": {"color": _COLORS["anomaly"], "size": 11, "symbol": "x", "line": {"width": 1}},
-            "customdata": score[flagged],
-            "hovertemplate": "%{x}<br>value %{y:.4g}<br>score %{customdata:.1f}<extra>anomaly</extra>",
+            "customdata": [[s, w] for s, w in zip(score[flagged].tolist(), why_flagged, strict=True)],
+            "hovertemplate": (
+                "%{x}<br>value %{y:.4g}<br>score %{customdata[0]:.1f}"
+                "<br>why: %{customdata[1]}<extra>anomaly</extra>"
+            ),
+        },
+        {
+            "type": "scatter",
+            "x": x_arr[held].tolist(),
+            "y": value[held],
+            "name": HELD,
+            "mode": "markers",
+            "marker": {"color": _COLORS["held"], "size": 9, "symbol": "circle-open", "line": {"width": 2}},
+            "hoverinfo": "skip",  # the value's hover says it (a second line would repeat it)
         },
     ]
     xaxis: dict[str, Any] = {"showgrid": True, "type": "date"}

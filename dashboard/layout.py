@@ -37,6 +37,32 @@ def _labeled(label: str, component: Any, width: str) -> html.Div:
     )
 
 
+def table_key() -> html.Div:
+    """The anomaly table's key: the row colours, and what each "why" means."""
+    swatch = {"display": "inline-block", "padding": "0 6px", "marginRight": "4px", "border": "1px solid #ddd"}
+    return html.Div(
+        [
+            html.Span("Key: ", style={"fontWeight": 600}),
+            html.Span(
+                f"score ≥ {views.STRONG_SCORE}",
+                className="key-strong",
+                style={**swatch, "color": views.STRONG_COLOR, "fontWeight": 600},
+            ),
+            html.Span("far past the threshold; ", style={"marginRight": "6px"}),
+            html.Span("score", className="key-plain", style={**swatch, "color": views.PLAIN_COLOR}),
+            html.Span("above the threshold. ", style={"marginRight": "6px"}),
+            html.Span("Why: ", style={"fontWeight": 600}),
+            html.Span("; ".join(f"{name}: {meaning}" for name, meaning in views.REASON_KEY) + ". "),
+            html.Span(
+                "On the chart, an open orange circle marks a point held below the threshold after an alert "
+                "(one incident, one alert)."
+            ),
+        ],
+        id="table-key",
+        style={"fontSize": "12px", "color": "#555", "marginBottom": "4px"},
+    )
+
+
 def build_layout(refresh_ms: int) -> html.Div:
     """The whole page; data arrive through callbacks (nothing is queried while building it)."""
     columns = [{"id": cid, "name": name, "type": kind} for cid, name, kind in views.TABLE_COLUMNS]
@@ -124,6 +150,7 @@ def build_layout(refresh_ms: int) -> html.Div:
                 "under the headers (e.g. >80 in score, host-1 in dimensions, 2026-01-05 in window start).",
                 style={"fontSize": "12px", "color": "#666", "marginBottom": "4px"},
             ),
+            table_key(),
             html.Div(
                 id="table-message",
                 role="alert",
@@ -148,10 +175,15 @@ def build_layout(refresh_ms: int) -> html.Div:
                     "padding": "4px 8px",
                     "textAlign": "left",
                     "cursor": "pointer",
+                    "color": views.PLAIN_COLOR,
                 },
                 style_header={"fontWeight": 600, "background": "#f3f3f3"},
                 style_data_conditional=[
-                    {"if": {"filter_query": "{anomalyScore} >= 90"}, "color": "#b00", "fontWeight": 600}
+                    {
+                        "if": {"filter_query": f"{{anomalyScore}} >= {views.STRONG_SCORE}"},
+                        "color": views.STRONG_COLOR,
+                        "fontWeight": 600,
+                    }
                 ],
             ),
             html.Div(

@@ -117,7 +117,9 @@ def _lag_card(lag: dict[str, Any] | None) -> tuple[str, str]:
     else:
         value = f"{float(lag['latency_p99_s']):.2f} s"
         notes.append("p99, window close → result")
-    notes.append(f"{lag['workers']} worker(s)")
+    notes.append(f"{lag['workers']} worker(s) running")
+    if lag.get("stale"):
+        notes.append(f"{lag['stale']} stopped/stale (last known figures)")
     return value, " · ".join(notes)
 
 
@@ -278,6 +280,23 @@ TABLE_COLUMNS: list[tuple[str, str, str]] = [
     ("expectedValue", "expected", "numeric"),
     ("anomalyScore", "score", "numeric"),
     ("anomalyConfidenceScore", "confidence", "numeric"),
+    ("anomalyReason", "why", "text"),
+    ("valueScore", "value channel", "numeric"),
+    ("forestScore", "forest channel", "numeric"),
+]
+
+
+#: Rows at or above this score are drawn in STRONG_COLOR, bold (the rest: above the threshold).
+STRONG_SCORE = 90
+STRONG_COLOR = "#b00"
+PLAIN_COLOR = "#222"
+
+#: The anomaly table's key: what a row's colour and the "why" words mean.
+REASON_KEY: list[tuple[str, str]] = [
+    ("value", "the value itself is far from what was expected"),
+    ("sustained", "a run of values on one side of the expectation"),
+    ("shift", "the level moved and stayed"),
+    ("forest", "the shape of the recent values (Random Cut Forest)"),
 ]
 
 
@@ -317,10 +336,20 @@ def anomaly_rows(
                 "expectedValue": _round(r["expectedValue"]),
                 "anomalyScore": _round(r["anomalyScore"], 1),
                 "anomalyConfidenceScore": _round(r["anomalyConfidenceScore"], 0),
+                "anomalyReason": _reason(r["anomalyReason"]),
+                "valueScore": _round(r["valueScore"], 1),
+                "forestScore": _round(r["forestScore"], 1),
             }
         )
     message = f"showing the first {TABLE_LIMIT} matching anomalies" if len(rows) >= TABLE_LIMIT else ""
     return rows, message
+
+
+def _reason(reason: str | None) -> str:
+    """anomalyReason for the table: '' (no channel stood out) and NULL (older results) say so."""
+    if reason is None:
+        return "not recorded"
+    return reason or "no channel"
 
 
 def _round(v: float | None, digits: int = 3) -> float | None:

@@ -364,6 +364,7 @@ def compact(
     date: str | None = None,
     min_files: int = 2,
     stale_tmp_s: float = 3600.0,
+    on_partition: Callable[[int, int], None] | None = None,
 ) -> list[CompactionResult]:
     """Merge the small files of each partition, per source, into one file; query results stay the same.
 
@@ -377,6 +378,7 @@ def compact(
     reader that takes no lock can, during those few system calls, see a row twice or hit a missing
     file (retry). If an input changed meanwhile (recovery), the merge is abandoned, nothing lost.
     Temp files older than ``stale_tmp_s`` (left by a writer that crashed) are removed.
+    ``on_partition(done, total)`` is told after each partition directory (a progress bar).
     """
     root = results_dir(data_dir)
     # The newest range of each source (over all partitions) may still be rewritten by a live worker
@@ -387,9 +389,8 @@ def compact(
     det_glob = f"detector={detector}" if detector else "detector=*"
     date_glob = f"date={date}" if date else "date=*"
     results: list[CompactionResult] = []
-    for pdir in sorted(root.glob(f"{det_glob}/{date_glob}")):
-        if not pdir.is_dir():
-            continue
+    pdirs = [p for p in sorted(root.glob(f"{det_glob}/{date_glob}")) if p.is_dir()]
+    for done, pdir in enumerate(pdirs, 1):
         _remove_stale_temps(pdir, stale_tmp_s)
         groups: dict[str, list[ResultFile]] = {}
         for path in sorted(pdir.glob("*.parquet")):
@@ -401,6 +402,8 @@ def compact(
                 result = _merge(root, pdir, token, sorted(files, key=lambda f: f.first))
                 if result is not None:
                     results.append(result)
+        if on_partition is not None:
+            on_partition(done, len(pdirs))
     return results
 
 

@@ -172,6 +172,14 @@ def _cursor() -> Iterator[duckdb.DuckDBPyConnection]:
 #: The results source: the listed files, bound as the first parameter of every query.
 _SRC = "read_parquet(?, hive_partitioning = true, union_by_name = true)"
 
+#: The results source with the record's explanation columns always there: files written before the
+#: record had them (``anomalyReason``, ``valueScore``, ``forestScore``) read them as NULL, even when no
+#: listed file has them (an empty relation that has them is unioned by name).
+_SRC_EXPLAINED = (
+    "(SELECT * FROM {src} UNION ALL BY NAME SELECT NULL::VARCHAR AS anomalyReason,"
+    " NULL::DOUBLE AS valueScore, NULL::DOUBLE AS forestScore WHERE false)"
+)
+
 
 @contextmanager
 def _read_lock(data_dir: Path | str) -> Iterator[None]:
@@ -551,11 +559,11 @@ def search_series(
 _POINTS_SQL = """
 SELECT windowStart, detectionPeriodStartTime, detectionPeriodEndTime, aggregatedMeasureValue,
        expectedValue, anomalyScore, anomalyDecisionThreshold, anomalyDecision, anomalyConfidenceScore,
-       modelStage, processedDataPoints, missingWindow
-FROM {src}
+       modelStage, processedDataPoints, missingWindow, anomalyReason, valueScore, forestScore
+FROM {explained}
 WHERE timeseriesId = ? AND windowStart >= ? AND windowStart < ?
 ORDER BY windowStart
-"""
+""".replace("{explained}", _SRC_EXPLAINED)
 
 _POINTS_SCHEMA = pa.schema(
     [
@@ -571,6 +579,9 @@ _POINTS_SCHEMA = pa.schema(
         ("modelStage", pa.string()),
         ("processedDataPoints", pa.int64()),
         ("missingWindow", pa.bool_()),
+        ("anomalyReason", pa.string()),
+        ("valueScore", pa.float64()),
+        ("forestScore", pa.float64()),
     ]
 )
 
@@ -634,6 +645,9 @@ ANOMALY_COLUMNS: dict[str, tuple[str, Literal["text", "number", "time"]]] = {
     "anomalyScore": ("anomalyScore", "number"),
     "anomalyDecisionThreshold": ("anomalyDecisionThreshold", "number"),
     "anomalyConfidenceScore": ("anomalyConfidenceScore", "number"),
+    "anomalyReason": ("anomalyReason", "text"),
+    "valueScore": ("valueScore", "number"),
+    "forestScore": ("forestScore", "number"),
     "timeseriesId": ("timeseriesId", "text"),
 }
 
@@ -698,8 +712,9 @@ def _filter_time(f: Filter) -> dt.datetime:
 _ANOMALIES_SQL = """
 SELECT windowStart, detectionPeriodStartTime, detectorName, measure,
        {dims} AS dimensions, aggregatedMeasureValue, expectedValue, anomalyScore,
-       anomalyDecisionThreshold, anomalyConfidenceScore, timeseriesId
-FROM {{src}}
+       anomalyDecisionThreshold, anomalyConfidenceScore, anomalyReason, valueScore, forestScore,
+       timeseriesId
+FROM {explained}
 WHERE anomalyDecision = 1 AND windowStart >= ? AND windowStart < ?{where}
 ORDER BY {order}
 LIMIT ?
@@ -717,6 +732,9 @@ _ANOMALIES_SCHEMA = pa.schema(
         ("anomalyScore", pa.float64()),
         ("anomalyDecisionThreshold", pa.float64()),
         ("anomalyConfidenceScore", pa.float64()),
+        ("anomalyReason", pa.string()),
+        ("valueScore", pa.float64()),
+        ("forestScore", pa.float64()),
         ("timeseriesId", pa.string()),
     ]
 )
@@ -756,6 +774,7 @@ def anomalies(
     order_sql.append("timeseriesId")
     lo, hi = _bounds(start, end)
     sql = _ANOMALIES_SQL.format(
+        explained=_SRC_EXPLAINED,
         dims=ANOMALY_COLUMNS["dimensions"][0],
         where="".join(f" AND {c}" for c in where),
         order=", ".join(order_sql),
@@ -858,8 +877,12 @@ def incidents(data_dir: Path | str, limit: int = 200) -> pa.Table:
 
 
 STATUS_DIR = "status"
-#: A status file older than this is ignored (its worker has stopped).
+#: A status file older than this is ignored altogether (its figures are too old to show).
 STATUS_MAX_AGE_S = 300.0
+#: A worker whose status file is older than this is counted as stopped or stale, not running: a live
+#: worker rewrites it on every report, about once a second, so this is 15 missed reports (a long
+#: scoring pass or checkpoint does not make a busy worker look dead).
+WORKER_STALE_S = 15.0
 LAG_METRIC = "cutstream_consumer_lag"
 
 
@@ -880,8 +903,8 @@ def _scrape_lag(url: str, timeout_s: float) -> float | None:
         return None
 
 
-def _status_docs(folder: Path) -> Iterator[dict[str, Any]]:
-    """The workers' status files in ``folder`` that are fresh (``STATUS_MAX_AGE_S``) and readable."""
+def _status_docs(folder: Path) -> Iterator[tuple[dict[str, Any], float]]:
+    """Readable workers' status files in ``folder`` younger than ``STATUS_MAX_AGE_S``, with their age (s)."""
     import json
 
     now = time.time()
@@ -889,14 +912,20 @@ def _status_docs(folder: Path) -> Iterator[dict[str, Any]]:
         if path.name.startswith("."):
             continue
         try:
-            if now - path.stat().st_mtime > STATUS_MAX_AGE_S:
+            age = now - path.stat().st_mtime
+            if age > STATUS_MAX_AGE_S:
                 continue
             doc = json.loads(path.read_text())
         except (OSError, ValueError) as exc:
             logger.debug("skipping worker status path=%s error=%s", path, exc)
             continue
         if isinstance(doc, dict):
-            yield doc
+            yield doc, age
+
+
+def _running(doc: dict[str, Any], age_s: float) -> bool:
+    """Whether a status file's worker is running: it said nothing of stopping and wrote it lately."""
+    return doc.get("stopped") is not True and age_s <= WORKER_STALE_S
 
 
 def worker_lag(
@@ -909,21 +938,25 @@ def worker_lag(
     ``<data_dir>/status/*.json`` (files older than ``STATUS_MAX_AGE_S`` are ignored) with keys
     ``lag_messages`` and/or ``lag_seconds``, or a worker's own status file (``cutstream worker
     --status-file <data_dir>/status/NAME.json``), whose ``latency_ms_p99`` (window closed → result
-    written) is kept as ``latency_p99_s``.
+    written) is kept as ``latency_p99_s``. A status file counts as a running worker only while it is
+    younger than ``WORKER_STALE_S`` and does not say ``"stopped": true`` (a worker's last write);
+    otherwise its worker is ``stale`` (stopped, killed or hung), and its figures are its last known.
 
     Returns:
-        ``{"messages", "seconds", "latency_p99_s", "workers"}`` (None for what no source gave).
+        ``{"messages", "seconds", "latency_p99_s", "workers", "stale"}`` (None for what no source
+        gave); ``workers``: running workers (answering endpoints and fresh status files); ``stale``:
+        status files of workers that are not.
     """
     messages: list[float] = []
     seconds: list[float] = []
     latency: list[float] = []
-    workers = 0
+    workers = stale = 0
     for url in metrics_urls:
         lag = _scrape_lag(url, timeout_s)
         if lag is not None:
             workers += 1
             messages.append(lag)
-    for doc in _status_docs(Path(data_dir) / STATUS_DIR):
+    for doc, age_s in _status_docs(Path(data_dir) / STATUS_DIR):
         found = False
         for key, into, scale in (
             ("lag_messages", messages, 1.0),
@@ -934,7 +967,10 @@ def worker_lag(
             if isinstance(value, int | float) and not isinstance(value, bool):
                 into.append(float(value) * scale)
                 found = True
-        workers += found
+        if found and _running(doc, age_s):
+            workers += 1
+        elif found:
+            stale += 1
     if not (messages or seconds or latency):
         return None
     return {
@@ -942,6 +978,7 @@ def worker_lag(
         "seconds": max(seconds) if seconds else None,
         "latency_p99_s": max(latency) if latency else None,
         "workers": workers,
+        "stale": stale,
     }
 
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -154,9 +154,11 @@ def backfill(
     chunk_rows: int = 200_000,
     close_open: bool = True,
     write: bool = True,
+    on_rows: Callable[[int], None] | None = None,
 ) -> tuple[BackfillReport, Detector]:
     """Score every history row under ``path`` and write the result records under ``data_dir``.
 
+    ``on_rows(n)`` is told after each step that the first ``n`` input rows are done (a progress bar).
     Returns the report and the detector (whose state can seed a warm start).
     """
     run = Backfill(
@@ -168,6 +170,8 @@ def backfill(
         if write:
             files = sink.write(step.results.table(), source, step.first_row, step.last_row)
             run.report.files_written += len(files)
+        if on_rows is not None:
+            on_rows(step.last_row)
     report = run.report
     logger.info(
         "backfill done detector=%s events=%d results=%d anomalies=%d seconds=%.1f",

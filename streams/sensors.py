@@ -272,13 +272,15 @@ class StatusFileSensor(Sensor):
         self.counters = counters
         self.group = group
 
-    def write(self) -> None:
+    def write(self, stopped: bool = False) -> None:
         data = {
             "pid": os.getpid(),
             "group": self.group,
             "time_ms": int(time.time() * 1000),
             **self.counters.snapshot().as_dict(),
         }
+        if stopped:  # the dashboard counts this worker as stopped at once, not after the file ages
+            data["stopped"] = True
         tmp = f"{self.path}.{os.getpid()}.tmp"
         with open(tmp, "w") as f:
             json.dump(data, f)
@@ -288,4 +290,4 @@ class StatusFileSensor(Sensor):
         self.write()
 
     def on_stopped(self) -> None:
-        self.write()
+        self.write(stopped=True)

@@ -227,7 +227,7 @@ def _value_point(page: Any, x: str) -> tuple[float, float]:
 
 
 def test_dashboard_shows_the_workers_spike(results_dir: Path, browser: Any) -> None:
-    from dashboard import figures
+    from dashboard import figures, views
     from sinks import query
     from sinks.record import format_period, timeseries_id
 
@@ -278,14 +278,30 @@ def test_dashboard_shows_the_workers_spike(results_dir: Path, browser: Any) -> N
         tip = page.text_content("#chart .hoverlayer") or ""
         assert re.search(r"expected [\d.]+ \(band [-\d.]+ to [\d.]+\)", tip), tip
         assert re.search(r"score \d+\.\d, confidence \d+, INFERENCE", tip), tip
+        # ... and why: the channel that carried the score and both channels' own scores
+        why_line = r"why: (value|sustained|shift|forest), value channel [\d.]+, forest [\d.]+"
+        assert re.search(why_line, tip), tip
         page.mouse.move(0, 0)
         names = page.evaluate(f"() => ({_FIGURE})().data.map(t => [t.name, t.yaxis || 'y'])")
         assert [figures.SCORE, "y2"] in names and [figures.THRESHOLD, "y2"] in names
         assert [figures.VALUE, "y"] in names and [figures.EXPECTED, "y"] in names
+        assert [figures.HELD, "y"] in names
 
-        # the table lists it
+        # the table lists it, with why
         row = page.locator("#anomalies tbody tr", has_text=f"host={SPIKE_HOST}").filter(has_text=spike_time)
         row.first.wait_for()
+        why = row.first.locator("td[data-dash-column='anomalyReason']").text_content() or ""
+        assert why in ("value", "sustained", "shift", "forest"), why
+        channel = row.first.locator("td[data-dash-column='valueScore']").text_content() or ""
+        assert re.fullmatch(r"\d+(\.\d)?", channel.strip()), channel
+        # the key explains the row's colour: the row is drawn like the swatch its score belongs to
+        key = page.text_content("#table-key") or ""
+        assert f"score ≥ {views.STRONG_SCORE}" in key and "forest:" in key and "held" in key
+        score = float(row.first.locator("td[data-dash-column='anomalyScore']").text_content() or "nan")
+        swatch = ".key-strong" if score >= views.STRONG_SCORE else ".key-plain"
+        color = "el => getComputedStyle(el).color"
+        cell = row.first.locator("td[data-dash-column='anomalyScore'] div").first
+        assert cell.evaluate(color) == page.locator(f"#table-key {swatch}").evaluate(color)
 
         # a malformed filter value shows a message, not a stack trace
         score_filter = page.locator(

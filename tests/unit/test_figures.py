@@ -164,6 +164,70 @@ def test_the_value_hover_gives_expected_value_band_score_confidence_and_stage() 
     assert facts[2] == pytest.approx(band.y[20])
     assert facts[3] == 95 and facts[4] == 80.0 and facts[5] == "INFERENCE"
     assert value.customdata[0][0] is None and value.customdata[0][5] == "LEARNING"  # no expected value yet
+    assert facts[6] == "not recorded"  # no anomalyReason column: results from before the record had it
+
+
+def _explained(points: pa.Table, held: tuple[int, ...] = ()) -> pa.Table:
+    """Add the detector's explanation: the value channel carries the score (the forest at 25), the
+    ``held`` points' scores are capped at 0.7 x threshold under channels at 100 (after an alert)."""
+    n = points.num_rows
+    score = points.column("anomalyScore").to_pylist()
+    value_score: list[float] = list(score)
+    forest_score: list[float | None] = [0.0] * n
+    reason = ["value" if s > 0 else "" for s in score]
+    value_score[25], forest_score[25], reason[25] = min(10.0, score[25]), score[25], "forest"
+    forest_score[3] = None
+    for i in held:
+        score[i], value_score[i] = 49.0, 100.0
+    points = points.set_column(points.schema.get_field_index("anomalyScore"), "anomalyScore", pa.array(score))
+    points = points.append_column("anomalyReason", pa.array(reason))
+    points = points.append_column("valueScore", pa.array(value_score))
+    return points.append_column("forestScore", pa.array(forest_score, pa.float64()))
+
+
+def test_the_hover_and_the_marker_say_why_from_the_reason_and_the_channel_scores() -> None:
+    points = _explained(_points(n=30, flagged=(20, 25)))
+    fig = figures.series_figure(points)
+    value = _trace(fig, figures.VALUE)
+    assert "why: %{customdata[6]}" in value.hovertemplate
+    assert value.customdata[20][6] == "value, value channel 95.0, forest 0.0"
+    assert value.customdata[25][6] == "forest, value channel 10.0, forest 95.0"
+    score1 = points.column("anomalyScore")[1].as_py()
+    assert value.customdata[1][6] == f"value, value channel {score1:.1f}, forest 0.0"
+    assert value.customdata[3][6].endswith(f"value channel {points.column('anomalyScore')[3].as_py():.1f}")
+    assert "forest" not in value.customdata[3][6]  # a NULL score is left out
+    marker = _trace(fig, figures.ANOMALY)
+    assert [row[1] for row in marker.customdata] == [value.customdata[20][6], value.customdata[25][6]]
+    assert [row[0] for row in marker.customdata] == [95, 95]
+    assert len(_trace(fig, figures.HELD).x) == 0  # every score equals its channels': nothing held
+    # older results: NULL reason and scores
+    assert figures.why_text(None, None, None) == "not recorded"
+    assert figures.why_text(None, float("nan"), None) == "not recorded"
+
+
+def test_points_held_after_an_alert_are_marked_and_say_so() -> None:
+    points = _explained(_points(n=30, flagged=(20,)), held=(21, 22, 23))
+    held = figures.held_after_alert(points)
+    assert np.flatnonzero(held).tolist() == [21, 22, 23]
+    fig = figures.series_figure(points)
+    marker = _trace(fig, figures.HELD)
+    assert list(marker.x) == [(T0 + i * STEP).strftime("%Y-%m-%d %H:%M:%S") for i in (21, 22, 23)]
+    assert list(marker.y) == [points.column("aggregatedMeasureValue")[i].as_py() for i in (21, 22, 23)]
+    value = _trace(fig, figures.VALUE)
+    assert value.customdata[22][6] == "value, value channel 100.0, forest 0.0; held after an alert"
+    assert "held" not in value.customdata[20][6] and "held" not in value.customdata[24][6]
+    # without the channel scores (older results) nothing can be told: nothing is marked
+    old = points.drop_columns(["valueScore", "forestScore"])
+    assert not figures.held_after_alert(old).any()
+    assert len(_trace(figures.series_figure(old), figures.HELD).x) == 0
+    # NULL channel scores in a mixed frame are never held
+    nulls = points.set_column(
+        points.schema.get_field_index("valueScore"), "valueScore", pa.nulls(points.num_rows, pa.float64())
+    )
+    nulls = nulls.set_column(
+        nulls.schema.get_field_index("forestScore"), "forestScore", pa.nulls(nulls.num_rows, pa.float64())
+    )
+    assert not figures.held_after_alert(nulls).any()
 
 
 def test_the_band_of_a_non_negative_measure_stays_at_or_above_zero() -> None:

@@ -295,10 +295,22 @@ def test_worker_lag_from_status_files_and_metrics(tmp_path: Path) -> None:
     stale.write_text(json.dumps({"lag_messages": 10_000}))
     old = stale.stat().st_mtime - 3600
     os.utime(stale, (old, old))
-    assert q.worker_lag(tmp_path) == {"messages": 150.0, "seconds": 1.5, "latency_p99_s": None, "workers": 2}
+    assert q.worker_lag(tmp_path) == {
+        "messages": 150.0,
+        "seconds": 1.5,
+        "latency_p99_s": None,
+        "workers": 2,
+        "stale": 0,
+    }
     # a worker's own status file (cutstream worker --status-file) gives its result latency
     (status / "w4.json").write_text(json.dumps({"pid": 1, "events_in": 10, "latency_ms_p99": 250.0}))
-    assert q.worker_lag(tmp_path) == {"messages": 150.0, "seconds": 1.5, "latency_p99_s": 0.25, "workers": 3}
+    assert q.worker_lag(tmp_path) == {
+        "messages": 150.0,
+        "seconds": 1.5,
+        "latency_p99_s": 0.25,
+        "workers": 3,
+        "stale": 0,
+    }
 
     body = (
         b"# TYPE cutstream_consumer_lag gauge\n"
@@ -316,7 +328,7 @@ def test_worker_lag_from_status_files_and_metrics(tmp_path: Path) -> None:
     try:
         url = f"http://127.0.0.1:{server.server_port}/metrics"
         lag = q.worker_lag(tmp_path / "nothing", [url, "http://127.0.0.1:1/metrics"])
-        assert lag == {"messages": 12.0, "seconds": None, "latency_p99_s": None, "workers": 1}
+        assert lag == {"messages": 12.0, "seconds": None, "latency_p99_s": None, "workers": 1, "stale": 0}
     finally:
         server.shutdown()
         server.server_close()
@@ -374,3 +386,102 @@ def test_dashboard_view_turns_a_malformed_filter_into_a_message(data_dir: Path) 
         data_dir, "all", "{anomalyScore} >= 94", [{"column_id": "anomalyScore", "direction": "asc"}]
     )
     assert [r["anomalyScore"] for r in rows] == [94.0, 95.0] and message == ""
+
+
+def test_files_without_the_explanation_columns_read_them_as_null(tmp_path: Path) -> None:
+    """Parquet written before the record carried anomalyReason, valueScore and forestScore: the series
+    and the anomaly table still read, with NULL there; next to newer files, those keep their values."""
+    from sinks.parquet import file_name, partition_dir
+
+    old_columns = [n for n in RESULT_SCHEMA.names if n not in ("anomalyReason", "valueScore", "forestScore")]
+    scores = [10.0, 95.0, 20.0]
+    old = result_table(start_ms=T0, window_ms=HOUR, values=[1.0, 9.0, 1.0], scores=scores).select(old_columns)
+    folder = partition_dir(tmp_path, "shop", "2026-01-01")
+    folder.mkdir(parents=True)
+    pq.write_table(old, folder / file_name("events.0", 0, 2))
+    sid = old.column("timeseriesId")[0].as_py()
+
+    points = q.series_points(tmp_path, sid)
+    assert points.column("anomalyScore").to_pylist() == scores
+    assert points.column("anomalyReason").to_pylist() == [None] * 3
+    assert points.column("valueScore").to_pylist() == [None] * 3
+    (flagged,) = q.anomalies(tmp_path).to_pylist()
+    assert flagged["anomalyScore"] == 95.0 and flagged["anomalyReason"] is None
+
+    newer = result_table(start_ms=T0 + 3 * HOUR, window_ms=HOUR, values=[1.0, 9.0], scores=[5.0, 90.0])
+    ParquetSink(tmp_path).write(newer, "events.0", 3, 4)
+    points = q.series_points(tmp_path, sid)
+    assert points.column("anomalyReason").to_pylist() == [None, None, None, "value", "value"]
+    assert points.column("valueScore").to_pylist() == [None, None, None, 5.0, 90.0]
+    reasons = q.anomalies(tmp_path, filters=[q.Filter("anomalyReason", "=", "value")]).to_pylist()
+    assert [(r["anomalyScore"], r["valueScore"], r["forestScore"]) for r in reasons] == [(90.0, 90.0, 0.0)]
+    from dashboard import views
+
+    rows, _ = views.anomaly_rows(tmp_path, "all", None, None)
+    assert [(r["anomalyScore"], r["anomalyReason"], r["valueScore"]) for r in rows] == [
+        (90.0, "value", 90.0),  # newest first
+        (95.0, "not recorded", None),
+    ]
+
+
+def _age(path: Path, seconds: float) -> None:
+    then = path.stat().st_mtime - seconds
+    os.utime(path, (then, then))
+
+
+def test_a_stopped_or_silent_worker_is_not_counted_as_running(tmp_path: Path) -> None:
+    """'N worker(s) running' counts fresh status files only: a worker whose file is older than a few
+    report intervals, or whose last write says it stopped, is stale (its figures are the last known)."""
+    from dashboard import views
+
+    status = tmp_path / "status"
+    status.mkdir()
+    running, silent, stopped = (status / f"{n}.json" for n in ("running", "silent", "stopped"))
+    running.write_text(json.dumps({"latency_ms_p99": 100.0}))
+    silent.write_text(json.dumps({"latency_ms_p99": 300.0}))
+    _age(silent, q.WORKER_STALE_S + 5)  # killed: no last write, the file just stops changing
+    stopped.write_text(json.dumps({"latency_ms_p99": 200.0, "stopped": True}))  # fresh, but said it stopped
+    lag = q.worker_lag(tmp_path)
+    assert lag is not None and (lag["workers"], lag["stale"], lag["latency_p99_s"]) == (1, 2, 0.3)
+    value, note = views._lag_card(lag)
+    assert value == "0.30 s" and "1 worker(s) running" in note and "2 stopped/stale" in note
+
+    _age(running, q.WORKER_STALE_S + 5)
+    lag = q.worker_lag(tmp_path)
+    assert lag is not None and (lag["workers"], lag["stale"]) == (0, 3)
+    assert "0 worker(s) running" in views._lag_card(lag)[1]
+    # a worker within the limit is running; past STATUS_MAX_AGE_S a file is not read at all
+    running.write_text(json.dumps({"latency_ms_p99": 100.0}))
+    _age(running, q.WORKER_STALE_S - 5)
+    for path in (silent, stopped):
+        _age(path, q.STATUS_MAX_AGE_S)
+    assert q.worker_lag(tmp_path) == {
+        "messages": None,
+        "seconds": None,
+        "latency_p99_s": 0.1,
+        "workers": 1,
+        "stale": 0,
+    }
+
+
+def test_periods_end_at_the_newest_data_not_the_wall_clock(data_dir: Path) -> None:
+    """The results lie in the past (a replayed demo): "last 24 hours" is the 24 h up to the newest
+    window, so it is not empty, and it holds exactly the windows of those 24 hours."""
+    from dashboard import views
+
+    newest = _utc(T0 + 29 * HOUR)  # the fixture's last window
+    assert newest < dt.datetime.now(dt.UTC) - dt.timedelta(days=1)
+    period = views.resolve_period(data_dir, "24h")
+    assert period == views.Period(newest - dt.timedelta(hours=24) + dt.timedelta(microseconds=1), None)
+    want = [r for r in _naive_rows(data_dir) if _in(r, period.start, None)]
+    assert {r["windowStart"] for r in want} == {_utc(T0 + h * HOUR) for h in range(6, 30)}
+    k = q.kpis(data_dir, period.start, period.end)
+    assert k["windows"] == len(want) > 0
+    cards = {cid: text for cid, _, text, _ in views.kpi_values(data_dir, "24h")}
+    assert cards["kpi-series"] == str(len({r["timeseriesId"] for r in want}))
+    rows, _ = views.anomaly_rows(data_dir, "6h", None, None)  # hours 24-29 hold item-B's spike at 27
+    assert [(r["dimensions"], r["windowStart"]) for r in rows] == [("product=item-B", "2026-01-02 03:00:00")]
+    assert views.anomaly_rows(data_dir, "1h", None, None)[0] == []  # hour 29 alone: none
+    assert views.resolve_period(data_dir, "all") == views.Period(None, None)
+    assert views.resolve_period(data_dir, "no-such-period") == period  # the default, 24 h
+    assert views.resolve_period(data_dir.parent / "empty", "24h") == views.Period(None, None)

@@ -40,6 +40,9 @@ def test_the_delegate_hands_every_hook_to_every_sensor(tmp_path: Path) -> None:
     assert c.latency_ms_p99 == 250.0
     assert recorder.calls == [("on_scored", (3,))]
     assert json.loads((tmp_path / "s.json").read_text())["lag_messages"] == 8
+    assert "stopped" not in json.loads((tmp_path / "s.json").read_text())
+    sensor.on_stopped()  # the worker's last write says it stopped (the dashboard's liveness reads it)
+    assert json.loads((tmp_path / "s.json").read_text())["stopped"] is True
     # the Prometheus side saw the same events
     assert metrics.registry.get_sample_value("cutstream_events_total") == 5
     assert metrics.registry.get_sample_value("cutstream_consumer_lag", {"topic": "t", "partition": "0"}) == 7
