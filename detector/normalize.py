@@ -96,7 +96,6 @@ _SPREAD_POINTS = 2000.0
 _SPREAD_FLOOR = 0.02
 _Q_LEVEL, _Q_RATE, _Q_FLOOR = 0.99, 0.01, 0.7
 _TRANSFORM_POINTS = 64
-FOREST_SYMLOG = False
 #: Forest channel.
 _RAW_POINTS = 2
 _FOREST_HISTORY = 3000.0
@@ -349,7 +348,7 @@ def _prepare_kernel(  # type: ignore[no-untyped-def]  # numba infers the types
     n_seen, n_model, t_first, t_last, cadence, c_sum, c_n, level, level_dev, spread_mean, spread_dev, q99,
     err, err_n, day_mean, day_dev, day_n, week_mean, week_dev, week_n, slot_mean, slot_dev, slot_n,
     slot_err, coarse_err, week_err, day_err,
-    out_z, out_exp, out_scale, out_x, out_adj, out_count, out_seen, out_c,
+    out_z, out_exp, out_scale, out_adj, out_count, out_seen, out_c,
 ):  # fmt: skip
     for run in numba.prange(starts.shape[0] - 1):  # the series of the batch, in parallel
         for jj in range(starts[run], starts[run + 1]):  # a series' points, in input order
@@ -412,13 +411,8 @@ def _prepare_kernel(  # type: ignore[no-untyped-def]  # numba infers the types
             out_z[j] = z
             out_exp[j] = e
             out_scale[j] = sc
-            out_x[j] = x
             # the forest reads the value with the seasonal part of the expectation removed (linear units)
-            out_adj[j] = (
-                (x - (e - e_l) if n > 0 else x)
-                if FOREST_SYMLOG
-                else (v - (_inverse(e, c) - _inverse(e_l, c)) if n > 0 else v)
-            )
+            out_adj[j] = v - (_inverse(e, c) - _inverse(e_l, c)) if n > 0 else v
             # learn (after judging)
             if n > 0:
                 r = abs(x - e)
@@ -702,7 +696,7 @@ def prepare(state: NormalizerState, params: NormalizerParams, slots: np.ndarray,
             timestamps_ms: np.ndarray) -> Prepared:  # fmt: skip
     """Judge each value against its series' models and learn it (in input order)."""
     n = slots.shape[0]
-    out = [np.zeros(n) for _ in range(5)] + [np.zeros(n, np.int64), np.zeros(n, np.int64), np.zeros(n)]
+    out = [np.zeros(n) for _ in range(4)] + [np.zeros(n, np.int64), np.zeros(n, np.int64), np.zeros(n)]
     slots = np.ascontiguousarray(slots, dtype=np.int64)
     order, starts = _runs(slots)
     if n:
@@ -723,10 +717,10 @@ def prepare(state: NormalizerState, params: NormalizerParams, slots: np.ndarray,
         z=out[0],
         expected_x=out[1],
         scale=out[2],
-        forest_input=out[4],
-        count=out[5],
-        seen=out[6],
-        magnitude=out[7],
+        forest_input=out[3],
+        count=out[4],
+        seen=out[5],
+        magnitude=out[6],
     )
 
 
