@@ -154,6 +154,35 @@ def _grid(threads: int, block: int) -> int:
     return max(1, (threads + block - 1) // block)
 
 
+def _delete_kernel(tree_delete: Any, N: int, K: int, T: int, bo: int, every: int) -> Any:
+    """One thread per (series, tree of the new point's class): delete the series' leaving point.
+
+    The trees of class ``c`` are ``c, c + every, ...``; with ``every`` 1 (CoDisp's sliding window)
+    the one class is every tree and ``cls`` is all zeros.
+    """
+    TC = (T + every - 1) // every  # the most trees a class has
+    NPATH = N  # a tree holds N points, so a root-to-leaf path has fewer than N nodes
+    int16 = numba.int16
+
+    @cuda.jit
+    def k_delete(sids, full, cls, plan, n16, u16, f32, box, root, nfree, pts):
+        i = cuda.grid(1)
+        if i < sids.shape[0] * TC:
+            j = i // TC
+            t = cls[j] + (i - j * TC) * every
+            if full[j] and t < T:
+                si = sids[j]
+                r = plan[si, 0]
+                if r >= 0:
+                    path = cuda.local.array(NPATH, int16)
+                    tree_delete(
+                        si * T + t, si, r, plan[si, 1], plan[si, 2] == 1, K, bo, n16, u16, f32, box, root,
+                        nfree, pts, path,
+                    )  # fmt: skip
+
+    return k_delete
+
+
 def _isolation_round(
     ns: dict[str, Any],
     median_expected: Any,
@@ -172,8 +201,6 @@ def _isolation_round(
     slot_class = ns["slot_class"]
     W = N * every
     TC = (T + every - 1) // every  # the most trees a class has
-    NPATH = N  # a tree holds N points, so a root-to-leaf path has fewer than N nodes
-    int16 = numba.int16
 
     @cuda.jit
     def k_begin(sids, vals, full, point, cls, tail, nvals, offset, newpt, npts):
@@ -216,34 +243,7 @@ def _isolation_round(
             out_expected[i] = median_expected(ev, i, offset[si])
             series_plan_delete(si, W, npts, rep, cnt, plan)
 
-    @cuda.jit
-    def k_delete(sids, full, cls, plan, n16, u16, f32, box, root, nfree, pts):
-        i = cuda.grid(1)
-        if i < sids.shape[0] * TC:
-            j = i // TC
-            t = cls[j] + (i - j * TC) * every
-            if full[j] and t < T:
-                si = sids[j]
-                r = plan[si, 0]
-                if r >= 0:
-                    path = cuda.local.array(NPATH, int16)
-                    tree_delete(
-                        si * T + t,
-                        si,
-                        r,
-                        plan[si, 1],
-                        plan[si, 2] == 1,
-                        K,
-                        bo,
-                        n16,
-                        u16,
-                        f32,
-                        box,
-                        root,
-                        nfree,
-                        pts,
-                        path,
-                    )
+    k_delete = _delete_kernel(tree_delete, N, K, T, bo, every)
 
     @cuda.jit
     def k_place(sids, full, cls, npts, rep, cnt, pts, newpt, plan, n16, u16, f32, root):
@@ -342,8 +342,6 @@ def _codisp_round(
     tree_insert, tree_delete, tree_expect = ns["tree_insert"], ns["tree_delete"], ns["tree_expect"]
     tree_key, series_shingle = ns["tree_key"], ns["series_shingle"]
     series_plan_delete, series_place = ns["series_plan_delete"], ns["series_place"]
-    NPATH = N
-    int16 = numba.int16
 
     @cuda.jit
     def k_begin(sids, vals, full, tail, nvals, offset, newpt, npts, rep, cnt, plan, point):
@@ -356,34 +354,7 @@ def _codisp_round(
                 point[i] = npts[si]
                 series_plan_delete(si, N, npts, rep, cnt, plan)
 
-    @cuda.jit
-    def k_delete(sids, full, plan, n16, u16, f32, box, root, nfree, pts):
-        i = cuda.grid(1)
-        if i < sids.shape[0] * T:
-            j = i // T
-            t = i - j * T
-            if full[j]:
-                si = sids[j]
-                r = plan[si, 0]
-                if r >= 0:
-                    path = cuda.local.array(NPATH, int16)
-                    tree_delete(
-                        si * T + t,
-                        si,
-                        r,
-                        plan[si, 1],
-                        plan[si, 2] == 1,
-                        K,
-                        bo,
-                        n16,
-                        u16,
-                        f32,
-                        box,
-                        root,
-                        nfree,
-                        pts,
-                        path,
-                    )
+    k_delete = _delete_kernel(tree_delete, N, K, T, bo, 1)  # one class: every tree
 
     @cuda.jit
     def k_place(sids, full, npts, rep, cnt, pts, newpt, plan, n16, u16, f32, root):
@@ -479,7 +450,10 @@ def _codisp_round(
             sids, dvals, full, a["tail"], a["n_values"], a["offset"], a["newpt"], a["n_points"], a["rep"],
             a["count"], a["plan"], point,
         )  # fmt: skip
-        k_delete[gt, block](sids, full, a["plan"], n16, u16, f32, box, a["root"], a["free_head"], a["points"])
+        cls = xp.zeros(m, dtype=np.int64)
+        k_delete[gt, block](
+            sids, full, cls, a["plan"], n16, u16, f32, box, a["root"], a["free_head"], a["points"]
+        )
         k_place[g1, block](
             sids, full, a["n_points"], a["rep"], a["count"], a["points"], a["newpt"], a["plan"],
             n16, u16, f32, a["root"],
