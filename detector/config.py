@@ -15,7 +15,7 @@ class ForestConfig(BaseModel):
     """Hyperparameters of the Random Cut Forest of each series.
 
     The default forest scores each point by its isolation (AWS RCF's score) in 32 trees of 400
-    points each, every tree holding every 10th point of the last 4,000: a long memory of the
+    points each, every tree holding every 20th point of the last 8,000: a long memory of the
     series' values at the memory and speed cost of 400-point trees (docs/ARCHITECTURE.md,
     "Detector engine").
     """
@@ -26,12 +26,13 @@ class ForestConfig(BaseModel):
     sample_size: int = Field(default=400, ge=4, le=4096, description="points kept per tree")
     shingle_size: int = Field(default=1, ge=1, le=64, description="consecutive values per point")
     insert_every: int = Field(
-        default=10,
+        default=20,
         ge=1,
         le=256,
         description="each tree takes every n-th point (trees take turns), so its sample spans "
-        "sample_size * insert_every points; every point is scored by every tree (when not given: "
-        "10, or n_trees when fewer, or 1 for codisp)",
+        "sample_size * insert_every points (8,000 by default: 5.6 days of 1-minute windows, so "
+        "that a weekend does not fill it); every point is scored by every tree (when not given: 20, "
+        "or n_trees when fewer, or 1 for codisp)",
     )
     raw_score: Literal["isolation", "codisp"] = Field(
         default="isolation",
@@ -51,7 +52,7 @@ class ForestConfig(BaseModel):
             n_trees = data.get("n_trees", 32)
             if data.get("raw_score") == "codisp":
                 return {**data, "insert_every": 1}
-            if isinstance(n_trees, int) and n_trees < 10:
+            if isinstance(n_trees, int) and n_trees < 20:
                 return {**data, "insert_every": max(1, n_trees)}
         return data
 

@@ -267,7 +267,7 @@ class Detector:
             raise DetectorError(f"corrupt detector state: {warm.shape[0]} warm-start marks for {n} series")
         scores = state["scores"]
         if "partial" not in scores:
-            NORMALIZER_STATE.upgrade(scores)
+            scores = NORMALIZER_STATE.upgrade(scores)
         if n == 0:
             return []
         slots = self._forest.from_state_many(state["forest"])

@@ -16,7 +16,9 @@ is from what this series does at this time:
    5-minute slot of the day (sharp daily shapes, a daily batch job). The choice is global (which
    model has the lower EW absolute error over the last ~1000 points) and then local: in a week
    hour where the weekly model beats the daily one, or in a day slot where the slot beats the
-   rest, that one is used there (weekends, batch jobs). The scale ``S`` is the chosen model's EW
+   rest, that one is used there (weekends, batch jobs); a week hour not yet judged takes the weekly
+   model when the daily one missed it badly last week (a series' second weekend). The scale ``S``
+   is the chosen model's EW
    absolute deviation, floored by 70 % of the series' 99th-percentile residual / 2.58 and by 2 %
    of its overall spread (a step in a constant series is not infinitely unusual).
 3. *Evidence.* ``z = (x - E) / S``; the instant channel judges ``|z|``, the sustained channel the
@@ -26,21 +28,24 @@ is from what this series does at this time:
    (over ~10,000 points) replaces the Gaussian tail probability where the series has exceeded that
    level at least 5 times, and the Gaussian shape carries on beyond (``_surprise``). A series whose
    outliers are common thus learns that they are; a series that never had one keeps the Gaussian.
+   During an incident the sustained and shift statistics are not learned (a few level shifts must
+   not teach a series that the next one is common).
 
 **The forest channel** judges the forest's raw isolation score: the mean of the last 2 raw scores
 against their EW mean and variance over ~3000 points (upper tail only), as HTM's anomaly
 likelihood does. The forest reads the value with the seasonal part of the expectation removed, so
 that the daily rhythm is not news to it. Its evidence counts for a decision only where the value
-channel sees the point as at least a little unusual (calibrated surprise 2, about p = 1 %), and it
+channel sees the point as at least a little unusual (calibrated surprise 2.5, about p = 0.3 %), and it
 is weighted by how often, on this series, its high scores came with such value evidence (a
 Bayesian ratio with 3 agreeing points as prior, squared): on a heavy-tailed series where the
 forest isolates every large value, its voice fades.
 
-``anomalyScore = 100 * min(1, max(channels) / surprise_at_100)``; the decision is ``anomalyScore >
-threshold`` with the optional ``direction`` and ``min_relative_change`` filters. After an alert a
-series' scores are held below the threshold for ``suppress_points`` points (one incident, one
-alert), unless new evidence breaks through: the value moves the other way, or is 1,000 times less
-likely than the alert's. A series is in ``LEARNING`` (score 0) until it has ``learning_points``
+``anomalyScore = 100 * max(channels) / surprise_at_100`` up to 70, then approaching 100 smoothly
+(``_to_score``: strong alerts stay ranked); the decision is ``anomalyScore > threshold`` with the
+optional ``direction`` and ``min_relative_change`` filters. After an alert a series' scores are held
+below the threshold for ``suppress_points`` points (one incident, one alert), unless the incident
+ends first (20 points in a row below surprise 3: the next anomaly is a new one) or the value
+evidence moves the other way. A series is in ``LEARNING`` (score 0) until it has ``learning_points``
 points spanning ``learning_ms`` of event time (or ``learning_max_points`` points).
 
 Each point is judged by what came before it (the models learn after judging: causal), and the
@@ -57,7 +62,7 @@ import numba
 import numpy as np
 
 #: Version of the normalizer's per-series state (``NormalizerState.columns``).
-STATE_VERSION = 2
+STATE_VERSION = 3
 
 DIRECTION_CODES = {"both": 0, "up": 1, "down": 2}
 #: ``ScoreBatch.reason`` codes: which channel carried the point's score.
@@ -82,6 +87,8 @@ SHIFT_POINTS = 15.0
 _SHIFT_WEIGHT = 0.6
 _SHIFT_CLIP = 4.0
 _SHIFT_REARM = 2.0  # after an alert the shift channel waits until its mean is back within this
+#: An incident ends (its suppression with it) after this many points below this surprise.
+_QUIET_LEVEL, _QUIET_POINTS = 3.0, 20
 #: Models and their EW horizons.
 _LEVEL_POINTS = 200.0  # the level model
 _SELECT_POINTS = 1000.0  # the models' errors, for the global choice
@@ -105,7 +112,7 @@ _CALIB_EVIDENCE = 5.0
 #: Forest trust: an alarm-level forest surprise, the value evidence that agrees with it, the prior.
 _TRUST_FOREST, _TRUST_VALUE, _TRUST_PRIOR = 6.0, 3.0, 3.0
 #: The forest's evidence counts where the value's surprise is at least this (p ~ 1 %) ...
-_FOREST_GATE = 2.0
+_FOREST_GATE = 2.5
 #: ... weighted by its agreement ratio on the series to this power.
 _TRUST_POWER = 2.0
 
@@ -185,6 +192,7 @@ class NormalizerState:
         # decisions
         "since_alert": ((), np.int64, int(_NEVER)),
         "alert_sign": ((), np.int64, 0),
+        "quiet_n": ((), np.int64, 0),
         "missing_rate": ((), np.float64, 0.0),
     }
 
@@ -227,11 +235,16 @@ class NormalizerState:
 
     def put_columns(self, slots: np.ndarray, columns: dict[str, Any]) -> None:
         """Restore what :meth:`columns` returned into ``slots``."""
+        from detector.errors import StateVersionError
+
         for name, (shape, dt, _) in self.SPEC.items():
+            if name not in columns:
+                raise StateVersionError(
+                    f"normalizer state field {name} is missing: the checkpoint is corrupt or from "
+                    "another version"
+                )
             arr = np.asarray(columns[name], dtype=dt)
             if arr.shape != (slots.shape[0], *shape):
-                from detector.errors import StateVersionError
-
                 raise StateVersionError(
                     f"normalizer state field {name} has shape {arr.shape}, expected "
                     f"{(slots.shape[0], *shape)}: the checkpoint is corrupt or from another version"
@@ -402,6 +415,14 @@ def _prepare_kernel(  # type: ignore[no-untyped-def]  # numba infers the types
             # local choice: the week hour's or the day slot's better model
             if ok_w and ok_d and week_err[s, wk] > 0.0 and week_err[s, wk] < _LOCAL_RATIO * day_err[s, wk]:
                 e, sc = e_w, s_w
+            elif (
+                ok_w
+                and ok_d
+                and week_err[s, wk] == 0.0
+                and err_n[s, 1] > 50
+                and _LOCAL_RATIO * day_err[s, wk] > err[s, 1]
+            ):
+                e, sc = e_w, s_w
             if ok_f and slot_err[s, fb] > 0.0 and slot_err[s, fb] < _LOCAL_RATIO * coarse_err[s, fb]:
                 e, sc = e_f, max(s_f, 0.25 * sc)
             sc = max(sc, _SPREAD_FLOOR * 1.2533 * spread_dev[s], 1e-3 * abs(e), 1e-12)
@@ -435,10 +456,11 @@ def _prepare_kernel(  # type: ignore[no-untyped-def]  # numba infers the types
                 if ok_f:
                     _ew_err(slot_err, s, fb, abs(x - e_f), wl)
                     _ew_err(coarse_err, s, fb, abs(x - coarse), wl)
-                if ok_w and ok_d:
+                if ok_d:
                     per_hour = max(_MS_HOUR / cadence[s], 1.0) if cadence[s] > 0.0 else 1.0
                     ww = 1.0 / (_WEEK_MEMORY * per_hour)
-                    _ew_err(week_err, s, wk, abs(x - e_w), ww)
+                    if ok_w:
+                        _ew_err(week_err, s, wk, abs(x - e_w), ww)
                     _ew_err(day_err, s, wk, abs(x - e_d), ww)
             n += 1
             n_model[s] = n
@@ -512,6 +534,15 @@ def _ew_err(arr: np.ndarray, s: int, b: int, e: float, w: float) -> None:
 
 
 @numba.njit(cache=True, nogil=True)
+def _to_score(s: float, s100: float) -> float:
+    """Surprise -> 0-100: linear up to 70, then approaching 100 smoothly (ranks strong evidence)."""
+    lin = 100.0 * s / s100
+    if lin <= 70.0:
+        return lin
+    return 100.0 - 30.0 * math.exp(-(lin - 70.0) / 30.0)
+
+
+@numba.njit(cache=True, nogil=True)
 def _inverse(x: float, c: float) -> float:
     """The value whose transform is ``x`` (``v = sign(x) * c * (exp(|x|) - 1)``)."""
     return math.copysign(c * math.expm1(min(abs(x), 700.0)), x)
@@ -528,7 +559,7 @@ def _judge_kernel(  # type: ignore[no-untyped-def]  # numba infers the types
     p_learning_ms, p_learning_max, p_direction, p_min_rel, p_s100, p_suppress, p_cap, p_conf_points,
     p_missing_conf, p_forest_w, p_value_w,
     t_first, recent_z, ex_value, ex_sustained, shift_z, shift_armed, ex_shift, calib_n, recent_raw, raw_mean,
-    raw_var, forest_alarms, forest_agreed, since_alert, alert_sign, missing_rate,
+    raw_var, forest_alarms, forest_agreed, since_alert, alert_sign, missing_rate, quiet_n,
     score, decision, confidence, inference, processed, expected, low, high, reason, value_score,
     forest_score,
 ):  # fmt: skip
@@ -615,7 +646,15 @@ def _judge_kernel(  # type: ignore[no-untyped-def]  # numba infers the types
                     why = 2
                 else:
                     why = 4
-                sc = 100.0 * min(1.0, s_now / p_s100)
+                sc = _to_score(s_now, p_s100)
+                # an incident is over once the series has been quiet for a while: a later anomaly
+                # is a new one, not held by the last alert's suppression
+                if s_now >= _QUIET_LEVEL:
+                    quiet_n[s] = 0
+                else:
+                    quiet_n[s] += 1
+                    if quiet_n[s] >= _QUIET_POINTS:
+                        since_alert[s] = _NEVER
                 # the direction of the strongest value evidence (the forest's has none)
                 if vs >= max(ms, hs):
                     sign = 1 if zz > 0.0 else -1
@@ -651,8 +690,8 @@ def _judge_kernel(  # type: ignore[no-untyped-def]  # numba infers the types
             decision[j] = dec
             inference[j] = is_inf
             reason[j] = why if sc > 0.0 else 0
-            value_score[j] = 100.0 * min(1.0, max(vs, ms, hs) / p_s100)
-            forest_score[j] = 100.0 * min(1.0, fs / p_s100)
+            value_score[j] = _to_score(max(vs, ms, hs), p_s100)
+            forest_score[j] = _to_score(fs, p_s100)
             conf = 100.0 * min(1.0, n / p_conf_points) * (1.0 - mr)
             if missing[j]:
                 conf *= p_missing_conf
@@ -663,10 +702,13 @@ def _judge_kernel(  # type: ignore[no-untyped-def]  # numba infers the types
                 calib_n[s] = nc
                 w = max(1.0 / nc, 1.0 / _CALIB_POINTS)
                 _learn_tail(ex_value, s, abs(zz), w)
+                # an incident's sustained and shifted stretch is not what this series normally does:
+                # learned, a few of them would teach the series that the next shift is common
+                w_run = w if since_alert[s] >= p_suppress else 0.0
                 if n > MEAN_POINTS:
-                    _learn_tail(ex_sustained, s, zb, w)
+                    _learn_tail(ex_sustained, s, zb, w_run)
                 if n > SHIFT_POINTS:
-                    _learn_tail(ex_shift, s, zsh, w)
+                    _learn_tail(ex_shift, s, zsh, w_run)
             aw = max(1.0 / n, 1.0 / _FOREST_HISTORY)
             d = a - raw_mean[s]
             raw_mean[s] += aw * d
@@ -741,7 +783,7 @@ _PREPARE_STATE = (
 _JUDGE_STATE = (
     "t_first", "recent_z", "ex_value", "ex_sustained", "shift_z", "shift_armed", "ex_shift", "calib_n",
     "recent_raw", "raw_mean", "raw_var", "forest_alarms", "forest_agreed", "since_alert",
-    "alert_sign", "missing_rate",
+    "alert_sign", "missing_rate", "quiet_n",
 )  # fmt: skip
 
 

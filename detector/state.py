@@ -8,8 +8,9 @@ version has a golden file under ``tests/golden/`` that must keep loading.
 
 - detector state (``Detector.to_state``): writes 3, reads 1, 2, 3. 1: one dict per series; 2: the
   series in a few arrays; 3: the scoring stage of detector/normalize.py version 2.
-- normalizer state (inside it): writes and reads 2. 1 (before the seasonal value models) cannot be
-  mapped: the series' models learn again.
+- normalizer state (inside it): writes 3, reads 2 and 3. 1 (before the seasonal value models) cannot
+  be mapped: the series' models learn again. 3 added the incident's quiet-point counter (``quiet_n``;
+  from 2: 0, as if the series had just been loud).
 - forest state (one series / many): writes and reads 1. Its config gained ``insert_every`` and
   ``isolation`` with the isolation engine (absent = CoDisp).
 """
@@ -116,10 +117,18 @@ def _detector_v2_to_v3(state: State) -> State:
     }
 
 
+def _normalizer_v2_to_v3(state: State) -> State:
+    """Version 3 counts the points since the series was last loud (``quiet_n``): 0 for every series."""
+    if "since_alert" not in state:
+        raise StateVersionError("normalizer state version 2 without since_alert: the checkpoint is corrupt")
+    n = np.asarray(state["since_alert"]).reshape(-1).shape[0]
+    return {**state, "version": 3, "quiet_n": np.zeros(n, dtype=np.int64)}
+
+
 #: ``Detector.to_state``'s dict.
 DETECTOR_STATE = Part("detector state", 3, {1: _detector_v1_to_v2, 2: _detector_v2_to_v3})
 #: The normalizer's arrays inside it (``NormalizerState.columns``).
-NORMALIZER_STATE = Part("normalizer state", 2)
+NORMALIZER_STATE = Part("normalizer state", 3, {2: _normalizer_v2_to_v3})
 #: ``Forest.to_state`` / ``Forest.to_state_many``.
 FOREST_STATE = Part("forest state", 1)
 

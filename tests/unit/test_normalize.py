@@ -133,15 +133,26 @@ def test_a_forest_that_keeps_alarming_without_value_evidence_loses_its_voice():
 
 def test_after_an_alert_echoes_are_suppressed_but_a_move_the_other_way_gets_through():
     values = noisy(1000)
-    values[600] = values[630] = 130.0
-    values[660] = 70.0
+    values[600] = values[610] = 130.0  # an echo 10 points on: the same incident
+    values[615] = 70.0
     p = params(suppress_points=100, suppress_cap=0.5)
     out, _ = run(values, p=p)
     assert out.decision[600] == 1
-    assert out.anomaly_score[630] <= 0.5 * p.threshold and out.decision[601:660].sum() == 0
-    assert out.decision[660] == 1  # a dip after a spike is new evidence
+    assert out.anomaly_score[610] <= 0.5 * p.threshold and out.decision[601:615].sum() == 0
+    assert out.decision[615] == 1  # a dip after a spike is new evidence
     free, _ = run(values, p=replace(p, suppress_points=0))
-    assert free.decision[630] == 1
+    assert free.decision[610] == 1
+
+
+def test_once_the_series_has_been_quiet_the_next_anomaly_is_a_new_incident():
+    values = noisy(1000)
+    values[600] = 130.0
+    values[650] = 130.0  # 49 ordinary points later, well within suppress_points
+    values[655] = 130.0  # ... and an echo of that one
+    p = params(suppress_points=100, suppress_cap=0.5)
+    out, _ = run(values, p=p)
+    assert out.decision[600] == 1 and out.decision[650] == 1
+    assert out.decision[655] == 0 and out.anomaly_score[655] <= 0.5 * p.threshold
 
 
 def test_direction_filters_decisions_not_scores():

@@ -336,3 +336,22 @@ def test_many_series_state_moves_between_the_cuda_simulator_and_the_cpu(engine: 
     )
     assert out.returncode == 0, out.stderr[-3000:]
     assert "SIM-MANY-OK" in out.stdout
+
+
+def test_a_detector_state_with_the_version_2_scoring_columns_loads_with_a_fresh_quiet_counter() -> None:
+    keys, values, ts = _golden_history()
+    det = Detector(MODEL)
+    det.process_many(keys, values, ts)
+    state = det.to_state(list(GOLDEN_KEYS))
+    scores = dict(state["scores"])
+    assert scores["version"] == 3
+    del scores["quiet_n"]  # what version 2 wrote
+    old = {**state, "scores": {**scores, "version": 2}}
+    restored = Detector(MODEL)
+    restored.from_state(old)
+    again = restored.to_state(list(GOLDEN_KEYS))
+    assert np.array_equal(again["scores"]["quiet_n"], np.zeros(len(GOLDEN_KEYS), dtype=np.int64))
+    assert np.array_equal(again["scores"]["n_seen"], state["scores"]["n_seen"])
+    del old["scores"]["n_seen"]  # a column missing beyond what the mapper adds is still refused
+    with pytest.raises(StateVersionError):
+        Detector(MODEL).from_state(old)

@@ -1,5 +1,6 @@
 """One incident, one alert: after an alert the series' echoes are held below the threshold for
-suppress_points, but a different anomaly (a move the other way) still gets through."""
+suppress_points, but a different anomaly (a move the other way, or anything after the series has
+been quiet for a while: the incident is over) still gets through."""
 
 from __future__ import annotations
 
@@ -15,8 +16,9 @@ def _decisions(suppress_points: int) -> np.ndarray:
     values = 100 + 5 * np.sin(np.arange(n) / 6) + rng.normal(0, 1, n)
     values[600] = 200.0  # a spike
     values[603] = 160.0  # its echo: another high point in the same incident
-    values[630] = 240.0  # a larger spike, still the same direction
-    values[660] = 20.0  # a collapse: a different anomaly
+    values[612] = 240.0  # a larger spike, still the same direction, before the series calmed down
+    values[620] = 20.0  # a collapse: a different anomaly
+    values[700] = 240.0  # a spike after 79 quiet points: a new incident
     config = ModelConfig(
         forest=ForestConfig(seed=1),
         scoring=ScoringConfig(suppress_points=suppress_points, learning_ms=0),
@@ -28,10 +30,11 @@ def _decisions(suppress_points: int) -> np.ndarray:
 def test_echoes_are_suppressed_and_a_move_the_other_way_gets_through() -> None:
     d = _decisions(100)
     assert d[600] == 1
-    assert d[601:660].sum() == 0  # the echo at 603 and the spike at 630 stay quiet
-    assert d[660] == 1
+    assert d[601:620].sum() == 0  # the echo at 603 and the spike at 612 stay quiet
+    assert d[620] == 1
+    assert d[700] == 1
 
 
 def test_without_suppression_each_spike_alerts() -> None:
     d = _decisions(0)
-    assert d[600] == 1 and d[603] == 1 and d[630] == 1 and d[660] == 1
+    assert d[600] == 1 and d[603] == 1 and d[612] == 1 and d[620] == 1
