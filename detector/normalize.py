@@ -696,8 +696,9 @@ def _judge_kernel(  # type: ignore[no-untyped-def]  # numba infers the types
             if missing[j]:
                 conf *= p_missing_conf
             confidence[j] = conf
-            # learn after judging: the tails from points that did not alert, the forest's moments
-            if n > 2 and dec == 0:
+            # learn after judging: the tails from every point (a series that alerts often learns that its
+            # outliers are common), the forest's moments
+            if n > 2:
                 nc = calib_n[s] + 1
                 calib_n[s] = nc
                 w = max(1.0 / nc, 1.0 / _CALIB_POINTS)
