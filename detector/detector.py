@@ -117,6 +117,9 @@ class Detector:
         self._norm = NormalizerState(capacity=min(capacity, 1024))
         self._slots: dict[str, int] = {}
         self._warm = np.zeros(self._norm.capacity, dtype=np.bool_)
+        #: per slot: the step (``process_many`` call) that last scored it, for :meth:`coldest`
+        self._used = np.zeros(self._norm.capacity, dtype=np.int64)
+        self._tick = 0
 
     # ------------------------------------------------------------------------------------------
     def keys(self) -> list[str]:
@@ -132,6 +135,9 @@ class Detector:
             warm = np.zeros(self._norm.capacity, dtype=np.bool_)
             warm[: self._warm.shape[0]] = self._warm
             self._warm = warm
+            used = np.zeros(self._norm.capacity, dtype=np.int64)
+            used[: self._used.shape[0]] = self._used
+            self._used = used
 
     def _slots_for(self, keys: Sequence[str]) -> np.ndarray:
         """Slots of ``keys`` (int64[n]); unseen keys get fresh series, in order of first appearance
@@ -198,6 +204,8 @@ class Detector:
                 f"value at position {bad} is {vals[bad]!r}; fill or drop non-finite values before scoring"
             )
         slots = self._slots_for(keys)
+        self._tick += 1
+        self._used[slots] = self._tick
         # Missing points are fed like any point: the shingle is a run of consecutive windows and
         # must stay aligned in time (see docs/ARCHITECTURE.md, "Missing windows").
         prep = prepare(self._norm, self._params, slots, vals, ts)
@@ -287,6 +295,7 @@ class Detector:
             raise
         self.evict(keys)  # only now: a state that fails to load leaves the current models alone
         self._warm[slots] = warm | warm_start
+        self._used[slots] = self._tick
         self._slots.update(zip(keys, slots.tolist(), strict=True))
         return keys
 
@@ -299,6 +308,22 @@ class Detector:
             self._norm.reset(arr)
             self._warm[arr] = False
         return len(slots)
+
+    def coldest(self, n: int) -> tuple[list[str], np.ndarray]:
+        """The ``n`` series scored least recently (oldest first) and the points each has seen.
+
+        Restored series count as scored by the step that restored them.
+        """
+        keys = list(self._slots)
+        n = min(max(n, 0), len(keys))
+        if n == 0:
+            return [], np.zeros(0, dtype=np.int64)
+        slots = np.fromiter(self._slots.values(), dtype=np.int64, count=len(keys))
+        used = self._used[slots]
+        pick = np.argpartition(used, n - 1)[:n] if n < len(keys) else np.arange(len(keys))
+        pick = pick[np.argsort(used[pick], kind="stable")]
+        seen = self._norm.arrays["n_seen"][slots[pick]].copy()
+        return [keys[i] for i in pick.tolist()], seen
 
     @property
     def bytes_per_series(self) -> int:

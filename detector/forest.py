@@ -646,6 +646,31 @@ def concat_many(states: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+_NODE_STATE = ("left", "right", "mass_left", "mass_right", "cut_dim", "cut_value", "box_lo", "box_hi")
+
+
+def select_many(state: dict[str, Any], rows: np.ndarray[Any, Any]) -> dict[str, Any]:
+    """The series at ``rows`` of a many-series state, in that order (the inverse of :func:`concat_many`).
+
+    Per-series arrays are sliced by row; the node records are ragged (series ``i`` owns
+    ``T * used[i]`` of them, series after series), so they are gathered by each series' range.
+    """
+    idx = np.asarray(rows, dtype=np.int64).reshape(-1)
+    n_trees = int(state["config"]["n_trees"])
+    per = n_trees * np.asarray(state["used"], dtype=np.int64).reshape(-1)
+    starts = np.concatenate(([0], np.cumsum(per)))
+    take = (
+        np.concatenate([np.arange(starts[i], starts[i + 1], dtype=np.int64) for i in idx.tolist()])
+        if idx.size
+        else np.zeros(0, dtype=np.int64)
+    )
+    out = {k: state[k] for k in ("kind", "version", "config")}
+    for name, value in state.items():
+        if name not in out:
+            out[name] = np.asarray(value)[take if name in _NODE_STATE else idx]
+    return out
+
+
 def check_state(state: dict[str, Any]) -> None:
     """Verify the invariants of one series' state; raise DetectorError on the first broken one.
 

@@ -17,7 +17,7 @@ version has a golden file under ``tests/golden/`` that must keep loading.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -133,3 +133,21 @@ NORMALIZER_STATE = Part("normalizer state", 3, {2: _normalizer_v2_to_v3})
 FOREST_STATE = Part("forest state", 1)
 
 PARTS: tuple[Part, ...] = (DETECTOR_STATE, NORMALIZER_STATE, FOREST_STATE)
+
+
+def select_detector_state(state: State, rows: Sequence[int]) -> State:
+    """The series at ``rows`` of a current-version detector state (``Detector.to_state``'s dict), in
+    that order: every per-series array sliced the same way (the forest's many-series arrays are
+    series-major, as ``forest.concat_many`` joins them)."""
+    idx = np.asarray(rows, dtype=np.int64)
+    keys = list(state["keys"])
+    from detector.forest import select_many
+
+    scores = state["scores"]
+    return {
+        **state,
+        "keys": [keys[i] for i in idx.tolist()],
+        "forest": select_many(state["forest"], idx),
+        "scores": {k: (v if k == "version" else np.asarray(v)[idx]) for k, v in scores.items()},
+        "warm_started": np.asarray(state["warm_started"])[idx],
+    }

@@ -55,6 +55,8 @@ class Checkpoint:
         windows: per detector name, the window state (``WindowState.to_state()``).
         detectors: per detector name, the detector state of the partition's series.
         series: per detector name, the timeseriesIds whose models live in this partition.
+        parked: per detector name, ``{series: segment}`` of those whose models are parked on disk
+            (streams/park.py; absent in files written before the model budget: none parked).
         sinks: per sink name, what it carries across a restore (``Sink.carried``: the Parquet
             sink's results of windows closed by the idle timeout after the last input offset, as
             an Arrow IPC stream).
@@ -68,6 +70,7 @@ class Checkpoint:
     detectors: dict[str, Any] = field(default_factory=dict)
     series: dict[str, list[str]] = field(default_factory=dict)
     sinks: dict[str, bytes] = field(default_factory=dict)
+    parked: dict[str, dict[str, str]] = field(default_factory=dict)
     written_at_ms: int = 0
 
 
@@ -180,6 +183,7 @@ def _parts(ckpt: Checkpoint) -> list[bytes | memoryview]:
         "next_offset": ckpt.next_offset,
         "written_at_ms": ckpt.written_at_ms,
         "series": ckpt.series,
+        "parked": ckpt.parked,
         "windows": _encode(ckpt.windows, arrays),
         "detectors": _encode(ckpt.detectors, arrays),
         "sinks": _encode(ckpt.sinks, arrays),
@@ -221,6 +225,7 @@ def loads(data: bytes | bytearray | memoryview) -> Checkpoint:
         next_offset=int(header["next_offset"]),
         written_at_ms=int(header.get("written_at_ms", 0)),
         series={k: list(v) for k, v in header["series"].items()},
+        parked={k: {str(a): str(b) for a, b in v.items()} for k, v in header.get("parked", {}).items()},
         windows=_decode(header["windows"], arrays),
         detectors=_decode(header["detectors"], arrays),
         sinks=_decode(header["sinks"], arrays),

@@ -82,6 +82,14 @@ class DetectorSpec(BaseModel):
         "detector; a valid event of a new series beyond it is dead-lettered as cardinality_limit "
         "(bounds memory when a producer puts a unique id in a dimension); 0 = no cap",
     )
+    max_models: int = Field(
+        20_000,
+        ge=0,
+        description="models one worker keeps in memory for this detector (~280 KB each with the "
+        "default model); beyond it the series scored least recently are parked on disk next to the "
+        "checkpoints and read back when they return (a series that has seen one point is dropped "
+        "instead); 0 = no budget",
+    )
     model: ModelConfig = ModelConfig()
     alerts: AlertsConfig = AlertsConfig()
 

@@ -79,7 +79,10 @@ class CheckpointCoordinator:
         self.settings = settings
         self.progress: dict[Partition, Progress] = {}
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="cutstream-checkpoint")
-        self._inflight: collections.deque[tuple[Partition, int, Future[Path]]] = collections.deque()
+        #: checkpoints being written: partition, offset, the write, the parked segments it names
+        self._inflight: collections.deque[tuple[Partition, int, Future[Path], dict[str, dict[str, str]]]] = (
+            collections.deque()
+        )
 
     # -- assignment -------------------------------------------------------------------------------
 
@@ -97,6 +100,7 @@ class CheckpointCoordinator:
                         ckpt.windows[pipe.name],
                         ckpt.detectors[pipe.name],
                         list(ckpt.series.get(pipe.name, ())),
+                        dict(ckpt.parked.get(pipe.name, {})),
                     ),
                 )
         progress.next_offset = progress.checkpoint_offset = ckpt.next_offset
@@ -195,11 +199,12 @@ class CheckpointCoordinator:
             windows={name: s.windows for name, s in states.items()},
             detectors={name: s.detector for name, s in states.items()},
             series={name: s.series for name, s in states.items()},
+            parked={name: s.parked for name, s in states.items() if s.parked},
             # e.g. the rows of the idle file at next_offset, which a restore from here deletes
             sinks={sink.name: data for sink in self.sinks if (data := sink.carried(tp))},
             written_at_ms=int(time.time() * 1000),
         )
-        self._inflight.append((tp, p.next_offset, self._pool.submit(self.store.save, ckpt)))
+        self._inflight.append((tp, p.next_offset, self._pool.submit(self.store.save, ckpt), ckpt.parked))
         p.checkpoint_offset = p.next_offset
         p.events_since_checkpoint = 0
         p.dirty = False
@@ -207,11 +212,16 @@ class CheckpointCoordinator:
     def drain(self, block: bool) -> None:
         """Commit the offsets of the checkpoints that are durable (in order; all of them if ``block``)."""
         while self._inflight:
-            tp, offset, fut = self._inflight[0]
+            tp, offset, fut, parked = self._inflight[0]
             if not block and not fut.done():
                 return
             fut.result()  # a failed write raises here: the worker stops before committing past it
             self._inflight.popleft()
+            for pipe in self.pipelines[tp[0]]:  # segments no checkpoint of tp will need any more
+                if pipe.park is not None:
+                    named = [parked.get(pipe.name, {})]
+                    named += [q.get(pipe.name, {}) for t, _, _, q in self._inflight if t == tp]
+                    pipe.park.collect(tp, [seg for m in named for seg in m.values()])
             self.sensor.on_checkpoint_saved(tp, offset)
             self.sensor.on_committed(tp, offset, self.commit(tp, offset))
 

@@ -110,6 +110,16 @@ class WorkerMetrics:
         self._model_bytes = Gauge(
             "cutstream_model_bytes", "Bytes held by the models of the tracked series", registry=r
         )
+        self._parked = Gauge(
+            "cutstream_models_parked", "Models parked on disk by the model budget (max_models)", registry=r
+        )
+        self._model_moves = Gauge(
+            "cutstream_models_moved",
+            "Models moved by the model budget since the worker started: parked (to disk), reloaded "
+            "(back from disk), dropped (one-point models, not worth a write)",
+            ["move"],
+            registry=r,
+        )
         self._latency = Histogram(
             "cutstream_window_close_latency_seconds",
             "Wall-clock seconds from a batch of windows closing to its results being emitted",
@@ -173,6 +183,12 @@ class WorkerMetrics:
     def model_bytes(self, n: int) -> None:
         """Set the bytes held by the models (e.g. series × ``Forest.bytes_per_series``)."""
         self._model_bytes.set(n)
+
+    def models(self, parked_now: int, parked: int, reloaded: int, dropped: int) -> None:
+        """Set the model budget's figures: models parked now, and totals parked, reloaded, dropped."""
+        self._parked.set(parked_now)
+        for move, n in (("parked", parked), ("reloaded", reloaded), ("dropped", dropped)):
+            self._model_moves.labels(move=move).set(n)
 
     def lag(self, partition: int, n: int, topic: str = "") -> None:
         """Set the lag of one assigned partition (end offset − position)."""

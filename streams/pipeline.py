@@ -39,6 +39,7 @@ import pyarrow as pa
 from detector.detector import Detector, ScoreBatch
 from sinks.record import ResultBatch
 from streams.config import DetectorSpec
+from streams.park import ModelPark
 from streams.parse import MAX_MEASURE_ABS, EventParser
 from streams.window import ClosedWindows, WindowState
 
@@ -48,6 +49,8 @@ logger = logging.getLogger(__name__)
 P = TypeVar("P", bound=Hashable)
 #: ``(position in the batch handed in, reason)`` of an event that was not taken.
 Reject = tuple[int, str]
+#: An evicted model is parked when its series has seen at least this many points, else dropped.
+PARK_MIN_POINTS = 2
 
 
 @dataclass(frozen=True)
@@ -81,8 +84,9 @@ class PartitionState:
     """What a checkpoint holds of one partition of one detector."""
 
     windows: dict[str, Any]  # WindowState.to_state()
-    detector: dict[str, Any]  # Detector.to_state(series)
-    series: list[str]  # the timeseriesIds whose models this partition owns
+    detector: dict[str, Any]  # Detector.to_state(the series whose models are in memory)
+    series: list[str]  # the timeseriesIds whose models this partition owns (in memory or parked)
+    parked: dict[str, str] = field(default_factory=dict)  # parked series -> segment (streams/park.py)
 
 
 @dataclass
@@ -112,6 +116,8 @@ class DetectorPipeline(Generic[P]):
         detector: its models (a fresh ``Detector(spec.model)`` when None).
         backend: the forest's array backend, for a fresh detector.
         capacity: series the fresh detector preallocates room for.
+        park: where models beyond ``spec.max_models`` go (the worker's, next to its checkpoints);
+            without one the budget is not enforced (backfill: its series are what the file holds).
     """
 
     def __init__(
@@ -121,10 +127,13 @@ class DetectorPipeline(Generic[P]):
         *,
         backend: str = "cpu",
         capacity: int = 1024,
+        park: ModelPark | None = None,
     ) -> None:
         self.spec = spec
         self.parser = EventParser(spec)
         self.detector = detector if detector is not None else Detector(spec.model, backend, capacity)
+        self.park = park
+        self.models_dropped = 0  # one-point models evicted without parking
         self._parts: dict[P, _Part] = {}
         self._owner: dict[str, P] = {}
 
@@ -203,9 +212,61 @@ class DetectorPipeline(Generic[P]):
             split += self._own(tp, keys[at : at + len(c)])
             spans.append((tp, at, at + len(c)))
             at += len(c)
+        self._unpark(keys)
         scores = self.detector.process_many(keys, windows.value, windows.window_start_ms, windows.missing)
+        self._keep_budget()
         results = ResultBatch.build(self.name, windows, scores, closed_at, keys)
         return Scored(results, scores, spans, split)
+
+    # -- the model budget -------------------------------------------------------------------------
+
+    def model_moves(self) -> tuple[int, int, int, int]:
+        """The model budget's figures: models parked now, and totals parked, reloaded, dropped."""
+        park = self.park
+        if park is None:
+            return (0, 0, 0, self.models_dropped)
+        return (len(park), park.parked_total, park.reloaded_total, self.models_dropped)
+
+    def _unpark(self, keys: Sequence[str]) -> None:
+        """Read back the parked models of the series about to be scored."""
+        park = self.park
+        if park is None or not len(park):
+            return
+        back = [k for k in dict.fromkeys(keys) if k in park]
+        for state in park.take(back):
+            self.detector.from_state(state)
+
+    def _keep_budget(self) -> None:
+        """Over ``max_models`` live models: park the coldest (a tenth of the budget more than the
+        excess, so that parking comes in batches), dropping those that have seen one point."""
+        budget = self.spec.max_models
+        if self.park is None or budget <= 0 or len(self.detector) <= budget:
+            return
+        keys, seen = self.detector.coldest(len(self.detector) - budget + budget // 10)
+        by_tp: dict[P, list[str]] = {}
+        dropped = []
+        for k, n in zip(keys, seen.tolist(), strict=True):
+            owner = self._owner.get(k)
+            if owner is None:  # warm-started, not yet seen on a partition: it stays
+                continue
+            if n >= PARK_MIN_POINTS:
+                by_tp.setdefault(owner, []).append(k)
+            else:
+                dropped.append(k)
+        for tp, ks in by_tp.items():
+            self.park.put(tp, self.detector.to_state(ks))
+        self.detector.evict([k for ks in by_tp.values() for k in ks] + dropped)
+        for k in dropped:  # gone: if it comes back, it is a new series of whichever partition
+            tp = self._owner.pop(k)
+            self._parts[tp].series.pop(k, None)
+        self.models_dropped += len(dropped)
+        logger.debug(
+            "model budget kept detector=%s parked=%d dropped=%d live=%d",
+            self.name,
+            sum(map(len, by_tp.values())),
+            len(dropped),
+            len(self.detector),
+        )
 
     def step(
         self,
@@ -249,9 +310,11 @@ class DetectorPipeline(Generic[P]):
         return list(part.series) if part is not None else []
 
     def state(self, tp: P) -> PartitionState:
-        """A copy of the partition's windows and models, for its checkpoint."""
+        """A copy of the partition's windows and models (parked ones by reference), for its checkpoint."""
         series = self.series_of(tp)
-        return PartitionState(self.windows(tp).to_state(), self.detector.to_state(series), series)
+        parked = self.park.refs(series) if self.park is not None and len(self.park) else {}
+        live = [k for k in series if k not in parked]
+        return PartitionState(self.windows(tp).to_state(), self.detector.to_state(live), series, parked)
 
     def restore(self, tp: P, state: PartitionState) -> None:
         """Load a partition's checkpoint. Its idle clock restarts now, not at the checkpoint's time:
@@ -260,6 +323,10 @@ class DetectorPipeline(Generic[P]):
         windows = {**state.windows, "last_activity_wall_ms": None, "watermark_at_activity": None}
         part = self._parts[tp] = _Part(WindowState.from_state(self.spec, windows, self.parser.registry))
         self.detector.from_state(state.detector)
+        if state.parked:
+            if self.park is None:
+                raise ValueError(f"partition {tp} has parked models but detector {self.name} has no park")
+            self.park.adopt(tp, state.parked)
         part.series = dict.fromkeys(state.series)
         for k in part.series:
             self._owner.setdefault(k, tp)
@@ -270,9 +337,20 @@ class DetectorPipeline(Generic[P]):
         if part is None:
             return
         self.detector.evict(list(part.series))
+        if self.park is not None:
+            self.park.forget(part.series)
         for k in part.series:
             if self._owner.get(k) == tp:
                 del self._owner[k]
+
+
+def model_moves(pipes: Iterable[DetectorPipeline[Any]]) -> tuple[int, int, int, int]:
+    """:meth:`DetectorPipeline.model_moves` summed over ``pipes``."""
+    now = parked = reloaded = dropped = 0
+    for pipe in pipes:
+        a, b, c, d = pipe.model_moves()
+        now, parked, reloaded, dropped = now + a, parked + b, reloaded + c, dropped + d
+    return now, parked, reloaded, dropped
 
 
 def _finite(closed: ClosedWindows) -> tuple[ClosedWindows, int]:

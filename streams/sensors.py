@@ -35,8 +35,10 @@ class Gauges:
     """Levels the worker measures about once a second (:meth:`Sensor.on_report`)."""
 
     lag: dict[Partition, int]  # messages behind the fetch-cached high watermark, per partition
-    series: int  # series whose model the worker holds
+    series: int  # series whose model the worker holds in memory
     model_bytes: int
+    #: the model budget (streams/park.py): parked now, and totals parked, read back, dropped
+    models: tuple[int, int, int, int] = (0, 0, 0, 0)
     alerts: tuple[int, int, int, int] | None = None  # sent total, pending, dead-lettered total, dead now
 
 
@@ -253,6 +255,7 @@ class PrometheusSensor(Sensor):
             self._lagged.add((topic, partition))
         self.metrics.series_tracked(gauges.series)
         self.metrics.model_bytes(gauges.model_bytes)
+        self.metrics.models(*gauges.models)
         if gauges.alerts is not None:
             self.metrics.alerts(*gauges.alerts)
 

@@ -44,7 +44,9 @@ from streams.kafka import (
     producer_config,
 )
 from streams.metrics import MetricsConfig, WorkerMetrics
-from streams.pipeline import DetectorPipeline
+from streams.park import SUFFIX as PARK_SUFFIX
+from streams.park import ModelPark
+from streams.pipeline import DetectorPipeline, model_moves
 from streams.sensors import (
     CounterSensor,
     Gauges,
@@ -92,8 +94,14 @@ class Worker:
         self.app = app
         self.backend = backend
         self.settings = s = settings or WorkerSettings()
+        self._store = store = CheckpointStore(Path(app.data_dir), app.group_id)
         self.pipelines: dict[str, DetectorPipeline[Partition]] = {
-            spec.name: DetectorPipeline(spec, backend=backend, capacity=s.series_capacity)
+            spec.name: DetectorPipeline(
+                spec,
+                backend=backend,
+                capacity=s.series_capacity,
+                park=ModelPark(spec.name, lambda tp: store.path(*tp).with_suffix(PARK_SUFFIX)),
+            )
             for spec in app.detectors
         }
         self.by_topic: dict[str, list[DetectorPipeline[Partition]]] = collections.defaultdict(list)
@@ -267,7 +275,7 @@ class Worker:
         self._incremental = incremental_rebalance(consumer_cfg)
         self._consumer = Consumer({**consumer_cfg, "error_cb": self._on_kafka_error})
         self.coordinator = CheckpointCoordinator(
-            CheckpointStore(Path(app.data_dir), app.group_id),
+            self._store,
             self.by_topic,
             self._sinks(tracker),
             self._commit,
@@ -425,6 +433,7 @@ class Worker:
                 ),
                 series=sum(len(d) for d in dets),
                 model_bytes=sum(len(d) * d.bytes_per_series for d in dets),
+                models=model_moves(self.pipelines.values()),
                 alerts=(
                     (
                         alerts.sent_total,

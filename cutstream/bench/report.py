@@ -26,6 +26,7 @@ SECTIONS: dict[str, str] = {
     "checkpoint": "cutstream.bench.checkpoint",
     "dashboard": "cutstream.bench.dashboard",
     "scaleout": "cutstream.bench.scaleout",
+    "cardinality": "cutstream.bench.cardinality",
     "eval": "cutstream.bench.evaluation",
 }
 #: Sections that run only when named (``--only``): each has its own make target.
