@@ -143,7 +143,8 @@ def markdown_report(quick: bool) -> str:
             f"{r['segment_bytes'] / mb:,.1f} MB |",
             f"| resident memory at the start / peak / end | {r['rss_start_kb'] / 1024:,.0f} / "
             f"{r['rss_peak_kb'] / 1024:,.0f} / {r['rss_end_kb'] / 1024:,.0f} MB |",
-            f"| bound for the models: (max_models + one step) × bytes per model | {bound_models / mb:,.0f} MB |",
+            "| bound for the models: (max_models + one step) × bytes per model | "
+            f"{bound_models / mb:,.0f} MB |",
             f"| growth beyond that bound, per distinct series (bookkeeping) | {per_key:,.0f} bytes |",
         ]
     )
