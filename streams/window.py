@@ -188,7 +188,9 @@ class WindowState:
             when omitted.
         max_missing_run: at most this many consecutive missing windows are emitted per series
             (a watermark jump of years would otherwise emit millions); the rest are counted in
-            ``counters["missing_skipped"]``.
+            ``counters["missing_skipped"]``. A gap longer than ``max_future_ms`` closed in one
+            advance is not filled at all (the watermark jumped: a confirmed move of the stream, a
+            fresh partition's far-past first event, a partition resuming after days): counted too.
     """
 
     def __init__(
@@ -212,6 +214,9 @@ class WindowState:
         # the future guard's run of consecutive far-ahead events: (length, last event time)
         self._future_run = 0
         self._future_last = 0
+        #: events taken so far, up to future_confirm_events: a watermark resting on fewer is not
+        #: trusted by the future guard (a far-past first event must not pin a fresh partition)
+        self._support = 0
         # per series (global series index): next window to emit, last data value (for carry)
         self._next = np.full(0, _NONE, dtype=np.int64)
         self._last = np.full(0, np.nan)
@@ -246,6 +251,7 @@ class WindowState:
         if n == 0:
             return []
         rejects, (ts, index, combo, values, present) = self._screen(batch, now_ms)
+        self._support = min(self._support + len(ts), self.spec.future_confirm_events)
         n = len(ts)
         if n == 0:
             return rejects
@@ -303,8 +309,11 @@ class WindowState:
         that agree with it (each within ``max_future_ms`` of the last): then the stream has moved on
         (a replayed history with a gap, a partition resuming after an outage) and it is taken. A
         refused event does not move the watermark, so one event far in the future neither makes
-        the later real events late nor makes missing windows up to it. Decided per event in arrival
-        order, so batching does not change the result; the run of refused events is in the state.
+        the later real events late nor makes missing windows up to it. The watermark is trusted
+        only once ``future_confirm_events`` events have been taken on the partition: before that an
+        event far ahead of it is taken (one far-past event at the start of a fresh partition does
+        not make the real events that follow "future"). Decided per event in arrival order, so
+        batching does not change the result; the run of refused events is in the state.
         """
         start = ts // self.window_ms * self.window_ms
         bad = (start < MIN_TIMESTAMP_MS) | (start + self.window_ms >= MAX_TIMESTAMP_MS)
@@ -318,7 +327,7 @@ class WindowState:
             prev = np.empty(len(ts), dtype=np.int64)
             prev[0] = self.watermark if self.watermark is not None else lowest
             np.maximum(np.maximum.accumulate(ts)[:-1], prev[0], out=prev[1:])
-            far |= (prev != lowest) & (ts > prev + horizon)
+            far |= (prev != lowest) & (ts > prev + horizon)  # event by event below (support, runs)
             if not far.any() and not bad.all():
                 self._future_run = 0
         if not bad.any() and not far.any():
@@ -334,17 +343,20 @@ class WindowState:
         confirm = self.spec.future_confirm_events
         mark = self.watermark
         run, last = self._future_run, self._future_last
+        support = self._support
         for i, t in enumerate(ts.tolist()):
             if bad[i]:
                 continue
             if t > wall_limit:
                 out[i] = FUTURE_TIMESTAMP
                 continue
-            if mark is not None and t > mark + horizon:
+            support += 1  # taken unless refused just below
+            if mark is not None and t > mark + horizon and support > confirm:
                 run = run + 1 if run and abs(t - last) <= horizon else 1
                 last = t
                 if run <= confirm:
                     out[i] = FUTURE_TIMESTAMP
+                    support -= 1
                     continue
             run = 0
             mark = t if mark is None else max(mark, t)
@@ -562,6 +574,9 @@ class WindowState:
         policy = self._policy[b_series % m]
         gap = np.where(policy == 2, 0, gap)  # skip: no missing windows
         capped = np.minimum(gap, self.max_missing_run)
+        horizon = self.spec.max_future_ms // self.window_ms
+        if horizon > 0:  # a gap longer than max_future_ms in one advance: the stream jumped, not filled
+            capped = np.where(gap > horizon, 0, capped)
         skipped = int((gap - capped).sum())
         if skipped:
             self.counters["missing_skipped"] += skipped
@@ -624,6 +639,7 @@ class WindowState:
             "last_activity_wall_ms": self._last_activity_wall_ms,
             "watermark_at_activity": self._watermark_at_activity,
             "future_run": [self._future_run, self._future_last],
+            "support": self._support,
             "combos": [list(registry.dims(c)) for c in combos],
             "series": {
                 "ref": ref(known),
@@ -711,4 +727,6 @@ class WindowState:
         self._last_activity_wall_ms = state.get("last_activity_wall_ms")
         self._watermark_at_activity = state.get("watermark_at_activity")
         self._future_run, self._future_last = state.get("future_run", (0, 0))  # absent before the guard
+        # absent before the rule: a checkpointed partition had taken events, trust its watermark
+        self._support = int(state.get("support", self.spec.future_confirm_events))
         self.counters.update(state.get("counters", {}))

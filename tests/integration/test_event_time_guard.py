@@ -136,3 +136,36 @@ def test_far_future_and_far_past_events_move_nothing_before_and_after_a_restart(
         for i, host in enumerate(HOSTS)
     )
     assert rows == expected
+
+
+def test_a_far_past_first_event_does_not_pin_a_fresh_partition(
+    bootstrap: str, topic_factory: Any, group_factory: Any, tmp_path: Any
+) -> None:
+    """The partition's very first event is from 1990: the real events after it are all processed
+    (none is "future" of a watermark that one event set), its own window is one result, and no
+    window is made up between 1990 and now; after a restart the stream goes on the same way."""
+    import pyarrow.dataset as ds
+
+    from streams.worker import Worker
+
+    topic = topic_factory("guard-past", partitions=1)
+    app = _app(bootstrap, topic, group_factory(), tmp_path)
+    base = (int(time.time() * 1000) - DAY_MS) // WINDOW_MS * WINDOW_MS
+    stray = 631_152_000_000  # 1990-01-01
+    half = N_WINDOWS // 2
+    first_events = [_ev(stray, "h2", 99.0)] + [
+        _ev(base + w * WINDOW_MS + 100, host, 1.0) for w in range(half) for host in HOSTS
+    ]
+    rest = [_ev(base + w * WINDOW_MS + 100, host, 1.0) for w in range(half, N_WINDOWS) for host in HOSTS]
+    for events in (first_events, rest):
+        _produce(bootstrap, topic, events)
+        counters = Worker(app).run_until_idle(idle_s=2.0, timeout_s=120)
+        assert counters.events_in == len(events)
+        assert counters.rejects == {}
+    table = ds.dataset(tmp_path / "results", format="parquet", partitioning="hive").to_table()
+    assert not any(table.column("missingWindow").to_pylist())
+    starts = table.column("windowStart").cast("int64").to_pylist()
+    assert starts.count(stray) == 1
+    assert sorted(s for s in starts if s != stray) == sorted(
+        base + w * WINDOW_MS for w in range(N_WINDOWS - 1) for _ in HOSTS
+    )

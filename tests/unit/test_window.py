@@ -293,7 +293,7 @@ def test_an_event_far_ahead_of_the_watermark_is_refused_until_enough_events_agre
     spec = _spec(max_future_ms=DAY, future_confirm_events=3)
     parser, ws = _setup(spec)
     old = NOW - 30 * DAY  # a replayed history: event time far behind the wall clock
-    assert ws.add(parser.parse([_ev(old, q=1)]), NOW) == []
+    assert ws.add(parser.parse([_ev(old + i, q=1) for i in range(3)]), NOW) == []  # the watermark's support
     # one event of a later day, then the history goes on: it is refused, the rest is not late
     rejects = ws.add(parser.parse([_ev(old + 5 * DAY, q=1), _ev(old + 500, q=1), _ev(old + 1_500, q=1)]), NOW)
     assert rejects == [(0, "future_timestamp")]
@@ -305,6 +305,21 @@ def test_an_event_far_ahead_of_the_watermark_is_refused_until_enough_events_agre
     ws2 = WindowState.from_state(spec, state, parser.registry)
     assert ws2.add(parser.parse(jump[2:]), NOW) == [(0, "future_timestamp")]
     assert ws2.watermark == old + 5 * DAY + 4
+
+
+def test_a_far_past_first_event_neither_pins_a_fresh_partition_nor_makes_missing_windows() -> None:
+    spec = _spec(max_future_ms=DAY)  # future_confirm_events: 10
+    parser, ws = _setup(spec)
+    stray = _ev(NOW - 36 * 365 * DAY, q=7)  # a producer with a clock at zero-ish, first on the partition
+    real = [_ev(NOW - 60_000 + 1_000 * i, q=1) for i in range(30)]
+    assert ws.add(parser.parse([stray, *real[:10]]), NOW) == []  # every real event is taken
+    assert ws.add(parser.parse(real[10:]), NOW) == []
+    closed = ws.advance()
+    assert not closed.missing.any()  # decades between the stray window and the real ones: not filled
+    assert closed.value.tolist().count(7.0) == 1  # the stray event is processed: its own window
+    assert ws.counters["missing_skipped"] > 0
+    # and once the partition has support, a far-past event is simply late
+    assert ws.add(parser.parse([_ev(NOW - 36 * 365 * DAY, q=7)]), NOW) == [(0, "late")]
 
 
 def test_the_future_guard_does_not_depend_on_batching() -> None:
