@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from sinks.kafka import produce
 from sinks.storage import writing
@@ -143,6 +143,9 @@ class _Sender:
         )
         self._wall0: float | None = None
         self._event0 = 0
+        self.bar: Any = None  # the progress bar, advanced inside a chunk too (a paced chunk is slow)
+        self._shown = 0  # rows of the current chunk already counted on the bar
+        self._shown_at = 0.0
 
     def delivered(self, err: Any, msg: Any) -> None:
         if err is not None:
@@ -171,11 +174,13 @@ class _Sender:
     ) -> bool:
         """Send one chunk's events (skipping those already in the topic); False when stopped."""
         keys, values = batch.events()
-        for row, ts, key, value in zip(
-            batch.rows.tolist(), batch.timestamps_ms.tolist(), keys, values, strict=True
+        self._shown = 0
+        for done, (row, ts, key, value) in enumerate(
+            zip(batch.rows.tolist(), batch.timestamps_ms.tolist(), keys, values, strict=True)
         ):
             if stop is not None and stop.is_set():
                 return False
+            self._show(done, ts)
             if (batch.file_index, row) in sent_before:
                 report.skipped_already_sent += 1
                 continue
@@ -188,6 +193,22 @@ class _Sender:
             report.sent += 1
         return True
 
+    def _show(self, done: int, ts: int) -> None:
+        """Advance the bar to ``done`` rows of this chunk, with the event time reached (twice a second)."""
+        now = time.monotonic()
+        if self.bar is None or now - self._shown_at < 0.5:
+            return
+        self._shown_at = now
+        self.bar.update(done - self._shown)
+        self._shown = done
+        self.bar.set_postfix_str(f"event time {_iso(ts)}", refresh=False)
+
+    def end_chunk(self, rows: int) -> None:
+        """Count the rest of a chunk (``rows``: its rows, bad ones included) on the bar."""
+        if self.bar is not None:
+            self.bar.update(rows - self._shown)
+        self._shown = 0
+
     def flush(self) -> None:
         """Wait until the chunk is in the topic; raise if some of it is not."""
         remaining = self.producer.flush(60)
@@ -195,7 +216,13 @@ class _Sender:
             raise StreamsError(f"replay: {remaining} events not delivered; errors: {self.errors[:3]}")
 
 
-def _progress_bar(files: list[Path], topic: str) -> Any:
+def _iso(ts_ms: int) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(ts_ms / 1000.0))
+
+
+def _progress_bar(files: list[Path], topic: str, file: TextIO | None = None) -> Any:
+    """Rows done of all the files' rows, with the event time reached (``file``: where to draw it;
+    by default stderr, and only on a terminal)."""
     from tqdm import tqdm
 
     return tqdm(
@@ -204,7 +231,9 @@ def _progress_bar(files: list[Path], topic: str) -> Any:
         unit_scale=True,
         desc=f"replay → {topic}",
         dynamic_ncols=True,
-        disable=None,
+        disable=None if file is None else False,
+        file=file,
+        mininterval=0.2,
     )
 
 
@@ -253,6 +282,7 @@ def replay(
     chunk_rows: int = 50_000,
     on_chunk: Callable[[int], None] | None = None,
     start_ms: int | None = None,
+    progress_file: TextIO | None = None,
 ) -> ReplayReport:
     """Publish every valid history row under ``path`` to ``topic``; see the module docstring.
 
@@ -273,7 +303,8 @@ def replay(
     _save_state(state_file, state)  # from now on, an interruption is resumed (and de-duplicated)
     sender = _Sender(bootstrap, topic, extra, dict(state["offsets"]), speed)
     sender.start_ms = start_ms
-    bar = _progress_bar(files, topic) if progress else None
+    bar = _progress_bar(files, topic, progress_file) if progress else None
+    sender.bar = bar
     try:
         for batch in read_history(path, spec, chunk_rows=chunk_rows, start=start):
             report.bad.extend(batch.bad)
@@ -282,8 +313,7 @@ def replay(
             sender.flush()
             state.update(file_index=batch.file_index, row=batch.last_row + 1, offsets=sender.offsets)
             _save_state(state_file, state)
-            if bar is not None:
-                bar.update(len(batch.rows) + len(batch.bad))
+            sender.end_chunk(len(batch.rows) + len(batch.bad))
             if on_chunk is not None:
                 on_chunk(report.sent)
         else:

@@ -86,6 +86,26 @@ def test_interrupted_replay_resumes_without_duplicates(tmp_path: Path, bootstrap
     assert set(parts) == {b"item=A", b"item=B"} and all(len(p) == 1 for p in parts.values())
 
 
+def test_a_paced_replay_shows_its_progress_inside_a_chunk_with_the_event_time(
+    tmp_path: Path, bootstrap: str, topic_factory
+) -> None:
+    """At 1000x real time, 3,000 one-second rows take 3 s in one chunk: the bar moves within it."""
+    import io
+    import re
+
+    topic = topic_factory("replaybar", partitions=2)
+    history = tmp_path / "history.csv"
+    _write_history(history, 3000)
+    out = io.StringIO()
+    report = replay(history, SPEC, bootstrap, topic, speed=1000.0, chunk_rows=100_000, progress_file=out)
+    assert report.completed and report.sent == 3000  # and one bad row, reported
+    text = out.getvalue()
+    done = [round(float(n) * (1000 if k else 1)) for n, k in re.findall(r"\| *([\d.]+)(k?)/3\.00k", text)]
+    partial = sorted({n for n in done if 0 < n < 3000})
+    assert len(partial) >= 2, text[-2000:]  # more than one update before the chunk ended
+    assert "event time 2026-01-01 00:" in text
+
+
 def test_replay_from_a_time_leaves_out_the_rows_before_it(
     tmp_path: Path, bootstrap: str, topic_factory
 ) -> None:
