@@ -9,7 +9,7 @@ NAB_DIR ?= ../shared/nab
 ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help demo test test-fast bench eval nab lint fmt clean browser kafka fuzz
+.PHONY: help demo test test-fast bench eval nab lint fmt clean browser kafka fuzz screenshot
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -34,6 +34,9 @@ kafka: ## resolve Apache Kafka's jars (deploy/kafka/pom.xml) from Maven Central 
 
 demo: $(RUNTIME_STAMP) ## run the whole pipeline on the embedded broker (ARGS="--duration 120" to stop by itself)
 	$(VENV)/bin/cutstream demo $(ARGS)
+
+screenshot: $(RUNTIME_STAMP) browser ## regenerate docs/img/dashboard.png from what the demo shows (headless Chromium)
+	@deploy/screenshot.sh
 
 test: $(STAMP) browser kafka ## run the whole test suite (unit, property, functional, integration, browser; Tansu and Apache Kafka)
 	$(PY) -m pytest -n 2 --dist loadgroup -m "not gpu" $(ARGS)

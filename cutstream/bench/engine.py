@@ -479,7 +479,7 @@ def markdown_report(quick: bool) -> str:
         "",
         "Command: `.venv/bin/python -m cutstream.bench.report --only engine` "
         "(below: T=50 trees, N=256 sample, K=4 shingle, the isolation score with every tree taking every "
-        "10th point, as krcf's 50 × 256; steady state: store full; seasonal series).",
+        f"{ours['insert_every']}th point, as krcf's 50 × 256; steady state: store full; seasonal series).",
         "",
         "| engine | points/s | ours ÷ it |",
         "|---|---:|---:|",
