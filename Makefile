@@ -5,6 +5,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 RUNTIME_STAMP := $(VENV)/.installed-runtime
 STAMP := $(VENV)/.installed
+UV := $(VENV)/bin/uv
+UV_PIN := uv==0.13.9
 NAB_DIR ?= ../shared/nab
 ARGS ?=
 
@@ -16,14 +18,17 @@ help: ## list the targets
 
 # Two stamps: the runtime (what `make demo` needs) and, on top of it, the locked dev toolchain
 # (tests, lint, benchmarks' baselines) that every other target installs.
+# uv (from PyPI, pinned) installs the locked wheels: from its cache it links them in seconds, where
+# pip unpacked and byte-compiled them for a minute (BENCHMARKS.md, "make demo's install").
 $(RUNTIME_STAMP): pyproject.toml requirements-runtime.lock
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --disable-pip-version-check -r requirements-runtime.lock
-	$(PY) -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
+	@test -x $(UV) || $(PY) -m pip install -q --disable-pip-version-check $(UV_PIN)
+	$(UV) pip install -q --python $(PY) -r requirements-runtime.lock
+	$(UV) pip install -q --python $(PY) --no-deps --no-build-isolation -e .
 	@touch $(RUNTIME_STAMP)
 
 $(STAMP): $(RUNTIME_STAMP) requirements.lock
-	$(PY) -m pip install -q --disable-pip-version-check -r requirements.lock
+	$(UV) pip install -q --python $(PY) -r requirements.lock
 	@touch $(STAMP)
 
 browser: ## install Debian's chromium for the dashboard tests (needs root or sudo)

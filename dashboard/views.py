@@ -383,6 +383,8 @@ def incident_rows(data_dir: Path | str) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = q.incidents(data_dir, limit=100).to_pylist()
     for r in rows:
         r["id"] = f"{r['timeseriesId']}@{r['openedAt']}@{r['lastAnomalyAt']}"
+        if isinstance(r.get("peakScore"), float):
+            r["peakScore"] = round(r["peakScore"], 1)  # as the anomaly table shows scores
     return rows
 
 
