@@ -4,7 +4,8 @@ Each part is generated once under ``data/suite/<part>/`` (``CUTSTREAM_SUITE_DIR`
 is reused while its spec and the generator's version are the same), then the real command runs on
 it with the suite's detector config (default model and threshold; only the fields and windows are
 set) and a warm-up of the suite's ``warmup_days``. ``tune`` is the part a default may be chosen
-on; ``holdout`` is never used for a choice: its figures are the ones that count. ``--quick``
+on; ``holdout`` is never used for a choice; ``fresh``, made after the 2026-12-03 default was chosen,
+is the untouched check, and the targets are judged on it. ``--quick``
 (``make eval ARGS=--quick``) runs the small ``SHORT`` part instead, as a smoke run.
 """
 
@@ -71,7 +72,11 @@ def run_part(spec: SuiteSpec, root: Path) -> PartRun:
     t1 = time.perf_counter()
     proc = subprocess.run(command, capture_output=True, text=True, check=False)
     seconds = time.perf_counter() - t1
-    if proc.returncode != 0:
+    # exit 2 = some rows were skipped and listed; only events later than the allowed lateness
+    # (the generator's disorder has a tail) are expected: anything else fails the run
+    skipped = [ln for ln in proc.stderr.splitlines() if ln.startswith("  ") and ": row " in ln]
+    only_late = proc.returncode == 2 and skipped and all(ln.endswith(": late") for ln in skipped)
+    if proc.returncode != 0 and not only_late:
         raise RuntimeError(
             f"cutstream evaluate exited with {proc.returncode} on {spec.name}:\n{proc.stderr[-3000:]}"
         )
@@ -127,9 +132,11 @@ def render(runs: list[tuple[str, PartRun]], quick: bool) -> str:
         "per minute with daily and weekly rhythms, heavy tails and out-of-order events; planted "
         "anomalies of eight kinds, and normal-but-unusual stretches labelled `expect=normal`) through "
         "`cutstream evaluate` with the suite's detector config: the default model and threshold. "
-        "Two parts from the same generator with different seeds: **`tune`** may be used to choose "
-        "the default configuration; **`holdout`** is never used for a choice, and its figures are "
-        "the ones that count. `make eval` generates them under `data/suite/` (once) and runs both; "
+        "Three parts from the same generator with different seeds: **`tune`** may be used to choose "
+        "the default configuration; **`holdout`** is never used for a choice (but was looked at five "
+        "times while defaults were being chosen); **`fresh`**, made after the current default was "
+        "chosen, is the untouched check, and the targets are judged on it. `make eval` generates them "
+        "under `data/suite/` (once) and runs all three; "
         f"the baseline is a robust z-score (median/MAD of the previous {st['baseline_window']} windows) "
         "on the same windows. Precision is event-level (a series' flags with at most "
         f"{st['merge_gap_windows']} unflagged windows between them are one alarm); an alarm up to "
@@ -149,7 +156,15 @@ def markdown_report(quick: bool) -> str:
         [("a smoke run: `make eval ARGS=--quick`", SHORT)]
         if quick
         else [
-            ("held out: never used to choose anything; the figures that count", PARTS["holdout"]),
+            (
+                "held out, made after the default was chosen and looked at once per chosen default: the "
+                "untouched check",
+                PARTS["fresh"],
+            ),
+            (
+                'held out: never used to choose anything, but looked at five times (BENCHMARKS, "Accuracy")',
+                PARTS["holdout"],
+            ),
             ("the default configuration may be tuned on it", PARTS["tune"]),
         ]
     )
