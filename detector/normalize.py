@@ -97,6 +97,7 @@ _WEEK_MEMORY = 2.0  # weeks, of the hour-of-week profile
 _MIN_COUNT = 3.0  # samples an hour bucket needs before it predicts
 _MIN_SLOT_COUNT = 2.0  # ... and a 5-minute slot
 _SELECT_DAY, _SELECT_WEEK, _SELECT_SLOT = 0.8, 0.9, 0.9  # error ratios a finer model must beat
+_WEEK_ALONE = 0.3  # a weekly model this much better than the level and the daily one is used alone
 _LOCAL_RATIO = 0.7  # ... and locally
 _CLIP = 4.0  # residuals are clipped at this many scales when they update a model
 _SPREAD_POINTS = 2000.0
@@ -401,10 +402,14 @@ def _prepare_kernel(  # type: ignore[no-untyped-def]  # numba infers the types
                     e_f = float(slot_mean[s, fb])
                     s_f = 1.2533 * float(slot_dev[s, fb])
             e, sc = e_l, s_l
+            coarse_best = err[s, 0]
             if ok_d and err_n[s, 1] > 50 and err[s, 1] < _SELECT_DAY * err[s, 0]:
                 e, sc = e_d, s_d
+                coarse_best = err[s, 1]
                 if ok_w and err_n[s, 2] > 50 and err[s, 2] < _SELECT_WEEK * err[s, 1]:
                     e, sc = e_w, s_w
+            if ok_w and err_n[s, 2] > 50 and err[s, 2] < _WEEK_ALONE * coarse_best:
+                e, sc = e_w, s_w  # a weekly rhythm with no daily one (weekends only) is still a rhythm
             best = err[s, 0]
             if ok_d and err_n[s, 1] > 50:
                 best = min(best, err[s, 1])

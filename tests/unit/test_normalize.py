@@ -104,6 +104,23 @@ def test_the_daily_rhythm_is_not_news_but_the_same_value_at_night_is():
     assert out.decision[night] == 1 and out.expected_value[night] == pytest.approx(100.0, abs=2.0)
 
 
+def test_a_weekly_rhythm_without_a_daily_one_is_learned_too():
+    """Busy weekdays, quiet weekends, no daily shape (the day profile is no better than the level):
+    from the third week, weekends are expected and a weekend-level Wednesday is not."""
+    step, day = 10 * MINUTE, 144  # 10-minute points, 144 a day
+    n = day * 7 * 4  # four weeks, from a Thursday (the epoch)
+    ts = np.arange(n, dtype=np.int64) * step
+    weekday = (np.arange(n) // day + 3) % 7  # 0 = Monday
+    values = np.where(weekday >= 5, 50.0, 100.0) + noisy(n, sd=1.0) - 100.0
+    wednesday = day * (7 * 3 + 6) + 72  # week 4, Wednesday noon
+    values[wednesday : wednesday + 6] = 50.0
+    out, _ = run(values, ts=ts)
+    third_weekend = slice(day * (7 * 2 + 2) + 6, day * (7 * 2 + 4))  # week 3's Saturday and Sunday
+    assert out.decision[third_weekend].sum() == 0
+    assert out.expected_value[day * (7 * 2 + 2) + 72] == pytest.approx(50.0, abs=3.0)
+    assert out.decision[wednesday : wednesday + 2].any()  # within its first 20 minutes
+
+
 def test_the_forest_counts_only_where_the_value_is_unusual_too():
     values = noisy(1000)
     raw = 1.0 + 0.1 * np.random.default_rng(3).standard_normal(1000)
