@@ -658,12 +658,10 @@ def select_many(state: dict[str, Any], rows: np.ndarray[Any, Any]) -> dict[str, 
     idx = np.asarray(rows, dtype=np.int64).reshape(-1)
     n_trees = int(state["config"]["n_trees"])
     per = n_trees * np.asarray(state["used"], dtype=np.int64).reshape(-1)
-    starts = np.concatenate(([0], np.cumsum(per)))
-    take = (
-        np.concatenate([np.arange(starts[i], starts[i + 1], dtype=np.int64) for i in idx.tolist()])
-        if idx.size
-        else np.zeros(0, dtype=np.int64)
-    )
+    starts = np.cumsum(per) - per
+    lengths = per[idx]
+    # each selected series' record range, back to back: its start, then +1 per record
+    take = np.repeat(starts[idx] - (np.cumsum(lengths) - lengths), lengths) + np.arange(int(lengths.sum()))
     out = {k: state[k] for k in ("kind", "version", "config")}
     for name, value in state.items():
         if name not in out:

@@ -240,6 +240,28 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def write_durably(
+    final: Path, parts: list[bytes | memoryview], what: str, *, tmp: Path | None = None, mkdir: bool = True
+) -> int:
+    """Write ``parts`` to ``final`` atomically and durably (temp file, fsync, rename, fsync the
+    directory; a full disk or a read-only directory is one line naming the path, no temp file left);
+    returns the bytes written. ``tmp``: the temporary name (default ``.<name>.<pid>.tmp``);
+    ``mkdir``: create the missing parent directories."""
+    tmp = tmp or final.with_name(f".{final.name}.{os.getpid()}.tmp")
+    size = 0
+    with writing(final, what, tmp):
+        if mkdir:
+            final.parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "wb") as f:
+            for part in parts:
+                size += f.write(part)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, final)
+        _fsync_dir(final.parent)
+    return size
+
+
 class CheckpointStore:
     """Checkpoint files of one consumer group: ``<data_dir>/checkpoints/<group>/<topic>/<p>.ckpt``."""
 
@@ -252,18 +274,7 @@ class CheckpointStore:
     def save(self, ckpt: Checkpoint) -> Path:
         """Write atomically: temp file, fsync, rename, fsync the directory."""
         final = self.path(ckpt.topic, ckpt.partition)
-        tmp = final.with_name(f".{final.name}.{os.getpid()}.tmp")
-        size = 0
-        # a full disk, a read-only or foreign directory: one line naming the path, no temp file
-        with writing(final, "checkpoint", tmp):
-            final.parent.mkdir(parents=True, exist_ok=True)
-            with open(tmp, "wb") as f:
-                for part in _parts(ckpt):
-                    size += f.write(part)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, final)
-            _fsync_dir(final.parent)
+        size = write_durably(final, _parts(ckpt), "checkpoint")
         logger.debug(
             "checkpoint saved topic=%s partition=%d next_offset=%d bytes=%d",
             ckpt.topic,
@@ -305,14 +316,7 @@ def save_warm_start(det: Any, spec: DetectorSpec, path: Path) -> int:
         detectors={spec.name: det.to_state(keys)},
         series={spec.name: keys},
     )
-    data = dumps(ckpt)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with writing(path, "warm-start file", tmp):
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+    write_durably(path, _parts(ckpt), "warm-start file", tmp=path.with_name(f".{path.name}.tmp"), mkdir=False)
     return len(keys)
 
 

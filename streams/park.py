@@ -20,7 +20,6 @@ deleted once neither the live index nor the partition's latest durable checkpoin
 from __future__ import annotations
 
 import logging
-import os
 import uuid
 from collections import defaultdict
 from collections.abc import Callable, Hashable, Iterable, Mapping
@@ -28,8 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from detector.state import select_detector_state
-from sinks.storage import writing
-from streams.checkpoint import Checkpoint, CheckpointError, _fsync_dir, dumps, loads
+from streams.checkpoint import Checkpoint, CheckpointError, dumps, loads, write_durably
 
 logger = logging.getLogger(__name__)
 
@@ -64,19 +62,9 @@ class ModelPark:
         """Write the detector state of some of ``tp``'s series as a new segment; returns its name."""
         keys = [str(k) for k in state["keys"]]
         name = f"seg-{uuid.uuid4().hex}.ckpt"
-        folder = self._dir(tp)
-        final = folder / name
-        tmp = folder / f".{name}.tmp"
-        data = dumps(Checkpoint(topic=f"park:{self.detector}", partition=-1, next_offset=0,
-                                detectors={self.detector: state}, series={self.detector: keys}))  # fmt: skip
-        with writing(final, "parked models", tmp):
-            folder.mkdir(parents=True, exist_ok=True)
-            with open(tmp, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, final)
-            _fsync_dir(folder)
+        segment = Checkpoint(topic=f"park:{self.detector}", partition=-1, next_offset=0,
+                             detectors={self.detector: state}, series={self.detector: keys})  # fmt: skip
+        write_durably(self._dir(tp) / name, [dumps(segment)], "parked models")
         for k in keys:
             self._where[k] = (tp, name)
         self.parked_total += len(keys)

@@ -229,12 +229,9 @@ class DetectorPipeline(Generic[P]):
 
     def _unpark(self, keys: Sequence[str]) -> None:
         """Read back the parked models of the series about to be scored."""
-        park = self.park
-        if park is None or not len(park):
-            return
-        back = [k for k in dict.fromkeys(keys) if k in park]
-        for state in park.take(back):
-            self.detector.from_state(state)
+        if self.park is not None and len(self.park):
+            for state in self.park.take(dict.fromkeys(keys)):  # take skips the keys not parked
+                self.detector.from_state(state)
 
     def _keep_budget(self) -> None:
         """Over ``max_models`` live models: park the coldest (a tenth of the budget more than the

@@ -13,6 +13,7 @@ import pytest
 
 import streams.pipeline
 from tests.conftest import FAST_GROUP
+from tests.integration.worker_procs import produce
 
 pytestmark = pytest.mark.integration
 
@@ -51,7 +52,7 @@ def _app(bootstrap: str, topic: str, group: str, data_dir: Any, max_models: int)
     )
 
 
-def _events(base: int, first: int, last: int) -> list[tuple[bytes, bytes, int]]:
+def _events(base: int, first: int, last: int) -> list[tuple[bytes, bytes]]:
     """Each window: 3 hot hosts and 3 of the others in turn (so most models go cold and come back)."""
     out = []
     for w in range(first, last):
@@ -60,17 +61,8 @@ def _events(base: int, first: int, last: int) -> list[tuple[bytes, bytes, int]]:
             value = json.dumps(
                 {"ts": base + w * WINDOW_MS + 100 + i, "host": host, "value": 10.0 + (w * i) % 7}
             )
-            out.append((host.encode(), value.encode(), i % 2))
+            out.append((host.encode(), value.encode()))
     return out
-
-
-def _produce(bootstrap: str, topic: str, events: list[tuple[bytes, bytes, int]]) -> None:
-    from confluent_kafka import Producer
-
-    p = Producer({"bootstrap.servers": bootstrap})
-    for key, value, part in events:
-        p.produce(topic, value, key, partition=part)
-    assert p.flush(30) == 0
 
 
 def _results(data_dir: Any) -> dict[tuple[str, int], dict[str, Any]]:
@@ -90,7 +82,7 @@ def test_parked_models_survive_a_restart_and_score_like_an_unbounded_worker(
     topic = topic_factory("budget", partitions=2)
     base = (int(time.time() * 1000) - 3_600_000) // WINDOW_MS * WINDOW_MS
     first, second = _events(base, 0, 40), _events(base, 40, 80)
-    _produce(bootstrap, topic, first)
+    produce(bootstrap, topic, first)
 
     bounded_dir = tmp_path / "bounded"
     bounded = _app(bootstrap, topic, group_factory(), bounded_dir, max_models=4)
@@ -99,7 +91,7 @@ def test_parked_models_survive_a_restart_and_score_like_an_unbounded_worker(
     assert c1.events_in == len(first)
     parked_files = list((bounded_dir / "checkpoints").rglob("seg-*.ckpt"))
     assert parked_files, "nothing was parked"
-    _produce(bootstrap, topic, second)
+    produce(bootstrap, topic, second)
     w2 = Worker(bounded)  # restores both partitions' checkpoints: live models and parked ones
     c2 = w2.run_until_idle(idle_s=2.0, timeout_s=120)
     assert c2.events_in == len(second) and c2.restores == 2
