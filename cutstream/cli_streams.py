@@ -92,6 +92,16 @@ if TYPE_CHECKING:
     "not the embedded broker",
 )
 @click.option(
+    "--results-guarantee",
+    type=click.Choice(["auto", "exactly_once", "at_least_once"]),
+    default="auto",
+    show_default=True,
+    envvar="CUTSTREAM_RESULTS_GUARANTEE",
+    help="the results topic: exactly_once through Kafka transactions (read it with "
+    "isolation.level=read_committed), at_least_once, or auto = exactly_once where the broker has "
+    "transactions (not the embedded broker); Parquet is exactly-once either way",
+)
+@click.option(
     "--status-file",
     type=click.Path(dir_okay=False),
     default=None,
@@ -147,6 +157,7 @@ def run_worker(options: Mapping[str, Any], sensors: Sequence[Sensor] = ()) -> No
             warm_start=o["warm_start"],
             status_file=o["status_file"],
             start_from_ms=time_option("--from", o["start_from"]),
+            results_guarantee=o["results_guarantee"],
         )
         metrics = MetricsConfig(port=o["metrics_port"], host=o["metrics_host"])
         w = Worker(app, o["backend"], settings, metrics, sensors)

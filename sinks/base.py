@@ -54,6 +54,11 @@ class Sink(ABC):
         """
         return 0
 
+    def seal(self, tp: Partition, next_offset: int) -> None:  # noqa: B027
+        """A checkpoint of ``tp`` at ``next_offset`` is being captured (every flush returned):
+        what was added so far belongs to it, what is added from now on to the next one. Called
+        right before :meth:`carried`, and only for a checkpoint that is then written."""
+
     def carried(self, tp: Partition) -> bytes:
         """What a checkpoint of ``tp`` must carry for :meth:`restore` (nothing by default)."""
         return b""

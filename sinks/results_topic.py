@@ -1,9 +1,10 @@
 """The results topic sink: every result record as one JSON message, keyed by timeseriesId.
 
-At-least-once: records are produced as soon as their batch is added (the results topic is the
-latency-critical sink), and :meth:`ResultsTopicSink.flush` waits until the broker has
-acknowledged them before the driver commits offsets; a failed delivery raises :class:`SinkError`,
-one still queued after the timeout raises :class:`SinkBackpressure` (the checkpoint waits).
+At-least-once (``sinks.results_txn`` is the exactly-once sink, on brokers with transactions):
+records are produced as soon as their batch is added (the results topic is the latency-critical
+sink), and :meth:`ResultsTopicSink.flush` waits until the broker has acknowledged them before the
+driver commits offsets; a failed delivery raises :class:`SinkError`, one still queued after the
+timeout raises :class:`SinkBackpressure` (the checkpoint waits).
 The JSON is :meth:`sinks.record.ResultBatch.messages`: the contract fields under their names
 (``dimensionList`` as a list of ``{"name", "value"}``), then the extras (``windowStart`` in
 epoch ms); NaN as null.
@@ -22,6 +23,7 @@ from sinks.base import Partition, Sink, SinkBackpressure
 from sinks.errors import SinkError
 from sinks.kafka import DeliveryTracker, produce, produce_many
 from sinks.record import ResultBatch
+from sinks.results_txn import decode_pending
 
 logger = logging.getLogger(__name__)
 
@@ -84,6 +86,14 @@ class ResultsTopicSink(Sink):
                 f"{left} messages not delivered to the broker within {self.flush_timeout_s:.0f}s "
                 f"(topic {self.topic!r}; is the broker reachable?)"
             )
+
+    def restore(self, tp: Partition, offset: int, carried: bytes) -> int:
+        """Results a checkpoint of the transactional sink carries (a worker that ran exactly-once
+        before) may never have committed: produce them all again (at-least-once: maybe twice)."""
+        pending = decode_pending(carried)
+        for batch in pending.after(None, None) if pending is not None else ():
+            self.add(tp, batch)
+        return 0
 
     def _ack_cb(self, closed_at: float | None, enqueued: float, n: int) -> Callable[[Any, Any], None]:
         """Delivery report of a batch's last record: window close → acknowledged by the broker.

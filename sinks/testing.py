@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import pyarrow as pa
 
@@ -62,3 +63,82 @@ def result_table(
         "forestScore": [0.0] * n,
     }
     return pa.table(rows, schema=RESULT_SCHEMA)
+
+
+class FakeTransactionalProducer:
+    """A confluent-kafka transactional producer in memory, for the transactional sink's unit tests.
+
+    ``committed`` holds the ``(key, value)`` of every message whose transaction committed, in
+    order; ``offsets`` the offsets each commit carried (``(topic, partition, offset, metadata)``).
+    ``fail_next`` (a ``KafkaError``) makes the next ``send_offsets_to_transaction`` or
+    ``commit_transaction`` raise it once.
+    """
+
+    def __init__(self) -> None:
+        self.initialized = False
+        self.in_txn = False
+        self.open: list[tuple[bytes | str | None, bytes | None]] = []
+        self.committed: list[tuple[bytes | str | None, bytes | None]] = []
+        self.offsets: list[tuple[str, int, int, str | None]] = []
+        self.aborted = 0
+        self.closed = False
+        self.fail_next: Any = None
+        self._pending_offsets: list[tuple[str, int, int, str | None]] = []
+
+    def _raise_if_asked(self) -> None:
+        if self.fail_next is not None:
+            from confluent_kafka import KafkaException
+
+            err, self.fail_next = self.fail_next, None
+            raise KafkaException(err)
+
+    def init_transactions(self, timeout: float = -1) -> None:
+        self.initialized = True
+
+    def begin_transaction(self) -> None:
+        if not self.initialized or self.in_txn:
+            raise RuntimeError("begin_transaction out of order")
+        self.in_txn = True
+
+    def produce(
+        self, topic: str, value: bytes | None = None, key: bytes | str | None = None, **kw: Any
+    ) -> None:
+        if not self.in_txn:
+            raise RuntimeError("produce outside a transaction")
+        self.open.append((key, value))
+        if kw.get("on_delivery") is not None:
+            kw["on_delivery"](None, _Delivered())
+
+    def poll(self, timeout: float = 0) -> int:
+        return 0
+
+    def flush(self, timeout: float = -1) -> int:
+        return 0
+
+    def send_offsets_to_transaction(self, offsets: Any, group_metadata: Any, timeout: float = -1) -> None:
+        self._raise_if_asked()
+        self._pending_offsets += [(o.topic, o.partition, o.offset, o.metadata) for o in offsets]
+
+    def commit_transaction(self, timeout: float = -1) -> None:
+        self._raise_if_asked()
+        if not self.in_txn:
+            raise RuntimeError("commit outside a transaction")
+        self.committed += self.open
+        self.offsets += self._pending_offsets
+        self.open, self._pending_offsets, self.in_txn = [], [], False
+
+    def abort_transaction(self, timeout: float = -1) -> None:
+        if not self.in_txn:
+            from confluent_kafka import KafkaError, KafkaException
+
+            raise KafkaException(KafkaError(KafkaError._STATE, "no transaction"))
+        self.aborted += 1
+        self.open, self._pending_offsets, self.in_txn = [], [], False
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class _Delivered:
+    def latency(self) -> float:
+        return 0.001

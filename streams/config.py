@@ -152,6 +152,15 @@ class WorkerSettings(BaseModel):
             "this time (epoch ms; `--from`); needs offsets_for_times, which Tansu lacks"
         ),
     )
+    results_guarantee: Literal["auto", "exactly_once", "at_least_once"] = Field(
+        default="auto",
+        description=(
+            "the results topic: exactly_once commits each input partition's results and offset in one "
+            "Kafka transaction (read them with isolation.level=read_committed; they become visible at "
+            "each checkpoint), at_least_once produces them at once; auto: exactly_once where the broker "
+            "has transactions (not on Tansu, the embedded broker). Parquet is exactly-once either way"
+        ),
+    )
     lag_source: Literal["auto", "end_offsets", "fetch"] = Field(
         default="auto",
         description=(

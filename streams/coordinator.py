@@ -15,6 +15,12 @@ For each assigned input partition (docs/ARCHITECTURE.md, "State and recovery"):
    the checkpoint's offset on (:meth:`Sink.restore`: Parquet deletes those files) **before anything
    is processed**; a partition without a checkpoint does the same from its first message's offset.
    The re-run writes them again: Parquet is exactly-once, the results topic at-least-once.
+
+With Kafka transactions (``sinks.results_txn``), ``commit`` commits the partition's results
+transaction together with its offset instead: each sink's :meth:`Sink.seal` marks, at the capture,
+which results belong to the checkpoint, and the transactional sink carries them in the file until
+their transaction commits (a restore produces the ones that never did): the results topic is then
+exactly-once too.
 """
 
 from __future__ import annotations
@@ -192,6 +198,8 @@ class CheckpointCoordinator:
             self.sensor.on_checkpoint_postponed(tp, str(exc))
             return
         states = {pipe.name: pipe.state(tp) for pipe in self.pipelines[tp[0]]}
+        for sink in self.sinks:  # what was added so far belongs to this checkpoint
+            sink.seal(tp, p.next_offset)
         ckpt = Checkpoint(
             topic=tp[0],
             partition=tp[1],

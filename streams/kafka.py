@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from sinks.kafka import DeliveryTracker, produce
@@ -213,6 +214,14 @@ class EndOffsets:
         return {tp: self._known[tp] for tp in partitions if tp in self._known}
 
 
+@dataclass(frozen=True)
+class BrokerFeatures:
+    """What the worker uses of this broker: where lag comes from, and transactions."""
+
+    end_offsets: EndOffsets | None  # the background end-offset reader; None: the fetch cache
+    transactions: bool  # the results topic exactly-once through Kafka transactions
+
+
 def broker_features(
     bootstrap: str,
     passthrough: Mapping[str, str] | None,
@@ -220,27 +229,81 @@ def broker_features(
     settings: Any,
     *,
     embedded: bool,
-) -> EndOffsets | None:
-    """Where consumer lag comes from, and whether ``--from`` can work, on this broker.
+) -> BrokerFeatures:
+    """Where consumer lag comes from, whether ``--from`` can work and whether the results topic
+    is exactly-once, on this broker.
 
-    End offsets and ``offsets_for_times`` are used where the broker gets them right (not on Tansu,
-    the embedded broker or a cluster whose id says so). ``settings``: ``lag_source`` ("auto",
-    "end_offsets" or "fetch_cache") and ``start_from_ms``. Returns the background end-offset
-    reader, or None for the fetch-cached high watermark.
+    End offsets, ``offsets_for_times`` and transactions are used where the broker gets them right
+    (not on Tansu, the embedded broker or a cluster whose id says so). ``settings``: ``lag_source``
+    ("auto", "end_offsets" or "fetch_cache"), ``start_from_ms`` and ``results_guarantee`` ("auto",
+    "exactly_once", "at_least_once"). ``auto`` on Tansu falls back to at-least-once and says so
+    once, here.
 
     Raises:
-        StreamsError: ``--from`` on Tansu.
+        StreamsError: ``--from`` or ``results_guarantee: exactly_once`` on Tansu.
     """
-    need_probe = settings.lag_source == "auto" or settings.start_from_ms is not None
+    guarantee = settings.results_guarantee
+    need_probe = (
+        settings.lag_source == "auto" or settings.start_from_ms is not None or guarantee != "at_least_once"
+    )
     tansu = embedded or (need_probe and broker_is_tansu(bootstrap, passthrough, password))
     if settings.start_from_ms is not None and tansu:
         raise StreamsError(
             "--from needs offsets_for_times, which the Tansu broker lacks (it answers with write "
             "times, not record timestamps): run against Apache Kafka, or start without --from"
         )
+    if guarantee == "exactly_once" and tansu:
+        raise StreamsError(
+            "results_guarantee exactly_once needs Kafka transactions, which the Tansu broker lacks "
+            "(aborted transactions are visible, fencing fails): run against Apache Kafka, or use "
+            "--results-guarantee at_least_once (or auto)"
+        )
     use_end = settings.lag_source == "end_offsets" or (settings.lag_source == "auto" and not tansu)
     logger.info("consumer lag source=%s", "end_offsets" if use_end else "fetch_cache")
-    return EndOffsets(admin_config(bootstrap, passthrough, password)) if use_end else None
+    transactions = guarantee == "exactly_once" or (guarantee == "auto" and not tansu)
+    if guarantee == "auto" and tansu:
+        logger.warning(
+            "results topic at-least-once: the broker is Tansu, whose transactions do not work "
+            "(results_guarantee auto falls back; Parquet stays exactly-once)"
+        )
+    else:
+        how = "exactly_once (Kafka transactions)" if transactions else "at_least_once"
+        logger.info("results topic guarantee=%s", how)
+    return BrokerFeatures(
+        EndOffsets(admin_config(bootstrap, passthrough, password)) if use_end else None, transactions
+    )
+
+
+#: librdkafka's default transaction timeout; a worker's is at least 3 checkpoint intervals.
+DEFAULT_TRANSACTION_TIMEOUT_MS = 60_000
+#: The broker's default ``transaction.max.timeout.ms`` (15 minutes): a longer timeout is refused.
+MAX_TRANSACTION_TIMEOUT_MS = 900_000
+
+
+def transactional_producer_config(
+    bootstrap: str,
+    passthrough: Mapping[str, str] | None,
+    password: str | None,
+    transactional_id: str,
+    checkpoint_interval_s: float,
+) -> dict[str, Any]:
+    """A results producer of one input partition's transactions (see ``sinks.results_txn``).
+
+    A transaction stays open from one checkpoint to the next, so its timeout is at least three
+    checkpoint intervals (within the broker's 15-minute maximum) unless ``kafka:`` sets
+    ``transaction.timeout.ms``.
+    """
+    timeout_ms = max(DEFAULT_TRANSACTION_TIMEOUT_MS, int(3 * checkpoint_interval_s * 1000))
+    cfg = producer_config(bootstrap, passthrough, password)
+    cfg["transactional.id"] = transactional_id
+    cfg.setdefault("transaction.timeout.ms", min(timeout_ms, MAX_TRANSACTION_TIMEOUT_MS))
+    return cfg
+
+
+def transactional_id(group_id: str, topic: str, partition: int) -> str:
+    """One input partition's ``transactional.id``: the same for every worker of the group, so that
+    the next owner of the partition fences the previous one."""
+    return f"cutstream-{group_id}-{topic}-{partition}"
 
 
 def consumer_lag(

@@ -17,9 +17,11 @@ from streams.sensors import Sensor
 
 logger = logging.getLogger(__name__)
 
-#: Where a worker can be killed: right after a Parquet write (before its checkpoint), and right
-#: after a checkpoint is durable (before its offset is committed).
-FAULT_POINTS = ("after-parquet", "after-checkpoint")
+#: Where a worker can be killed: right after a Parquet write (before its checkpoint), right after
+#: a checkpoint is durable (before its offset is committed: with transactions, before the results
+#: transaction commits) and right after the commit (with transactions: the results held back while
+#: the checkpoint was written are in the next, open transaction).
+FAULT_POINTS = ("after-parquet", "after-checkpoint", "after-commit")
 
 
 class KillAt(Sensor):
@@ -54,3 +56,7 @@ class KillAt(Sensor):
 
     def on_checkpoint_saved(self, tp: Partition, next_offset: int) -> None:
         self._passed("after-checkpoint")
+
+    def on_committed(self, tp: Partition, next_offset: int, ok: bool) -> None:
+        if ok:
+            self._passed("after-commit")

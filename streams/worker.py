@@ -28,6 +28,7 @@ from sinks.base import Partition, Sink
 from sinks.kafka import DeliveryTracker
 from sinks.parquet import ParquetPartitionSink, ParquetSink
 from sinks.results_topic import ResultsTopicSink
+from sinks.results_txn import TransactionalResultsSink
 from streams.checkpoint import CheckpointError, CheckpointStore, load_warm_start, warm_start_detector
 from streams.config import WorkerApp, WorkerSettings
 from streams.coordinator import CheckpointCoordinator
@@ -42,6 +43,8 @@ from streams.kafka import (
     incremental_rebalance,
     offsets_for_time,
     producer_config,
+    transactional_id,
+    transactional_producer_config,
 )
 from streams.metrics import MetricsConfig, WorkerMetrics
 from streams.park import SUFFIX as PARK_SUFFIX
@@ -121,6 +124,7 @@ class Worker:
         self._dlq: DeadLetterProducer | None = None
         self._broker: Any = None
         self._end_offsets: EndOffsets | None = None
+        self._txn: TransactionalResultsSink | None = None  # the results topic through transactions
         self._incremental = False  # rebalances add/remove partitions (KIP-848, cooperative-sticky)
         self._metrics_server: Any = None
         self._failed = False
@@ -258,9 +262,10 @@ class Worker:
             ensure_topics(self.bootstrap, sorted(self.by_topic), self.settings.embedded_partitions)
         app = self.app
         password = app.kafka_password.get_secret_value() if app.kafka_password else None
-        self._end_offsets = broker_features(
+        features = broker_features(
             str(self.bootstrap), self.app.kafka, password, self.settings, embedded=self._broker is not None
         )
+        self._end_offsets = features.end_offsets
         tracker = DeliveryTracker()
         # a producer-wide delivery callback: cheaper than one per message
         self._producer = Producer(
@@ -274,11 +279,12 @@ class Worker:
         consumer_cfg = consumer_config(self.bootstrap, app.group_id, app.kafka, password)
         self._incremental = incremental_rebalance(consumer_cfg)
         self._consumer = Consumer({**consumer_cfg, "error_cb": self._on_kafka_error})
+        sinks = self._sinks(tracker, features.transactions, password)
         self.coordinator = CheckpointCoordinator(
             self._store,
             self.by_topic,
-            self._sinks(tracker),
-            self._commit,
+            sinks,
+            self._txn.commit if self._txn is not None else self._commit,
             self.sensor,
             self.settings,
         )
@@ -300,14 +306,37 @@ class Worker:
         )
         return self.coordinator
 
-    def _sinks(self, tracker: DeliveryTracker) -> list[Sink]:
-        """The results topic (first: latency), Parquet, then alerts (observed after each Parquet write)."""
+    def _sinks(self, tracker: DeliveryTracker, transactions: bool, password: str | None) -> list[Sink]:
+        """The results topic (first: latency), Parquet, then alerts (observed after each Parquet write).
+
+        With ``transactions`` the results topic sink has a transactional producer per input
+        partition and commits the offsets itself (``sinks.results_txn``); dead letters stay on the
+        shared idempotent producer (at-least-once).
+        """
         interval = self.settings.parquet_interval_s
         parquet = ParquetPartitionSink(ParquetSink(Path(self.app.data_dir)), interval, self.sensor.on_written)
-        sinks: list[Sink] = [
-            ResultsTopicSink(self._producer, self.app.results_topic, tracker, self.sensor.on_acked),
-            parquet,
-        ]
+        from confluent_kafka import Producer
+
+        results: Sink
+        if transactions:
+            app, bootstrap, every = self.app, str(self.bootstrap), self.settings.checkpoint_interval_s
+            self._txn = results = TransactionalResultsSink(
+                lambda tp: Producer(
+                    {
+                        **transactional_producer_config(
+                            bootstrap, app.kafka, password, transactional_id(app.group_id, *tp), every
+                        ),
+                        "error_cb": self._on_kafka_error,
+                    }
+                ),
+                app.results_topic,
+                self._committed,
+                lambda: self._consumer.consumer_group_metadata(),
+                self.sensor.on_acked,
+            )
+        else:
+            results = ResultsTopicSink(self._producer, self.app.results_topic, tracker, self.sensor.on_acked)
+        sinks: list[Sink] = [results, parquet]
         if self.alerts is not None:
             from sinks.alerts.sink import AlertSink
 
@@ -325,6 +354,8 @@ class Worker:
                 self._consumer = None
             if self.coordinator is not None:
                 self.coordinator.close()
+            if self._txn is not None:  # open transactions are empty after a clean stop; else aborted
+                self._txn.close()
             if self._producer is not None and clean:
                 self._producer.flush(10.0)
                 # closed, not left to the garbage collector: an open producer keeps reconnecting to a
@@ -406,6 +437,18 @@ class Worker:
             logger.warning("commit failed topic=%s partition=%d offset=%d error=%s", *tp, offset, exc)
             return False
         return True
+
+    def _committed(self, tp: Partition) -> tuple[int | None, str | None]:
+        """``tp``'s committed offset and metadata (stable: pending transactional offsets resolved)."""
+        from confluent_kafka import KafkaException, TopicPartition
+
+        try:
+            (found,) = self._consumer.committed([TopicPartition(*tp)], timeout=30)
+        except KafkaException as exc:
+            raise StreamsError(f"cannot read the committed offset of {tp[0]}-{tp[1]}: {exc}") from exc
+        if found.error is not None:
+            raise StreamsError(f"cannot read the committed offset of {tp[0]}-{tp[1]}: {found.error}")
+        return (found.offset if found.offset >= 0 else None), (found.metadata or None)
 
     def _on_kafka_error(self, err: Any) -> None:
         """librdkafka's error callback (transport errors, all brokers down, ...): count and log."""

@@ -6,6 +6,11 @@ twice by its own fault injection at the two delicate points of the flush (right 
 write, before the checkpoint; right after the checkpoint, before the commit). After the last
 restart runs to the end, every (timeseriesId, window) is in Parquet exactly once and equals the
 result of a fault-free run of the same stream, every field compared.
+
+On Apache Kafka the results topic is exactly-once too (Kafka transactions): a fifth kill lands
+right after a results transaction committed, and a ``read_committed`` consumer of the results
+topic gets every (timeseriesId, window) once, equal to the fault-free run's. On Tansu it is
+at-least-once: every result is there.
 """
 
 from __future__ import annotations
@@ -76,7 +81,7 @@ def _complete(data_dir, expected: int) -> bool:
 
 @pytest.mark.brokers("tansu", "kafka")
 def test_sigkill_at_random_points_keeps_parquet_exactly_once(
-    bootstrap, topic_factory, group_factory, tmp_path
+    bootstrap, broker_kind, topic_factory, group_factory, tmp_path
 ):
     from cutstream.config import load_config
     from streams.worker import Worker
@@ -90,6 +95,8 @@ def test_sigkill_at_random_points_keeps_parquet_exactly_once(
 
     rng = random.Random(SEED)
     faults = [f"after-parquet:{rng.randint(2, 8)}", f"after-checkpoint:{rng.randint(1, 3)}"]
+    if broker_kind == "kafka":
+        faults.append(f"after-commit:{rng.randint(1, 3)}")
     rng.shuffle(faults)
     plan = [*faults, "external", "external"]
     logs = []
@@ -140,7 +147,7 @@ def test_sigkill_at_random_points_keeps_parquet_exactly_once(
 
     # the faults happened where they were meant to, and recovery removed the files they orphaned
     text = "\n".join(p.read_text(errors="replace") for p in logs)
-    assert text.count("fault injection: SIGKILL") == 2, text[-3000:]
+    assert text.count("fault injection: SIGKILL") == len(faults), text[-3000:]
     assert "partition restored" in text + final.log.read_text()
     removed = [int(n) for n in re.findall(r"parquet_removed=(\d+)", text + final.log.read_text())]
     assert any(n > 0 for n in removed), "no restore removed a Parquet file written after its checkpoint"
@@ -166,24 +173,85 @@ def test_sigkill_at_random_points_keeps_parquet_exactly_once(
         f"{len(diff)} results differ, e.g. {diff[0]}: {clean_rows[diff[0]]} vs {killed_rows[diff[0]]}"
     )
 
-    # ---- the results topic is at-least-once: every (series, window) is there
+    starts = killed.column("windowStart").cast(pa.int64()).to_pylist()
+    parquet_keys = set(zip(killed.column("timeseriesId").to_pylist(), starts, strict=True))
+    if broker_kind == "tansu":
+        # ---- the results topic is at-least-once: every (series, window) is there
+        assert text.count("results topic at-least-once") == len(plan), "auto falls back, once per run"
+        seen = {
+            (r["timeseriesId"], r["windowStart"])
+            for r in _read_results_at_least(bootstrap, f"{topic}.results", expected)
+        }
+        assert seen == parquet_keys
+        return
+    # ---- Kafka: exactly-once on the results topic, for a read_committed consumer
+    assert text.count("results topic guarantee=exactly_once") == len(plan), text[-3000:]
+    got = _by_window(read_committed(bootstrap, f"{topic}.results"))  # raises on a duplicate
+    assert got.keys() == parquet_keys
+    clean_topic = _by_window(read_committed(bootstrap, f"{topic}.results2"))
+    assert clean_topic.keys() == parquet_keys
+    diff = [k for k in got if got[k] != clean_topic[k]]
+    assert not diff, (
+        f"{len(diff)} results differ on the topic, e.g. {diff[0]}: {got[diff[0]]} vs {clean_topic[diff[0]]}"
+    )
+    # the kill after a checkpoint, before its transaction committed, left results that only that
+    # checkpoint held: the next run produced them again
+    assert "uncommitted results produced again" in text + final.log.read_text(), text[-3000:]
+
+
+def _by_window(records: list[dict]) -> dict[tuple[str, int], dict]:
+    out: dict[tuple[str, int], dict] = {}
+    for r in records:
+        key = (r["timeseriesId"], r["windowStart"])
+        assert key not in out, f"duplicate result on the results topic: series={key[0][:12]} window={key[1]}"
+        out[key] = r
+    return out
+
+
+def read_committed(bootstrap: str, topic: str, timeout_s: float = 30) -> list[dict]:
+    """Every record a read_committed consumer gets from ``topic``, read up to each partition's end
+    (the last stable offset: every transaction is resolved once the workers stopped)."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    c = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": "reader",
+            "enable.auto.commit": False,
+            "isolation.level": "read_committed",
+        }
+    )
+    tps = [TopicPartition(topic, p, 0) for p in c.list_topics(topic, timeout=10).topics[topic].partitions]
+    ends = {tp.partition: c.get_watermark_offsets(tp, timeout=10)[1] for tp in tps}
+    c.assign(tps)
+    out: list[dict] = []
+
+    def at_end() -> bool:
+        out.extend(json.loads(m.value()) for m in c.consume(1000, 0.2) if not m.error())
+        return all(tp.offset >= ends[tp.partition] for tp in c.position(tps))
+
+    try:
+        wait_for(at_end, timeout_s=timeout_s, message=f"the end of {topic}")
+    finally:
+        c.close()
+    return out
+
+
+def _read_results_at_least(bootstrap: str, rt: str, expected: int) -> list[dict]:
+    """Records of the results topic until ``expected`` distinct (series, window) were seen (Tansu's
+    end offsets cannot be trusted to say where the topic ends)."""
     from confluent_kafka import Consumer, TopicPartition
 
     c = Consumer({"bootstrap.servers": bootstrap, "group.id": "reader", "enable.auto.commit": False})
-    rt = f"{topic}.results"
     c.assign([TopicPartition(rt, p, 0) for p in c.list_topics(rt, timeout=10).topics[rt].partitions])
-    seen: set[tuple[str, int]] = set()
+    out: list[dict] = []
 
     def drain() -> bool:
-        for m in c.consume(1000, 0.2):
-            if not m.error():
-                r = json.loads(m.value())
-                seen.add((r["timeseriesId"], r["windowStart"]))
-        return len(seen) >= expected
+        out.extend(json.loads(m.value()) for m in c.consume(1000, 0.2) if not m.error())
+        return len({(r["timeseriesId"], r["windowStart"]) for r in out}) >= expected
 
     try:
         wait_for(drain, timeout_s=20, message="every result on the results topic")
     finally:
         c.close()
-    starts = killed.column("windowStart").cast(pa.int64()).to_pylist()
-    assert seen == set(zip(killed.column("timeseriesId").to_pylist(), starts, strict=True))
+    return out
