@@ -8,9 +8,11 @@ version has a golden file under ``tests/golden/`` that must keep loading.
 
 - detector state (``Detector.to_state``): writes 3, reads 1, 2, 3. 1: one dict per series; 2: the
   series in a few arrays; 3: the scoring stage of detector/normalize.py version 2.
-- normalizer state (inside it): writes 3, reads 2 and 3. 1 (before the seasonal value models) cannot
+- normalizer state (inside it): writes 4, reads 2, 3 and 4. 1 (before the seasonal value models) cannot
   be mapped: the series' models learn again. 3 added the incident's quiet-point counter (``quiet_n``;
-  from 2: 0, as if the series had just been loud).
+  from 2: 0, as if the series had just been loud). 4: a day slot holds the coarse model's residual,
+  no longer the value (from 3: the day slots are emptied and learn again in two days; every other
+  model is kept).
 - forest state (one series / many): writes and reads 1. Its config gained ``insert_every`` and
   ``isolation`` with the isolation engine (absent = CoDisp).
 """
@@ -125,10 +127,23 @@ def _normalizer_v2_to_v3(state: State) -> State:
     return {**state, "version": 3, "quiet_n": np.zeros(n, dtype=np.int64)}
 
 
+#: The day slots' columns that version 4 reads differently (emptied from version 3).
+_SLOT_COLUMNS = ("slot_mean", "slot_dev", "slot_n", "slot_err", "coarse_err")
+
+
+def _normalizer_v3_to_v4(state: State) -> State:
+    """Version 4's day slots learn the coarse model's residual: version 3's (absolute values) are
+    emptied, so the slots are not used until they have seen two days again."""
+    missing = [c for c in _SLOT_COLUMNS if c not in state]
+    if missing:
+        raise StateVersionError(f"normalizer state version 3 without {missing[0]}: the checkpoint is corrupt")
+    return {**state, "version": 4, **{c: np.zeros_like(np.asarray(state[c])) for c in _SLOT_COLUMNS}}
+
+
 #: ``Detector.to_state``'s dict.
 DETECTOR_STATE = Part("detector state", 3, {1: _detector_v1_to_v2, 2: _detector_v2_to_v3})
 #: The normalizer's arrays inside it (``NormalizerState.columns``).
-NORMALIZER_STATE = Part("normalizer state", 3, {2: _normalizer_v2_to_v3})
+NORMALIZER_STATE = Part("normalizer state", 4, {2: _normalizer_v2_to_v3, 3: _normalizer_v3_to_v4})
 #: ``Forest.to_state`` / ``Forest.to_state_many``.
 FOREST_STATE = Part("forest state", 1)
 

@@ -104,6 +104,22 @@ def test_the_daily_rhythm_is_not_news_but_the_same_value_at_night_is():
     assert out.decision[night] == 1 and out.expected_value[night] == pytest.approx(100.0, abs=2.0)
 
 
+def test_a_daily_batch_job_is_not_news_where_it_ends_a_minute_into_the_next_slot_but_its_jump_elsewhere_is():
+    """The job's last minute lies in the next 5-minute day slot, whose model expects the normal
+    level; the job's own slot explains it. The same jump at another time of day is an anomaly."""
+    n = 1440 * 10  # ten days of minute points
+    ts = np.arange(n, dtype=np.int64) * MINUTE
+    minute = np.arange(n) % 1440
+    job = (minute >= 7 * 60 + 52) & (minute < 8 * 60 + 6)  # 07:52-08:05, every day
+    values = noisy(n, sd=3.0) + np.where(job, 200.0, 0.0)
+    other = 1440 * 9 + 14 * 60  # day 10, 14:00: the same jump at another time
+    values[other : other + 3] += 200.0
+    out, _ = run(values, ts=ts)
+    later_jobs = job & (np.arange(n) >= 1440 * 7)
+    assert out.decision[later_jobs].sum() == 0, np.flatnonzero(out.decision[later_jobs])
+    assert out.decision[other : other + 3].any()
+
+
 def test_a_weekly_rhythm_without_a_daily_one_is_learned_too():
     """Busy weekdays, quiet weekends, no daily shape (the day profile is no better than the level):
     from the third week, weekends are expected and a weekend-level Wednesday is not."""

@@ -344,7 +344,7 @@ def test_a_detector_state_with_the_version_2_scoring_columns_loads_with_a_fresh_
     det.process_many(keys, values, ts)
     state = det.to_state(list(GOLDEN_KEYS))
     scores = dict(state["scores"])
-    assert scores["version"] == 3
+    assert scores["version"] == 4
     del scores["quiet_n"]  # what version 2 wrote
     old = {**state, "scores": {**scores, "version": 2}}
     restored = Detector(MODEL)
@@ -353,5 +353,28 @@ def test_a_detector_state_with_the_version_2_scoring_columns_loads_with_a_fresh_
     assert np.array_equal(again["scores"]["quiet_n"], np.zeros(len(GOLDEN_KEYS), dtype=np.int64))
     assert np.array_equal(again["scores"]["n_seen"], state["scores"]["n_seen"])
     del old["scores"]["n_seen"]  # a column missing beyond what the mapper adds is still refused
+    with pytest.raises(StateVersionError):
+        Detector(MODEL).from_state(old)
+
+
+def test_a_version_3_scoring_state_keeps_its_models_but_its_day_slots_learn_again() -> None:
+    """Version 3's day slots held values, version 4's hold the coarse model's residual."""
+    keys, values, ts = _golden_history()
+    det = Detector(MODEL)
+    det.process_many(keys, values, ts)
+    state = det.to_state(list(GOLDEN_KEYS))
+    scores = dict(state["scores"])
+    slots = ("slot_mean", "slot_dev", "slot_n", "slot_err", "coarse_err")
+    scores.update({name: np.ones_like(scores[name]) for name in slots})  # day slots a v3 state filled
+    old = {**state, "scores": {**scores, "version": 3}}
+    restored = Detector(MODEL)
+    restored.from_state(old)
+    again = restored.to_state(list(GOLDEN_KEYS))["scores"]
+    assert again["version"] == 4
+    for name in slots:
+        assert not again[name].any(), name
+    for name in ("day_mean", "week_mean", "level", "ex_value", "n_model"):
+        assert np.array_equal(again[name], scores[name]), name
+    del old["scores"]["slot_err"]  # a version 3 state without its slot columns is refused
     with pytest.raises(StateVersionError):
         Detector(MODEL).from_state(old)
