@@ -104,6 +104,12 @@ PARTS = {
     "holdout": SuiteSpec("holdout", hosts=60, days=14, seed=202),
     "fresh": SuiteSpec("fresh", hosts=60, days=14, seed=404),
 }
+#: More parts to choose defaults on (2026-12-03: the day slots' residual and neighbours were chosen on
+#: ``tune`` and these two); ``make eval`` does not run them: ``ensure(DEV_PARTS["dev505"], dir)``.
+DEV_PARTS = {
+    "dev505": SuiteSpec("dev505", hosts=60, days=14, seed=505),
+    "dev606": SuiteSpec("dev606", hosts=60, days=14, seed=606),
+}
 #: A short part for the test suite (a few seconds to make, the same generator).
 SHORT = SuiteSpec("short", hosts=6, days=9, seed=303, warmup_days=7, anomalies_per_host_day=1.5)
 
