@@ -167,6 +167,7 @@ class Detector:
         values: np.ndarray,
         timestamps_ms: np.ndarray,
         missing: np.ndarray | None = None,
+        events: np.ndarray | None = None,
     ) -> ScoreBatch:
         """Update and score a batch of points, in input order (a key may repeat, in time order).
 
@@ -176,6 +177,9 @@ class Detector:
             timestamps_ms: int64[n] event times (epoch ms): they place a point in its series'
                 daily and weekly profiles.
             missing: bool[n] the point is a filled-in missing window (default: none).
+            events: float64[n] for a value that is an average, how many events it averages (0 or
+                default: not an average). An average of fewer events than the series usually has
+                at that hour is judged with a band wider by sqrt(usual / events).
 
         Returns:
             The per-point results, aligned with the input.
@@ -191,10 +195,12 @@ class Detector:
             if missing is None
             else np.array(missing, dtype=np.bool_, copy=True).reshape(-1)
         )
-        if not (vals.shape[0] == ts.shape[0] == miss.shape[0] == n):
+        ev = None if events is None else np.asarray(events, dtype=np.float64).reshape(-1)
+        if not (vals.shape[0] == ts.shape[0] == miss.shape[0] == n) or (ev is not None and ev.shape[0] != n):
             raise DetectorError(
                 f"process_many needs aligned inputs: {n} keys, {vals.shape[0]} values, "
                 f"{ts.shape[0]} timestamps, {miss.shape[0]} missing flags"
+                + ("" if ev is None else f", {ev.shape[0]} event counts")
             )
         if n == 0:
             return _empty_batch()
@@ -208,7 +214,7 @@ class Detector:
         self._used[slots] = self._tick
         # Missing points are fed like any point: the shingle is a run of consecutive windows and
         # must stay aligned in time (see docs/ARCHITECTURE.md, "Missing windows").
-        prep = prepare(self._norm, self._params, slots, vals, ts)
+        prep = prepare(self._norm, self._params, slots, vals, ts, ev)
         out = self._forest.update(slots, prep.forest_input)
         raw = np.asarray(out.raw_score, dtype=np.float64).reshape(-1)
         norm = judge(self._norm, self._params, slots, raw, prep, vals, ts, miss)

@@ -11,8 +11,9 @@ version has a golden file under ``tests/golden/`` that must keep loading.
 - normalizer state (inside it): writes 4, reads 2, 3 and 4. 1 (before the seasonal value models) cannot
   be mapped: the series' models learn again. 3 added the incident's quiet-point counter (``quiet_n``;
   from 2: 0, as if the series had just been loud). 4: a day slot holds the coarse model's residual,
-  no longer the value (from 3: the day slots are emptied and learn again in two days; every other
-  model is kept).
+  no longer the value, and an average's usual number of events per hour of day is kept (``ev_day``;
+  from 3: the day slots are emptied and learn again in two days, ``ev_day`` starts empty; every
+  other model is kept).
 - forest state (one series / many): writes and reads 1. Its config gained ``insert_every`` and
   ``isolation`` with the isolation engine (absent = CoDisp).
 """
@@ -137,7 +138,13 @@ def _normalizer_v3_to_v4(state: State) -> State:
     missing = [c for c in _SLOT_COLUMNS if c not in state]
     if missing:
         raise StateVersionError(f"normalizer state version 3 without {missing[0]}: the checkpoint is corrupt")
-    return {**state, "version": 4, **{c: np.zeros_like(np.asarray(state[c])) for c in _SLOT_COLUMNS}}
+    n = np.asarray(state["slot_mean"]).shape[0]
+    return {
+        **state,
+        "version": 4,
+        **{c: np.zeros_like(np.asarray(state[c])) for c in _SLOT_COLUMNS},
+        "ev_day": np.zeros((n, 24), dtype=np.float32),
+    }
 
 
 #: ``Detector.to_state``'s dict.

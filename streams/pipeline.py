@@ -213,7 +213,9 @@ class DetectorPipeline(Generic[P]):
             spans.append((tp, at, at + len(c)))
             at += len(c)
         self._unpark(keys)
-        scores = self.detector.process_many(keys, windows.value, windows.window_start_ms, windows.missing)
+        scores = self.detector.process_many(
+            keys, windows.value, windows.window_start_ms, windows.missing, averaged_events(self.spec, windows)
+        )
         self._keep_budget()
         results = ResultBatch.build(self.name, windows, scores, closed_at, keys)
         return Scored(results, scores, spans, split)
@@ -350,6 +352,16 @@ def model_moves(pipes: Iterable[DetectorPipeline[Any]]) -> tuple[int, int, int, 
     return now, parked, reloaded, dropped
 
 
+def averaged_events(spec: DetectorSpec, windows: ClosedWindows) -> np.ndarray:
+    """Per window, how many events an ``avg`` measure's value is made of (0 for the other
+    aggregations, whose noise the value itself shows): the detector widens the band of an average
+    made of fewer events than the series usually has."""
+    avg = np.array([m.aggregation == "avg" for m in spec.measures])
+    if not avg.any():
+        return np.zeros(len(windows))
+    return np.where(avg[windows.series % len(avg)], windows.events, 0).astype(np.float64)
+
+
 def _finite(closed: ClosedWindows) -> tuple[ClosedWindows, int]:
     """Drop windows whose aggregate is not finite or beyond ±MAX_MEASURE_ABS (a sum that
     overflowed): they cannot be scored.
@@ -368,5 +380,6 @@ def _finite(closed: ClosedWindows) -> tuple[ClosedWindows, int]:
         window_end_ms=closed.window_end_ms[ok],
         value=closed.value[ok],
         missing=closed.missing[ok],
+        events=closed.events[ok],
     )
     return kept, int((~ok).sum())

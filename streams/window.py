@@ -63,6 +63,7 @@ class ClosedWindows:
         value: float64[n], the aggregate (or the missing policy's value).
         missing: bool[n], True where the window had no value for this series.
         registry: names the series (timeseriesId, measure, dimensions).
+        events: int64[n], how many events the aggregate is made of (0 for a missing window).
     """
 
     series: np.ndarray
@@ -71,6 +72,7 @@ class ClosedWindows:
     value: np.ndarray
     missing: np.ndarray
     registry: SeriesRegistry = field(repr=False)
+    events: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64), repr=False)
 
     def __len__(self) -> int:
         return len(self.series)
@@ -146,6 +148,7 @@ class ClosedWindows:
             cat("value"),
             cat("missing"),
             registry,
+            cat("events"),
         )
 
     def groups(self) -> list[slice]:
@@ -484,7 +487,7 @@ class WindowState:
 
     def _empty(self) -> ClosedWindows:
         z = np.zeros(0, dtype=np.int64)
-        return ClosedWindows(z, z, z, np.zeros(0), np.zeros(0, dtype=bool), self._registry())
+        return ClosedWindows(z, z, z, np.zeros(0), np.zeros(0, dtype=bool), self._registry(), z)
 
     def _registry(self) -> SeriesRegistry:
         if self.registry is None:
@@ -515,9 +518,9 @@ class WindowState:
         if frontier is None or (self.closed_through is not None and frontier <= self.closed_through):
             return self._empty()
         registry = self._registry()
-        d_series, d_window, d_value = self._take_closed(frontier)
-        out_series, out_window, out_value, out_missing = self._with_missing(
-            frontier, d_series, d_window, d_value
+        d_series, d_window, d_value, d_count = self._take_closed(frontier)
+        out_series, out_window, out_value, out_missing, out_events = self._with_missing(
+            frontier, d_series, d_window, d_value, d_count
         )
         self.closed_through = frontier
         self.counters["windows_emitted"] += len(out_series)
@@ -525,11 +528,17 @@ class WindowState:
         out_window = out_window[order]
         start = out_window * self.window_ms
         return ClosedWindows(
-            out_series[order], start, start + self.window_ms, out_value[order], out_missing[order], registry
+            out_series[order],
+            start,
+            start + self.window_ms,
+            out_value[order],
+            out_missing[order],
+            registry,
+            out_events[order],
         )
 
-    def _take_closed(self, frontier: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Remove the open windows with index <= frontier; their (series, window, aggregate)."""
+    def _take_closed(self, frontier: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Remove the open windows with index <= frontier; their (series, window, aggregate, events)."""
         m = self.n_measures
         closing = self._o_window <= frontier
         d_series, d_window = self._o_series[closing], self._o_window[closing]
@@ -549,11 +558,16 @@ class WindowState:
             [d_sum, d_count.astype(np.float64), d_sum / np.maximum(d_count, 1), d_min],
             d_max,
         )
-        return d_series, d_window, d_value
+        return d_series, d_window, d_value, d_count
 
     def _with_missing(
-        self, frontier: int, d_series: np.ndarray, d_window: np.ndarray, d_value: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        self,
+        frontier: int,
+        d_series: np.ndarray,
+        d_window: np.ndarray,
+        d_value: np.ndarray,
+        d_count: np.ndarray,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """The data windows plus, per due series, the windows without data up to the frontier
         (the measure's missing policy); updates each series' progress and last value."""
         m = self.n_measures
@@ -568,6 +582,7 @@ class WindowState:
         )
         order = np.lexsort((b_window, b_series))
         b_series, b_window, b_value, b_kind = b_series[order], b_window[order], b_value[order], b_kind[order]
+        b_count = np.concatenate((np.zeros(len(due), np.int64), d_count, np.zeros(len(due), np.int64)))[order]
         # gap after each boundary (within the same series): windows with no data
         same = np.concatenate((b_series[1:] == b_series[:-1], [False]))
         gap = np.where(same, np.append(b_window[1:], 0) - b_window - 1, 0)
@@ -599,6 +614,7 @@ class WindowState:
             np.concatenate((b_window[data], b_window[g_src] + g_off)),
             np.concatenate((b_value[data], fill[g_src])),
             np.concatenate((np.zeros(int(data.sum()), bool), np.ones(n_gap, bool))),
+            np.concatenate((b_count[data], np.zeros(n_gap, np.int64))),
         )
 
     # -- checkpoints ----------------------------------------------------------------------------

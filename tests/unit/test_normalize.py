@@ -23,7 +23,7 @@ def params(**overrides) -> NormalizerParams:
     return replace(base, **overrides)
 
 
-def run(values, ts=None, raw=None, missing=None, p=None, state=None, slot=0):
+def run(values, ts=None, raw=None, missing=None, p=None, state=None, slot=0, events=None):
     values = np.asarray(values, float)
     n = values.shape[0]
     p = p or params()
@@ -33,7 +33,7 @@ def run(values, ts=None, raw=None, missing=None, p=None, state=None, slot=0):
     raw = np.ones(n) if raw is None else np.asarray(raw, float)
     missing = np.zeros(n, bool) if missing is None else np.asarray(missing, bool)
     slots = np.full(n, slot, np.int64)
-    prep = prepare(state, p, slots, values, ts)
+    prep = prepare(state, p, slots, values, ts, events)
     return judge(state, p, slots, raw, prep, values, ts, missing), state
 
 
@@ -118,6 +118,23 @@ def test_a_daily_batch_job_is_not_news_where_it_ends_a_minute_into_the_next_slot
     later_jobs = job & (np.arange(n) >= 1440 * 7)
     assert out.decision[later_jobs].sum() == 0, np.flatnonzero(out.decision[later_jobs])
     assert out.decision[other : other + 3].any()
+
+
+def test_an_average_of_fewer_events_than_usual_is_judged_with_a_wider_band():
+    """An average of 1 event where 64 are usual is noisier by sqrt(64): the deviation that is an
+    anomaly at the usual count is not one for a single event."""
+    n = 1440 * 3  # three days of minute points
+    values = noisy(n, sd=1.0)
+    events = np.full(n, 64.0)
+    usual, single = n - 300, n - 100
+    values[usual] = values[single] = 108.0  # 8 standard deviations
+    events[single] = 1.0
+    out, _ = run(values, events=events)
+    assert out.decision[usual] == 1
+    assert out.decision[single] == 0
+    band = out.expected_high - out.expected_value
+    assert band[single] > 5.0 * band[usual]  # 8x on the transformed scale
+    assert out.decision[: n - 300].sum() == 0  # and the usual count changes nothing
 
 
 def test_a_weekly_rhythm_without_a_daily_one_is_learned_too():

@@ -12,6 +12,7 @@ import pytest
 from sinks.record import timeseries_id
 from streams.config import DetectorSpec, MeasureSpec
 from streams.parse import EventParser
+from streams.pipeline import averaged_events
 from streams.window import ClosedWindows, WindowState, WindowStateError
 
 W = 1000  # window_ms of the tests
@@ -83,6 +84,29 @@ def test_missing_window_policies() -> None:
     assert by[("z", 3000)] == (1.0, False) and by[("c", 3000)] == (2.0, False)
     assert by[("c", 4000)] == (2.0, True)
     assert {s for _, m, s, _, _ in rows if m == "z"} == {0, 1000, 2000, 3000, 4000}
+
+
+def test_each_closed_window_says_how_many_events_made_it_and_a_missing_one_none() -> None:
+    spec = _spec(measures=(MeasureSpec(field="c", aggregation="avg"),))
+    parser, ws = _setup(spec)
+    ws.add(parser.parse([_ev(10, c=1), _ev(20, c=2), _ev(30, c=3), _ev(2010, c=5), _ev(3500, c=0)]))
+    closed = ws.advance()
+    got = dict(zip(closed.window_start_ms.tolist(), closed.events.tolist(), strict=True))
+    assert got == {0: 3, 1000: 0, 2000: 1}
+    assert closed.missing.tolist() == [False, True, False]
+    again = ClosedWindows.concat([closed, closed])
+    assert again.events.tolist() == [3, 0, 1, 3, 0, 1]
+
+
+def test_only_an_average_hands_its_event_counts_to_the_detector() -> None:
+    spec = _spec(
+        measures=(MeasureSpec(field="n", aggregation="sum"), MeasureSpec(field="c", aggregation="avg"))
+    )
+    parser, ws = _setup(spec)
+    ws.add(parser.parse([_ev(10, n=1, c=1), _ev(20, n=1, c=2), _ev(1500, n=1, c=0)]))
+    closed = ws.advance()
+    by = dict(zip(closed.measure, averaged_events(spec, closed).tolist(), strict=True))
+    assert by == {"n": 0.0, "c": 2.0}
 
 
 def test_window_closes_at_end_plus_lateness() -> None:
