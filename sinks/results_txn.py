@@ -175,6 +175,7 @@ class TransactionalResultsSink(Sink):
         self.timeout_s = timeout_s
         self.attempts = attempts
         self._txns: dict[Partition, _Txn] = {}
+        self._ready: dict[Partition, Any] = {}  # producers initialized by prepare, not yet restored
         #: records produced again on restores (segments whose transaction never committed)
         self.recovered = 0
 
@@ -215,13 +216,31 @@ class TransactionalResultsSink(Sink):
         sealed = [(s.seq, s.offset, s.batches) for s in txn.segments if s.seq is not None]
         return encode_pending(sealed, txn.next_seq - 1)
 
-    def restore(self, tp: Partition, offset: int, carried: bytes) -> int:
-        """Take ``tp`` over at ``offset``: fence the previous owner, then produce and commit the
-        carried results whose transaction never committed. Returns 0 (nothing is removed)."""
-        self.drop(tp)
+    def prepare(self, tps: list[Partition]) -> None:
+        """Start the transactional producers of newly assigned partitions, all at once.
+
+        ``init_transactions`` (which fences the previous owner) takes a round trip or more to the
+        transaction coordinator; done here, at the assignment and in parallel, it is not paid one
+        partition at a time in the processing loop (where a partition without a checkpoint is
+        restored, at its first message).
+        """
+        from concurrent.futures import ThreadPoolExecutor
+
+        todo = [tp for tp in dict.fromkeys(tps) if tp not in self._txns and tp not in self._ready]
+        if not todo:
+            return
+        t0 = time.monotonic()
+        producers = {tp: self.make_producer(tp) for tp in todo}
+        with ThreadPoolExecutor(min(len(todo), 8), thread_name_prefix="cutstream-txn-init") as pool:
+            futures = {tp: pool.submit(self._init, tp, p) for tp, p in producers.items()}
+        self._ready.update(producers)  # closed by drop/close even when one failed
+        for f in futures.values():
+            f.result()  # the first failure raises
+        logger.info("results transactions ready partitions=%d init_s=%.2f", len(todo), time.monotonic() - t0)
+
+    def _init(self, tp: Partition, producer: Any) -> None:
         from confluent_kafka import KafkaException
 
-        producer = self.make_producer(tp)
         try:
             producer.init_transactions(self.timeout_s)
         except KafkaException as exc:
@@ -229,6 +248,16 @@ class TransactionalResultsSink(Sink):
                 f"cannot start transactions for the results of {tp[0]}-{tp[1]}: {exc.args[0]}; "
                 "set results_guarantee to at_least_once if this broker does not support them"
             ) from exc
+
+    def restore(self, tp: Partition, offset: int, carried: bytes) -> int:
+        """Take ``tp`` over at ``offset``: fence the previous owner (unless :meth:`prepare` did),
+        then produce and commit the carried results whose transaction never committed. Returns 0
+        (nothing is removed)."""
+        producer = self._ready.pop(tp, None)
+        self.drop(tp)
+        if producer is None:
+            producer = self.make_producer(tp)
+            self._init(tp, producer)
         pending = decode_pending(carried)
         k_offset, meta = self.committed(tp)
         k_seq = committed_seq(meta)
@@ -285,9 +314,12 @@ class TransactionalResultsSink(Sink):
         txn = self._txns.pop(tp, None)
         if txn is not None:
             self._close(tp, txn)
+        ready = self._ready.pop(tp, None)
+        if ready is not None:
+            ready.close()
 
     def close(self) -> None:
-        for tp in list(self._txns):
+        for tp in [*self._txns, *self._ready]:
             self.drop(tp)
 
     # -- helpers ----------------------------------------------------------------------------------
@@ -353,15 +385,27 @@ class TransactionalResultsSink(Sink):
                     err,
                 )
                 if err.txn_requires_abort():
-                    txn.producer.abort_transaction(self.timeout_s)
-                    txn.producer.begin_transaction()
-                    for batch in seg.batches:
-                        self._produce(txn.producer, batch)
+                    self._again(tp, txn, seg)
                     sent = False
         raise SinkError(
             f"could not commit the results transaction of {tp[0]}-{tp[1]} in {self.attempts} attempts; "
             "the checkpoint keeps its results: restart the worker"
         )
+
+    def _again(self, tp: Partition, txn: _Txn, seg: _Segment) -> None:
+        """Abort the open transaction and produce ``seg`` again in a new one."""
+        from confluent_kafka import KafkaException
+
+        try:
+            txn.producer.abort_transaction(self.timeout_s)
+            txn.producer.begin_transaction()
+        except KafkaException as exc:
+            raise SinkError(
+                f"the results transaction of {tp[0]}-{tp[1]} could not be aborted ({exc.args[0]}); "
+                "the checkpoint keeps its results: restart the worker"
+            ) from exc
+        for batch in seg.batches:
+            self._produce(txn.producer, batch)
 
     def _close(self, tp: Partition, txn: _Txn) -> None:
         from confluent_kafka import KafkaException

@@ -71,7 +71,7 @@ class FakeTransactionalProducer:
     ``committed`` holds the ``(key, value)`` of every message whose transaction committed, in
     order; ``offsets`` the offsets each commit carried (``(topic, partition, offset, metadata)``).
     ``fail_next`` (a ``KafkaError``) makes the next ``send_offsets_to_transaction`` or
-    ``commit_transaction`` raise it once.
+    ``commit_transaction`` raise it once; ``fail_abort`` the next ``abort_transaction``.
     """
 
     def __init__(self) -> None:
@@ -83,6 +83,7 @@ class FakeTransactionalProducer:
         self.aborted = 0
         self.closed = False
         self.fail_next: Any = None
+        self.fail_abort: Any = None
         self._pending_offsets: list[tuple[str, int, int, str | None]] = []
 
     def _raise_if_asked(self) -> None:
@@ -128,6 +129,11 @@ class FakeTransactionalProducer:
         self.open, self._pending_offsets, self.in_txn = [], [], False
 
     def abort_transaction(self, timeout: float = -1) -> None:
+        if self.fail_abort is not None:
+            from confluent_kafka import KafkaException
+
+            err, self.fail_abort = self.fail_abort, None
+            raise KafkaException(err)
         if not self.in_txn:
             from confluent_kafka import KafkaError, KafkaException
 

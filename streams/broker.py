@@ -182,7 +182,9 @@ _REPO_ROOT = Path(__file__).resolve().parents[1]
 
 # A single-node KRaft broker tuned for tests on two cores: few threads, small internal topics,
 # group joins without the initial delay, and session timeouts as short as the clients ask for
-# (tests use 2 s; Kafka's default minimum is 6 s).
+# (tests use 2 s; Kafka's default minimum is 6 s). No time-based retention: tests and benchmarks
+# produce records whose timestamps are event times long past, which the default 7 days would
+# delete at the next retention check (every 5 minutes), under a running test or benchmark.
 _KAFKA_SERVER_PROPERTIES = """\
 process.roles=broker,controller
 node.id=1
@@ -194,6 +196,7 @@ listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
 inter.broker.listener.name=PLAINTEXT
 log.dirs={log_dir}
 num.partitions=1
+log.retention.ms=-1
 auto.create.topics.enable=true
 offsets.topic.replication.factor=1
 offsets.topic.num.partitions=4

@@ -378,6 +378,8 @@ class Worker:
     def _on_assign(self, consumer: Any, partitions: list[Any]) -> None:
         if self.coordinator is None:
             raise StreamsError("partitions assigned to a worker that is not running")
+        if self._txn is not None:  # every new partition's transactional producer, in parallel
+            self._txn.prepare([(tp.topic, tp.partition) for tp in partitions])
         fresh = []
         for tp in partitions:
             offset = self.coordinator.assign((tp.topic, tp.partition))

@@ -20,10 +20,17 @@ One run, one JSON line, on one topic of ~100-byte JSON events over ``--series`` 
   window to that window's result records being built (p50, p99, max over every partition's
   window closes).
 
+- ``worker_txn_events_per_s`` (``--broker kafka``, or ``--compare-transactions`` on a broker with
+  transactions): the same worker with the results topic exactly-once (``results_guarantee:
+  exactly_once``, a Kafka transaction per input partition committed at each checkpoint), run
+  alternately with the at-least-once worker above (``results_guarantee: at_least_once``) on the
+  same topic; ``txn_over_no_txn`` is the ratio of the two best rates.
+
 Events are produced first with a confluent producer (``partitioner=murmur2_random``, key = the
 series' dimensions, message timestamp = event time). The embedded broker is started when no
-``--brokers`` is given. Event times cover ``--windows`` one-minute windows (plus a short tail that
-closes the last one), with up to 2 s of disorder inside 5 s of allowed lateness.
+``--brokers`` is given (Apache Kafka 4.1.1, ``streams.broker.KafkaBroker``, with ``--broker kafka``).
+Event times cover ``--windows`` one-minute windows (plus a short tail that closes the last one),
+with up to 2 s of disorder inside 5 s of allowed lateness.
 """
 
 from __future__ import annotations
@@ -248,11 +255,14 @@ def end_to_end(
         consumer.close()
 
 
-def worker_loop(bootstrap: str, topic: str, n_events: int, timeout_s: float = 600) -> dict[str, Any]:
+def worker_loop(
+    bootstrap: str, topic: str, n_events: int, guarantee: str = "at_least_once", timeout_s: float = 600
+) -> dict[str, Any]:
     """``streams.worker.Worker`` on the topic (a fresh group): events/s from its first counted event.
 
     The whole worker: consume, parse, windows, one Detector step per pass, result records to the
-    results topic (JSON) and to Parquet, dead letters, checkpoints and commits.
+    results topic (JSON; ``guarantee`` is its ``results_guarantee``) and to Parquet, dead letters,
+    checkpoints and commits.
     """
     import tempfile
     import threading
@@ -272,7 +282,7 @@ def worker_loop(bootstrap: str, topic: str, n_events: int, timeout_s: float = 60
             detectors=(spec,),
             kafka={"session.timeout.ms": "6000", "heartbeat.interval.ms": "1000"},
         )
-        worker = Worker(app, settings=WorkerSettings(series_capacity=16_384))
+        worker = Worker(app, settings=WorkerSettings(series_capacity=16_384, results_guarantee=guarantee))
         stop = threading.Event()
         thread = threading.Thread(target=worker.run, args=(stop,), name="bench-worker", daemon=True)
         thread.start()
@@ -445,6 +455,24 @@ def faust_rate(bootstrap: str, topic: str, partitions: int, n_events: int, secon
 # -- the run -------------------------------------------------------------------------------------
 
 
+def _transactions(
+    txns: list[float], txn: dict[str, Any], workers: list[float], worker: dict[str, Any]
+) -> dict[str, Any]:
+    """The exactly-once worker's figures next to the at-least-once one's (empty when not run)."""
+    if not txns and not txn:
+        return {}
+    out: dict[str, Any] = {
+        "worker_txn_runs": [round(x) for x in txns],
+        **{k.replace("worker_", "worker_txn_", 1): v for k, v in txn.items() if k != "worker_events_per_s"},
+    }
+    if txns and workers:
+        out["worker_txn_events_per_s"] = round(max(txns))
+        out["worker_no_txn_events_per_s"] = round(max(workers))
+        out["txn_over_no_txn"] = round(max(txns) / max(workers), 3)
+        out["txn_cost"] = round(1 - max(txns) / max(workers), 3)
+    return out
+
+
 def _pct(xs: Sequence[float], q: float) -> float:
     if not xs:
         return float("nan")
@@ -461,9 +489,16 @@ def run(
     faust_events: int,
     faust_seconds: float,
     repeats: int = 2,
+    broker_kind: str = "tansu",
+    compare_transactions: bool | None = None,
 ) -> dict[str, Any]:
-    """Every measurement of the section, in one run; returns the JSON-able result."""
-    from streams.broker import EmbeddedBroker
+    """Every measurement of the section, in one run; returns the JSON-able result.
+
+    ``broker_kind``: the broker started when ``brokers`` is None (``tansu``: the embedded one,
+    ``kafka``: Apache Kafka). ``compare_transactions``: also run the worker with the results topic
+    exactly-once (default: with ``kafka``).
+    """
+    from streams.broker import EmbeddedBroker, KafkaBroker
 
     load = [os.getloadavg()[0]]
     events = generate(n_events, n_series, n_windows)
@@ -479,29 +514,38 @@ def run(
     proc_points = proc[0][2].points
     del proc
     cold_rate = max(processing(events)[0] for _ in range(repeats))
-    broker = None
+    if compare_transactions is None:
+        compare_transactions = broker_kind == "kafka"
+    broker: Any = None
     if brokers is None:
-        broker = EmbeddedBroker().start()
+        broker = (KafkaBroker() if broker_kind == "kafka" else EmbeddedBroker()).start()
         brokers = broker.bootstrap
     try:
         topic = f"bench-ingest-{uuid.uuid4().hex[:8]}"
         create_topic(brokers, topic, partitions)
         produce_rate = produce(brokers, topic, events)
-        ceils, e2es, workers = [], [], []
+        ceils, e2es = [], []
+        workers: list[float] = []
+        txns: list[float] = []
         latencies: list[float] = []
         worker: dict[str, Any] = {}
-        for _ in range(repeats):  # alternate, so that a busy spell hurts all alike
+        txn: dict[str, Any] = {}
+        for i in range(repeats):  # alternate, so that a busy spell hurts all alike
             ceils.append(ceiling(brokers, topic, partitions, n_events))
             rate, lat, pipe = end_to_end(brokers, topic, partitions, n_events)
             e2es.append(rate)
             latencies += lat
-            run_w = worker_loop(brokers, topic, n_events)
-            if "worker_events_per_s" in run_w:
-                workers.append(run_w["worker_events_per_s"])
-                if run_w["worker_events_per_s"] >= max(workers):
-                    worker = run_w
-            elif not worker:
-                worker = run_w
+            modes = ["at_least_once", "exactly_once"] if compare_transactions else ["at_least_once"]
+            for mode in modes if i % 2 == 0 else modes[::-1]:
+                run_w = worker_loop(brokers, topic, n_events, mode)
+                rates, best = (txns, txn) if mode == "exactly_once" else (workers, worker)
+                if "worker_events_per_s" in run_w:
+                    rates.append(run_w["worker_events_per_s"])
+                    if run_w["worker_events_per_s"] >= max(rates):
+                        best.clear()
+                        best.update(run_w)
+                elif not best:
+                    best.update(run_w)
         ceil, stages = max(ceils), max(e2es)
         # the issue's end to end: the worker's own loop when it runs, the stage loop otherwise
         e2e = max(workers) if workers else stages
@@ -530,6 +574,7 @@ def run(
         "ceiling_runs": [round(x) for x in ceils],
         "stage_loop_runs": [round(x) for x in e2es],
         "worker_runs": [round(x) for x in workers],
+        **_transactions(txns, txn, workers, worker),
         **{
             k: (round(v, 1) if isinstance(v, float) else v)
             for k, v in worker.items()
@@ -582,7 +627,21 @@ FULL = {
     help="one-minute windows the event times cover",
 )
 @click.option("--partitions", type=int, default=FULL["partitions"], show_default=True)
-@click.option("--brokers", default=None, help="bootstrap servers; unset = the embedded broker")
+@click.option("--brokers", default=None, help="bootstrap servers; unset = start the broker of --broker")
+@click.option(
+    "--broker",
+    "broker_kind",
+    type=click.Choice(["tansu", "kafka"]),
+    default="tansu",
+    show_default=True,
+    help="the broker started without --brokers: the embedded Tansu, or Apache Kafka 4.1.1 (`make kafka`)",
+)
+@click.option(
+    "--compare-transactions/--no-compare-transactions",
+    default=None,
+    help="also run the worker with the results topic exactly-once and report both (default: with "
+    "--broker kafka)",
+)
 @click.option(
     "--faust-events",
     type=int,
@@ -613,9 +672,22 @@ def ingest(
     faust_events: int,
     faust_seconds: float,
     repeats: int,
+    broker_kind: str,
+    compare_transactions: bool | None,
 ) -> None:
     """Broker → parsed → windowed → scored → records, vs the bare consume ceiling and faust."""
-    result = run(n_events, n_series, n_windows, partitions, brokers, faust_events, faust_seconds, repeats)
+    result = run(
+        n_events,
+        n_series,
+        n_windows,
+        partitions,
+        brokers,
+        faust_events,
+        faust_seconds,
+        repeats,
+        broker_kind,
+        compare_transactions,
+    )
     click.echo(json.dumps(result))
 
 

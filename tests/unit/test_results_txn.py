@@ -162,6 +162,20 @@ def test_an_abortable_error_aborts_and_produces_the_segment_again():
     assert windows(cluster.visible()) == [0, 1]
 
 
+def test_an_abort_that_fails_stops_with_the_reason():
+    cluster = Cluster()
+    sink = cluster.sink()
+    sink.restore(TP, 0, b"")
+    sink.add(TP, batch(0))
+    sink.seal(TP, 10)
+    producer = cluster.producers[0]
+    producer.fail_next = KafkaError(KafkaError._STATE, "abortable", txn_requires_abort=True)
+    producer.fail_abort = KafkaError(KafkaError._FENCED, "fenced", fatal=True)
+    with pytest.raises(SinkError, match="could not be aborted"):
+        sink.commit(TP, 10)
+    assert cluster.visible() == []
+
+
 def test_a_fenced_producer_stops_with_the_reason():
     cluster = Cluster()
     sink = cluster.sink()
@@ -204,3 +218,19 @@ def test_the_at_least_once_sink_produces_what_a_transactional_checkpoint_carried
     sink.restore(TP, 10, encode_pending([(1, 10, [batch(0)])], 1))
     assert windows(producer.values) == [0, 1]
     assert sink.restore(TP, 10, b"") == 0
+
+
+def test_prepare_starts_the_producers_of_an_assignment_once():
+    cluster = Cluster()
+    sink = cluster.sink()
+    sink.prepare([TP, ("events", 4), TP])
+    assert len(cluster.producers) == 2 and all(p.initialized for p in cluster.producers)
+    sink.restore(TP, 0, b"")  # uses the prepared producer
+    sink.prepare([TP])  # already ours: nothing new
+    assert len(cluster.producers) == 2
+    sink.add(TP, batch(0))
+    assert len(cluster.producers[0].open) == 2
+    sink.drop(("events", 4))  # revoked before its first message
+    assert cluster.producers[1].closed
+    sink.close()
+    assert cluster.producers[0].closed
