@@ -1,7 +1,9 @@
 """The Detector facade: forest + scoring stage + threshold, for many series at once.
 
 This is the one scoring code path: the worker (live and replay), backfill, ``cutstream score``
-and ``cutstream evaluate`` all call ``Detector.process_many``.
+and ``cutstream evaluate`` all score through ``Detector.process_slots`` (``process_many`` is the
+same step for callers that hold keys: it looks their slots up first; a caller that names its series
+by dense integers keeps a :class:`SlotMap` and skips the per-key lookup).
 
 Example:
     >>> import numpy as np
@@ -18,7 +20,7 @@ Example:
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
 from itertools import repeat
 from typing import Any
@@ -119,7 +121,12 @@ class Detector:
         self._warm = np.zeros(self._norm.capacity, dtype=np.bool_)
         #: per slot: the step (``process_many`` call) that last scored it, for :meth:`coldest`
         self._used = np.zeros(self._norm.capacity, dtype=np.int64)
+        #: per slot: a key holds it (``process_slots`` refuses the others)
+        self._live = np.zeros(self._norm.capacity, dtype=np.bool_)
         self._tick = 0
+        #: bumped whenever a key may lose its slot or a slot change keys (``evict``, ``from_state``):
+        #: a :class:`SlotMap` built at another epoch is stale
+        self.epoch = 0
 
     # ------------------------------------------------------------------------------------------
     def keys(self) -> list[str]:
@@ -138,10 +145,15 @@ class Detector:
             used = np.zeros(self._norm.capacity, dtype=np.int64)
             used[: self._used.shape[0]] = self._used
             self._used = used
+            live = np.zeros(self._norm.capacity, dtype=np.bool_)
+            live[: self._live.shape[0]] = self._live
+            self._live = live
 
-    def _slots_for(self, keys: Sequence[str]) -> np.ndarray:
-        """Slots of ``keys`` (int64[n]); unseen keys get fresh series, in order of first appearance
-        (so that slot assignment is deterministic).
+    def slots_of(self, keys: Sequence[str]) -> np.ndarray:
+        """Slots of ``keys`` (int64[n]) for :meth:`process_slots`; unseen keys get fresh series, in
+        order of first appearance (so that slot assignment is deterministic).
+
+        A slot stays its key's until :attr:`epoch` changes (an eviction or a restore).
 
         One C-level dict lookup per point (``map(dict.get, ...)``: 10 ms for 100,000 keys, where
         sorting the keys with ``np.unique`` took 250 ms); Python bytecode runs only per new key.
@@ -154,6 +166,7 @@ class Detector:
             self._ensure(int(fresh.max()) + 1)
             self._norm.reset(fresh)
             self._warm[fresh] = False
+            self._live[fresh] = True
             self._slots.update(zip(new, fresh.tolist(), strict=True))
             slots[unseen] = np.fromiter(
                 (self._slots[str(keys[i])] for i in unseen.tolist()), dtype=np.int64, count=unseen.size
@@ -171,6 +184,8 @@ class Detector:
     ) -> ScoreBatch:
         """Update and score a batch of points, in input order (a key may repeat, in time order).
 
+        The same step as :meth:`process_slots` after :meth:`slots_of` (one dict lookup per key).
+
         Args:
             keys: n timeseriesIds.
             values: float64[n] the points' values (missing windows already filled by the caller).
@@ -187,29 +202,46 @@ class Detector:
         Raises:
             DetectorError: mismatched lengths or a value that is not a finite number.
         """
-        n = len(keys)
-        vals = np.array(values, dtype=np.float64, copy=True).reshape(-1)
-        ts = np.asarray(timestamps_ms).reshape(-1).astype(np.int64)
-        miss = (
-            np.zeros(n, dtype=np.bool_)
-            if missing is None
-            else np.array(missing, dtype=np.bool_, copy=True).reshape(-1)
-        )
-        ev = None if events is None else np.asarray(events, dtype=np.float64).reshape(-1)
-        if not (vals.shape[0] == ts.shape[0] == miss.shape[0] == n) or (ev is not None and ev.shape[0] != n):
-            raise DetectorError(
-                f"process_many needs aligned inputs: {n} keys, {vals.shape[0]} values, "
-                f"{ts.shape[0]} timestamps, {miss.shape[0]} missing flags"
-                + ("" if ev is None else f", {ev.shape[0]} event counts")
-            )
-        if n == 0:
+        batch = _inputs(len(keys), values, timestamps_ms, missing, events, "keys")
+        if len(keys) == 0:
             return _empty_batch()
-        if not np.all(np.isfinite(vals)):
-            bad = int(np.flatnonzero(~np.isfinite(vals))[0])
+        return self._score(self.slots_of(keys), *batch)
+
+    def process_slots(
+        self,
+        slots: np.ndarray,
+        values: np.ndarray,
+        timestamps_ms: np.ndarray,
+        missing: np.ndarray | None = None,
+        events: np.ndarray | None = None,
+    ) -> ScoreBatch:
+        """:meth:`process_many` for series named by their slots (int64[n], from :meth:`slots_of`
+        or a :class:`SlotMap` of this detector's current :attr:`epoch`): no per-key work.
+
+        Raises:
+            DetectorError: as :meth:`process_many`, or a slot that no key holds now.
+        """
+        sl = np.asarray(slots).reshape(-1)
+        batch = _inputs(sl.shape[0], values, timestamps_ms, missing, events, "slots")
+        if sl.shape[0] == 0:
+            return _empty_batch()
+        if sl.dtype.kind not in "iu":
+            raise DetectorError(f"process_slots needs integer slots, got {sl.dtype}")
+        sl = sl.astype(np.int64, copy=False)
+        held = (sl >= 0) & (sl < self._live.shape[0])
+        held[held] = self._live[sl[held]]
+        if not held.all():
+            bad = int(np.flatnonzero(~held)[0])
             raise DetectorError(
-                f"value at position {bad} is {vals[bad]!r}; fill or drop non-finite values before scoring"
+                f"slot {int(sl[bad])} at position {bad} holds no series (evicted or restored since it "
+                "was looked up?): look slots up again with slots_of"
             )
-        slots = self._slots_for(keys)
+        return self._score(sl, *batch)
+
+    def _score(
+        self, slots: np.ndarray, vals: np.ndarray, ts: np.ndarray, miss: np.ndarray, ev: np.ndarray | None
+    ) -> ScoreBatch:
+        n = slots.shape[0]
         self._tick += 1
         self._used[slots] = self._tick
         # Missing points are fed like any point: the shingle is a run of consecutive windows and
@@ -300,7 +332,9 @@ class Detector:
             self._forest.remove_series(slots)
             raise
         self.evict(keys)  # only now: a state that fails to load leaves the current models alone
+        self.epoch += 1
         self._warm[slots] = warm | warm_start
+        self._live[slots] = True
         self._used[slots] = self._tick
         self._slots.update(zip(keys, slots.tolist(), strict=True))
         return keys
@@ -313,6 +347,8 @@ class Detector:
             self._forest.remove_series(arr)
             self._norm.reset(arr)
             self._warm[arr] = False
+            self._live[arr] = False
+            self.epoch += 1
         return len(slots)
 
     def coldest(self, n: int) -> tuple[list[str], np.ndarray]:
@@ -335,6 +371,80 @@ class Detector:
     def bytes_per_series(self) -> int:
         """Model memory per series: the forest's plus the normalizer's."""
         return int(self._forest.bytes_per_series) + self._norm.bytes_per_series
+
+
+class SlotMap:
+    """A caller's map from its own dense series ids (e.g. a series registry's index) to the
+    detector's slots, for :meth:`Detector.process_slots`.
+
+    Ids seen before cost one array read; only ids it has not seen (or all of them, once after the
+    detector's :attr:`~Detector.epoch` changed: an eviction or a restore) go through the keys.
+
+    Example:
+        >>> import numpy as np
+        >>> from detector.config import ModelConfig
+        >>> det = Detector(ModelConfig())
+        >>> names = ["a", "b"]
+        >>> slot_map = SlotMap(det)
+        >>> slots = slot_map.slots(np.array([1, 0, 1]), lambda ids: [names[i] for i in ids.tolist()])
+        >>> slots.tolist() == det.slots_of(["b", "a", "b"]).tolist()
+        True
+    """
+
+    def __init__(self, detector: Detector) -> None:
+        self.detector = detector
+        self._slot = np.full(0, -1, dtype=np.int64)
+        self._epoch = detector.epoch
+
+    def slots(self, ids: np.ndarray, keys: Callable[[np.ndarray], Sequence[str]]) -> np.ndarray:
+        """The slots (int64[n]) of ``ids`` (int[n], >= 0); ``keys(ids)`` names ids not yet mapped."""
+        ids = np.asarray(ids, dtype=np.int64).reshape(-1)
+        if self._epoch != self.detector.epoch:
+            self._slot[:] = -1
+            self._epoch = self.detector.epoch
+        top = int(ids.max()) + 1 if ids.shape[0] else 0
+        if top > self._slot.shape[0]:
+            grown = np.full(max(top, 2 * self._slot.shape[0], 1024), -1, dtype=np.int64)
+            grown[: self._slot.shape[0]] = self._slot
+            self._slot = grown
+        slots = self._slot[ids]
+        unseen = np.flatnonzero(slots < 0)
+        if unseen.size:
+            fresh = self.detector.slots_of(keys(ids[unseen]))
+            slots[unseen] = fresh
+            self._slot[ids[unseen]] = fresh
+        return slots
+
+
+def _inputs(
+    n: int,
+    values: np.ndarray,
+    timestamps_ms: np.ndarray,
+    missing: np.ndarray | None,
+    events: np.ndarray | None,
+    what: str,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
+    """The batch's columns as contiguous copies of the scoring dtypes, checked."""
+    vals = np.array(values, dtype=np.float64, copy=True).reshape(-1)
+    ts = np.asarray(timestamps_ms).reshape(-1).astype(np.int64)
+    miss = (
+        np.zeros(n, dtype=np.bool_)
+        if missing is None
+        else np.array(missing, dtype=np.bool_, copy=True).reshape(-1)
+    )
+    ev = None if events is None else np.asarray(events, dtype=np.float64).reshape(-1)
+    if not (vals.shape[0] == ts.shape[0] == miss.shape[0] == n) or (ev is not None and ev.shape[0] != n):
+        raise DetectorError(
+            f"process_many needs aligned inputs: {n} {what}, {vals.shape[0]} values, "
+            f"{ts.shape[0]} timestamps, {miss.shape[0]} missing flags"
+            + ("" if ev is None else f", {ev.shape[0]} event counts")
+        )
+    if n and not np.all(np.isfinite(vals)):
+        bad = int(np.flatnonzero(~np.isfinite(vals))[0])
+        raise DetectorError(
+            f"value at position {bad} is {vals[bad]!r}; fill or drop non-finite values before scoring"
+        )
+    return vals, ts, miss, ev
 
 
 def _uids(keys: Sequence[str]) -> np.ndarray:

@@ -15,7 +15,7 @@ window                ``ParsedBatch`` → the partition's               late eve
 close                 the watermark (and the wall clock, for idle     ``Closed``: ``ClosedWindows`` per
                       partitions)                                     partition, non-finite dropped
 score                 ``Closed``                                      ``Scored``: one
-                                                                      ``Detector.process_many`` for all
+                                                                      ``Detector.process_slots`` for all
                                                                       partitions, one ``ResultBatch``
 ====================  =============================================  ==================================
 
@@ -24,19 +24,25 @@ backfill: one key). Each partition has its own windows and owns the models of th
 seen on it, so that its checkpoint (:meth:`~DetectorPipeline.state`) carries them and a revoke
 (:meth:`~DetectorPipeline.drop`) evicts them. Scoring is shared: every series whose window closed
 in one pass is scored in one step, whatever its partition, in (window end, series) order.
+
+The scoring step names series by their registry index, not their timeseriesId: a
+:class:`~detector.detector.SlotMap` turns indices into the detector's slots with one array read,
+and the per-partition ownership is a flag per index, so a step over series seen before does no
+per-series Python work (the keys are looked up only for new series, after an eviction or a restore,
+and while models are parked).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Hashable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Generic, TypeVar
 
 import numpy as np
 import pyarrow as pa
 
-from detector.detector import Detector, ScoreBatch
+from detector.detector import Detector, ScoreBatch, SlotMap
 from sinks.record import ResultBatch
 from streams.config import DetectorSpec
 from streams.park import ModelPark
@@ -93,6 +99,8 @@ class PartitionState:
 class _Part:
     windows: WindowState
     series: dict[str, None] = field(default_factory=dict)  # owned models, in first-seen order
+    #: per registry index: the series is in ``series`` (False: not known to be; look it up)
+    owned_ids: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.bool_))
 
 
 class DetectorPipeline(Generic[P]):
@@ -136,6 +144,7 @@ class DetectorPipeline(Generic[P]):
         self.models_dropped = 0  # one-point models evicted without parking
         self._parts: dict[P, _Part] = {}
         self._owner: dict[str, P] = {}
+        self._slot_map = SlotMap(self.detector)
 
     @property
     def name(self) -> str:
@@ -204,17 +213,28 @@ class DetectorPipeline(Generic[P]):
         if not closed.parts:
             return None
         windows = ClosedWindows.concat([c for _, c in closed.parts])
-        keys = windows.timeseries_id
+        ids = windows.series
+        names = windows.registry.timeseries_ids
         spans: list[tuple[P, int, int]] = []
         split = 0
         at = 0
         for tp, c in closed.parts:
-            split += self._own(tp, keys[at : at + len(c)])
+            split += self._own(tp, ids[at : at + len(c)], names)
             spans.append((tp, at, at + len(c)))
             at += len(c)
-        self._unpark(keys)
-        scores = self.detector.process_many(
-            keys, windows.value, windows.window_start_ms, windows.missing, averaged_events(self.spec, windows)
+        keys = None
+        if self.park is not None and len(self.park):
+            keys = names(ids)
+            self._unpark(keys)
+        if self._slot_map.detector is not self.detector:  # the driver swapped the detector
+            self._slot_map = SlotMap(self.detector)
+        slots = self._slot_map.slots(ids, names)
+        scores = self.detector.process_slots(
+            slots,
+            windows.value,
+            windows.window_start_ms,
+            windows.missing,
+            averaged_events(self.spec, windows),
         )
         self._keep_budget()
         results = ResultBatch.build(self.name, windows, scores, closed_at, keys)
@@ -257,7 +277,9 @@ class DetectorPipeline(Generic[P]):
         self.detector.evict([k for ks in by_tp.values() for k in ks] + dropped)
         for k in dropped:  # gone: if it comes back, it is a new series of whichever partition
             tp = self._owner.pop(k)
-            self._parts[tp].series.pop(k, None)
+            part = self._parts[tp]
+            part.series.pop(k, None)
+            part.owned_ids = np.zeros(0, dtype=np.bool_)  # which index was k's: look them up again
         self.models_dropped += len(dropped)
         logger.debug(
             "model budget kept detector=%s parked=%d dropped=%d live=%d",
@@ -282,11 +304,23 @@ class DetectorPipeline(Generic[P]):
         if ws.watermark is not None:
             ws.watermark += ws.window_ms + ws.lateness_ms
 
-    def _own(self, tp: P, keys: Sequence[str]) -> int:
-        """Record the series first seen on ``tp`` as its own; count those another partition owns."""
-        owned = self._parts[tp].series
+    def _own(self, tp: P, ids: np.ndarray, names: Callable[[np.ndarray], list[str]]) -> int:
+        """Record the series (registry indices) first seen on ``tp`` as its own; count those another
+        partition owns. Only indices not yet flagged as owned by ``tp`` are looked up by key."""
+        part = self._parts[tp]
+        if ids.shape[0] == 0:
+            return 0
+        top = int(ids.max()) + 1
+        if top > part.owned_ids.shape[0]:
+            grown = np.zeros(max(top, 2 * part.owned_ids.shape[0], 1024), dtype=np.bool_)
+            grown[: part.owned_ids.shape[0]] = part.owned_ids
+            part.owned_ids = grown
+        new = ids[~part.owned_ids[ids]]
+        if new.shape[0] == 0:
+            return 0
+        owned = part.series
         split = 0
-        for k in dict.fromkeys(keys):
+        for k in dict.fromkeys(names(new)):
             if k not in owned:
                 owner = self._owner.setdefault(k, tp)
                 if owner != tp:
@@ -300,6 +334,7 @@ class DetectorPipeline(Generic[P]):
                         tp,
                     )
                 owned[k] = None
+        part.owned_ids[new] = True
         return split
 
     # -- partition state --------------------------------------------------------------------------

@@ -2,12 +2,13 @@
 
 ``cutstream bench engine --series S --points P ...`` prints one JSON line: the forest alone, tick
 by tick, at the product's default model (``ForestConfig()``) unless options change it; with
-``--pipeline`` also the whole scoring path, ``Detector.process_many`` (keys, the scoring stage
-around the forest, the forest), at the same S and model in the same process, where the time
-goes inside it, and the ratio to the forest alone. ``markdown_report`` runs, in one process: the
-default model and the whole path at S=1000; the engine at T=50, N=256, K=4 tick by tick next to
-krcf single-series (its best case) and on 1000 interleaved series, rrcf on a short stream;
-single-series latency, bytes per series and the time to create 100,000 series; and the ratios.
+``--pipeline`` also the whole scoring path (series to slots, the scoring stage around the forest,
+the forest: ``Detector.process_slots`` as the pipeline drives it), at the same S and model in the
+same process, where the time goes inside it, and the ratio to the forest alone.
+``markdown_report`` runs, in one process: the default model and the whole path at S=1000; the
+engine at T=50, N=256, K=4 tick by tick next to krcf single-series (its best case) and on 1000
+interleaved series, rrcf on a short stream; single-series latency, bytes per series and the time
+to create 100,000 series; and the ratios.
 
 Every stream is synthetic and seasonal: a sine of period 50 with per-series phase and amplitude,
 plus Gaussian noise, seeded.
@@ -123,12 +124,14 @@ _TICK_MS = 300_000
 def bench_pipeline(
     series: int, points: int, cfg: Any = None, backend: str = "cpu", warmup: int | None = None
 ) -> dict[str, Any]:
-    """Time ``Detector.process_many`` tick by tick (the whole scoring path) and where its time goes.
+    """Time the whole scoring path tick by tick and where its time goes.
 
-    Same input and defaults as :func:`bench_engine`; every tick is one call with one value per
-    series under its key (a timeseriesId-like string), as a worker makes it. Inside the timed
-    calls the detector's own steps are timed too (the keys to slots, ``prepare``, the forest,
-    ``judge``), so ``forest_s`` is the forest's share of the same calls on the same state.
+    Same input and defaults as :func:`bench_engine`; every tick is one step with one value per
+    series, driven as ``DetectorPipeline.score`` drives it: the series' registry indices to slots
+    (a ``SlotMap``: the keys, timeseriesId-like strings, are looked up only for new series), then
+    ``Detector.process_slots``. Inside the timed calls the steps are timed too (``keys``: indices
+    to slots, ``prepare``, the forest, ``judge``), so ``forest_s`` is the forest's share of the
+    same calls on the same state.
     """
     import detector.detector as det_mod
     from detector.config import ModelConfig
@@ -139,8 +142,17 @@ def bench_pipeline(
     keys = [f"{i:064x}" for i in range(series)]  # hex SHA-256 lengths, as timeseriesId
     det = det_mod.Detector(ModelConfig(forest=cfg), backend=backend, capacity=series)
 
+    ids = np.arange(series, dtype=np.int64)  # the registry's series indices, as the pipeline has them
+    slot_map = det_mod.SlotMap(det)
+
+    def names(at: np.ndarray) -> list[str]:
+        return [keys[j] for j in at.tolist()]
+
     def tick(i: int) -> Any:
-        return det.process_many(keys, data[i], np.full(series, _T0_MS + i * _TICK_MS, dtype=np.int64))
+        # as DetectorPipeline.score: series ids -> slots (a dict lookup only for new ones), then
+        # the scoring step on the slots
+        slots = slot_map.slots(ids, names)
+        return det.process_slots(slots, data[i], np.full(series, _T0_MS + i * _TICK_MS, dtype=np.int64))
 
     for i in range(warm):
         tick(i)
@@ -159,7 +171,7 @@ def bench_pipeline(
     # The bench's own instrumentation: the detector's steps wrapped for the timed ticks only.
     patched = {"prepare": det_mod.prepare, "judge": det_mod.judge}
     det_mod.prepare, det_mod.judge = timed("prepare", det_mod.prepare), timed("judge", det_mod.judge)
-    det._slots_for = timed("keys", det._slots_for)  # type: ignore[method-assign]
+    slot_map.slots = timed("keys", slot_map.slots)  # type: ignore[method-assign]
     det._forest.update = timed("forest", det._forest.update)  # type: ignore[method-assign]
     try:
         inference = 0
@@ -391,13 +403,14 @@ def compare_backends(series: int, ticks: int, cfg: Any = None, batch: int = 1) -
 @click.option(
     "--pipeline",
     is_flag=True,
-    help="also time Detector.process_many (the whole scoring path) at the same S and model",
+    help="also time the whole scoring path (Detector.process_slots, as the pipeline drives it) at the "
+    "same S and model",
 )
 @click.option(
     "--pipeline-warmup",
     type=int,
     default=None,
-    help="untimed process_many ticks first (default: as --warmup; a day of 5-minute windows, 288, "
+    help="untimed scoring-path ticks first (default: as --warmup; a day of 5-minute windows, 288, "
     "ends LEARNING)",
 )
 def engine_command(
@@ -472,10 +485,11 @@ def markdown_report(quick: bool) -> str:
         "| path | points/s | forest alone ÷ it |",
         "|---|---:|---:|",
         f"| the forest alone (`Forest.update`) | {d['points_per_s']:,.0f} | 1.00 |",
-        f"| the whole scoring path (`Detector.process_many`: keys, scoring stage, forest) | "
+        f"| the whole scoring path (`Detector.process_slots` as the pipeline drives it: series to slots, "
+        "scoring stage, forest) | "
         f"{pipe['points_per_s']:,.0f} | {d['points_per_s'] / pipe['points_per_s']:.2f} |",
         "",
-        f"Inside `process_many` (share of its wall time): {spent}.",
+        f"Inside the scoring path (share of its wall time): {spent}.",
         "",
         "Command: `.venv/bin/python -m cutstream.bench.report --only engine` "
         "(below: T=50 trees, N=256 sample, K=4 shingle, the isolation score with every tree taking every "

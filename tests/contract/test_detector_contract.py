@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from detector.config import ForestConfig, ModelConfig, ScoringConfig
-from detector.detector import STATE_VERSION, Detector, ScoreBatch
+from detector.detector import STATE_VERSION, Detector, ScoreBatch, SlotMap
 from detector.errors import DetectorError, StateVersionError
 
 SMALL = ModelConfig(
@@ -177,3 +177,61 @@ def test_bad_inputs_raise_detector_errors():
     with pytest.raises(DetectorError):
         det.process_many(["a"], np.array([np.nan]), np.array([0], dtype=np.int64))
     assert len(det.process_many([], np.zeros(0), np.zeros(0, dtype=np.int64))) == 0
+
+
+def test_process_slots_is_process_many_without_the_keys():
+    keys, values, ts = stream()
+    by_key = Detector(SMALL)
+    by_slot = Detector(SMALL)
+    cut = 150
+    assert_same(
+        by_key.process_many(keys[:cut], values[:cut], ts[:cut]),
+        by_slot.process_many(keys[:cut], values[:cut], ts[:cut]),
+    )
+    slots = by_slot.slots_of(keys[cut:])
+    assert_same(
+        by_key.process_many(keys[cut:], values[cut:], ts[cut:]),
+        by_slot.process_slots(slots, values[cut:], ts[cut:]),
+    )
+    assert by_key.to_state()["scores"]["level"].tolist() == by_slot.to_state()["scores"]["level"].tolist()
+
+
+def test_process_slots_refuses_a_slot_no_series_holds():
+    keys, values, ts = stream(10)
+    det = Detector(SMALL)
+    det.process_many(keys, values, ts)
+    slots = det.slots_of(["series-a", "series-b"])
+    epoch = det.epoch
+    assert det.evict(["series-a"]) == 1 and det.epoch > epoch
+    with pytest.raises(DetectorError, match="holds no series"):
+        det.process_slots(slots, np.ones(2), np.zeros(2, dtype=np.int64))
+    with pytest.raises(DetectorError, match="holds no series"):
+        det.process_slots(np.array([10**6]), np.ones(1), np.zeros(1, dtype=np.int64))
+    with pytest.raises(DetectorError, match="aligned"):
+        det.process_slots(slots[1:], np.ones(2), np.zeros(2, dtype=np.int64))
+
+
+def test_a_slot_map_follows_evictions_and_restores():
+    """A slot freed by an eviction may go to another series: the map must not keep the old one."""
+    keys, values, ts = stream(40)
+    names = {k: i for i, k in enumerate(KEYS)}
+    ids = np.array([names[k] for k in keys])
+    reference = Detector(SMALL)
+    det = Detector(SMALL)
+    slot_map = SlotMap(det)
+
+    def lookup(at: np.ndarray) -> list[str]:
+        return [KEYS[i] for i in at.tolist()]
+
+    half = 60
+    assert_same(reference.process_many(keys[:half], values[:half], ts[:half]),
+                det.process_slots(slot_map.slots(ids[:half], lookup), values[:half], ts[:half]))  # fmt: skip
+    saved = det.to_state(["series-a"])
+    det.evict(["series-a", "series-b"])
+    det.process_many(["new-1", "new-2"], np.ones(2), ts[half : half + 2])  # takes the freed slots
+    det.evict(["new-1", "new-2"])
+    det.from_state(saved)  # series-a comes back in another slot; series-b starts afresh
+    reference.evict(["series-b"])
+    rest = slice(half, None)
+    assert_same(reference.process_many(keys[rest], values[rest], ts[rest]),
+                det.process_slots(slot_map.slots(ids[rest], lookup), values[rest], ts[rest]))  # fmt: skip

@@ -141,3 +141,25 @@ def test_one_point_series_are_dropped_not_parked(tmp_path: Path) -> None:
     assert pipe.models_dropped > 3000
     assert len(pipe.series_of(0)) <= 150  # the dropped series are forgotten, not listed
     assert not (tmp_path / "0.models").exists()
+
+
+def test_a_dropped_series_that_comes_back_is_owned_again(tmp_path: Path) -> None:
+    """The pipeline flags the series each partition owns by registry index: a drop must clear it."""
+    pipe = _pipe(10, tmp_path)
+
+    def event(r: int, host: str) -> bytes:
+        return json.dumps({"timestamp": r * W + 1, "host": host, "v": 1.0}).encode()
+
+    for r in range(4):  # 40 one-point series: most are dropped
+        pipe.add(0, [event(r, f"u{r}-{i}") for i in range(10)])
+        pipe.step()
+    registry = pipe.parser.registry
+    owned = set(pipe.series_of(0))
+    gone = [i for i in range(registry.n_series) if registry.timeseries_id(i) not in owned]
+    assert pipe.models_dropped > 0 and gone
+    back = registry.timeseries_id(gone[0])
+    pipe.add(0, [event(5, registry.dims(gone[0])[0]), event(7, "later")])
+    scored = pipe.step()
+    assert scored is not None and back in scored.results.keys
+    assert back in pipe.series_of(0)
+    assert back in pipe.state(0).detector["keys"]
