@@ -338,14 +338,19 @@ def test_many_series_state_moves_between_the_cuda_simulator_and_the_cpu(engine: 
     assert "SIM-MANY-OK" in out.stdout
 
 
-def test_a_detector_state_with_the_version_2_scoring_columns_loads_with_a_fresh_quiet_counter() -> None:
+def _golden_state() -> tuple[dict, dict]:
+    """A current detector state of the golden history, and a copy of its scoring columns."""
     keys, values, ts = _golden_history()
     det = Detector(MODEL)
     det.process_many(keys, values, ts)
     state = det.to_state(list(GOLDEN_KEYS))
-    scores = dict(state["scores"])
+    return state, dict(state["scores"])
+
+
+def test_a_detector_state_with_the_version_2_scoring_columns_loads_with_a_fresh_quiet_counter() -> None:
+    state, scores = _golden_state()
     assert scores["version"] == 4
-    del scores["quiet_n"]  # what version 2 wrote
+    del scores["quiet_n"], scores["ev_day"]  # what version 2 wrote
     old = {**state, "scores": {**scores, "version": 2}}
     restored = Detector(MODEL)
     restored.from_state(old)
@@ -358,12 +363,10 @@ def test_a_detector_state_with_the_version_2_scoring_columns_loads_with_a_fresh_
 
 
 def test_a_version_3_scoring_state_keeps_its_models_but_its_day_slots_learn_again() -> None:
-    """Version 3's day slots held values, version 4's hold the coarse model's residual."""
-    keys, values, ts = _golden_history()
-    det = Detector(MODEL)
-    det.process_many(keys, values, ts)
-    state = det.to_state(list(GOLDEN_KEYS))
-    scores = dict(state["scores"])
+    """Version 3's day slots held values, version 4's hold the coarse model's residual (and it
+    adds the usual event counts, ``ev_day``)."""
+    state, scores = _golden_state()
+    del scores["ev_day"]
     slots = ("slot_mean", "slot_dev", "slot_n", "slot_err", "coarse_err")
     scores.update({name: np.ones_like(scores[name]) for name in slots})  # day slots a v3 state filled
     old = {**state, "scores": {**scores, "version": 3}}
@@ -371,7 +374,7 @@ def test_a_version_3_scoring_state_keeps_its_models_but_its_day_slots_learn_agai
     restored.from_state(old)
     again = restored.to_state(list(GOLDEN_KEYS))["scores"]
     assert again["version"] == 4
-    for name in slots:
+    for name in (*slots, "ev_day"):
         assert not again[name].any(), name
     for name in ("day_mean", "week_mean", "level", "ex_value", "n_model"):
         assert np.array_equal(again[name], scores[name]), name
