@@ -27,8 +27,10 @@ from tests.conftest import wait_for
 from tests.integration.worker_procs import (
     Stream,
     WorkerProc,
+    by_window,
     keyed_rows,
     produce,
+    read_committed,
     read_results,
     result_files,
     write_config,
@@ -186,9 +188,9 @@ def test_sigkill_at_random_points_keeps_parquet_exactly_once(
         return
     # ---- Kafka: exactly-once on the results topic, for a read_committed consumer
     assert text.count("results topic guarantee=exactly_once") == len(plan), text[-3000:]
-    got = _by_window(read_committed(bootstrap, f"{topic}.results"))  # raises on a duplicate
+    got = by_window(read_committed(bootstrap, f"{topic}.results"))  # raises on a duplicate
     assert got.keys() == parquet_keys
-    clean_topic = _by_window(read_committed(bootstrap, f"{topic}.results2"))
+    clean_topic = by_window(read_committed(bootstrap, f"{topic}.results2"))
     assert clean_topic.keys() == parquet_keys
     diff = [k for k in got if got[k] != clean_topic[k]]
     assert not diff, (
@@ -197,44 +199,6 @@ def test_sigkill_at_random_points_keeps_parquet_exactly_once(
     # the kill after a checkpoint, before its transaction committed, left results that only that
     # checkpoint held: the next run produced them again
     assert "uncommitted results produced again" in text + final.log.read_text(), text[-3000:]
-
-
-def _by_window(records: list[dict]) -> dict[tuple[str, int], dict]:
-    out: dict[tuple[str, int], dict] = {}
-    for r in records:
-        key = (r["timeseriesId"], r["windowStart"])
-        assert key not in out, f"duplicate result on the results topic: series={key[0][:12]} window={key[1]}"
-        out[key] = r
-    return out
-
-
-def read_committed(bootstrap: str, topic: str, timeout_s: float = 30) -> list[dict]:
-    """Every record a read_committed consumer gets from ``topic``, read up to each partition's end
-    (the last stable offset: every transaction is resolved once the workers stopped)."""
-    from confluent_kafka import Consumer, TopicPartition
-
-    c = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": "reader",
-            "enable.auto.commit": False,
-            "isolation.level": "read_committed",
-        }
-    )
-    tps = [TopicPartition(topic, p, 0) for p in c.list_topics(topic, timeout=10).topics[topic].partitions]
-    ends = {tp.partition: c.get_watermark_offsets(tp, timeout=10)[1] for tp in tps}
-    c.assign(tps)
-    out: list[dict] = []
-
-    def at_end() -> bool:
-        out.extend(json.loads(m.value()) for m in c.consume(1000, 0.2) if not m.error())
-        return all(tp.offset >= ends[tp.partition] for tp in c.position(tps))
-
-    try:
-        wait_for(at_end, timeout_s=timeout_s, message=f"the end of {topic}")
-    finally:
-        c.close()
-    return out
 
 
 def _read_results_at_least(bootstrap: str, rt: str, expected: int) -> list[dict]:

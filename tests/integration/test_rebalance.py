@@ -1,4 +1,5 @@
-"""Two workers in one group split the partitions; one is SIGKILLed; the other takes over, losing nothing."""
+"""Two workers in one group split the partitions; one is SIGKILLed; the other takes over, losing nothing
+(in Parquet; on Kafka on the results topic too, read_committed)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,16 @@ import time
 import pytest
 
 from tests.conftest import wait_for
-from tests.integration.worker_procs import Stream, WorkerProc, keyed_rows, produce, read_results, write_config
+from tests.integration.worker_procs import (
+    Stream,
+    WorkerProc,
+    by_window,
+    keyed_rows,
+    produce,
+    read_committed,
+    read_results,
+    write_config,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -26,7 +36,7 @@ def _assigned(w: WorkerProc) -> set[str]:
     ids=["tansu", "kafka", "kafka-kip848"],
 )
 def test_survivor_takes_over_a_killed_workers_partitions(
-    bootstrap, topic_factory, group_factory, tmp_path, group_protocol
+    bootstrap, broker_kind, topic_factory, group_factory, tmp_path, group_protocol
 ):
     stream = Stream(n_series=8, n_windows=80)
     topic = topic_factory("rebalance", partitions=4)
@@ -98,3 +108,7 @@ def test_survivor_takes_over_a_killed_workers_partitions(
     for tp in checkpointed:  # a partition the victim never checkpointed is re-read from its start
         part = tp.rsplit("-", 1)[1]
         assert f"partition restored topic={topic} partition={part}" in log, log[-3000:]
+    if broker_kind == "kafka":  # the results topic is exactly-once there (Kafka transactions)
+        got = by_window(read_committed(bootstrap, f"{topic}.results"))  # raises on a duplicate
+        assert got.keys() == rows.keys()
+        assert all(got[k]["processedDataPoints"] == rows[k][1] for k in rows)

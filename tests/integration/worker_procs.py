@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from tests.conftest import FAST_GROUP
+from tests.conftest import FAST_GROUP, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 BASE_MS = 1_704_067_200_000  # 2024-01-01 00:00:00 UTC
@@ -197,4 +197,43 @@ def keyed_rows(table: Any, columns: Sequence[str]) -> dict[tuple[str, int], tupl
         if key in out:
             raise AssertionError(f"duplicate result for series={key[0][:12]} window={key[1]}")
         out[key] = tuple(c[i] for c in cols)
+    return out
+
+
+def by_window(records: list[dict[str, Any]]) -> dict[tuple[str, int], dict[str, Any]]:
+    """Results-topic records by (timeseriesId, windowStart) (raises on a duplicate)."""
+    out: dict[tuple[str, int], dict[str, Any]] = {}
+    for r in records:
+        key = (r["timeseriesId"], r["windowStart"])
+        assert key not in out, f"duplicate result on the results topic: series={key[0][:12]} window={key[1]}"
+        out[key] = r
+    return out
+
+
+def read_committed(bootstrap: str, topic: str, timeout_s: float = 30) -> list[dict[str, Any]]:
+    """Every record a read_committed consumer gets from ``topic``, read up to each partition's end
+    (the last stable offset: every transaction is resolved once the workers stopped)."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    c = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": "reader",
+            "enable.auto.commit": False,
+            "isolation.level": "read_committed",
+        }
+    )
+    tps = [TopicPartition(topic, p, 0) for p in c.list_topics(topic, timeout=10).topics[topic].partitions]
+    ends = {tp.partition: c.get_watermark_offsets(tp, timeout=10)[1] for tp in tps}
+    c.assign(tps)
+    out: list[dict[str, Any]] = []
+
+    def at_end() -> bool:
+        out.extend(json.loads(m.value()) for m in c.consume(1000, 0.2) if not m.error())
+        return all(tp.offset >= ends[tp.partition] for tp in c.position(tps))
+
+    try:
+        wait_for(at_end, timeout_s=timeout_s, message=f"the end of {topic}")
+    finally:
+        c.close()
     return out
