@@ -234,3 +234,38 @@ def test_prepare_starts_the_producers_of_an_assignment_once():
     assert cluster.producers[1].closed
     sink.close()
     assert cluster.producers[0].closed
+
+
+def test_pending_results_ride_in_the_checkpoint_file_and_old_files_have_none():
+    from pathlib import Path
+
+    from streams.checkpoint import Checkpoint, dumps, loads
+
+    carried = encode_pending([(7, 42, [batch(0, 3)])], 7)
+    back = loads(dumps(Checkpoint("events", 3, 42, sinks={"results-topic": carried})))
+    pending = decode_pending(back.sinks["results-topic"])
+    assert pending is not None and pending.last_seq == 7
+    assert windows([m for b in pending.after(6, 0) for m in b.messages()]) == [0, 1, 2]
+    # a checkpoint written before transactions (the golden layout-2 file): nothing pending, and a
+    # restore from it commits nothing and numbers its next transaction after the committed one
+    golden = Path(__file__).resolve().parents[1] / "golden" / "checkpoint_v2_detector_v1.ckpt"
+    old = loads(golden.read_bytes())
+    assert decode_pending(old.sinks.get("results-topic", b"")) is None
+    cluster = Cluster()
+    cluster.committed = lambda tp: (old.next_offset, "cutstream-seq=4")
+    sink = cluster.sink()
+    sink.restore(TP, old.next_offset, old.sinks.get("results-topic", b""))
+    sink.add(TP, batch(0))
+    sink.seal(TP, old.next_offset + 5)
+    sink.commit(TP, old.next_offset + 5)
+    assert cluster.producers[0].offsets == [("events", 3, old.next_offset + 5, "cutstream-seq=5")]
+
+
+def test_a_payload_of_another_version_is_refused_with_what_to_do():
+    import pyarrow as pa
+
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, pa.schema([("x", pa.int64())], metadata={"version": "9"})):
+        pass
+    with pytest.raises(SinkError, match="version 9"):
+        decode_pending(sink.getvalue().to_pybytes())
