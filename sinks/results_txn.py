@@ -298,10 +298,16 @@ class TransactionalResultsSink(Sink):
             logger.warning("no transaction to commit topic=%s partition=%d offset=%d", *tp, offset)
             return False
         if txn.segments[0].offset != offset:
-            raise SinkError(
-                f"transaction of {tp[0]}-{tp[1]} out of order: committing offset {offset}, "
-                f"the open transaction is for {txn.segments[0].offset}"
+            if any(seg.offset == offset for seg in txn.segments[1:]):
+                raise SinkError(
+                    f"transaction of {tp[0]}-{tp[1]} out of order: committing offset {offset}, "
+                    f"the open transaction is for {txn.segments[0].offset}"
+                )
+            # a checkpoint taken before tp was lost and assigned again: not this assignment's
+            logger.warning(
+                "commit of an earlier assignment skipped topic=%s partition=%d offset=%d", *tp, offset
             )
+            return False
         self._commit(tp, txn)
         txn.producer.begin_transaction()
         for batch in txn.segments[0].batches:
