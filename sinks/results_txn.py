@@ -178,6 +178,8 @@ class TransactionalResultsSink(Sink):
         self._ready: dict[Partition, Any] = {}  # producers initialized by prepare, not yet restored
         #: records produced again on restores (segments whose transaction never committed)
         self.recovered = 0
+        #: transactions committed (one per partition checkpoint, and one per recovery)
+        self.commits = 0
 
     # -- the Sink interface -----------------------------------------------------------------------
 
@@ -374,6 +376,7 @@ class TransactionalResultsSink(Sink):
                     sent = True
                 txn.producer.commit_transaction(self.timeout_s)
                 txn.segments.pop(0)
+                self.commits += 1
                 return
             except KafkaException as exc:
                 err = exc.args[0]

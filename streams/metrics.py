@@ -120,6 +120,18 @@ class WorkerMetrics:
             ["move"],
             registry=r,
         )
+        self._txn_commits = Gauge(
+            "cutstream_results_transactions",
+            "Results-topic transactions committed since the worker started (exactly-once only: one per "
+            "partition checkpoint)",
+            registry=r,
+        )
+        self._txn_recovered = Gauge(
+            "cutstream_results_recovered",
+            "Results produced again after a restore because their transaction never committed "
+            "(exactly-once only)",
+            registry=r,
+        )
         self._latency = Histogram(
             "cutstream_window_close_latency_seconds",
             "Wall-clock seconds from a batch of windows closing to its results being emitted",
@@ -189,6 +201,11 @@ class WorkerMetrics:
         self._parked.set(parked_now)
         for move, n in (("parked", parked), ("reloaded", reloaded), ("dropped", dropped)):
             self._model_moves.labels(move=move).set(n)
+
+    def results_transactions(self, committed: int, recovered: int) -> None:
+        """Set the results topic's transaction totals: transactions committed, records produced again."""
+        self._txn_commits.set(committed)
+        self._txn_recovered.set(recovered)
 
     def lag(self, partition: int, n: int, topic: str = "") -> None:
         """Set the lag of one assigned partition (end offset − position)."""

@@ -40,6 +40,8 @@ class Gauges:
     #: the model budget (streams/park.py): parked now, and totals parked, read back, dropped
     models: tuple[int, int, int, int] = (0, 0, 0, 0)
     alerts: tuple[int, int, int, int] | None = None  # sent total, pending, dead-lettered total, dead now
+    #: the results topic's transactions (exactly-once only): committed, records produced again
+    results_txn: tuple[int, int] | None = None
 
 
 class Sensor:
@@ -258,6 +260,8 @@ class PrometheusSensor(Sensor):
         self.metrics.models(*gauges.models)
         if gauges.alerts is not None:
             self.metrics.alerts(*gauges.alerts)
+        if gauges.results_txn is not None:
+            self.metrics.results_transactions(*gauges.results_txn)
 
     def on_tick(self) -> None:
         self.metrics.tick()

@@ -489,6 +489,7 @@ class Worker:
                     if alerts is not None
                     else None
                 ),
+                results_txn=(self._txn.commits, self._txn.recovered) if self._txn is not None else None,
             )
         )
 

@@ -39,6 +39,7 @@ def test_counters_and_gauges_report_what_the_worker_said() -> None:
     m.lag(3, 17, topic="events")
     m.window_closed(0.02, n=4)
     m.broker_error("transport")
+    m.results_transactions(12, 3)
     s = samples(m)
     assert s[("cutstream_events_total", ())] == 15
     assert s[("cutstream_dead_lettered_total", (("reason", "bad_json"),))] == 2
@@ -52,6 +53,8 @@ def test_counters_and_gauges_report_what_the_worker_said() -> None:
     assert s[("cutstream_window_close_latency_seconds_bucket", (("le", "0.025"),))] == 1
     assert s[("cutstream_window_close_latency_seconds_bucket", (("le", "0.01"),))] == 0
     assert s[("cutstream_broker_errors_total", (("kind", "transport"),))] == 1
+    assert s[("cutstream_results_transactions", ())] == 12
+    assert s[("cutstream_results_recovered", ())] == 3
     assert all(name.startswith("cutstream_") for name, _ in s)
 
 

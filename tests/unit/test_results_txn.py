@@ -110,9 +110,11 @@ def test_a_restore_produces_exactly_what_never_committed(crash):
     assert windows(cluster.visible()) == [0, 1]  # once either way
     assert cluster.committed(TP) == (10, "cutstream-seq=1")
     assert other.recovered == (2 if crash == "before-commit" else 0)
+    assert other.commits == (1 if crash == "before-commit" else 0)  # the recovery's own transaction
     other.add(TP, batch(2))
     other.seal(TP, 20)
     other.commit(TP, 20)
+    assert other.commits == (2 if crash == "before-commit" else 1)
     assert windows(cluster.visible()) == [0, 1, 2, 3]
     assert cluster.committed(TP) == (20, "cutstream-seq=2")  # the sequence goes on from the file's
 
