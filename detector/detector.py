@@ -116,7 +116,8 @@ class Detector:
         self.backend = backend
         self._forest = Forest(config.forest, capacity=capacity, backend=backend)
         self._params = _params(config)
-        self._norm = NormalizerState(capacity=min(capacity, 1024))
+        # the scoring stage's state lives where the forest's does (the resolved backend: "auto" -> one)
+        self._norm = NormalizerState(capacity=min(capacity, 1024), backend=self._forest.backend)
         self._slots: dict[str, int] = {}
         self._warm = np.zeros(self._norm.capacity, dtype=np.bool_)
         #: per slot: the step (``process_many`` call) that last scored it, for :meth:`coldest`
@@ -325,7 +326,7 @@ class Detector:
             self._norm.reset(slots)
             if "partial" in scores:  # upgraded from an older scoring stage: the models learn again
                 for name, values in scores["partial"].items():
-                    self._norm.arrays[name][slots] = values
+                    self._norm.put(name, slots, values)
             else:
                 self._norm.put_columns(slots, scores)
         except Exception:
@@ -364,7 +365,7 @@ class Detector:
         used = self._used[slots]
         pick = np.argpartition(used, n - 1)[:n] if n < len(keys) else np.arange(len(keys))
         pick = pick[np.argsort(used[pick], kind="stable")]
-        seen = self._norm.arrays["n_seen"][slots[pick]].copy()
+        seen = self._norm.get("n_seen", slots[pick])
         return [keys[i] for i in pick.tolist()], seen
 
     @property
