@@ -44,6 +44,7 @@ import re
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Sequence
@@ -442,7 +443,11 @@ def faust_rate(bootstrap: str, topic: str, partitions: int, n_events: int, secon
         str(seconds),
     ]
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 120, check=False)
+        # in a temporary directory: faust keeps its data dir (<app id>-data) in the working directory
+        with tempfile.TemporaryDirectory(prefix="cutstream-bench-faust-") as cwd:
+            proc = subprocess.run(
+                cmd, capture_output=True, text=True, timeout=seconds + 120, check=False, cwd=cwd
+            )
     except subprocess.TimeoutExpired:
         return {"faust_events": 0, "faust_events_per_s": 0.0, "faust_error": "timed out"}
     # faust sends stdout to its logger: look for the line in both streams
