@@ -32,7 +32,7 @@ N = sample_size point slots per series, K = shingle_size dimensions):
 from __future__ import annotations
 
 import types
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -622,14 +622,22 @@ def expect_stride(T: int) -> int:
 
 
 def compile_namespace(jit: Callable[[Callable[..., Any]], Any]) -> dict[str, Any]:
-    """Compile every device function with ``jit`` in a private copy of this module's globals.
+    """Compile every device function with ``jit`` in a private copy of this module's globals."""
+    return compile_functions(globals(), DEVICE_FUNCTIONS, jit)
+
+
+def compile_functions(
+    module_globals: dict[str, Any], names: Sequence[str], jit: Callable[[Callable[..., Any]], Any]
+) -> dict[str, Any]:
+    """Compile the functions ``names`` of a module with ``jit`` in a private copy of its globals.
 
     Calls between the functions resolve (at compile time) through that copy, so the CPU and the
-    GPU builds each call their own compiled versions of the same source.
+    GPU builds each call their own compiled versions of the same source (the forest's kernels
+    here, the scoring stage's in detector/scoring_kernels.py).
     """
-    namespace: dict[str, Any] = dict(globals())
-    for name in DEVICE_FUNCTIONS:
-        f = globals()[name]
+    namespace: dict[str, Any] = dict(module_globals)
+    for name in names:
+        f = module_globals[name]
         copy = types.FunctionType(f.__code__, namespace, f.__name__, f.__defaults__, f.__closure__)
         copy.__qualname__ = f.__qualname__
         copy.__module__ = f.__module__

@@ -18,11 +18,12 @@ otherwise keep float32 arithmetic).
 from __future__ import annotations
 
 import math
-import types
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+
+from detector.kernels import compile_functions
 
 _NEVER = np.int64(1) << np.int64(40)
 _SQRT2 = math.sqrt(2.0)
@@ -610,11 +611,4 @@ DEVICE_FUNCTIONS = (
 def compile_namespace(jit: Callable[[Callable[..., Any]], Any]) -> dict[str, Any]:
     """Compile every function of ``DEVICE_FUNCTIONS`` with ``jit`` in a private copy of this
     module's globals, so that calls between them resolve to the same target's versions."""
-    namespace: dict[str, Any] = dict(globals())
-    for name in DEVICE_FUNCTIONS:
-        f = globals()[name]
-        copy = types.FunctionType(f.__code__, namespace, f.__name__, f.__defaults__, f.__closure__)
-        copy.__qualname__ = f.__qualname__
-        copy.__module__ = f.__module__
-        namespace[name] = jit(copy)
-    return namespace
+    return compile_functions(globals(), DEVICE_FUNCTIONS, jit)
