@@ -47,6 +47,16 @@ def batch(first: int, n: int = 2) -> ResultBatch:
     )
 
 
+def sealed_at_10() -> tuple[Cluster, TransactionalResultsSink]:
+    """A sink restored at 0 whose first segment (windows 0 and 1) is sealed at offset 10."""
+    cluster = Cluster()
+    sink = cluster.sink()
+    sink.restore(TP, 0, b"")
+    sink.add(TP, batch(0))
+    sink.seal(TP, 10)
+    return cluster, sink
+
+
 def windows(values: list[bytes]) -> list[int]:
     import json
 
@@ -73,11 +83,7 @@ def test_results_commit_with_their_checkpoint_offset_and_later_ones_wait():
 
 
 def test_two_checkpoints_in_flight_commit_in_order():
-    cluster = Cluster()
-    sink = cluster.sink()
-    sink.restore(TP, 0, b"")
-    sink.add(TP, batch(0))
-    sink.seal(TP, 10)
+    cluster, sink = sealed_at_10()
     sink.add(TP, batch(2))
     sink.seal(TP, 20)  # before the first file is durable: it carries both segments
     both = decode_pending(sink.carried(TP))
@@ -95,11 +101,7 @@ def test_two_checkpoints_in_flight_commit_in_order():
 
 @pytest.mark.parametrize("crash", ["before-commit", "after-commit"])
 def test_a_restore_produces_exactly_what_never_committed(crash):
-    cluster = Cluster()
-    sink = cluster.sink()
-    sink.restore(TP, 0, b"")
-    sink.add(TP, batch(0))
-    sink.seal(TP, 10)
+    cluster, sink = sealed_at_10()
     carried = sink.carried(TP)  # the durable checkpoint at 10
     if crash == "after-commit":
         sink.commit(TP, 10)
@@ -121,11 +123,7 @@ def test_a_restore_produces_exactly_what_never_committed(crash):
 
 def test_two_checkpoints_at_one_offset_are_told_apart_by_the_sequence():
     # windows closed by the idle rule give results with no new input: a second checkpoint at 10
-    cluster = Cluster()
-    sink = cluster.sink()
-    sink.restore(TP, 0, b"")
-    sink.add(TP, batch(0))
-    sink.seal(TP, 10)
+    cluster, sink = sealed_at_10()
     sink.commit(TP, 10)
     sink.add(TP, batch(2))
     sink.seal(TP, 10)
@@ -152,11 +150,7 @@ def test_the_messages_come_back_byte_for_byte():
 
 
 def test_an_abortable_error_aborts_and_produces_the_segment_again():
-    cluster = Cluster()
-    sink = cluster.sink()
-    sink.restore(TP, 0, b"")
-    sink.add(TP, batch(0))
-    sink.seal(TP, 10)
+    cluster, sink = sealed_at_10()
     producer = cluster.producers[0]
     producer.fail_next = KafkaError(KafkaError._STATE, "abortable", txn_requires_abort=True)
     sink.commit(TP, 10)
@@ -165,11 +159,7 @@ def test_an_abortable_error_aborts_and_produces_the_segment_again():
 
 
 def test_an_abort_that_fails_stops_with_the_reason():
-    cluster = Cluster()
-    sink = cluster.sink()
-    sink.restore(TP, 0, b"")
-    sink.add(TP, batch(0))
-    sink.seal(TP, 10)
+    cluster, sink = sealed_at_10()
     producer = cluster.producers[0]
     producer.fail_next = KafkaError(KafkaError._STATE, "abortable", txn_requires_abort=True)
     producer.fail_abort = KafkaError(KafkaError._FENCED, "fenced", fatal=True)
@@ -179,11 +169,7 @@ def test_an_abort_that_fails_stops_with_the_reason():
 
 
 def test_a_fenced_producer_stops_with_the_reason():
-    cluster = Cluster()
-    sink = cluster.sink()
-    sink.restore(TP, 0, b"")
-    sink.add(TP, batch(0))
-    sink.seal(TP, 10)
+    cluster, sink = sealed_at_10()
     cluster.producers[0].fail_next = KafkaError(KafkaError._FENCED, "fenced", fatal=True)
     with pytest.raises(SinkError, match="another worker may own the partition"):
         sink.commit(TP, 10)
@@ -191,11 +177,7 @@ def test_a_fenced_producer_stops_with_the_reason():
 
 
 def test_a_lost_partition_aborts_and_commits_nothing():
-    cluster = Cluster()
-    sink = cluster.sink()
-    sink.restore(TP, 0, b"")
-    sink.add(TP, batch(0))
-    sink.seal(TP, 10)
+    cluster, sink = sealed_at_10()
     sink.drop(TP)
     assert cluster.producers[0].aborted == 1 and cluster.producers[0].closed
     assert not sink.commit(TP, 10)  # the checkpoint became durable after the loss: not ours
