@@ -25,6 +25,7 @@ from dataclasses import dataclass, fields
 from itertools import repeat
 from typing import Any
 
+import numba
 import numpy as np
 
 from detector.config import ModelConfig
@@ -206,7 +207,10 @@ class Detector:
         batch = _inputs(len(keys), values, timestamps_ms, missing, events, "keys")
         if len(keys) == 0:
             return _empty_batch()
-        return self._score(self.slots_of(keys), *batch)
+        slots = self.slots_of(keys)
+        self._tick += 1
+        _, distinct = _mark(slots, self._live, self._used, self._tick)
+        return self._score(slots, *batch, distinct=distinct)
 
     def process_slots(
         self,
@@ -228,31 +232,36 @@ class Detector:
             return _empty_batch()
         if sl.dtype.kind not in "iu":
             raise DetectorError(f"process_slots needs integer slots, got {sl.dtype}")
-        sl = sl.astype(np.int64, copy=False)
-        held = (sl >= 0) & (sl < self._live.shape[0])
-        held[held] = self._live[sl[held]]
-        if not held.all():
-            bad = int(np.flatnonzero(~held)[0])
+        sl = np.ascontiguousarray(sl, dtype=np.int64)
+        self._tick += 1
+        bad, distinct = _mark(sl, self._live, self._used, self._tick)
+        if bad >= 0:
             raise DetectorError(
                 f"slot {int(sl[bad])} at position {bad} holds no series (evicted or restored since it "
                 "was looked up?): look slots up again with slots_of"
             )
-        return self._score(sl, *batch)
+        return self._score(sl, *batch, distinct=distinct)
 
     def _score(
-        self, slots: np.ndarray, vals: np.ndarray, ts: np.ndarray, miss: np.ndarray, ev: np.ndarray | None
+        self,
+        slots: np.ndarray,
+        vals: np.ndarray,
+        ts: np.ndarray,
+        miss: np.ndarray,
+        ev: np.ndarray | None,
+        distinct: bool = False,
     ) -> ScoreBatch:
+        """One step on slots already checked and marked as used at ``self._tick``."""
         n = slots.shape[0]
-        self._tick += 1
-        self._used[slots] = self._tick
         # Missing points are fed like any point: the shingle is a run of consecutive windows and
         # must stay aligned in time (see docs/ARCHITECTURE.md, "Missing windows").
-        prep = prepare(self._norm, self._params, slots, vals, ts, ev)
-        out = self._forest.update(slots, prep.forest_input)
-        raw = np.asarray(out.raw_score, dtype=np.float64).reshape(-1)
-        norm = judge(self._norm, self._params, slots, raw, prep, vals, ts, miss)
+        prep = prepare(self._norm, self._params, slots, vals, ts, ev, distinct=distinct)
+        # on the GPU the forest's input and score stay on the device between the passes
+        device_slots = None if prep.inputs is None else prep.inputs[0]
+        out = self._forest.update(slots, prep.forest_input, device_slots=device_slots)
+        norm = judge(self._norm, self._params, slots, out.raw_score, prep, vals, ts, miss)
         return ScoreBatch(
-            raw_score=raw,
+            raw_score=norm.raw_score,
             anomaly_score=norm.anomaly_score,
             threshold=np.full(n, float(self.config.scoring.threshold)),
             decision=norm.decision,
@@ -261,7 +270,7 @@ class Detector:
             processed_points=norm.processed_points,
             expected_value=norm.expected_value,
             missing=miss,
-            warm_started=self._warm[slots].copy(),
+            warm_started=self._warm[slots],
             expected_low=norm.expected_low,
             expected_high=norm.expected_high,
             reason=norm.reason,
@@ -399,18 +408,18 @@ class SlotMap:
 
     def slots(self, ids: np.ndarray, keys: Callable[[np.ndarray], Sequence[str]]) -> np.ndarray:
         """The slots (int64[n]) of ``ids`` (int[n], >= 0); ``keys(ids)`` names ids not yet mapped."""
-        ids = np.asarray(ids, dtype=np.int64).reshape(-1)
+        ids = np.ascontiguousarray(ids, dtype=np.int64).reshape(-1)
         if self._epoch != self.detector.epoch:
             self._slot[:] = -1
             self._epoch = self.detector.epoch
-        top = int(ids.max()) + 1 if ids.shape[0] else 0
+        slots = np.empty(ids.shape[0], dtype=np.int64)
+        n_unseen, top = _lookup(self._slot, ids, slots)  # one pass: no temporaries
         if top > self._slot.shape[0]:
             grown = np.full(max(top, 2 * self._slot.shape[0], 1024), -1, dtype=np.int64)
             grown[: self._slot.shape[0]] = self._slot
             self._slot = grown
-        slots = self._slot[ids]
-        unseen = np.flatnonzero(slots < 0)
-        if unseen.size:
+        if n_unseen:
+            unseen = np.flatnonzero(slots < 0)
             fresh = self.detector.slots_of(keys(ids[unseen]))
             slots[unseen] = fresh
             self._slot[ids[unseen]] = fresh
@@ -425,9 +434,10 @@ def _inputs(
     events: np.ndarray | None,
     what: str,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
-    """The batch's columns as contiguous copies of the scoring dtypes, checked."""
-    vals = np.array(values, dtype=np.float64, copy=True).reshape(-1)
-    ts = np.asarray(timestamps_ms).reshape(-1).astype(np.int64)
+    """The batch's columns, contiguous and of the scoring dtypes (no copy where they are), checked;
+    ``missing`` is a copy (it goes into the results)."""
+    vals = np.ascontiguousarray(values, dtype=np.float64).reshape(-1)
+    ts = np.ascontiguousarray(timestamps_ms, dtype=np.int64).reshape(-1)
     miss = (
         np.zeros(n, dtype=np.bool_)
         if missing is None
@@ -446,6 +456,40 @@ def _inputs(
             f"value at position {bad} is {vals[bad]!r}; fill or drop non-finite values before scoring"
         )
     return vals, ts, miss, ev
+
+
+@numba.njit(cache=True, nogil=True)
+def _lookup(table: np.ndarray, ids: np.ndarray, out: np.ndarray) -> tuple[int, int]:
+    """``out[i] = table[ids[i]]`` (-1 for an id beyond the table); returns how many are negative
+    (ids not mapped yet) and the largest id + 1."""
+    unseen = 0
+    top = 0
+    for i in range(ids.shape[0]):
+        k = ids[i]
+        top = max(top, k + 1)
+        s = table[k] if 0 <= k < table.shape[0] else -1
+        out[i] = s
+        if s < 0:
+            unseen += 1
+    return unseen, top
+
+
+@numba.njit(cache=True, nogil=True)
+def _mark(slots: np.ndarray, live: np.ndarray, used: np.ndarray, tick: int) -> tuple[int, bool]:
+    """One pass over a batch's slots: the position of the first slot no key holds (-1: none);
+    if none, each slot is marked as used at ``tick`` (a new value per step) and whether no slot
+    repeats in the batch (a repeat finds its mark already set)."""
+    for i in range(slots.shape[0]):
+        s = slots[i]
+        if s < 0 or s >= live.shape[0] or not live[s]:
+            return i, False
+    distinct = True
+    for i in range(slots.shape[0]):
+        s = slots[i]
+        if used[s] == tick:
+            distinct = False
+        used[s] = tick
+    return -1, distinct
 
 
 def _uids(keys: Sequence[str]) -> np.ndarray:

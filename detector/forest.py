@@ -266,17 +266,26 @@ class Forest:
 
     # ------------------------------------------------------------------ the step
 
-    def update(self, slots: Any, values: Any) -> ForestOutput:
+    def update(self, slots: Any, values: Any, device_slots: Any = None) -> ForestOutput:
         """Add one value per row to its series, then score it; all series advance in one step.
 
         Args:
             slots: int64[n] series slots; a slot may repeat (its values are taken in row order).
             values: float64[n] raw values (finite).
+            device_slots: on the GPU backend, ``slots`` already on the device, with ``values`` a
+                device array too (the scoring path's forest input, made there and finite by
+                construction): the output then stays on the device, and nothing is copied.
 
         Returns:
-            :class:`ForestOutput` aligned with the rows.
+            :class:`ForestOutput` aligned with the rows (device arrays where ``device_slots`` was
+            used).
         """
         slots = self._check_slots(slots)
+        if device_slots is not None and self._gpu is not None and self._backend.name == "gpu":
+            score, expected = self._gpu.update_device(
+                self._a, self._v, self._lg, self._seed, slots, device_slots, values, self._backend.xp
+            )
+            return ForestOutput(score, expected)
         vals = np.ascontiguousarray(values, dtype=np.float64).reshape(-1)
         if vals.shape != slots.shape:
             raise DetectorError(f"slots and values differ in length: {slots.shape[0]} vs {vals.shape[0]}")

@@ -132,6 +132,32 @@ class GpuKernels:
             arr[...] = a[name].copy_to_host()
         return out_score, out_expected
 
+    def update_device(
+        self,
+        a: dict[str, Any],
+        v: dict[str, Any],
+        lg: Any,
+        seed: np.uint64,
+        slots: np.ndarray[Any, Any],
+        d_slots: Any,
+        d_vals: Any,
+        xp: Any,
+    ) -> tuple[Any, Any]:
+        """:meth:`update` for a batch whose slots (``d_slots``, also ``slots`` on the host, which
+        decide the rounds) and values are on the device (GPU only); returns device arrays."""
+        rounds = _rounds(slots)
+        if rounds[0] is None:
+            return self._round(a, v, lg, seed, d_slots, d_vals, slots.shape[0], xp, _BLOCK)
+        out_score = xp.empty(slots.shape[0], dtype=np.float64)
+        out_expected = xp.empty(slots.shape[0], dtype=np.float64)
+        for rows in rounds:
+            assert rows is not None  # several rounds: each names its rows
+            at = xp.asarray(rows)
+            osc, oex = self._round(a, v, lg, seed, d_slots[at], d_vals[at], rows.shape[0], xp, _BLOCK)
+            out_score[at] = osc
+            out_expected[at] = oex
+        return out_score, out_expected
+
 
 def _rounds(slots: np.ndarray[Any, Any]) -> list[np.ndarray[Any, Any] | None]:
     """The input rows of each round, in order; ``[None]`` (all rows, one round) when no slot repeats.

@@ -265,27 +265,31 @@ class Prepared:
     z: np.ndarray  # float64[n] the value's residual in scales
     expected_x: np.ndarray  # float64[n] the expectation, transformed
     scale: np.ndarray  # float64[n] the residual's scale, transformed
-    forest_input: np.ndarray  # float64[n] the value with the seasonal part removed
+    forest_input: np.ndarray  # float64[n] the value with the seasonal part removed (GPU: on the device)
     count: np.ndarray  # int64[n] points the series' models have learned, this one included
     seen: np.ndarray  # int64[n] points the series has processed, this one included
     magnitude: np.ndarray  # float64[n] the transform's typical magnitude ``c`` for the point
     order: np.ndarray  # int64[n] the batch's points grouped by series (stable: input order inside)
     starts: np.ndarray  # int64[series + 1] where each series' points begin in ``order``
-    #: GPU only: the batch's slots, values and timestamps on the device (``judge`` reuses them)
+    #: GPU and simulator: the batch's slots, values and timestamps where the kernels read them
+    #: (``judge`` reuses them; on a GPU, on the device)
     inputs: tuple[Any, Any, Any] | None = None
 
 
 def prepare(state: NormalizerState, params: NormalizerParams, slots: np.ndarray, values: np.ndarray,
-            timestamps_ms: np.ndarray, events: np.ndarray | None = None) -> Prepared:  # fmt: skip
+            timestamps_ms: np.ndarray, events: np.ndarray | None = None,
+            distinct: bool = False) -> Prepared:  # fmt: skip
     """Judge each value against its series' models and learn it (in input order).
 
     ``events``: for an average, how many events it is made of (0: not an average, or unknown).
-    On the GPU backend the outputs stay on the device but for ``forest_input`` (the forest's host
-    input), and ``judge`` takes them there.
+    ``distinct``: the caller knows that no slot repeats in the batch (a worker's usual step), so
+    the points need no grouping by series.
+    On the GPU backend the outputs stay on the device, ``forest_input`` (the forest's input) too,
+    and ``judge`` takes them there.
     """
     n = slots.shape[0]
     slots = np.ascontiguousarray(slots, dtype=np.int64)
-    order, starts = _runs(slots)
+    order, starts = _index(n) if distinct else _runs(slots)
     vals = np.ascontiguousarray(values, dtype=np.float64)
     ts = np.ascontiguousarray(timestamps_ms, dtype=np.int64)
     ev = np.zeros(n) if events is None else np.ascontiguousarray(events, dtype=np.float64)
@@ -340,11 +344,23 @@ def _runs(slots: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             first = np.full(top, -1, dtype=np.int64)
             first[slots] = np.arange(n, dtype=np.int64)  # the last row of each slot wins
             if np.count_nonzero(first >= 0) == n:  # n distinct slots
-                return np.arange(n, dtype=np.int64), np.arange(n + 1, dtype=np.int64)
+                return _index(n)
     order = np.argsort(slots, kind="stable")
     ordered = slots[order]
     cut = np.flatnonzero(ordered[1:] != ordered[:-1]) + 1
     return order.astype(np.int64, copy=False), np.concatenate(([0], cut, [slots.shape[0]])).astype(np.int64)
+
+
+_INDEX = np.zeros(0, dtype=np.int64)
+
+
+def _index(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """``order`` and ``starts`` of a batch of ``n`` distinct series: ``0..n-1`` and ``0..n``, as
+    views of one array kept between batches (no allocation per batch; nothing writes them)."""
+    global _INDEX
+    if _INDEX.shape[0] < n + 1:
+        _INDEX = np.arange(max(n + 1, 2 * _INDEX.shape[0], 1024), dtype=np.int64)
+    return _INDEX[:n], _INDEX[: n + 1]
 
 
 PREPARE_STATE = (
@@ -361,7 +377,7 @@ JUDGE_STATE = (
 
 @dataclass
 class NormalizedBatch:
-    """Outputs of ``judge`` aligned with the input points."""
+    """Outputs of ``judge`` aligned with the input points, in host memory."""
 
     anomaly_score: np.ndarray  # float64[n], 0-100
     decision: np.ndarray  # int8[n]
@@ -374,20 +390,30 @@ class NormalizedBatch:
     reason: np.ndarray  # int8[n], REASONS index
     value_score: np.ndarray  # float64[n], the value channels' score 0-100
     forest_score: np.ndarray  # float64[n], the forest channel's (gated, weighted) score 0-100
+    raw_score: np.ndarray  # float64[n], the forest's raw score ``judge`` was given
 
 
 def judge(
     state: NormalizerState,
     params: NormalizerParams,
     slots: np.ndarray,
-    raw: np.ndarray,
+    raw: Any,
     prepared: Prepared,
     values: np.ndarray,
     timestamps_ms: np.ndarray,
     missing: np.ndarray,
 ) -> NormalizedBatch:
-    """Score a batch of points in input order, advancing each series' state (after ``prepare``)."""
+    """Score a batch of points in input order, advancing each series' state (after ``prepare``).
+
+    ``raw``: the forest's raw scores, on the host (or, on the GPU backend, on the device too).
+    """
     n = slots.shape[0]
+    if state.backend.name != "cpu" and n:
+        from detector import scoring_cuda
+
+        return NormalizedBatch(
+            **scoring_cuda.judge(state, _scalars(params), raw, prepared, missing, JUDGE_STATE)
+        )
     out = NormalizedBatch(
         anomaly_score=np.zeros(n),
         decision=np.zeros(n, dtype=np.int8),
@@ -400,15 +426,9 @@ def judge(
         reason=np.zeros(n, dtype=np.int8),
         value_score=np.zeros(n),
         forest_score=np.zeros(n),
+        raw_score=np.ascontiguousarray(raw, dtype=np.float64),
     )
     if n == 0:
-        return out
-    if state.backend.name != "cpu":
-        from detector import scoring_cuda
-
-        scoring_cuda.judge(
-            state, _scalars(params), slots, raw, prepared, values, timestamps_ms, missing, JUDGE_STATE, out
-        )
         return out
     from detector import scoring_cpu
 
@@ -416,7 +436,7 @@ def judge(
         prepared.order,
         prepared.starts,
         np.ascontiguousarray(slots, dtype=np.int64),
-        np.ascontiguousarray(raw, dtype=np.float64),
+        out.raw_score,
         prepared.z,
         np.ascontiguousarray(values, dtype=np.float64),
         prepared.expected_x,
@@ -428,7 +448,7 @@ def judge(
         prepared.magnitude,
         *_scalars(params),
         *(state.arrays[name] for name in JUDGE_STATE),
-        *(getattr(out, f.name) for f in fields(out)),
+        *(getattr(out, f.name) for f in fields(out) if f.name != "raw_score"),
     )
     return out
 

@@ -58,3 +58,15 @@ def judge_batch(  # numba infers the types
                 score, decision, confidence, inference, processed, expected, low, high, reason,
                 value_score, forest_score,
             )  # fmt: skip
+
+
+@numba.njit(cache=True, nogil=True, parallel=True)
+def stage_columns(slots, values, ts, events, out_f, out_i):  # numba infers the types
+    """Copy a batch's four columns into one block (``out_f`` float64[4, n] and ``out_i``, the same
+    memory as int64): slots, values, timestamps, event counts; in parallel (the GPU backend's
+    page-locked staging block: one copy to the device then takes them all)."""
+    for j in numba.prange(slots.shape[0]):
+        out_i[0, j] = slots[j]
+        out_f[1, j] = values[j]
+        out_i[2, j] = ts[j]
+        out_f[3, j] = events[j]
