@@ -3,16 +3,22 @@
 `cutstream bench backfill --events 10000000` writes (once, cached) a Parquet file of ``events``
 events over ``series`` series (one event per series per window, a daily pattern, a few spikes),
 then runs `streams.backfill.backfill` over it — the worker's stages without Kafka — and prints one
-JSON line.
+JSON line, with where the time went: ``parse`` (reading and checking the history's rows),
+``window`` (events into tumbling windows, closing them), ``score`` (``Detector.process_slots``:
+the forest and the scoring stage), ``results`` (the result records' columns), ``encode`` (the
+Arrow table), ``write`` (Parquet files), and ``other`` (the rest: slots, bookkeeping).
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
 import os
 import shutil
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -77,22 +83,94 @@ def run(events: int, series: int, cache_dir: Path, backend: str = "cpu") -> dict
     )
     out = Path(tempfile.mkdtemp(prefix="cutstream-bench-backfill-"))
     try:
-        t0 = time.perf_counter()
-        report, _ = backfill(history, spec, out, backend=backend)
-        seconds = time.perf_counter() - t0
+        with stage_clock() as spent:
+            t0 = time.perf_counter()
+            report, _ = backfill(history, spec, out, backend=backend)
+            seconds = time.perf_counter() - t0
     finally:
         shutil.rmtree(out, ignore_errors=True)
+    stages = {**spent, "other": max(seconds - sum(spent.values()), 0.0)}
     return {
         "events": report.events,
         "series": series,
+        "backend": backend,
         "results": report.results,
         "anomalies": report.anomalies,
         "seconds": round(seconds, 2),
         "events_per_s": round(report.events / seconds),
         "results_per_s": round(report.results / seconds),
+        "stages_s": {k: round(v, 3) for k, v in stages.items()},
+        "stage_share": {k: round(v / seconds, 3) for k, v in stages.items()},
         "model": spec.model.forest.model_dump(),
         "load_avg_1m": round(os.getloadavg()[0], 2),
     }
+
+
+@contextlib.contextmanager
+def stage_clock() -> Iterator[dict[str, float]]:
+    """Time backfill's stages (module docstring) while the block runs: the functions that do them
+    are wrapped, and put back after. Yields the seconds per stage, filled as they run."""
+    import streams.backfill as backfill_mod
+    from detector.detector import Detector
+    from sinks.parquet import ParquetSink
+    from sinks.record import ResultBatch
+    from streams.pipeline import DetectorPipeline
+
+    spent = dict.fromkeys(("parse", "window", "score", "results", "encode", "write"), 0.0)
+
+    def timed(name: str, f: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(f)
+        def run(*args: Any, **kwargs: Any) -> Any:
+            t = time.perf_counter()
+            try:
+                return f(*args, **kwargs)
+            finally:
+                spent[name] += time.perf_counter() - t
+
+        return run
+
+    def timed_iter(name: str, f: Callable[..., Iterator[Any]]) -> Callable[..., Iterator[Any]]:
+        @functools.wraps(f)
+        def run(*args: Any, **kwargs: Any) -> Iterator[Any]:
+            items = f(*args, **kwargs)
+            while True:
+                t = time.perf_counter()
+                try:
+                    item = next(items)
+                except StopIteration:
+                    return
+                finally:
+                    spent[name] += time.perf_counter() - t
+                yield item
+
+        return run
+
+    build = ResultBatch.__dict__["build"]
+    originals: list[tuple[Any, str, Any]] = [
+        (backfill_mod, "read_history", backfill_mod.read_history),
+        (DetectorPipeline, "add_columns", DetectorPipeline.add_columns),
+        (DetectorPipeline, "close", DetectorPipeline.close),
+        (Detector, "process_slots", Detector.process_slots),
+        (ResultBatch, "build", build),
+        (ResultBatch, "table", ResultBatch.table),
+        (ParquetSink, "write", ParquetSink.write),
+    ]
+    wrapped = [
+        timed_iter("parse", backfill_mod.read_history),
+        timed("window", DetectorPipeline.add_columns),
+        timed("window", DetectorPipeline.close),
+        timed("score", Detector.process_slots),
+        classmethod(timed("results", build.__func__)),
+        timed("encode", ResultBatch.table),
+        timed("write", ParquetSink.write),
+    ]
+    try:
+        for (owner, name, _), new in zip(originals, wrapped, strict=True):
+            setattr(owner, name, new)
+        yield spent
+    finally:
+        for owner, name, old in originals:
+            setattr(owner, name, old)
 
 
 def _cache_dir() -> Path:
