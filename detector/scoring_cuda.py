@@ -170,33 +170,35 @@ def prepare(
     names: tuple[str, ...],
 ) -> dict[str, Any]:
     """``normalize.prepare`` on the device (``names``: the state arrays it takes, in order): the
-    fields of ``normalize.Prepared``, every one on the device on a GPU (host arrays in the
-    simulator), with ``inputs`` the batch's slots, values and timestamps there."""
-    if state.backend.name != "gpu":
-        return _prepare_sim(state, seasonal, slots, values, ts, events, order, starts, names)
-    import cupy
-
+    fields of ``normalize.Prepared``, every one on the device on a GPU (host arrays, and numba's
+    own launch, in the simulator), with ``inputs`` the batch's slots, values and timestamps there."""
     n = slots.shape[0]
-    stage = _staging(state, n)
-    host = stage.columns[: 4 * n].reshape(4, n)
-    scoring_cpu.stage_columns(slots, values, ts, events, host, host.view(np.int64))
-    cols = cupy.empty((4, n), dtype=np.float64)
-    _copy(cols, host, host.nbytes, "h2d")
-    d_slots, d_values, d_ts, d_events = cols[0].view(np.int64), cols[1], cols[2].view(np.int64), cols[3]
     runs = starts.shape[0] - 1
-    if runs == n:  # distinct series, a point each: any order is the same work
-        d_order, d_starts = stage.index[:n], stage.index[: n + 1]
+    if state.backend.name != "gpu":  # the simulator: the host arrays as they are
+        d_order, d_starts, d_slots, d_values, d_ts, d_events = order, starts, slots, values, ts, events
+        f, c = np.zeros((5, n)), np.zeros((2, n), dtype=np.int64)
     else:
-        d_order, d_starts = cupy.asarray(order), cupy.asarray(starts)
-    f = cupy.empty((5, n), dtype=np.float64)
-    c = cupy.empty((2, n), dtype=np.int64)
+        import cupy
+
+        stage = _staging(state, n)
+        host = stage.columns[: 4 * n].reshape(4, n)
+        scoring_cpu.stage_columns(slots, values, ts, events, host, host.view(np.int64))
+        cols = cupy.empty((4, n), dtype=np.float64)
+        _copy(cols, host, host.nbytes, "h2d")
+        d_slots, d_values, d_ts, d_events = cols[0].view(np.int64), cols[1], cols[2].view(np.int64), cols[3]
+        if runs == n:  # distinct series, a point each: any order is the same work
+            d_order, d_starts = stage.index[:n], stage.index[: n + 1]
+        else:
+            d_order, d_starts = cupy.asarray(order), cupy.asarray(starts)
+        f, c = cupy.empty((5, n), dtype=np.float64), cupy.empty((2, n), dtype=np.int64)
     out = (f[0], f[1], f[2], f[3], c[0], c[1], f[4])  # z, expected_x, scale, forest input, counts, c
-    grid, block = _grid(state, runs)
-    k_prepare, _ = _launchers()
-    k_prepare(
-        grid, block, d_order, d_starts, d_slots, d_values, d_ts, d_events, seasonal,
-        *(state.arrays[name] for name in names), *out,
-    )  # fmt: skip
+    if n:
+        grid, block = _grid(state, runs)
+        k_prepare, _ = _launchers()
+        k_prepare(
+            grid, block, d_order, d_starts, d_slots, d_values, d_ts, d_events, seasonal,
+            *(state.arrays[name] for name in names), *out,
+        )  # fmt: skip
     return {
         "order": d_order,
         "starts": d_starts,
@@ -208,42 +210,6 @@ def prepare(
         "seen": c[1],
         "magnitude": f[4],
         "inputs": (d_slots, d_values, d_ts),
-    }
-
-
-def _prepare_sim(
-    state: Any,
-    seasonal: bool,
-    slots: np.ndarray,
-    values: np.ndarray,
-    ts: np.ndarray,
-    events: np.ndarray,
-    order: np.ndarray,
-    starts: np.ndarray,
-    names: tuple[str, ...],
-) -> dict[str, Any]:
-    """``prepare`` in numba's CUDA simulator: host arrays in and out, numba's launch."""
-    n = slots.shape[0]
-    out: list[Any] = [np.zeros(n) for _ in range(4)]
-    out += [np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.int64), np.zeros(n)]
-    if n:
-        grid, block = _grid(state, starts.shape[0] - 1)
-        k_prepare, _ = _launchers()
-        k_prepare(
-            grid, block, order, starts, slots, values, ts, events, seasonal,
-            *(state.arrays[name] for name in names), *out,
-        )  # fmt: skip
-    return {
-        "order": order,
-        "starts": starts,
-        "z": out[0],
-        "expected_x": out[1],
-        "scale": out[2],
-        "forest_input": out[3],
-        "count": out[4],
-        "seen": out[5],
-        "magnitude": out[6],
-        "inputs": (slots, values, ts),
     }
 
 

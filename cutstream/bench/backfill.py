@@ -12,13 +12,12 @@ Arrow table), ``write`` (Parquet files), and ``other`` (the rest: slots, bookkee
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
 import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -111,39 +110,13 @@ def stage_clock() -> Iterator[dict[str, float]]:
     """Time backfill's stages (module docstring) while the block runs: the functions that do them
     are wrapped, and put back after. Yields the seconds per stage, filled as they run."""
     import streams.backfill as backfill_mod
+    from cutstream.bench.clock import timed, timed_iter
     from detector.detector import Detector
     from sinks.parquet import ParquetSink
     from sinks.record import ResultBatch
     from streams.pipeline import DetectorPipeline
 
     spent = dict.fromkeys(("parse", "window", "score", "results", "encode", "write"), 0.0)
-
-    def timed(name: str, f: Callable[..., Any]) -> Callable[..., Any]:
-        @functools.wraps(f)
-        def run(*args: Any, **kwargs: Any) -> Any:
-            t = time.perf_counter()
-            try:
-                return f(*args, **kwargs)
-            finally:
-                spent[name] += time.perf_counter() - t
-
-        return run
-
-    def timed_iter(name: str, f: Callable[..., Iterator[Any]]) -> Callable[..., Iterator[Any]]:
-        @functools.wraps(f)
-        def run(*args: Any, **kwargs: Any) -> Iterator[Any]:
-            items = f(*args, **kwargs)
-            while True:
-                t = time.perf_counter()
-                try:
-                    item = next(items)
-                except StopIteration:
-                    return
-                finally:
-                    spent[name] += time.perf_counter() - t
-                yield item
-
-        return run
 
     build = ResultBatch.__dict__["build"]
     originals: list[tuple[Any, str, Any]] = [
@@ -156,13 +129,13 @@ def stage_clock() -> Iterator[dict[str, float]]:
         (ParquetSink, "write", ParquetSink.write),
     ]
     wrapped = [
-        timed_iter("parse", backfill_mod.read_history),
-        timed("window", DetectorPipeline.add_columns),
-        timed("window", DetectorPipeline.close),
-        timed("score", Detector.process_slots),
-        classmethod(timed("results", build.__func__)),
-        timed("encode", ResultBatch.table),
-        timed("write", ParquetSink.write),
+        timed_iter(spent, "parse", backfill_mod.read_history),
+        timed(spent, "window", DetectorPipeline.add_columns),
+        timed(spent, "window", DetectorPipeline.close),
+        timed(spent, "score", Detector.process_slots),
+        classmethod(timed(spent, "results", build.__func__)),
+        timed(spent, "encode", ResultBatch.table),
+        timed(spent, "write", ParquetSink.write),
     ]
     try:
         for (owner, name, _), new in zip(originals, wrapped, strict=True):

@@ -134,6 +134,7 @@ def bench_pipeline(
     same calls on the same state.
     """
     import detector.detector as det_mod
+    from cutstream.bench.clock import timed
     from detector.config import ModelConfig
 
     cfg = forest_config() if cfg is None else cfg
@@ -162,21 +163,12 @@ def bench_pipeline(
     times = [stamps(i) for i in range(warm, warm + points)]  # the input, made before the clock starts
     spent = dict.fromkeys(("keys", "prepare", "forest", "judge"), 0.0)
 
-    def timed(name: str, f: Any) -> Any:
-        def run(*args: Any, **kwargs: Any) -> Any:
-            t = time.perf_counter()
-            try:
-                return f(*args, **kwargs)
-            finally:
-                spent[name] += time.perf_counter() - t
-
-        return run
-
     # The bench's own instrumentation: the detector's steps wrapped for the timed ticks only.
     patched = {"prepare": det_mod.prepare, "judge": det_mod.judge}
-    det_mod.prepare, det_mod.judge = timed("prepare", det_mod.prepare), timed("judge", det_mod.judge)
-    slot_map.slots = timed("keys", slot_map.slots)  # type: ignore[method-assign]
-    det._forest.update = timed("forest", det._forest.update)  # type: ignore[method-assign]
+    det_mod.prepare = timed(spent, "prepare", det_mod.prepare)
+    det_mod.judge = timed(spent, "judge", det_mod.judge)
+    slot_map.slots = timed(spent, "keys", slot_map.slots)  # type: ignore[method-assign]
+    det._forest.update = timed(spent, "forest", det._forest.update)  # type: ignore[method-assign]
     try:
         inference = 0
         t0 = time.perf_counter()
