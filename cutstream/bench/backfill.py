@@ -3,10 +3,12 @@
 `cutstream bench backfill --events 10000000` writes (once, cached) a Parquet file of ``events``
 events over ``series`` series (one event per series per window, a daily pattern, a few spikes),
 then runs `streams.backfill.backfill` over it — the worker's stages without Kafka — and prints one
-JSON line, with where the time went: ``parse`` (reading and checking the history's rows),
-``window`` (events into tumbling windows, closing them), ``score`` (``Detector.process_slots``:
-the forest and the scoring stage), ``results`` (the result records' columns), ``encode`` (the
-Arrow table), ``write`` (Parquet files), and ``other`` (the rest: slots, bookkeeping).
+JSON line, with where the time went: ``setup`` (the detector: kernels loaded or compiled),
+``parse`` (reading and checking the history's rows), ``window`` (events into tumbling windows,
+closing them), ``models`` (new series' models: ``Detector.slots_of``), ``score``
+(``Detector.process_slots``: the forest and the scoring stage), ``results`` (the result
+records' columns), ``encode`` (the Arrow table), ``write`` (Parquet files), and ``other`` (the
+rest: slots, bookkeeping).
 """
 
 from __future__ import annotations
@@ -116,10 +118,12 @@ def stage_clock() -> Iterator[dict[str, float]]:
     from sinks.record import ResultBatch
     from streams.pipeline import DetectorPipeline
 
-    spent = dict.fromkeys(("parse", "window", "score", "results", "encode", "write"), 0.0)
+    spent = dict.fromkeys(("setup", "parse", "window", "models", "score", "results", "encode", "write"), 0.0)
 
     build = ResultBatch.__dict__["build"]
     originals: list[tuple[Any, str, Any]] = [
+        (DetectorPipeline, "__init__", DetectorPipeline.__init__),
+        (Detector, "slots_of", Detector.slots_of),
         (backfill_mod, "read_history", backfill_mod.read_history),
         (DetectorPipeline, "add_columns", DetectorPipeline.add_columns),
         (DetectorPipeline, "close", DetectorPipeline.close),
@@ -129,6 +133,8 @@ def stage_clock() -> Iterator[dict[str, float]]:
         (ParquetSink, "write", ParquetSink.write),
     ]
     wrapped = [
+        timed(spent, "setup", DetectorPipeline.__init__),
+        timed(spent, "models", Detector.slots_of),
         timed_iter(spent, "parse", backfill_mod.read_history),
         timed(spent, "window", DetectorPipeline.add_columns),
         timed(spent, "window", DetectorPipeline.close),
@@ -170,7 +176,10 @@ def markdown_report(quick: bool) -> str:
         "| events | results (windows) | anomalies | seconds | events/s | results/s |\n"
         "|---:|---:|---:|---:|---:|---:|\n"
         f"| {r['events']:,} | {r['results']:,} | {r['anomalies']:,} | {r['seconds']} | "
-        f"{r['events_per_s']:,} | {r['results_per_s']:,} |\n"
+        f"{r['events_per_s']:,} | {r['results_per_s']:,} |\n\n"
+        "Where the time went (share of the wall time): "
+        + ", ".join(f"{k} {v:.0%}" for k, v in r["stage_share"].items())
+        + ".\n"
     )
 
 

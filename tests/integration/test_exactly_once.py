@@ -179,7 +179,15 @@ def test_sigkill_at_random_points_keeps_parquet_exactly_once(
     parquet_keys = set(zip(killed.column("timeseriesId").to_pylist(), starts, strict=True))
     if broker_kind == "tansu":
         # ---- the results topic is at-least-once: every (series, window) is there
-        assert text.count("results topic at-least-once") == len(plan), "auto falls back, once per run"
+        # auto falls back once per run that got as far as the broker's features (an external kill
+        # of a run started after the stream was complete can come before that)
+        fell_back = 0
+        for log in logs:
+            run_text = log.read_text(errors="replace")
+            n = run_text.count("results topic at-least-once")
+            assert n == int("consumer lag source=" in run_text), f"{log.name}: {n} fallbacks"
+            fell_back += n
+        assert fell_back >= len(faults), "every faulted run fell back"
         seen = {
             (r["timeseriesId"], r["windowStart"])
             for r in _read_results_at_least(bootstrap, f"{topic}.results", expected)
