@@ -19,6 +19,7 @@ import json
 import random
 import re
 import signal
+from pathlib import Path
 
 import pyarrow as pa
 import pytest
@@ -74,6 +75,19 @@ FAST_FLUSH = [
     "--checkpoint-events",
     "90",
 ]
+
+
+def _said_once_per_run(logs: list[Path], line: str) -> int:
+    """How many runs said ``line``, checking that each run that got as far as the broker's features
+    (its lag source) said it once and the others not at all: an external kill of a run started
+    after the stream was complete can come before that point."""
+    said = 0
+    for log in logs:
+        run_text = log.read_text(errors="replace")
+        n = run_text.count(line)
+        assert n == int("consumer lag source=" in run_text), f"{log.name}: {line!r} {n} times"
+        said += n
+    return said
 
 
 def _complete(data_dir, expected: int) -> bool:
@@ -179,15 +193,8 @@ def test_sigkill_at_random_points_keeps_parquet_exactly_once(
     parquet_keys = set(zip(killed.column("timeseriesId").to_pylist(), starts, strict=True))
     if broker_kind == "tansu":
         # ---- the results topic is at-least-once: every (series, window) is there
-        # auto falls back once per run that got as far as the broker's features (an external kill
-        # of a run started after the stream was complete can come before that)
-        fell_back = 0
-        for log in logs:
-            run_text = log.read_text(errors="replace")
-            n = run_text.count("results topic at-least-once")
-            assert n == int("consumer lag source=" in run_text), f"{log.name}: {n} fallbacks"
-            fell_back += n
-        assert fell_back >= len(faults), "every faulted run fell back"
+        # auto falls back, once per run that got as far as the broker's features
+        assert _said_once_per_run(logs, "results topic at-least-once") >= len(faults)
         seen = {
             (r["timeseriesId"], r["windowStart"])
             for r in _read_results_at_least(bootstrap, f"{topic}.results", expected)
@@ -195,7 +202,7 @@ def test_sigkill_at_random_points_keeps_parquet_exactly_once(
         assert seen == parquet_keys
         return
     # ---- Kafka: exactly-once on the results topic, for a read_committed consumer
-    assert text.count("results topic guarantee=exactly_once") == len(plan), text[-3000:]
+    assert _said_once_per_run(logs, "results topic guarantee=exactly_once") >= len(faults)
     got = by_window(read_committed(bootstrap, f"{topic}.results"))  # raises on a duplicate
     assert got.keys() == parquet_keys
     clean_topic = by_window(read_committed(bootstrap, f"{topic}.results2"))
