@@ -8,9 +8,10 @@ tens of microseconds (issue 18's profile, BENCHMARKS.md).
 
 :class:`Launcher` launches the first time through numba (which compiles the kernel), then checks
 its own flattening of the same arguments against numba's (``_Kernel._prepare_args``) field by
-field; when they agree, later launches go straight to ``cuda.core``'s ``launch`` with the fields
-read from each array's ``__cuda_array_interface__`` (no sync: every array here lives on the
-default stream, where the launch goes too). Where anything differs or is missing (another
+field; when they agree, later launches go straight to ``cuda.core``'s ``launch``, an array's
+fields read from CuPy's attributes (or its ``__cuda_array_interface__``) only when another array
+than last launch's comes in at its place (no sync: every array here lives on the default stream,
+where the launch goes too). Where anything differs or is missing (another
 numba-cuda version, the simulator), every launch stays numba's. numba-cuda 0.30 on the device
 machine passed this check (BENCHMARKS.md, GPU).
 """

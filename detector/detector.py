@@ -207,10 +207,7 @@ class Detector:
         batch = _inputs(len(keys), values, timestamps_ms, missing, events, "keys")
         if len(keys) == 0:
             return _empty_batch()
-        slots = self.slots_of(keys)
-        self._tick += 1
-        _, distinct = _mark(slots, self._live, self._used, self._tick)
-        return self._score(slots, *batch, distinct=distinct)
+        return self._score(self.slots_of(keys), *batch)
 
     def process_slots(
         self,
@@ -232,27 +229,19 @@ class Detector:
             return _empty_batch()
         if sl.dtype.kind not in "iu":
             raise DetectorError(f"process_slots needs integer slots, got {sl.dtype}")
-        sl = np.ascontiguousarray(sl, dtype=np.int64)
-        self._tick += 1
-        bad, distinct = _mark(sl, self._live, self._used, self._tick)
-        if bad >= 0:
-            raise DetectorError(
-                f"slot {int(sl[bad])} at position {bad} holds no series (evicted or restored since it "
-                "was looked up?): look slots up again with slots_of"
-            )
-        return self._score(sl, *batch, distinct=distinct)
+        return self._score(np.ascontiguousarray(sl, dtype=np.int64), *batch)
 
     def _score(
-        self,
-        slots: np.ndarray,
-        vals: np.ndarray,
-        ts: np.ndarray,
-        miss: np.ndarray,
-        ev: np.ndarray | None,
-        distinct: bool = False,
+        self, slots: np.ndarray, vals: np.ndarray, ts: np.ndarray, miss: np.ndarray, ev: np.ndarray | None
     ) -> ScoreBatch:
-        """One step on slots already checked and marked as used at ``self._tick``."""
         n = slots.shape[0]
+        self._tick += 1
+        bad, distinct = _mark(slots, self._live, self._used, self._tick)
+        if bad >= 0:
+            raise DetectorError(
+                f"slot {int(slots[bad])} at position {bad} holds no series (evicted or restored since "
+                "it was looked up?): look slots up again with slots_of"
+            )
         # Missing points are fed like any point: the shingle is a run of consecutive windows and
         # must stay aligned in time (see docs/ARCHITECTURE.md, "Missing windows").
         prep = prepare(self._norm, self._params, slots, vals, ts, ev, distinct=distinct)

@@ -278,18 +278,18 @@ class Prepared:
 
 def prepare(state: NormalizerState, params: NormalizerParams, slots: np.ndarray, values: np.ndarray,
             timestamps_ms: np.ndarray, events: np.ndarray | None = None,
-            distinct: bool = False) -> Prepared:  # fmt: skip
+            distinct: bool | None = None) -> Prepared:  # fmt: skip
     """Judge each value against its series' models and learn it (in input order).
 
     ``events``: for an average, how many events it is made of (0: not an average, or unknown).
-    ``distinct``: the caller knows that no slot repeats in the batch (a worker's usual step), so
-    the points need no grouping by series.
+    ``distinct``: whether a slot repeats in the batch, where the caller knows it (True: a worker's
+    usual step, the points need no grouping by series; None: found out here).
     On the GPU backend the outputs stay on the device, ``forest_input`` (the forest's input) too,
     and ``judge`` takes them there.
     """
     n = slots.shape[0]
     slots = np.ascontiguousarray(slots, dtype=np.int64)
-    order, starts = _index(n) if distinct else _runs(slots)
+    order, starts = _index(n) if distinct else _runs(slots, may_be_distinct=distinct is None)
     vals = np.ascontiguousarray(values, dtype=np.float64)
     ts = np.ascontiguousarray(timestamps_ms, dtype=np.int64)
     ev = np.zeros(n) if events is None else np.ascontiguousarray(events, dtype=np.float64)
@@ -330,15 +330,16 @@ def prepare(state: NormalizerState, params: NormalizerParams, slots: np.ndarray,
     )
 
 
-def _runs(slots: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _runs(slots: np.ndarray, may_be_distinct: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """The points of each series, together and in input order (``order``), and where each series'
     run begins (``starts``, with ``n`` last): the compiled passes take the series in parallel.
 
     A batch of distinct series (one point each: a worker's usual step) is its own order, one run a
-    point, without sorting (at 100,000 points the sort took 6 ms).
+    point, without sorting (at 100,000 points the sort took 6 ms); ``may_be_distinct`` False (the
+    caller knows a slot repeats) skips that check.
     """
     n = slots.shape[0]
-    if n and slots.min() >= 0:
+    if may_be_distinct and n and slots.min() >= 0:
         top = int(slots.max()) + 1
         if top <= 4 * n + 1024:  # a mark per slot: cheap next to the batch
             first = np.full(top, -1, dtype=np.int64)

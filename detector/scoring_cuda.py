@@ -97,8 +97,8 @@ def _grid(state: Any, runs: int) -> tuple[int, int]:
 
 
 #: ``NormalizedBatch``'s fields the judge kernel writes, in its argument order, and where each
-#: lives in the two blocks that come back: (block, row, dtype): ``wide`` rows are 8 bytes a point,
-#: ``narrow`` rows 1 byte; the wide block's last row carries the forest's raw score.
+#: lives in the results buffer (``_blocks``: two views of it): (block, row, dtype): ``wide`` rows
+#: are 8 bytes a point, ``narrow`` rows 1 byte; the wide block's last row carries the raw score.
 _RESULTS = (
     ("anomaly_score", "wide", 0, np.float64),
     ("decision", "narrow", 0, np.int8),

@@ -115,6 +115,21 @@ def group_factory() -> Callable[[], str]:
     return lambda: f"g-{os.getpid()}-{next(_counter)}-{uuid.uuid4().hex[:6]}"
 
 
+def _gpu_usable() -> bool:
+    from detector.backend import get_backend
+    from detector.errors import BackendUnavailable
+
+    try:
+        get_backend("gpu")
+    except BackendUnavailable:
+        return False
+    return True
+
+
+#: For tests that need a CUDA device (mark them ``gpu`` too); CI has none.
+needs_gpu = pytest.mark.skipif(not _gpu_usable(), reason="no usable CUDA GPU here")
+
+
 def wait_for(
     condition: Callable[[], Any],
     timeout_s: float = 30.0,

@@ -18,21 +18,9 @@ import sys
 import numpy as np
 import pytest
 
-from detector.backend import get_backend
 from detector.config import ForestConfig
-from detector.errors import BackendUnavailable
 from detector.forest import Forest, check_state
-
-
-def _gpu_usable() -> bool:
-    try:
-        get_backend("gpu")
-    except BackendUnavailable:
-        return False
-    return True
-
-
-needs_gpu = pytest.mark.skipif(not _gpu_usable(), reason="no usable CUDA GPU here")
+from tests.conftest import needs_gpu
 
 
 def _stream(n_series: int, ticks: int) -> tuple[np.ndarray, np.ndarray]:

@@ -21,22 +21,13 @@ from typing import Any
 import numpy as np
 import pytest
 
-from detector.backend import get_backend
 from detector.config import ModelConfig, ScoringConfig
 from detector.detector import _params
-from detector.errors import BackendUnavailable
 from detector.normalize import NormalizerState, judge, prepare
+from tests.conftest import needs_gpu
 
 ROOT = Path(__file__).resolve().parents[2]
 PREPARED = ("z", "expected_x", "scale", "forest_input", "count", "seen", "magnitude")
-
-
-def _gpu_usable() -> bool:
-    try:
-        get_backend("gpu")
-    except BackendUnavailable:
-        return False
-    return True
 
 
 #: Fields that carry decisions and counts: they must agree exactly on every target.
@@ -181,7 +172,7 @@ def test_the_scoring_kernels_in_the_cuda_simulator_match_the_cpu_bit_for_bit() -
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not _gpu_usable(), reason="no usable CUDA GPU here")
+@needs_gpu
 def test_the_scoring_kernels_on_a_gpu_decide_as_the_cpu_and_differ_only_in_the_last_bits() -> None:
     """On a device the compiled code is not the CPU's bit for bit: NVVM fuses multiply-adds (numba-cuda
     0.30 has no switch for it) and libdevice's log/erfc/expm1 round differently from glibc. Measured
@@ -197,7 +188,7 @@ def test_the_scoring_kernels_on_a_gpu_decide_as_the_cpu_and_differ_only_in_the_l
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not _gpu_usable(), reason="no usable CUDA GPU here")
+@needs_gpu
 def test_the_whole_step_on_a_gpu_decides_as_the_cpu_with_the_fast_launches() -> None:
     """The whole step on a device (the forest's input and score kept there, the results back in
     two copies): decisions, stages, reasons and counts as the CPU's; the continuous outputs within
