@@ -247,19 +247,22 @@ class Detector:
         prep = prepare(self._norm, self._params, slots, vals, ts, ev, distinct=distinct)
         # on the GPU the forest's input and score stay on the device between the passes
         device_slots = None if prep.inputs is None else prep.inputs[0]
-        out = self._forest.update(slots, prep.forest_input, device_slots=device_slots)
+        out = self._forest.update(slots, prep.forest_input, device_slots=device_slots, distinct=distinct)
+        # the columns that need no result are made while a GPU's kernels run (judge waits on them)
+        threshold = np.full(n, float(self.config.scoring.threshold))
+        warm = self._warm[slots]
         norm = judge(self._norm, self._params, slots, out.raw_score, prep, vals, ts, miss)
         return ScoreBatch(
             raw_score=norm.raw_score,
             anomaly_score=norm.anomaly_score,
-            threshold=np.full(n, float(self.config.scoring.threshold)),
+            threshold=threshold,
             decision=norm.decision,
             confidence=norm.confidence,
             inference=norm.inference,
             processed_points=norm.processed_points,
             expected_value=norm.expected_value,
             missing=miss,
-            warm_started=self._warm[slots],
+            warm_started=warm,
             expected_low=norm.expected_low,
             expected_high=norm.expected_high,
             reason=norm.reason,

@@ -25,6 +25,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+import numba
 import numpy as np
 
 from detector import kernels
@@ -256,8 +257,9 @@ class Forest:
         return self._backend.to_numpy(self._a["n_values"][self._backend.asarray(slots)]).astype(np.int64)
 
     def _check_slots(self, slots: Any) -> np.ndarray[Any, np.dtype[np.int64]]:
-        arr = np.asarray(slots, dtype=np.int64).reshape(-1)
-        if arr.size and (arr.min() < 0 or arr.max() >= self._capacity or not self._active[arr].all()):
+        arr = np.ascontiguousarray(slots, dtype=np.int64).reshape(-1)
+        at = _first_unknown(arr, self._active)
+        if at >= 0:
             bad = arr[(arr < 0) | (arr >= self._capacity)]
             if not bad.size:
                 bad = arr[~self._active[arr]]
@@ -266,7 +268,9 @@ class Forest:
 
     # ------------------------------------------------------------------ the step
 
-    def update(self, slots: Any, values: Any, device_slots: Any = None) -> ForestOutput:
+    def update(
+        self, slots: Any, values: Any, device_slots: Any = None, distinct: bool | None = None
+    ) -> ForestOutput:
         """Add one value per row to its series, then score it; all series advance in one step.
 
         Args:
@@ -274,18 +278,30 @@ class Forest:
             values: float64[n] raw values (finite).
             device_slots: on the GPU backend, ``slots`` already on the device, with ``values`` a
                 device array too (the scoring path's forest input, made there and finite by
-                construction): the output then stays on the device, and nothing is copied.
+                construction), and ``slots`` the caller's, checked there (the detector's step checks
+                them against its live series: not again here): the output then stays on the device,
+                and nothing is copied.
+            distinct: with ``device_slots``, whether no slot repeats where the caller knows it (the
+                detector's step does); None finds it out here.
 
         Returns:
             :class:`ForestOutput` aligned with the rows (device arrays where ``device_slots`` was
             used).
         """
-        slots = self._check_slots(slots)
         if device_slots is not None and self._gpu is not None and self._backend.name == "gpu":
             score, expected = self._gpu.update_device(
-                self._a, self._v, self._lg, self._seed, slots, device_slots, values, self._backend.xp
+                self._a,
+                self._v,
+                self._lg,
+                self._seed,
+                slots,
+                device_slots,
+                values,
+                self._backend.xp,
+                distinct,
             )
             return ForestOutput(score, expected)
+        slots = self._check_slots(slots)
         vals = np.ascontiguousarray(values, dtype=np.float64).reshape(-1)
         if vals.shape != slots.shape:
             raise DetectorError(f"slots and values differ in length: {slots.shape[0]} vs {vals.shape[0]}")
@@ -761,3 +777,13 @@ def _check_trees(
         walk(root)
         if sorted(leaves) != sorted(reps):
             raise DetectorError(f"tree {t}: leaves {sorted(leaves)} != distinct points {sorted(reps)}")
+
+
+@numba.njit(cache=True, nogil=True)
+def _first_unknown(slots: np.ndarray, active: np.ndarray) -> int:
+    """The position of the first slot outside ``active`` (or out of range), -1 if none: one pass."""
+    for i in range(slots.shape[0]):
+        s = slots[i]
+        if s < 0 or s >= active.shape[0] or not active[s]:
+            return i
+    return -1

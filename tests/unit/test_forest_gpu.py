@@ -57,6 +57,7 @@ def test_gpu_scores_are_identical_to_the_cpu_ones() -> None:
         a, b = cpu.update(slots[chunk], vals[chunk]), gpu.update(slots[chunk], vals[chunk])
         assert np.array_equal(a.raw_score, b.raw_score)
         assert np.array_equal(a.expected, b.expected)
+    assert gpu._gpu is not None and all(launcher.fast for launcher in gpu._gpu.launchers)
     for s in range(6):
         check_state(gpu.to_state(s))
 
@@ -86,6 +87,7 @@ def test_gpu_isolation_scores_and_states_are_identical_to_the_cpu_ones(config: F
         a, b = cpu.update(row, vals[i * n : i * n + n]), gpu.update(row, vals[i * n : i * n + n])
         assert np.array_equal(a.raw_score, b.raw_score)
     assert a.raw_score.max() > 0.0
+    assert gpu._gpu is not None and all(launcher.fast for launcher in gpu._gpu.launchers)
     sa, sb = cpu.to_state_many(list(range(n))), gpu.to_state_many(list(range(n)))
     for name, value in sa.items():
         assert np.array_equal(np.asarray(value), np.asarray(sb[name])), name
