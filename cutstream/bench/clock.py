@@ -22,6 +22,24 @@ def timed(spent: dict[str, float], name: str, f: Callable[..., Any]) -> Callable
     return run
 
 
+def timed_first(spent: dict[str, float], first: str, rest: str, f: Callable[..., Any]) -> Callable[..., Any]:
+    """``f``, whose first call adds its wall time to ``spent[first]`` and later ones to ``spent[rest]``
+    (a step whose first call also loads or compiles what the later ones use)."""
+    calls = [0]
+
+    @functools.wraps(f)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        name = first if calls[0] == 0 else rest
+        calls[0] += 1
+        t = time.perf_counter()
+        try:
+            return f(*args, **kwargs)
+        finally:
+            spent[name] = spent.get(name, 0.0) + time.perf_counter() - t
+
+    return run
+
+
 def timed_iter(
     spent: dict[str, float], name: str, f: Callable[..., Iterator[Any]]
 ) -> Callable[..., Iterator[Any]]:

@@ -4,7 +4,8 @@
 by tick, at the product's default model (``ForestConfig()``) unless options change it; with
 ``--pipeline`` also the whole scoring path (series to slots, the scoring stage around the forest,
 the forest: ``Detector.process_slots`` as the pipeline drives it), at the same S and model in the
-same process, where the time goes inside it, and the ratio to the forest alone.
+same process, timed in turns with the forest alone (``--rounds`` blocks each, medians), where the
+time goes inside it, and the ratio to the forest alone.
 ``markdown_report`` runs, in one process: the default model and the whole path at S=1000; the
 engine at T=50, N=256, K=4 tick by tick next to krcf single-series (its best case) and on 1000
 interleaved series, rrcf on a short stream; single-series latency, bytes per series and the time
@@ -61,6 +62,61 @@ def _warmup_ticks(cfg: Any, warmup: int | None) -> int:
     return int(cfg.store_size + cfg.shingle_size) if warmup is None else warmup
 
 
+class _Subject:
+    """A warmed-up bench subject: ``block(start, count)`` runs timed ticks ``start..start+count-1``
+    (of those made for it) and returns (wall, CPU) seconds; ``info`` holds its static fields."""
+
+    def __init__(self, info: dict[str, Any], tick: Any, blocks: Any = None) -> None:
+        self.info = info
+        self._tick = tick
+        self._blocks = blocks
+        self.walls: list[float] = []
+
+    def block(self, start: int, count: int) -> tuple[float, float]:
+        t0, c0 = time.perf_counter(), time.process_time()
+        with self._blocks() if self._blocks is not None else _nothing():
+            for i in range(start, start + count):
+                self._tick(i)
+        wall = time.perf_counter() - t0
+        self.walls.append(wall)
+        return wall, time.process_time() - c0
+
+
+class _nothing:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def _forest_subject(series: int, ticks: int, cfg: Any, backend: str, warmup: int | None) -> _Subject:
+    """The forest alone (``Forest.update``), warmed up, with ``ticks`` timed ticks' input made."""
+    from detector.forest import Forest
+
+    warm = _warmup_ticks(cfg, warmup)
+    data = seasonal(series, warm + ticks, cfg.seed)
+    t0 = time.perf_counter()
+    forest = Forest(cfg, capacity=series, backend=backend)
+    slots = forest.add_series(series)
+    create_s = time.perf_counter() - t0
+    for i in range(warm):  # the first tick also compiles / loads the kernels
+        forest.update(slots, data[i])
+    scores: list[Any] = []
+
+    def tick(i: int) -> None:
+        scores.append(forest.update(slots, data[warm + i]).raw_score)
+
+    info = {
+        "backend": forest.backend,
+        "warmup_ticks": warm,
+        "bytes_per_series": forest.bytes_per_series,
+        "create_s": create_s,
+        "scores": scores,
+    }
+    return _Subject(info, tick)
+
+
 def bench_engine(
     series: int, points: int, cfg: Any = None, backend: str = "cpu", warmup: int | None = None
 ) -> dict[str, Any]:
@@ -70,37 +126,27 @@ def bench_engine(
     ticks (default: enough to fill the store, so points leave) are not timed, so the figure is
     the steady state (score + delete + insert).
     """
-    from detector.forest import Forest
-
     cfg = forest_config() if cfg is None else cfg
-    warm = _warmup_ticks(cfg, warmup)
-    data = seasonal(series, warm + points, cfg.seed)
-    t0 = time.perf_counter()
-    forest = Forest(cfg, capacity=series, backend=backend)
-    slots = forest.add_series(series)
-    create_s = time.perf_counter() - t0
-    for i in range(warm):  # the first tick also compiles / loads the kernels
-        forest.update(slots, data[i])
-    scores = []
-    t0 = time.perf_counter()
-    c0 = time.process_time()
-    for i in range(warm, warm + points):
-        scores.append(forest.update(slots, data[i]).raw_score)
-    wall = time.perf_counter() - t0
-    cpu = time.process_time() - c0
-    sc = np.concatenate(scores)
+    subject = _forest_subject(series, points, cfg, backend, warmup)
+    wall, cpu = subject.block(0, points)
+    return _engine_result(series, points, cfg, subject, wall, cpu)
+
+
+def _engine_result(
+    series: int, points: int, cfg: Any, subject: _Subject, wall: float, cpu: float
+) -> dict[str, Any]:
+    info = dict(subject.info)
+    sc = np.concatenate(info.pop("scores"))
     return {
         "bench": "engine",
-        "backend": forest.backend,
+        "backend": info.pop("backend"),
         "series": series,
         "points": points,
         **_model_fields(cfg),
-        "warmup_ticks": warm,
+        **info,
         "points_per_s": series * points / wall,
         "cpu_s": cpu,
         "wall_s": wall,
-        "bytes_per_series": forest.bytes_per_series,
-        "create_s": create_s,
         "score_quantiles": {str(q): float(np.quantile(sc, q)) for q in (0.1, 0.5, 0.9, 0.99)},
     }
 
@@ -115,31 +161,33 @@ def _model_fields(cfg: Any) -> dict[str, Any]:
     }
 
 
-#: Event time of the first tick of ``bench_pipeline``; ticks are 5-minute windows, so the scoring
+#: Event time of the first tick of the scoring path's bench; ticks are 5-minute windows, so the scoring
 #: stage leaves LEARNING after a day of them (288 ticks).
 _T0_MS = 1_767_225_600_000
 _TICK_MS = 300_000
 
+#: The scoring path's steps timed inside it (its report's ``*_s`` fields).
+_STEPS = ("keys", "prepare", "forest", "judge")
 
-def bench_pipeline(
-    series: int, points: int, cfg: Any = None, backend: str = "cpu", warmup: int | None = None
-) -> dict[str, Any]:
-    """Time the whole scoring path tick by tick and where its time goes.
+
+def _pipeline_subject(series: int, ticks: int, cfg: Any, backend: str, warmup: int | None) -> _Subject:
+    """The whole scoring path, warmed up, with ``ticks`` timed ticks' input made.
 
     Same input and defaults as :func:`bench_engine`; every tick is one step with one value per
     series, driven as ``DetectorPipeline.score`` drives it: the series' registry indices to slots
     (a ``SlotMap``: the keys, timeseriesId-like strings, are looked up only for new series), then
-    ``Detector.process_slots``. Inside the timed calls the steps are timed too (``keys``: indices
-    to slots, ``prepare``, the forest, ``judge``), so ``forest_s`` is the forest's share of the
-    same calls on the same state.
+    ``Detector.process_slots``. Inside the timed blocks the steps are timed too (``info["spent"]``:
+    ``keys``, indices to slots; ``prepare``; the forest; ``judge``), so ``forest_s`` is the
+    forest's share of the same calls on the same state.
     """
+    import contextlib
+
     import detector.detector as det_mod
     from cutstream.bench.clock import timed
     from detector.config import ModelConfig
 
-    cfg = forest_config() if cfg is None else cfg
     warm = _warmup_ticks(cfg, warmup)
-    data = seasonal(series, warm + points, cfg.seed)
+    data = seasonal(series, warm + ticks, cfg.seed)
     keys = [f"{i:064x}" for i in range(series)]  # hex SHA-256 lengths, as timeseriesId
     det = det_mod.Detector(ModelConfig(forest=cfg), backend=backend, capacity=series)
 
@@ -152,44 +200,87 @@ def bench_pipeline(
     def stamps(i: int) -> np.ndarray:
         return np.full(series, _T0_MS + i * _TICK_MS, dtype=np.int64)
 
-    def tick(i: int, ts: np.ndarray) -> Any:
+    def step(i: int, ts: np.ndarray) -> Any:
         # as DetectorPipeline.score: series ids -> slots (a dict lookup only for new ones), then
         # the scoring step on the slots
         slots = slot_map.slots(ids, names)
         return det.process_slots(slots, data[i], ts)
 
     for i in range(warm):
-        tick(i, stamps(i))
-    times = [stamps(i) for i in range(warm, warm + points)]  # the input, made before the clock starts
-    spent = dict.fromkeys(("keys", "prepare", "forest", "judge"), 0.0)
+        step(i, stamps(i))
+    times = [stamps(warm + i) for i in range(ticks)]  # the input, made before the clock starts
+    spent = dict.fromkeys(_STEPS, 0.0)
+    inference = [0]
 
-    # The bench's own instrumentation: the detector's steps wrapped for the timed ticks only.
-    patched = {"prepare": det_mod.prepare, "judge": det_mod.judge}
-    det_mod.prepare = timed(spent, "prepare", det_mod.prepare)
-    det_mod.judge = timed(spent, "judge", det_mod.judge)
-    slot_map.slots = timed(spent, "keys", slot_map.slots)  # type: ignore[method-assign]
-    det._forest.update = timed(spent, "forest", det._forest.update)  # type: ignore[method-assign]
-    try:
-        inference = 0
-        t0 = time.perf_counter()
-        for i in range(warm, warm + points):
-            inference += int(np.count_nonzero(tick(i, times[i - warm]).inference))
-        wall = time.perf_counter() - t0
-    finally:
-        det_mod.prepare, det_mod.judge = patched["prepare"], patched["judge"]
+    def tick(i: int) -> None:
+        inference[0] += int(np.count_nonzero(step(warm + i, times[i]).inference))
+
+    @contextlib.contextmanager
+    def instrumented() -> Any:
+        # The bench's own instrumentation: the detector's steps wrapped for the timed ticks only.
+        patched = {"prepare": det_mod.prepare, "judge": det_mod.judge}
+        det_mod.prepare = timed(spent, "prepare", det_mod.prepare)
+        det_mod.judge = timed(spent, "judge", det_mod.judge)
+        slot_map.slots = timed(spent, "keys", slot_map.slots)  # type: ignore[method-assign]
+        det._forest.update = timed(spent, "forest", det._forest.update)  # type: ignore[method-assign]
+        try:
+            yield
+        finally:
+            det_mod.prepare, det_mod.judge = patched["prepare"], patched["judge"]
+            del slot_map.slots, det._forest.update  # the instance attributes: the class's again
+
+    return _Subject({"warmup_ticks": warm, "spent": spent, "inference": inference}, tick, instrumented)
+
+
+def _pipeline_result(series: int, points: int, cfg: Any, backend: str, subject: _Subject) -> dict[str, Any]:
+    """The scoring path's report over all of ``subject``'s timed blocks (``points`` ticks each):
+    points/s is the median block's; the step seconds are the sums over the blocks."""
+    wall = sum(subject.walls)
+    spent = subject.info["spent"]
     return {
         "bench": "pipeline",
         "backend": backend,
         "series": series,
         "points": points,
         **_model_fields(cfg),
-        "warmup_ticks": warm,
-        "points_per_s": series * points / wall,
+        "warmup_ticks": subject.info["warmup_ticks"],
+        "points_per_s": series * points / float(np.median(subject.walls)),
         "wall_s": wall,
-        **{f"{name}_s": s for name, s in spent.items()},
+        **{f"{name}_s": spent[name] for name in _STEPS},
         "other_s": wall - sum(spent.values()),
-        "inference_fraction": inference / (series * points),
+        "inference_fraction": subject.info["inference"][0] / (series * points * len(subject.walls)),
     }
+
+
+def bench_side_by_side(
+    series: int,
+    points: int,
+    cfg: Any,
+    backend: str,
+    warmup: int | None,
+    pipeline_warmup: int | None,
+    rounds: int,
+) -> dict[str, Any]:
+    """The forest alone and the whole scoring path, both warmed up, then timed in turns: ``rounds``
+    blocks of ``points`` ticks each, forest then path, so drift in the machine (clocks, heat, other
+    jobs) falls on both alike. Each side's points/s is its median block's; the engine's result with
+    the path's under ``pipeline`` and the ratio of the two medians."""
+    ticks = points * rounds
+    forest = _forest_subject(series, ticks, cfg, backend, warmup)
+    pipe = _pipeline_subject(series, ticks, cfg, backend, pipeline_warmup)
+    cpu = 0.0
+    for r in range(rounds):
+        cpu += forest.block(r * points, points)[1]
+        pipe.block(r * points, points)
+    out = _engine_result(series, points, cfg, forest, float(np.median(forest.walls)), cpu / rounds)
+    out["pipeline"] = _pipeline_result(series, points, cfg, backend, pipe)
+    out["forest_over_pipeline"] = out["points_per_s"] / out["pipeline"]["points_per_s"]
+    out["rounds"] = rounds
+    out["rounds_points_per_s"] = {
+        name: [series * points / w for w in subject.walls]
+        for name, subject in (("forest", forest), ("pipeline", pipe))
+    }
+    return out
 
 
 def bench_latency(
@@ -409,6 +500,13 @@ def compare_backends(series: int, ticks: int, cfg: Any = None, batch: int = 1) -
     help="untimed scoring-path ticks first (default: as --warmup; a day of 5-minute windows, 288, "
     "ends LEARNING)",
 )
+@click.option(
+    "--rounds",
+    type=int,
+    default=3,
+    show_default=True,
+    help="with --pipeline: timed blocks of --points ticks, forest and path in turns (medians reported)",
+)
 def engine_command(
     series: int,
     points: int,
@@ -422,16 +520,15 @@ def engine_command(
     warmup: int | None,
     pipeline: bool,
     pipeline_warmup: int | None,
+    rounds: int,
 ) -> None:
     """Throughput of the batched forest on synthetic seasonal series (one JSON line)."""
     cfg = forest_config(trees, sample_size, shingle, insert_every, raw_score, seed)
-    out = bench_engine(series, points, cfg, backend, warmup)
     if pipeline:
-        pipe = bench_pipeline(
-            series, points, cfg, backend, warmup if pipeline_warmup is None else pipeline_warmup
-        )
-        out["pipeline"] = pipe
-        out["forest_over_pipeline"] = out["points_per_s"] / pipe["points_per_s"]
+        path_warmup = warmup if pipeline_warmup is None else pipeline_warmup
+        out = bench_side_by_side(series, points, cfg, backend, warmup, path_warmup, max(1, rounds))
+    else:
+        out = bench_engine(series, points, cfg, backend, warmup)
     click.echo(json.dumps(out))
 
 
@@ -443,8 +540,8 @@ def markdown_report(quick: bool) -> str:
     import numba
 
     ticks = 20 if quick else 100
-    default = bench_engine(1000, ticks)
-    pipe = bench_pipeline(1000, ticks)
+    default = bench_side_by_side(1000, ticks, forest_config(), "cpu", None, None, rounds=3)
+    pipe = default["pipeline"]
     ours = bench_engine(1000, ticks, forest_config(50, 256, 4))
     single = bench_krcf(1, 500 if quick else 3000, 300 if quick else 2000)
     many = bench_krcf(1000, 2 if quick else 5, 260)
@@ -476,7 +573,8 @@ def markdown_report(quick: bool) -> str:
     out = [
         f"Product default model ({model}, the isolation score; `ForestConfig()`), S=1000 tick by tick "
         f"after the store filled ({d['warmup_ticks']:,} ticks), numba {threads} threads: "
-        "`cutstream bench engine --pipeline`.",
+        f"`cutstream bench engine --pipeline` (the two timed in turns, {ticks} ticks a block, each "
+        "figure its median block's of 3).",
         "",
         "| path | points/s | forest alone ÷ it |",
         "|---|---:|---:|",
