@@ -112,7 +112,7 @@ def stage_clock() -> Iterator[dict[str, float]]:
     """Time backfill's stages (module docstring) while the block runs: the functions that do them
     are wrapped, and put back after. Yields the seconds per stage, filled as they run."""
     import streams.backfill as backfill_mod
-    from cutstream.bench.clock import timed, timed_first, timed_iter
+    from cutstream.bench.clock import timed, timed_iter
     from detector.detector import Detector
     from sinks.parquet import ParquetSink
     from sinks.record import ResultBatch
@@ -138,7 +138,7 @@ def stage_clock() -> Iterator[dict[str, float]]:
         timed_iter(spent, "parse", backfill_mod.read_history),
         timed(spent, "window", DetectorPipeline.add_columns),
         timed(spent, "window", DetectorPipeline.close),
-        timed_first(spent, "setup", "score", Detector.process_slots),
+        timed(spent, "score", Detector.process_slots, first="setup"),
         classmethod(timed(spent, "results", build.__func__)),
         timed(spent, "encode", ResultBatch.table),
         timed(spent, "write", ParquetSink.write),

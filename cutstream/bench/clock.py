@@ -8,34 +8,23 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 
-def timed(spent: dict[str, float], name: str, f: Callable[..., Any]) -> Callable[..., Any]:
-    """``f``, whose calls add their wall time to ``spent[name]``."""
-
-    @functools.wraps(f)
-    def run(*args: Any, **kwargs: Any) -> Any:
-        t = time.perf_counter()
-        try:
-            return f(*args, **kwargs)
-        finally:
-            spent[name] = spent.get(name, 0.0) + time.perf_counter() - t
-
-    return run
-
-
-def timed_first(spent: dict[str, float], first: str, rest: str, f: Callable[..., Any]) -> Callable[..., Any]:
-    """``f``, whose first call adds its wall time to ``spent[first]`` and later ones to ``spent[rest]``
-    (a step whose first call also loads or compiles what the later ones use)."""
+def timed(
+    spent: dict[str, float], name: str, f: Callable[..., Any], first: str | None = None
+) -> Callable[..., Any]:
+    """``f``, whose calls add their wall time to ``spent[name]``; with ``first``, the first call's
+    goes to ``spent[first]`` instead (a step whose first call also loads or compiles what the later
+    ones use)."""
     calls = [0]
 
     @functools.wraps(f)
     def run(*args: Any, **kwargs: Any) -> Any:
-        name = first if calls[0] == 0 else rest
+        stage = first if first is not None and calls[0] == 0 else name
         calls[0] += 1
         t = time.perf_counter()
         try:
             return f(*args, **kwargs)
         finally:
-            spent[name] = spent.get(name, 0.0) + time.perf_counter() - t
+            spent[stage] = spent.get(stage, 0.0) + time.perf_counter() - t
 
     return run
 

@@ -7,13 +7,13 @@ from pathlib import Path
 import pytest
 
 from cutstream.bench import backfill
-from cutstream.bench.clock import timed_first
+from cutstream.bench.clock import timed
 
 
-def test_timed_first_counts_the_first_call_apart() -> None:
+def test_a_stage_clock_can_count_the_first_call_apart() -> None:
     spent: dict[str, float] = {}
     seen: list[int] = []
-    f = timed_first(spent, "setup", "score", seen.append)
+    f = timed(spent, "score", seen.append, first="setup")
     f(1)
     assert set(spent) == {"setup"}
     f(2)
