@@ -17,6 +17,7 @@ plus Gaussian noise, seeded.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import json
 import time
@@ -66,7 +67,7 @@ class _Subject:
     """A warmed-up bench subject: ``block(start, count)`` runs timed ticks ``start..start+count-1``
     (of those made for it) and returns (wall, CPU) seconds; ``info`` holds its static fields."""
 
-    def __init__(self, info: dict[str, Any], tick: Any, blocks: Any = None) -> None:
+    def __init__(self, info: dict[str, Any], tick: Any, blocks: Any = contextlib.nullcontext) -> None:
         self.info = info
         self._tick = tick
         self._blocks = blocks
@@ -74,20 +75,12 @@ class _Subject:
 
     def block(self, start: int, count: int) -> tuple[float, float]:
         t0, c0 = time.perf_counter(), time.process_time()
-        with self._blocks() if self._blocks is not None else _nothing():
+        with self._blocks():
             for i in range(start, start + count):
                 self._tick(i)
         wall = time.perf_counter() - t0
         self.walls.append(wall)
         return wall, time.process_time() - c0
-
-
-class _nothing:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
 
 
 def _forest_subject(series: int, ticks: int, cfg: Any, backend: str, warmup: int | None) -> _Subject:
@@ -180,8 +173,6 @@ def _pipeline_subject(series: int, ticks: int, cfg: Any, backend: str, warmup: i
     ``keys``, indices to slots; ``prepare``; the forest; ``judge``), so ``forest_s`` is the
     forest's share of the same calls on the same state.
     """
-    import contextlib
-
     import detector.detector as det_mod
     from cutstream.bench.clock import timed
     from detector.config import ModelConfig
